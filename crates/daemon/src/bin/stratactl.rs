@@ -1,0 +1,2 @@
+//! `stratactl`: the strata control client.
+fn main() {}

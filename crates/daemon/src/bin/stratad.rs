@@ -1,0 +1,2 @@
+//! `stratad`: the strata NTP daemon.
+fn main() {}

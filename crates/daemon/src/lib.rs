@@ -1,0 +1,1 @@
+//! strata-daemon: configuration, control protocol and the event loop behind `stratad` and `stratactl`.
