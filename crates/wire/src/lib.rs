@@ -1,10 +1,52 @@
 //! strata-wire: the NTPv4 packet format (RFC 5905), extension fields
 //! (RFC 7822) and MAC trailers (RFC 5905 / RFC 8573).
 //!
-//! Untrusted bytes never cause a panic here: every view is created with a
-//! checked constructor, after which no accessor panics.
+//! The crate follows the smoltcp pattern: zero-copy views over byte buffers
+//! ([`NtpPacket`], [`ExtensionField`]) whose accessors read fixed field
+//! ranges, and typed representations ([`NtpRepr`], [`ExtensionRepr`],
+//! [`Mac`]) with `parse`, `emit` and `buffer_len`. [`parse_datagram`] does
+//! the whole job for a received datagram.
+//!
+//! # Panic contract
+//!
+//! Untrusted bytes never cause a panic here: create views with the checked
+//! constructors (`new_checked`), after which no accessor panics.
+//! `new_unchecked` is for buffers you sized yourself when emitting; header
+//! accessors and setters on a too-short unchecked buffer may panic.
+//! Parsing never allocates.
 #![forbid(unsafe_code)]
 
+mod ext;
+mod packet;
+mod refid;
 pub mod time;
 
+pub use ext::{
+    parse_datagram, parse_trailer, ExtensionField, ExtensionIter, ExtensionRepr, Layout, Mac,
+    EXTENSION_HEADER_LEN, MAC_LENS, MIN_EXTENSION_LEN,
+};
+pub use packet::{Leap, Mode, NtpPacket, NtpRepr, HEADER_LEN, MAX_VERSION};
+pub use refid::{KissCode, ReferenceId};
 pub use time::{NtpDuration, NtpShort, NtpTimestamp};
+
+/// Why bytes could not be parsed (or a value could not be emitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The buffer is shorter than the structure it should hold.
+    #[error("packet truncated")]
+    Truncated,
+    /// The header carries an unsupported version (0 or above 4).
+    #[error("unsupported NTP version {0}")]
+    BadVersion(u8),
+    /// An extension field is malformed, or the bytes after the header do not
+    /// divide into extension fields and a MAC.
+    #[error("malformed extension field")]
+    BadExtension,
+    /// A MAC has an impossible length.
+    #[error("malformed MAC")]
+    BadMac,
+}
+
+/// The result type of this crate.
+pub type Result<T> = core::result::Result<T, Error>;
