@@ -1,0 +1,128 @@
+//! Root-only tests in network namespaces this test creates (and always
+//! deletes): sockets opened inside a namespace, and multicast on its
+//! loopback device.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+
+use common::{is_root, recv_timeout, NetnsGuard, RECV_TIMEOUT};
+use strata_net::{
+    ifindex, in_netns, netns_exists, NetError, Placement, SocketOptions, TimestampSource, Transmit,
+    UdpSocket,
+};
+
+/// The inode of the calling thread's network namespace.
+fn current_netns_inode() -> u64 {
+    std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+}
+
+#[test]
+fn socket_opened_inside_namespace() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let ns = NetnsGuard::new("sock");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["addr", "add", "10.200.77.1/32", "dev", "lo"]);
+    assert!(netns_exists(&ns.name));
+
+    let outside = current_netns_inode();
+    let inside = in_netns(&ns.name, current_netns_inode).unwrap();
+    assert_ne!(inside, outside);
+    assert_eq!(
+        current_netns_inode(),
+        outside,
+        "caller thread changed namespace"
+    );
+
+    let local: SocketAddr = "10.200.77.1:0".parse().unwrap();
+    // The address exists only inside the namespace.
+    match UdpSocket::open(&SocketOptions::new(local)) {
+        Err(NetError::Io { source, .. }) => {
+            assert_eq!(source.kind(), io::ErrorKind::AddrNotAvailable);
+        }
+        other => panic!("binding {local} outside the namespace: {other:?}"),
+    }
+    let mut opts = SocketOptions::new(local);
+    opts.placement = Placement::Netns(ns.name.clone());
+    let sock = UdpSocket::open(&opts).unwrap();
+    assert_eq!(sock.placement(), &opts.placement);
+
+    // The socket keeps working after the helper thread is gone.
+    let addr = sock.local_addr().unwrap();
+    sock.send(b"inside", &Transmit::to(addr)).unwrap();
+    let mut buf = [0u8; 16];
+    let meta = recv_timeout(&sock, &mut buf, RECV_TIMEOUT).unwrap();
+    assert_eq!(&buf[..meta.len], b"inside");
+    assert_eq!(meta.dst_ip, Some(IpAddr::V4(Ipv4Addr::new(10, 200, 77, 1))));
+    assert_eq!(meta.ts_source, TimestampSource::Kernel);
+}
+
+#[test]
+fn multicast_on_namespace_loopback() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let ns = NetnsGuard::new("mcast");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["link", "set", "lo", "multicast", "on"]);
+    ns.ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]);
+    let group = Ipv4Addr::new(224, 0, 1, 1);
+
+    let placement = Placement::Netns(ns.name.clone());
+    let mut opts = SocketOptions::new("0.0.0.0:0".parse().unwrap());
+    opts.placement = placement.clone();
+    let receiver = UdpSocket::open(&opts).unwrap();
+    let sender = UdpSocket::open(&opts).unwrap();
+    let lo = in_netns(&ns.name, || ifindex("lo")).unwrap().unwrap();
+
+    receiver.join_multicast(IpAddr::V4(group), lo).unwrap();
+    sender.set_multicast_if(lo).unwrap();
+    sender.set_multicast_ttl(1).unwrap();
+    sender.set_multicast_loop(true).unwrap();
+
+    let port = receiver.local_addr().unwrap().port();
+    let dst = SocketAddr::from((group, port));
+    sender.send(b"mode 5", &Transmit::to(dst)).unwrap();
+
+    let mut buf = [0u8; 16];
+    let meta = recv_timeout(&receiver, &mut buf, RECV_TIMEOUT).unwrap();
+    assert_eq!(&buf[..meta.len], b"mode 5");
+    assert_eq!(meta.dst_ip, Some(IpAddr::V4(group)));
+    assert_eq!(meta.ifindex, Some(lo));
+    assert_eq!(meta.src.port(), sender.local_addr().unwrap().port());
+    // A reply to a multicast datagram does not use the group as source.
+    assert_eq!(Transmit::reply_to(&meta).src_ip, None);
+}
+
+#[test]
+fn namespace_is_gone_after_guard_drops() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let name = {
+        let ns = NetnsGuard::new("drop");
+        assert!(netns_exists(&ns.name));
+        ns.name.clone()
+    };
+    assert!(!netns_exists(&name));
+
+    // The guard also cleans up when the test fails.
+    let mut created = String::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = NetnsGuard::new("panic");
+        created.clone_from(&ns.name);
+        assert!(netns_exists(&ns.name));
+        panic!("simulated test failure");
+    }));
+    assert!(result.is_err());
+    assert!(!created.is_empty());
+    assert!(!netns_exists(&created));
+}
