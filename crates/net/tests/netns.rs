@@ -1,12 +1,12 @@
 //! Root-only tests in network namespaces this test creates (and always
-//! deletes): sockets opened inside a namespace, and multicast on its
-//! loopback device.
+//! deletes): sockets opened inside a namespace, IPv4 multicast on its
+//! loopback device and IPv6 multicast on a veth pair inside it.
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 
 use common::{is_root, recv_timeout, NetnsGuard, RECV_TIMEOUT};
@@ -99,6 +99,70 @@ fn multicast_on_namespace_loopback() {
     assert_eq!(meta.src.port(), sender.local_addr().unwrap().port());
     // A reply to a multicast datagram does not use the group as source.
     assert_eq!(Transmit::reply_to(&meta).src_ip, None);
+
+    // IP_MULTICAST_ALL is off: a socket on the same port that did not join
+    // the group gets nothing. Loopback delivers to every member before
+    // send() returns, so the first socket receiving proves the second
+    // would have it by now.
+    let mut same_port = opts.clone();
+    same_port.local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let bystander = UdpSocket::open(&same_port).unwrap();
+    sender.send(b"again", &Transmit::to(dst)).unwrap();
+    let meta = recv_timeout(&receiver, &mut buf, RECV_TIMEOUT).unwrap();
+    assert_eq!(&buf[..meta.len], b"again");
+    let err = bystander.recv(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+}
+
+#[test]
+fn ipv6_multicast_in_namespace() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Linux does not loop IPv6 multicast back through lo, so this uses a
+    // veth pair that lives entirely inside the namespace (deleted with it);
+    // IPV6_MULTICAST_LOOP delivers the local copy.
+    let ns = NetnsGuard::new("mcast6");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "strata-v0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "strata-v1",
+    ]);
+    ns.ip(&["link", "set", "strata-v0", "up"]);
+    ns.ip(&["link", "set", "strata-v1", "up"]);
+    ns.ip(&["addr", "add", "fd00:200::1/64", "dev", "strata-v0", "nodad"]);
+    let group: Ipv6Addr = "ff05::101".parse().unwrap();
+
+    let mut opts = SocketOptions::new("[::]:0".parse().unwrap());
+    opts.placement = Placement::Netns(ns.name.clone());
+    let receiver = UdpSocket::open(&opts).unwrap();
+    let sender = UdpSocket::open(&opts).unwrap();
+    let v0 = in_netns(&ns.name, || ifindex("strata-v0"))
+        .unwrap()
+        .unwrap();
+
+    receiver.join_multicast(IpAddr::V6(group), v0).unwrap();
+    sender.set_multicast_if(v0).unwrap();
+    sender.set_multicast_ttl(1).unwrap();
+    sender.set_multicast_loop(true).unwrap();
+
+    let port = receiver.local_addr().unwrap().port();
+    let dst = SocketAddr::from((group, port));
+    sender.send(b"mode 5 v6", &Transmit::to(dst)).unwrap();
+
+    let mut buf = [0u8; 16];
+    let meta = recv_timeout(&receiver, &mut buf, RECV_TIMEOUT).unwrap();
+    assert_eq!(&buf[..meta.len], b"mode 5 v6");
+    assert_eq!(meta.dst_ip, Some(IpAddr::V6(group)));
+    assert_eq!(meta.ifindex, Some(v0));
+    assert_eq!(meta.ts_source, TimestampSource::Kernel);
 }
 
 #[test]
