@@ -1,1 +1,33 @@
-//! strata-clock.
+//! strata-clock: the RFC 5905 clock algorithms and the clock backends.
+//!
+//! The algorithm modules are pure: they never read a clock, never sleep and
+//! hold no IO. Every input carries its own time (`now`, `f64` seconds on a
+//! monotonic timebase the caller chooses), so the same inputs always give
+//! the same outputs and tests can run hours of simulated time in
+//! milliseconds.
+//!
+//! * [`filter`]: the per-association clock filter (RFC 5905 §10).
+//! * [`select`]: intersection, clustering and combining (RFC 5905 §11).
+//! * [`discipline`]: the clock discipline: step/slew decisions, the
+//!   frequency estimate and the poll interval (RFC 5905 §11.3, with a
+//!   Kalman-filter loop in place of the PLL/FLL; see the module doc).
+//! * [`backend`]: the clocks the discipline steers: the host clock via
+//!   `adjtimex` ([`backend::SystemClock`]), a read-only observer
+//!   ([`backend::ObserveOnly`]) and a skewed simulated clock
+//!   ([`backend::VirtualClock`]).
+//!
+//! Offsets follow RFC 5905 throughout: theta = reference − local clock,
+//! positive when the local clock is behind.
+
+pub mod backend;
+pub mod discipline;
+pub mod filter;
+pub mod select;
+
+/// Frequency tolerance PHI (RFC 5905): the assumed worst-case frequency
+/// error of a clock, 15 ppm, at which dispersion grows (s/s).
+pub const PHI: f64 = 15e-6;
+
+/// Maximum dispersion MAXDISP (RFC 5905), 16 s: the dispersion of a missing
+/// or unusable sample.
+pub const MAXDISP: f64 = 16.0;

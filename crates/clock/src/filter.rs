@@ -1,0 +1,401 @@
+//! The clock filter (RFC 5905 §10, `clock_filter()`).
+//!
+//! Each association keeps the last [`NSTAGE`] samples in a shift register.
+//! On every new sample the register is sorted by round-trip delay (the
+//! sample with the least delay has the least error from path asymmetry and
+//! queueing), the peer dispersion is the weighted sum of the aged stage
+//! dispersions and the peer jitter the RMS of offset differences from the
+//! best sample.
+//!
+//! Dispersion ages at [`PHI`] s/s from the time each sample was taken;
+//! stages whose aged dispersion reaches [`MAXDISP`] (missing polls, very old
+//! samples) take no part in the choice or in the jitter.
+//!
+//! Two rules decide whether the chosen sample is handed on:
+//!
+//! * the prime directive: a sample is used at most once, and never one older
+//!   than the last one handed on;
+//! * the popcorn spike suppressor: a chosen sample whose offset differs from
+//!   the last handed-on offset by more than [`SGATE`] × the jitter known
+//!   before it arrived (so that the spike does not inflate its own gate) is
+//!   dropped,
+//!   unless that jitter came from a single sample (nothing to compare yet)
+//!   or the last handed-on sample is at least two sample intervals old
+//!   (the interval being the spacing of the two latest samples, standing in
+//!   for RFC 5905's "twice the system poll interval"). A lasting change of
+//!   offset therefore gets through after at most two polls; a lone spike
+//!   does not.
+
+use crate::{MAXDISP, PHI};
+
+/// Number of filter stages (RFC 5905 NSTAGE).
+pub const NSTAGE: usize = 8;
+
+/// Popcorn spike gate (RFC 5905 SGATE): spikes larger than this many
+/// jitters are suppressed.
+pub const SGATE: f64 = 3.0;
+
+/// One clock sample from an on-wire exchange.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Clock offset theta (s): reference − local, positive when the local
+    /// clock is behind.
+    pub offset: f64,
+    /// Round-trip delay delta (s).
+    pub delay: f64,
+    /// Dispersion epsilon of this sample (s), e.g. precisions plus
+    /// PHI × the exchange duration.
+    pub dispersion: f64,
+    /// When the sample was taken (monotonic seconds).
+    pub time: f64,
+}
+
+/// The filter's output: the chosen sample plus the peer statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FilterOutput {
+    /// Offset of the chosen sample (s).
+    pub offset: f64,
+    /// Delay of the chosen sample (s).
+    pub delay: f64,
+    /// Peer dispersion (s), aged to the time of the latest sample.
+    pub dispersion: f64,
+    /// Peer jitter (s): RMS offset difference of the usable stages from the
+    /// chosen one, at least the precision.
+    pub jitter: f64,
+    /// When the chosen sample was taken (monotonic seconds).
+    pub time: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Stage {
+    offset: f64,
+    delay: f64,
+    dispersion: f64,
+    time: f64,
+}
+
+impl Stage {
+    fn aged_dispersion(&self, now: f64) -> f64 {
+        let age = (now - self.time).max(0.0);
+        (self.dispersion + PHI * age).min(MAXDISP)
+    }
+}
+
+/// The RFC 5905 clock filter of one association. See the module doc.
+#[derive(Clone, Debug, Default)]
+pub struct ClockFilter {
+    /// Newest first; `None` = never filled since the last reset.
+    stages: [Option<Stage>; NSTAGE],
+    /// The last output handed on.
+    last: Option<FilterOutput>,
+    /// Time of the newest sample shifted in (real or missing).
+    newest: Option<f64>,
+    /// Spacing of the two newest samples, standing in for the poll interval.
+    interval: Option<f64>,
+    /// How many usable stages the last output's jitter was computed from.
+    last_usable: u32,
+}
+
+impl ClockFilter {
+    /// An empty filter.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sample at `sample.time`; returns the newly selected sample when
+    /// the filter picks one newer than the last one it returned (RFC 5905:
+    /// "only use a sample once, and not older than the last").
+    ///
+    /// `precision` (s) is the floor for the jitter (the system precision).
+    /// Samples with a non-finite field or a negative delay are ignored.
+    pub fn add(&mut self, sample: Sample, precision: f64) -> Option<FilterOutput> {
+        if !(sample.offset.is_finite()
+            && sample.delay.is_finite()
+            && sample.dispersion.is_finite()
+            && sample.time.is_finite())
+            || sample.delay < 0.0
+        {
+            return None;
+        }
+        self.shift(Stage {
+            offset: sample.offset,
+            delay: sample.delay,
+            dispersion: sample.dispersion.clamp(0.0, MAXDISP),
+            time: sample.time,
+        });
+        let now = sample.time;
+        let (out, usable) = self.evaluate(now, precision)?;
+        if let Some(last) = self.last {
+            // Prime directive: only newer samples.
+            if out.time <= last.time {
+                return None;
+            }
+            // Popcorn spike suppressor.
+            let since = out.time - last.time;
+            let recent = self.interval.is_some_and(|i| since < 2.0 * i);
+            let known_jitter = self.last_usable > 1;
+            if known_jitter && recent && (out.offset - last.offset).abs() > SGATE * last.jitter {
+                return None;
+            }
+        }
+        self.last = Some(out);
+        self.last_usable = usable;
+        Some(out)
+    }
+
+    /// A missed poll (reach bit 0): shift in a dummy sample with MAXDISP
+    /// (16 s) dispersion (RFC 5905 `clock_filter(0, 0, MAXDISP)`).
+    pub fn add_missing(&mut self, now: f64) {
+        if !now.is_finite() {
+            return;
+        }
+        self.shift(Stage {
+            offset: 0.0,
+            delay: MAXDISP,
+            dispersion: MAXDISP,
+            time: now,
+        });
+    }
+
+    /// Forgets all samples and the last output (RFC 5905 `clear()`, e.g.
+    /// after the clock was stepped).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The values last handed on by [`ClockFilter::add`].
+    #[must_use]
+    pub fn last(&self) -> Option<FilterOutput> {
+        self.last
+    }
+
+    /// The peer dispersion aged to `now`: the stage dispersions, each aged
+    /// at PHI from its sample time, sorted like the filter sorts them and
+    /// weighted 1/2, 1/4, … (RFC 5905 §10). An empty filter gives about
+    /// MAXDISP.
+    #[must_use]
+    pub fn dispersion_at(&self, now: f64) -> f64 {
+        let order = self.sorted(now);
+        let mut disp = 0.0;
+        let mut weight = 0.5;
+        for slot in &order {
+            let d = match slot {
+                Some(i) => self.stages[*i].map_or(MAXDISP, |s| s.aged_dispersion(now)),
+                None => MAXDISP,
+            };
+            disp += d * weight;
+            weight /= 2.0;
+        }
+        disp
+    }
+
+    /// Number of stages holding a usable sample at `now`.
+    #[must_use]
+    pub fn usable(&self, now: f64) -> usize {
+        self.stages
+            .iter()
+            .flatten()
+            .filter(|s| s.aged_dispersion(now) < MAXDISP)
+            .count()
+    }
+
+    fn shift(&mut self, stage: Stage) {
+        if let Some(prev) = self.newest {
+            let i = stage.time - prev;
+            if i > 0.0 {
+                self.interval = Some(i);
+            }
+        }
+        self.newest = Some(stage.time);
+        self.stages.rotate_right(1);
+        self.stages[0] = Some(stage);
+    }
+
+    /// Stage indexes sorted by delay (usable first); `None` for empty slots.
+    fn sorted(&self, now: f64) -> [Option<usize>; NSTAGE] {
+        let mut order: [Option<usize>; NSTAGE] = [None; NSTAGE];
+        let mut n = 0;
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.is_some() {
+                order[n] = Some(i);
+                n += 1;
+            }
+        }
+        let key = |i: usize| -> f64 {
+            self.stages[i].map_or(f64::INFINITY, |s| {
+                if s.aged_dispersion(now) >= MAXDISP {
+                    // Unusable stages sort last, newest first among them.
+                    MAXDISP * 2.0 + (now - s.time).max(0.0)
+                } else {
+                    s.delay
+                }
+            })
+        };
+        order[..n].sort_by(|a, b| {
+            let (a, b) = (a.unwrap_or(0), b.unwrap_or(0));
+            key(a).total_cmp(&key(b)).then(a.cmp(&b))
+        });
+        order
+    }
+
+    /// The chosen sample and statistics, plus the number of usable stages.
+    fn evaluate(&self, now: f64, precision: f64) -> Option<(FilterOutput, u32)> {
+        let order = self.sorted(now);
+        let best = self.stages[order[0]?]?;
+        if best.aged_dispersion(now) >= MAXDISP {
+            return None;
+        }
+        let mut sum = 0.0;
+        let mut m = 0u32;
+        for i in order.iter().flatten() {
+            if let Some(s) = self.stages[*i] {
+                if s.aged_dispersion(now) < MAXDISP {
+                    let d = s.offset - best.offset;
+                    sum += d * d;
+                    m += 1;
+                }
+            }
+        }
+        let jitter = if m > 1 {
+            (sum / f64::from(m - 1)).sqrt()
+        } else {
+            0.0
+        };
+        let floor = if precision.is_finite() {
+            precision.abs()
+        } else {
+            0.0
+        };
+        let out = FilterOutput {
+            offset: best.offset,
+            delay: best.delay,
+            dispersion: self.dispersion_at(now),
+            jitter: jitter.max(floor),
+            time: best.time,
+        };
+        Some((out, m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(offset: f64, delay: f64, time: f64) -> Sample {
+        Sample {
+            offset,
+            delay,
+            dispersion: 1e-6,
+            time,
+        }
+    }
+
+    #[test]
+    fn first_sample_is_handed_on() {
+        let mut f = ClockFilter::new();
+        let out = f.add(s(0.01, 0.002, 0.0), 1e-6).unwrap();
+        assert_eq!(out.offset, 0.01);
+        assert_eq!(out.delay, 0.002);
+        assert_eq!(out.time, 0.0);
+        // 7 empty stages at MAXDISP, weights 1/4 .. 1/256, plus the sample.
+        let expect = 1e-6 / 2.0 + MAXDISP * (0.5 - 1.0 / 256.0);
+        assert!((out.dispersion - expect).abs() < 1e-9, "{}", out.dispersion);
+        assert_eq!(f.last(), Some(out));
+    }
+
+    #[test]
+    fn picks_minimum_delay_and_uses_each_sample_once() {
+        let mut f = ClockFilter::new();
+        f.add(s(0.010, 0.004, 0.0), 1e-6).unwrap();
+        // Lower delay, newer: chosen.
+        let out = f.add(s(0.011, 0.001, 1.0), 1e-6).unwrap();
+        assert_eq!(out.delay, 0.001);
+        assert_eq!(out.time, 1.0);
+        // Higher delay: the min-delay sample is still the 1.0 one, already
+        // used, so nothing new comes out.
+        assert_eq!(f.add(s(0.0105, 0.003, 2.0), 1e-6), None);
+        assert_eq!(f.last().unwrap().time, 1.0);
+        // An even better one is chosen again.
+        let out = f.add(s(0.0108, 0.0005, 3.0), 1e-6).unwrap();
+        assert_eq!(out.time, 3.0);
+        assert_eq!(out.offset, 0.0108);
+        // Jitter: RMS of offset differences from the chosen sample.
+        let d: [f64; 3] = [0.010 - 0.0108, 0.011 - 0.0108, 0.0105 - 0.0108];
+        let rms = (d.iter().map(|x| x * x).sum::<f64>() / 3.0).sqrt();
+        assert!((out.jitter - rms).abs() < 1e-12);
+    }
+
+    #[test]
+    fn dispersion_ages_at_phi() {
+        let mut f = ClockFilter::new();
+        for i in 0..8u32 {
+            f.add(s(0.0, 0.001, f64::from(i)), 1e-6);
+        }
+        let d0 = f.dispersion_at(7.0);
+        let d1 = f.dispersion_at(107.0);
+        // Every stage ages 100 s × PHI; the weights sum to 1 - 2^-8.
+        let expect = 100.0 * PHI * (1.0 - 1.0 / 256.0);
+        assert!((d1 - d0 - expect).abs() < 1e-12, "{d0} {d1}");
+        // Dispersion saturates at MAXDISP per stage.
+        assert!(f.dispersion_at(1e9) <= MAXDISP);
+    }
+
+    #[test]
+    fn missing_polls_push_out_samples() {
+        let mut f = ClockFilter::new();
+        f.add(s(0.0, 0.001, 0.0), 1e-6).unwrap();
+        for i in 1..=8u32 {
+            f.add_missing(f64::from(i));
+        }
+        assert_eq!(f.usable(8.0), 0);
+        assert!(f.dispersion_at(8.0) > MAXDISP * 0.99);
+        // A fresh sample is handed on again.
+        let out = f.add(s(0.002, 0.003, 9.0), 1e-6).unwrap();
+        assert_eq!(out.offset, 0.002);
+    }
+
+    #[test]
+    fn popcorn_spike_is_suppressed_but_a_lasting_change_passes() {
+        let mut f = ClockFilter::new();
+        // Steady samples with small noise and decreasing delays, so that
+        // each new sample is the chosen one.
+        let mut delay = 0.010;
+        let mut t = 0.0;
+        for k in 0..8 {
+            let noise = if k % 2 == 0 { 1e-5 } else { -1e-5 };
+            delay -= 0.0001;
+            assert!(f.add(s(noise, delay, t), 1e-7).is_some());
+            t += 1.0;
+        }
+        // A 5 ms spike with the best delay so far: chosen, but suppressed.
+        delay -= 0.0001;
+        assert_eq!(f.add(s(0.005, delay, t), 1e-7), None);
+        t += 1.0;
+        // The offset really moved: the next one gets through, since the
+        // last handed-on sample is now two intervals old.
+        delay -= 0.0001;
+        let out = f.add(s(0.005, delay, t), 1e-7).unwrap();
+        assert_eq!(out.offset, 0.005);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let mut f = ClockFilter::new();
+        f.add(s(0.1, 0.001, 5.0), 1e-6).unwrap();
+        f.reset();
+        assert_eq!(f.last(), None);
+        // An older timestamp is accepted after a reset.
+        assert!(f.add(s(0.0, 0.002, 1.0), 1e-6).is_some());
+    }
+
+    #[test]
+    fn bad_input_is_ignored() {
+        let mut f = ClockFilter::new();
+        assert_eq!(f.add(s(f64::NAN, 0.001, 0.0), 1e-6), None);
+        assert_eq!(f.add(s(0.0, -1.0, 0.0), 1e-6), None);
+        assert_eq!(f.add(s(0.0, 0.001, f64::INFINITY), 1e-6), None);
+        f.add_missing(f64::NAN);
+        assert_eq!(f.usable(0.0), 0);
+    }
+}
