@@ -1,2 +1,148 @@
-//! `cargo xtask`: project automation.
-fn main() {}
+//! `cargo xtask`: strata's project automation (rust-analyzer style).
+//!
+//! One subcommand per task; every shell command runs through an `xshell`
+//! [`Shell`] rooted at the workspace root. See `cargo xtask --help`.
+
+mod flags;
+mod probe;
+mod scenario;
+mod tidy;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let flags = flags::Xtask::from_env_or_exit();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match flags.subcommand {
+        flags::XtaskCmd::Tidy(_) => tidy_cmd(&project_root()),
+        flags::XtaskCmd::Test(_) => test_cmd(&sh),
+        flags::XtaskCmd::Scenario(cmd) => scenario::cli(
+            &sh,
+            &cmd.name,
+            scenario::Options {
+                fail: cmd.fail,
+                keep: cmd.keep,
+            },
+        ),
+        flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
+        flags::XtaskCmd::Probe(cmd) => {
+            let addr = cmd
+                .addr
+                .parse()
+                .with_context(|| format!("bad address {:?}", cmd.addr))?;
+            let timeout = Duration::from_millis(cmd.timeout_ms.unwrap_or(2000));
+            let sample = probe::probe_offset(addr, timeout)?;
+            println!("{}", sample.to_line());
+            Ok(())
+        }
+        flags::XtaskCmd::NtpResponder(cmd) => {
+            let addr: std::net::SocketAddr = cmd
+                .addr
+                .parse()
+                .with_context(|| format!("bad address {:?}", cmd.addr))?;
+            let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("bind {addr}"))?;
+            let answered = probe::serve(
+                &socket,
+                probe::Shift::from_millis(cmd.offset_ms.unwrap_or(0)),
+                cmd.max_requests.unwrap_or(16),
+                Duration::from_secs(cmd.max_seconds.unwrap_or(60)),
+            )?;
+            eprintln!("ntp-responder: answered {answered} requests");
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+fn project_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_path_buf()
+}
+
+/// The cargo target directory builds of this run go to.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                project_root().join(dir)
+            }
+        }
+        None => project_root().join("target"),
+    }
+}
+
+fn tidy_cmd(root: &Path) -> Result<()> {
+    let violations = tidy::check_tree(root)?;
+    for v in &violations {
+        println!("{v}");
+    }
+    if !violations.is_empty() {
+        bail!("tidy: {} violation(s)", violations.len());
+    }
+    println!("tidy: ok");
+    Ok(())
+}
+
+/// `cargo xtask test`: every check CI runs, stopping at the first failure.
+fn test_cmd(sh: &Shell) -> Result<()> {
+    let step = |name: &str, result: Result<()>| -> Result<()> {
+        match result {
+            Ok(()) => {
+                println!("xtask test: ok: {name}");
+                Ok(())
+            }
+            Err(err) => {
+                println!("xtask test: FAILED at step: {name}");
+                Err(err.context(format!("step `{name}` failed")))
+            }
+        }
+    };
+    step(
+        "cargo fmt --all -- --check",
+        cmd!(sh, "cargo fmt --all -- --check")
+            .run()
+            .map_err(Into::into),
+    )?;
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings")
+            .run()
+            .map_err(Into::into),
+    )?;
+    step("tidy", tidy_cmd(&project_root()))?;
+    step(
+        "cargo test --workspace",
+        cmd!(sh, "cargo test --workspace").run().map_err(Into::into),
+    )?;
+    if scenario::is_root()? {
+        step(
+            "scenario all",
+            scenario::cli(sh, "all", scenario::Options::default()),
+        )?;
+    } else {
+        println!("xtask test: skipped: scenario all (requires root for network namespaces)");
+    }
+    println!("xtask test: all steps passed");
+    Ok(())
+}

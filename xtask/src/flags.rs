@@ -1,0 +1,40 @@
+//! Command-line flags of `cargo xtask`, declared with `xflags`.
+
+xflags::xflags! {
+    /// strata project automation.
+    cmd xtask {
+        /// Check the repository's rules as code (docs, banned APIs, unsafe, whitespace, lints).
+        cmd tidy {}
+        /// Run everything CI runs: fmt, clippy, tidy, tests, and (as root) every scenario.
+        cmd test {}
+        /// Run a network-namespace scenario: NAME, `all`, or `list`.
+        cmd scenario {
+            /// Scenario name, `all` or `list`.
+            required name: String
+            /// Fail deliberately after the check, processes still running (verifies teardown).
+            optional --fail
+            /// Keep the per-run directory (configs, logs) even when the scenario passes.
+            optional --keep
+        }
+        /// Delete leftover strata scenario namespaces (`st<4 hex>-*`) and their processes.
+        cmd clean-netns {}
+        /// Measure the clock error of the NTP server at ADDR against this host's clock.
+        cmd probe {
+            /// Server address, `ip:port`.
+            required addr: String
+            /// Give up after this many milliseconds (default 2000).
+            optional --timeout-ms timeout_ms: u64
+        }
+        /// Answer NTP client requests with a clock shifted by OFFSET_MS (scenario helper).
+        cmd ntp-responder {
+            /// Address to bind, `ip:port`.
+            required addr: String
+            /// Offset of the served clock from the host clock, milliseconds.
+            optional --offset-ms offset_ms: i64
+            /// Exit after answering this many requests (default 16).
+            optional --max-requests max_requests: u32
+            /// Exit after this many seconds (default 60).
+            optional --max-seconds max_seconds: u64
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The true clock error of an NTP server, measured against this host's clock.
+//!
+//! Scenario nodes run virtual clocks; the host clock is the reference. A
+//! probe sends one NTPv4 mode-3 request with T1 from the host clock, reads
+//! T2/T3 from the reply, takes T4 from the host clock and computes
+//! `error = ((T2 − T1) + (T3 − T4)) / 2`: positive when the server's clock is
+//! ahead of the host. Scenarios run it inside a node's namespace as
+//! `ip netns exec NS xtask probe ADDR`.
+//!
+//! The 48-byte header is built and read by hand (RFC 5905 §7.3) so this tool
+//! does not depend on the library under test. [`serve`] is the matching tiny
+//! server with a known offset, used by the unit tests and the `smoke` scenario.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// Length of an NTP header without extension fields.
+const HEADER_LEN: usize = 48;
+/// Seconds from the NTP era-0 epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+/// One second in NTP 32.32 fixed point.
+const FRAC_PER_SEC: f64 = 4_294_967_296.0;
+
+/// A signed shift of the clock a [`serve`] responder answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shift {
+    ahead: bool,
+    by: Duration,
+}
+
+impl Shift {
+    /// A shift of `ms` milliseconds (positive = the served clock is ahead).
+    pub fn from_millis(ms: i64) -> Shift {
+        Shift {
+            ahead: ms >= 0,
+            by: Duration::from_millis(ms.unsigned_abs()),
+        }
+    }
+
+    fn apply(self, t: SystemTime) -> SystemTime {
+        if self.ahead {
+            t + self.by
+        } else {
+            t.checked_sub(self.by).unwrap_or(UNIX_EPOCH)
+        }
+    }
+}
+
+/// One measurement of a server's clock against the host clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// `((T2 − T1) + (T3 − T4)) / 2` in seconds; positive = server ahead.
+    pub offset_s: f64,
+    /// Round-trip delay `(T4 − T1) − (T3 − T2)` in seconds.
+    pub delay_s: f64,
+    /// The server's stratum.
+    pub stratum: u8,
+}
+
+impl Sample {
+    /// The one-line form `xtask probe` prints and [`Sample::parse_line`] reads.
+    pub fn to_line(self) -> String {
+        format!(
+            "offset_s={:.9} delay_s={:.9} stratum={}",
+            self.offset_s, self.delay_s, self.stratum
+        )
+    }
+
+    /// Parses the output of [`Sample::to_line`].
+    pub fn parse_line(line: &str) -> Result<Sample> {
+        let mut offset_s = None;
+        let mut delay_s = None;
+        let mut stratum = None;
+        for field in line.split_whitespace() {
+            match field.split_once('=') {
+                Some(("offset_s", v)) => offset_s = Some(v.parse::<f64>()?),
+                Some(("delay_s", v)) => delay_s = Some(v.parse::<f64>()?),
+                Some(("stratum", v)) => stratum = Some(v.parse::<u8>()?),
+                _ => {}
+            }
+        }
+        match (offset_s, delay_s, stratum) {
+            (Some(offset_s), Some(delay_s), Some(stratum)) => Ok(Sample {
+                offset_s,
+                delay_s,
+                stratum,
+            }),
+            _ => bail!("not a probe line: {line:?}"),
+        }
+    }
+}
+
+/// An NTP 32.32 timestamp (era-relative) of a wall-clock time.
+fn ntp_timestamp(t: SystemTime) -> u64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // Era arithmetic: the seconds field wraps modulo 2^32 by definition.
+    let secs = (since.as_secs() + NTP_UNIX_OFFSET) & 0xffff_ffff;
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// `a − b` in seconds, for timestamps less than 68 years apart (era-safe).
+fn diff_seconds(a: u64, b: u64) -> f64 {
+    let d = i64::from_ne_bytes(a.wrapping_sub(b).to_ne_bytes());
+    // Precision: f64 keeps ~2^-22 s resolution at 68 years; plenty here.
+    d as f64 / FRAC_PER_SEC
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = buf.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A client request carrying `t1` as its transmit timestamp.
+fn request(t1: u64) -> [u8; HEADER_LEN] {
+    let mut buf = [0u8; HEADER_LEN];
+    buf[0] = 0x23; // LI 0, version 4, mode 3 (client)
+    buf[40..48].copy_from_slice(&t1.to_be_bytes());
+    buf
+}
+
+/// Validates a server reply to the request sent at `t1`, received at `t4`.
+fn parse_reply(buf: &[u8], t1: u64, t4: u64) -> Result<Sample> {
+    ensure!(
+        buf.len() >= HEADER_LEN,
+        "reply too short: {} bytes",
+        buf.len()
+    );
+    let mode = buf[0] & 0x07;
+    ensure!(mode == 4, "reply has mode {mode}, want 4 (server)");
+    let stratum = buf[1];
+    ensure!(
+        stratum != 0,
+        "kiss-o'-death or unsynchronized reply (stratum 0)"
+    );
+    let (origin, t2, t3) = match (read_u64(buf, 24), read_u64(buf, 32), read_u64(buf, 40)) {
+        (Some(o), Some(r), Some(x)) => (o, r, x),
+        _ => bail!("reply too short"),
+    };
+    ensure!(
+        origin == t1,
+        "reply origin timestamp does not match request"
+    );
+    let offset_s = (diff_seconds(t2, t1) + diff_seconds(t3, t4)) / 2.0;
+    let delay_s = diff_seconds(t4, t1) - diff_seconds(t3, t2);
+    Ok(Sample {
+        offset_s,
+        delay_s,
+        stratum,
+    })
+}
+
+/// Sends one request to `addr` and measures the server's clock error.
+///
+/// Gives up after `timeout`; replies that do not answer this request are
+/// ignored until then.
+pub fn probe_offset(addr: SocketAddr, timeout: Duration) -> Result<Sample> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind).context("bind probe socket")?;
+    socket
+        .connect(addr)
+        .with_context(|| format!("connect {addr}"))?;
+    let deadline = Instant::now() + timeout;
+    let t1 = ntp_timestamp(SystemTime::now());
+    socket
+        .send(&request(t1))
+        .with_context(|| format!("send to {addr}"))?;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(!left.is_zero(), "no reply from {addr} within {timeout:?}");
+        socket.set_read_timeout(Some(left))?;
+        let len = match socket.recv(&mut buf) {
+            Ok(len) => len,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("no reply from {addr} within {timeout:?}")
+            }
+            Err(e) => return Err(e).with_context(|| format!("receive from {addr}")),
+        };
+        let t4 = ntp_timestamp(SystemTime::now());
+        match parse_reply(&buf[..len], t1, t4) {
+            Ok(sample) => return Ok(sample),
+            Err(err) => eprintln!("probe: ignoring reply from {addr}: {err:#}"),
+        }
+    }
+}
+
+/// Answers client requests on `socket` like a stratum-1 server whose clock is
+/// the host clock shifted by `shift`.
+///
+/// Returns the number of requests answered, after `max_requests` answers or
+/// when `max_time` has passed, whichever comes first.
+pub fn serve(
+    socket: &UdpSocket,
+    shift: Shift,
+    max_requests: u32,
+    max_time: Duration,
+) -> Result<u32> {
+    let deadline = Instant::now() + max_time;
+    let mut answered = 0;
+    let mut buf = [0u8; 1024];
+    while answered < max_requests {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        socket.set_read_timeout(Some(left))?;
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => return Err(e).context("receive request"),
+        };
+        let t2 = ntp_timestamp(shift.apply(SystemTime::now()));
+        if len < HEADER_LEN || buf[0] & 0x07 != 3 {
+            continue;
+        }
+        let mut reply = [0u8; HEADER_LEN];
+        reply[0] = 0x24; // LI 0, version 4, mode 4 (server)
+        reply[1] = 1; // stratum
+        reply[2] = buf[2]; // poll
+        reply[3] = 0xec; // precision 2^-20
+        reply[12..16].copy_from_slice(b"XTSK");
+        reply[24..32].copy_from_slice(&buf[40..48]);
+        reply[32..40].copy_from_slice(&t2.to_be_bytes());
+        let t3 = ntp_timestamp(shift.apply(SystemTime::now()));
+        reply[16..24].copy_from_slice(&t3.to_be_bytes());
+        reply[40..48].copy_from_slice(&t3.to_be_bytes());
+        socket.send_to(&reply, from).context("send reply")?;
+        answered += 1;
+    }
+    Ok(answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn responder(shift: Shift, max_requests: u32) -> (SocketAddr, std::thread::JoinHandle<u32>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind responder");
+        let addr = socket.local_addr().expect("local addr");
+        let handle = std::thread::spawn(move || {
+            serve(&socket, shift, max_requests, Duration::from_secs(10)).expect("serve")
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn measures_known_positive_offset() {
+        let (addr, handle) = responder(Shift::from_millis(250), 1);
+        let sample = probe_offset(addr, Duration::from_secs(5)).expect("probe");
+        assert!((sample.offset_s - 0.250).abs() < 0.005, "{sample:?}");
+        assert!(sample.delay_s >= 0.0 && sample.delay_s < 0.1, "{sample:?}");
+        assert_eq!(sample.stratum, 1);
+        assert_eq!(handle.join().expect("join"), 1);
+    }
+
+    #[test]
+    fn measures_known_negative_offset() {
+        let (addr, handle) = responder(Shift::from_millis(-1500), 1);
+        let sample = probe_offset(addr, Duration::from_secs(5)).expect("probe");
+        assert!((sample.offset_s + 1.5).abs() < 0.005, "{sample:?}");
+        assert_eq!(handle.join().expect("join"), 1);
+    }
+
+    #[test]
+    fn times_out_when_nobody_answers() {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let started = Instant::now();
+        let err = probe_offset(addr, Duration::from_millis(200)).expect_err("must time out");
+        assert!(err.to_string().contains("no reply"), "{err:#}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn responder_ignores_non_requests_and_stops_at_deadline() {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        client.send_to(&[0x24; 48], addr).expect("send mode 4");
+        client.send_to(&[0x23; 10], addr).expect("send short");
+        let answered = serve(
+            &socket,
+            Shift::from_millis(0),
+            5,
+            Duration::from_millis(300),
+        )
+        .expect("serve");
+        assert_eq!(answered, 0);
+    }
+
+    #[test]
+    fn reply_validation() {
+        let t1 = ntp_timestamp(SystemTime::now());
+        let mut good = [0u8; HEADER_LEN];
+        good[0] = 0x24;
+        good[1] = 2;
+        good[24..32].copy_from_slice(&t1.to_be_bytes());
+        good[32..40].copy_from_slice(&(t1 + (1 << 32)).to_be_bytes());
+        good[40..48].copy_from_slice(&(t1 + (1 << 32)).to_be_bytes());
+        let sample = parse_reply(&good, t1, t1).expect("good reply");
+        assert!((sample.offset_s - 1.0).abs() < 1e-9);
+        assert!(sample.delay_s.abs() < 1e-9);
+
+        assert!(parse_reply(&good[..47], t1, t1).is_err(), "short");
+        let mut wrong_mode = good;
+        wrong_mode[0] = 0x23;
+        assert!(parse_reply(&wrong_mode, t1, t1).is_err(), "mode 3");
+        let mut kod = good;
+        kod[1] = 0;
+        assert!(parse_reply(&kod, t1, t1).is_err(), "stratum 0");
+        assert!(parse_reply(&good, t1 + 1, t1).is_err(), "origin mismatch");
+    }
+
+    #[test]
+    fn timestamps_wrap_across_eras() {
+        // 2036-02-07T06:28:16Z is the end of NTP era 0.
+        let before = UNIX_EPOCH + Duration::from_secs(2_085_978_495);
+        let after = before + Duration::from_secs(2);
+        assert!(
+            ntp_timestamp(after) < ntp_timestamp(before),
+            "seconds field wraps"
+        );
+        assert!((diff_seconds(ntp_timestamp(after), ntp_timestamp(before)) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sample_line_round_trips() {
+        let s = Sample {
+            offset_s: -0.000_123_456,
+            delay_s: 0.000_2,
+            stratum: 2,
+        };
+        let parsed = Sample::parse_line(&s.to_line()).expect("parse");
+        assert!((parsed.offset_s - s.offset_s).abs() < 1e-9);
+        assert_eq!(parsed.stratum, 2);
+        assert!(Sample::parse_line("garbage").is_err());
+    }
+}

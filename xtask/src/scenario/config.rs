@@ -1,0 +1,129 @@
+//! Rendering a node's strata configuration from scenario data.
+//!
+//! A scenario gives each daemon node a TOML string. It may use the
+//! placeholders `${prefix}` (this run's name prefix, e.g. for interface
+//! names), `${run_dir}` and `${node_dir}`. Rendering substitutes them, checks
+//! the result is TOML, and fills in the per-node files every daemon needs
+//! unless the scenario set them: `[control] socket` and `[clock] drift-file`
+//! under the node's directory.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Per-node values substituted into a config template.
+#[derive(Debug, Clone)]
+pub struct RenderCtx<'a> {
+    /// This run's prefix, e.g. `st1a2b-`.
+    pub prefix: &'a str,
+    /// This scenario's directory.
+    pub run_dir: &'a Path,
+    /// This node's directory (control socket, drift file, logs).
+    pub node_dir: &'a Path,
+}
+
+impl RenderCtx<'_> {
+    /// The node's control socket path.
+    pub fn control_socket(&self) -> std::path::PathBuf {
+        self.node_dir.join("control.sock")
+    }
+}
+
+/// Renders `template` for one node; see the module doc.
+pub fn render(template: &str, ctx: &RenderCtx<'_>) -> Result<String> {
+    let text = template
+        .replace("${prefix}", ctx.prefix)
+        .replace("${run_dir}", &ctx.run_dir.display().to_string())
+        .replace("${node_dir}", &ctx.node_dir.display().to_string());
+    let mut doc: toml::Table = text.parse().context("scenario config is not valid TOML")?;
+    set_default(
+        &mut doc,
+        "control",
+        "socket",
+        ctx.control_socket().display().to_string(),
+    )?;
+    set_default(
+        &mut doc,
+        "clock",
+        "drift-file",
+        ctx.node_dir.join("drift").display().to_string(),
+    )?;
+    toml::to_string(&doc).context("serialize config")
+}
+
+/// Sets `[table] key = value` unless the key is already there.
+fn set_default(doc: &mut toml::Table, table: &str, key: &str, value: String) -> Result<()> {
+    let entry = doc
+        .entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let t = entry
+        .as_table_mut()
+        .with_context(|| format!("`{table}` must be a table"))?;
+    t.entry(key).or_insert(toml::Value::String(value));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(run: &'a Path, node: &'a Path) -> RenderCtx<'a> {
+        RenderCtx {
+            prefix: "st1a2b-",
+            run_dir: run,
+            node_dir: node,
+        }
+    }
+
+    #[test]
+    fn fills_socket_and_drift_file_keeping_other_keys() {
+        let (run, node) = (
+            Path::new("/tmp/strata-st1a2b/cs"),
+            Path::new("/tmp/strata-st1a2b/cs/client"),
+        );
+        let out = render(
+            "[clock]\nbackend = \"virtual\"\ninitial-offset = \"500ms\"\n\n[[server]]\naddress = \"10.200.1.1:123\"\nminpoll = -2\n",
+            &ctx(run, node),
+        )
+        .expect("render");
+        let doc: toml::Table = out.parse().expect("output is TOML");
+        assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
+        assert_eq!(doc["clock"]["initial-offset"].as_str(), Some("500ms"));
+        assert_eq!(
+            doc["clock"]["drift-file"].as_str(),
+            Some("/tmp/strata-st1a2b/cs/client/drift")
+        );
+        assert_eq!(
+            doc["control"]["socket"].as_str(),
+            Some("/tmp/strata-st1a2b/cs/client/control.sock")
+        );
+        assert_eq!(doc["server"][0]["minpoll"].as_integer(), Some(-2));
+    }
+
+    #[test]
+    fn scenario_values_win_and_placeholders_expand() {
+        let (run, node) = (Path::new("/r"), Path::new("/r/n"));
+        let out = render(
+            "[control]\nsocket = \"${run_dir}/other.sock\"\n[[multicast-client]]\ninterface = \"${prefix}eth0\"\n",
+            &ctx(run, node),
+        )
+        .expect("render");
+        let doc: toml::Table = out.parse().expect("TOML");
+        assert_eq!(doc["control"]["socket"].as_str(), Some("/r/other.sock"));
+        assert_eq!(
+            doc["multicast-client"][0]["interface"].as_str(),
+            Some("st1a2b-eth0")
+        );
+        assert_eq!(doc["clock"]["drift-file"].as_str(), Some("/r/n/drift"));
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        let (run, node) = (Path::new("/r"), Path::new("/r/n"));
+        assert!(render("[clock\n", &ctx(run, node)).is_err());
+        assert!(
+            render("control = 1\n", &ctx(run, node)).is_err(),
+            "control not a table"
+        );
+    }
+}

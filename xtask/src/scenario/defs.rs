@@ -1,0 +1,358 @@
+//! The scenarios themselves: topology, configs and checks as data.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+
+/// Every scenario, in the order `scenario all` runs them.
+pub fn all() -> Vec<Scenario> {
+    vec![smoke(), client_server()]
+}
+
+fn end(node: &'static str, ifname: &'static str) -> End {
+    End { node, ifname }
+}
+
+fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
+    Addr {
+        end: end(node, ifname),
+        cidr,
+    }
+}
+
+/// Plumbing only, no daemon: namespaces, a veth, a bridge, IPv4 and IPv6,
+/// processes in namespaces, and the probe across links.
+fn smoke() -> Scenario {
+    Scenario {
+        name: "smoke",
+        about: "namespace plumbing: veth + bridge, v4/v6, probe across links (no daemon)",
+        nodes: vec![
+            Node {
+                name: "a",
+                config: None,
+            },
+            Node {
+                name: "b",
+                config: None,
+            },
+            Node {
+                name: "c",
+                config: None,
+            },
+        ],
+        bridges: vec!["lan"],
+        links: vec![
+            Link::Veth(end("a", "eth0"), end("b", "eth0")),
+            Link::BridgePort {
+                bridge: "lan",
+                end: end("b", "lan0"),
+            },
+            Link::BridgePort {
+                bridge: "lan",
+                end: end("c", "lan0"),
+            },
+        ],
+        addrs: vec![
+            addr("a", "eth0", "10.200.0.1/24"),
+            addr("b", "eth0", "10.200.0.2/24"),
+            addr("a", "eth0", "fd00:200::1/64"),
+            addr("b", "eth0", "fd00:200::2/64"),
+            addr("b", "lan0", "10.200.9.2/24"),
+            addr("c", "lan0", "10.200.9.3/24"),
+        ],
+        check: smoke_check,
+    }
+}
+
+fn smoke_check(run: &Run<'_>) -> Result<Outcome> {
+    let shown = super::guard::ip(&[
+        "-n",
+        &run.ns("a"),
+        "-br",
+        "addr",
+        "show",
+        "dev",
+        &run.ifname("eth0"),
+    ])?;
+    let addrs_ok = shown.contains("10.200.0.1/24") && shown.contains("fd00:200::1/64");
+
+    // A responder with a known offset in one node, probed from another:
+    // (node serving, listen address, offset ms, node probing).
+    let cases: [(&str, &str, i64, &str); 3] = [
+        ("a", "10.200.0.1:123", 250, "b"),
+        ("a", "[fd00:200::1]:123", -100, "b"),
+        ("b", "10.200.9.2:123", 40, "c"),
+    ];
+    let mut values = vec![("addrs", addrs_ok.to_string())];
+    let mut pass = addrs_ok;
+    for (i, (server, listen, offset_ms, client)) in cases.iter().enumerate() {
+        let offset = offset_ms.to_string();
+        run.spawn_in(
+            server,
+            &format!("responder{i}"),
+            &run.bins.xtask,
+            &[
+                "ntp-responder",
+                listen,
+                "--offset-ms",
+                &offset,
+                "--max-requests",
+                "20",
+                "--max-seconds",
+                "30",
+            ],
+        )?;
+        let target: SocketAddr = listen.parse()?;
+        // The responder may not have bound yet: poll until a probe succeeds.
+        let sample = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            run.true_offset(client, target).ok()
+        })
+        .with_context(|| format!("probe {listen} from {client}"))?;
+        #[allow(clippy::cast_precision_loss)] // small millisecond constants
+        let want = *offset_ms as f64 / 1000.0;
+        let ok = (sample.offset_s - want).abs() < 0.010;
+        pass &= ok;
+        values.push((
+            ["probe_v4_us", "probe_v6_us", "probe_bridge_us"][i],
+            format!("{:.0}", sample.offset_s * 1e6),
+        ));
+    }
+    Ok(Outcome { pass, values })
+}
+
+const SERVER_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+
+[local-reference]
+stratum = 1
+
+[[listen]]
+address = "10.200.1.1:123"
+"#;
+
+const CLIENT_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+initial-offset = "500ms"
+frequency-error-ppm = 50.0
+
+[discipline]
+step-threshold = "128ms"
+stepout = "2s"
+
+[[server]]
+address = "10.200.1.1:123"
+minpoll = -2
+maxpoll = 0
+iburst = true
+
+[[listen]]
+address = "10.200.1.2:123"
+"#;
+
+/// One client syncing to one stratum-1 server over a veth: the client starts
+/// 500 ms off with a +50 ppm frequency error, must step once and then track.
+fn client_server() -> Scenario {
+    Scenario {
+        name: "client-server",
+        about: "client steps 500 ms once, then cancels a +50 ppm error (|true error| < 1 ms)",
+        nodes: vec![
+            Node {
+                name: "server",
+                config: Some(SERVER_CONFIG.to_owned()),
+            },
+            Node {
+                name: "client",
+                config: Some(CLIENT_CONFIG.to_owned()),
+            },
+        ],
+        bridges: vec![],
+        links: vec![Link::Veth(end("server", "eth0"), end("client", "eth0"))],
+        addrs: vec![
+            addr("server", "eth0", "10.200.1.1/24"),
+            addr("client", "eth0", "10.200.1.2/24"),
+        ],
+        check: client_server_check,
+    }
+}
+
+/// What the client looked like at one poll.
+#[derive(Debug, Default, Clone)]
+struct Observed {
+    true_error_s: Option<f64>,
+    freq_ppm: Option<f64>,
+    steps: Option<u64>,
+    /// Diagnostics for a FAIL line: synchronized, stratum, status offset, reach.
+    diag: Option<String>,
+}
+
+impl Observed {
+    fn synced(&self) -> bool {
+        self.true_error_s.is_some_and(|e| e.abs() < 1e-3)
+            && self.freq_ppm.is_some_and(|f| (f + 50.0).abs() < 1.0)
+            && self.steps == Some(1)
+    }
+
+    fn values(&self, sync_s: f64) -> Vec<(&'static str, String)> {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+        vec![
+            (
+                "true_error_us",
+                show(self.true_error_s.map(|e| format!("{:.1}", e * 1e6))),
+            ),
+            ("freq_ppm", show(self.freq_ppm.map(|f| format!("{f:.3}")))),
+            ("steps", show(self.steps.map(|s| s.to_string()))),
+            ("sync_s", format!("{sync_s:.1}")),
+        ]
+    }
+}
+
+fn client_server_check(run: &Run<'_>) -> Result<Outcome> {
+    let started = Instant::now();
+    let client_listen: SocketAddr = "10.200.1.2:123".parse()?;
+    let mut last = Observed::default();
+    let synced = wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+        let status = run.status("client");
+        let sessions = run.sessions("client");
+        let diag = match (&status, &sessions) {
+            (Ok(st), Ok(se)) => format!(
+                "synchronized={} stratum={} status_offset_s={:?} session={}",
+                st.synchronized,
+                st.stratum,
+                st.offset_s,
+                se.iter()
+                    .find(|s| s.address == "10.200.1.1:123")
+                    .map_or("none".to_owned(), super::Session::summary),
+            ),
+            (Err(e), _) | (_, Err(e)) => format!("stratactl_error={:?}", format!("{e:#}")),
+        };
+        let status = status.ok();
+        last = Observed {
+            true_error_s: run
+                .true_offset("client", client_listen)
+                .ok()
+                .map(|s| s.offset_s),
+            freq_ppm: status.as_ref().and_then(|s| s.frequency_ppm),
+            steps: status.as_ref().and_then(|s| s.clock_steps),
+            diag: Some(diag),
+        };
+        last.synced().then(|| last.clone())
+    });
+    let sync_s = started.elapsed().as_secs_f64();
+    Ok(match synced {
+        Ok(obs) => Outcome {
+            pass: true,
+            values: obs.values(sync_s),
+        },
+        Err(_) => {
+            let mut values = last.values(sync_s);
+            if let Some(diag) = &last.diag {
+                values.push(("last", format!("{diag:?}")));
+            }
+            values.push(("error", "\"not synchronized within 90s\"".to_owned()));
+            Outcome {
+                pass: false,
+                values,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_server_pass_condition() {
+        let good = Observed {
+            true_error_s: Some(-0.0004),
+            freq_ppm: Some(-49.6),
+            steps: Some(1),
+            diag: None,
+        };
+        assert!(good.synced());
+        assert!(
+            !Observed {
+                true_error_s: Some(0.002),
+                ..good.clone()
+            }
+            .synced(),
+            "error too big"
+        );
+        assert!(
+            !Observed {
+                freq_ppm: Some(-48.9),
+                ..good.clone()
+            }
+            .synced(),
+            "frequency off"
+        );
+        assert!(
+            !Observed {
+                freq_ppm: Some(50.0),
+                ..good.clone()
+            }
+            .synced(),
+            "wrong sign"
+        );
+        assert!(
+            !Observed {
+                steps: Some(2),
+                ..good.clone()
+            }
+            .synced(),
+            "stepped twice"
+        );
+        assert!(
+            !Observed {
+                steps: None,
+                ..good.clone()
+            }
+            .synced(),
+            "unknown steps"
+        );
+        let line: Vec<String> = good
+            .values(12.34)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            line,
+            [
+                "true_error_us=-400.0",
+                "freq_ppm=-49.600",
+                "steps=1",
+                "sync_s=12.3"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_server_configs_render() {
+        let dir = std::path::Path::new("/tmp/strata-st0000/client-server");
+        for (node, template) in [("server", SERVER_CONFIG), ("client", CLIENT_CONFIG)] {
+            let node_dir = dir.join(node);
+            let ctx = super::super::config::RenderCtx {
+                prefix: "st0000-",
+                run_dir: dir,
+                node_dir: &node_dir,
+            };
+            let out = super::super::config::render(template, &ctx).expect("render");
+            let doc: toml::Table = out.parse().expect("TOML");
+            assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
+            assert_eq!(
+                doc["control"]["socket"].as_str().map(str::to_owned),
+                Some(format!(
+                    "/tmp/strata-st0000/client-server/{node}/control.sock"
+                ))
+            );
+            assert!(doc["clock"]["drift-file"].as_str().is_some());
+        }
+    }
+}

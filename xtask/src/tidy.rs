@@ -1,0 +1,433 @@
+//! `cargo xtask tidy`: the repository's rules, as code.
+//!
+//! Each rule is a pure function over a file's path (relative to the
+//! workspace root, `/`-separated) and text, so it is unit-tested on in-memory
+//! samples. [`check_tree`] walks the workspace and applies every rule.
+//!
+//! Rules:
+//! - `module-doc`: every `.rs` file under `crates/`, `xtask/`, `tests/` starts
+//!   (first non-empty line) with a `//!` doc comment.
+//! - `banned-api`: `tokio`, `Instant::now`, `SystemTime::now` never appear in
+//!   the code of `crates/wire`, `crates/clock`, `crates/engine` (comments may
+//!   mention them), except in `crates/clock/src/backend/system.rs`; those
+//!   crates' `Cargo.toml` never mentions `tokio`.
+//! - `unsafe`: the `unsafe` token appears in code only under `crates/net/` and
+//!   in `crates/clock/src/backend/system.rs`.
+//! - `whitespace`: no trailing whitespace and no tabs in `.rs`, `.toml`, `.md`.
+//! - `lints`: every crate `Cargo.toml` has `[lints] workspace = true`.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+
+/// One broken rule at one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Path relative to the workspace root.
+    pub path: String,
+    /// 1-based line number (1 when the rule is about the whole file).
+    pub line: usize,
+    /// Rule name.
+    pub rule: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.path, self.line, self.rule, self.message
+        )
+    }
+}
+
+fn violation(path: &str, line: usize, rule: &'static str, message: impl Into<String>) -> Violation {
+    Violation {
+        path: path.to_owned(),
+        line,
+        rule,
+        message: message.into(),
+    }
+}
+
+/// The only file outside `crates/net/` that may read the OS clock or use `unsafe`.
+const SYSTEM_BACKEND: &str = "crates/clock/src/backend/system.rs";
+/// Crates that must stay deterministic: no runtime, no clock reads.
+const PURE_CRATES: [&str; 3] = ["crates/wire/", "crates/clock/", "crates/engine/"];
+/// Strings banned from the code of [`PURE_CRATES`].
+const BANNED_APIS: [&str; 3] = ["tokio", "Instant::now", "SystemTime::now"];
+/// This file spells the banned tokens in its rules and samples.
+const THIS_FILE: &str = "xtask/src/tidy.rs";
+
+/// Applies every rule to one file.
+pub fn check_file(path: &str, text: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    if matches!(ext, "rs" | "toml" | "md") {
+        out.extend(check_whitespace(path, text));
+    }
+    if ext == "rs" {
+        out.extend(check_module_doc(path, text));
+        out.extend(check_banned_apis(path, text));
+        out.extend(check_unsafe(path, text));
+    }
+    if path.ends_with("Cargo.toml") {
+        out.extend(check_lints(path, text));
+        out.extend(check_manifest_deps(path, text));
+    }
+    out
+}
+
+/// `module-doc`: the first non-empty line of a Rust file is a `//!` comment.
+pub fn check_module_doc(path: &str, text: &str) -> Option<Violation> {
+    if !["crates/", "xtask/", "tests/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
+        return None;
+    }
+    match text.lines().enumerate().find(|(_, l)| !l.trim().is_empty()) {
+        Some((_, line)) if line.trim_start().starts_with("//!") => None,
+        Some((i, _)) => Some(violation(
+            path,
+            i + 1,
+            "module-doc",
+            "file must start with a `//!` module doc",
+        )),
+        None => Some(violation(
+            path,
+            1,
+            "module-doc",
+            "empty file has no `//!` module doc",
+        )),
+    }
+}
+
+/// The code part of a line: everything before a `//` comment.
+///
+/// Good enough for rules: a `//` inside a string literal only makes the rule
+/// more lenient, never a false alarm.
+fn code_part(line: &str) -> &str {
+    line.find("//").map_or(line, |i| &line[..i])
+}
+
+/// `banned-api`: deterministic crates do not use a runtime or read clocks.
+pub fn check_banned_apis(path: &str, text: &str) -> Vec<Violation> {
+    if !PURE_CRATES.iter().any(|p| path.starts_with(p)) || path == SYSTEM_BACKEND {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = code_part(line);
+        for banned in BANNED_APIS {
+            if code.contains(banned) {
+                out.push(violation(
+                    path,
+                    i + 1,
+                    "banned-api",
+                    format!("`{banned}` is not allowed in wire/clock/engine (inject time instead)"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// True when `word` occurs in `code` as a whole identifier.
+fn has_token(code: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(word).any(|(i, _)| {
+        let before = code[..i].chars().next_back();
+        let after = code[i + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// `unsafe`: only the socket crate and the system clock backend may use it.
+pub fn check_unsafe(path: &str, text: &str) -> Vec<Violation> {
+    if path.starts_with("crates/net/") || path == SYSTEM_BACKEND || path == THIS_FILE {
+        return Vec::new();
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| has_token(code_part(line), "unsafe"))
+        .map(|(i, _)| {
+            violation(
+                path,
+                i + 1,
+                "unsafe",
+                format!("`unsafe` is only allowed under crates/net/ and in {SYSTEM_BACKEND}"),
+            )
+        })
+        .collect()
+}
+
+/// `whitespace`: no trailing whitespace, no tabs.
+pub fn check_whitespace(path: &str, text: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.contains('\t') {
+            out.push(violation(path, i + 1, "whitespace", "tab character"));
+        } else if line.ends_with(char::is_whitespace) {
+            out.push(violation(path, i + 1, "whitespace", "trailing whitespace"));
+        }
+    }
+    out
+}
+
+/// `lints`: every crate manifest opts into the workspace lints.
+pub fn check_lints(path: &str, text: &str) -> Option<Violation> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            return Some(violation(
+                path,
+                1,
+                "lints",
+                format!("Cargo.toml does not parse: {}", e.message()),
+            ))
+        }
+    };
+    if !table.contains_key("package") {
+        return None; // the workspace root manifest
+    }
+    let inherits = table
+        .get("lints")
+        .and_then(|l| l.get("workspace"))
+        .and_then(toml::Value::as_bool)
+        == Some(true);
+    (!inherits).then(|| {
+        violation(
+            path,
+            1,
+            "lints",
+            "crate must have `[lints] workspace = true`",
+        )
+    })
+}
+
+/// `banned-api` for manifests: deterministic crates do not depend on tokio.
+pub fn check_manifest_deps(path: &str, text: &str) -> Vec<Violation> {
+    if !PURE_CRATES.iter().any(|p| path.starts_with(p)) {
+        return Vec::new();
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split('#').next().unwrap_or("");
+            code.contains("tokio")
+        })
+        .map(|(i, _)| {
+            violation(
+                path,
+                i + 1,
+                "banned-api",
+                "wire/clock/engine must not depend on tokio",
+            )
+        })
+        .collect()
+}
+
+/// Collects the files tidy looks at, skipping build output and hidden dirs.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("read dir {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            let skip = name.starts_with('.')
+                || name.starts_with("target")
+                || name == "corpus"
+                || name == "artifacts";
+            if !skip {
+                walk(&path, out)?;
+            }
+        } else if file_type.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Checks every `.rs`, `.toml` and `.md` file under `root`.
+pub fn check_tree(root: &Path) -> Result<Vec<Violation>> {
+    let mut files = Vec::new();
+    walk(root, &mut files)?;
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap_or(&file);
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let ext = rel.rsplit_once('.').map_or("", |(_, e)| e);
+        if !matches!(ext, "rs" | "toml" | "md") {
+            continue;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(text) => out.extend(check_file(&rel, &text)),
+            Err(e) => out.push(violation(
+                &rel,
+                1,
+                "read",
+                format!("cannot read as UTF-8: {e}"),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(v: &[Violation]) -> Vec<(&'static str, usize)> {
+        v.iter().map(|v| (v.rule, v.line)).collect()
+    }
+
+    #[test]
+    fn module_doc() {
+        assert!(check_module_doc("crates/wire/src/lib.rs", "//! Doc.\nfn f() {}\n").is_none());
+        assert!(
+            check_module_doc("crates/wire/src/lib.rs", "\n\n//! Doc after blanks.\n").is_none()
+        );
+        let v = check_module_doc("crates/wire/src/lib.rs", "\n#![no_std]\n//! Doc.\n")
+            .expect("attr first");
+        assert_eq!((v.rule, v.line), ("module-doc", 2));
+        assert!(check_module_doc("tests/src/lib.rs", "/// Item doc.\nfn f() {}\n").is_some());
+        assert!(check_module_doc("xtask/src/x.rs", "").is_some());
+        // Outside the checked trees the rule does not apply.
+        assert!(check_module_doc("fuzz/x.rs", "fn f() {}").is_none());
+    }
+
+    #[test]
+    fn banned_apis() {
+        let code = "//! Doc: no tokio, no Instant::now here.\nlet t = std::time::Instant::now();\nuse tokio::net; // tokio\nlet s = SystemTime::now();\n";
+        let v = check_banned_apis("crates/engine/src/lib.rs", code);
+        assert_eq!(
+            rules(&v),
+            [("banned-api", 2), ("banned-api", 3), ("banned-api", 4)]
+        );
+        assert!(check_banned_apis("crates/clock/src/backend/system.rs", code).is_empty());
+        assert!(check_banned_apis("crates/daemon/src/main.rs", code).is_empty());
+        assert_eq!(check_banned_apis("crates/wire/src/time.rs", code).len(), 3);
+        assert_eq!(
+            check_banned_apis("crates/clock/src/filter.rs", code).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn manifest_deps() {
+        let manifest = "[dependencies]\n# no tokio here\ntokio.workspace = true\n";
+        assert_eq!(
+            rules(&check_manifest_deps("crates/clock/Cargo.toml", manifest)),
+            [("banned-api", 3)]
+        );
+        assert!(check_manifest_deps("crates/daemon/Cargo.toml", manifest).is_empty());
+    }
+
+    #[test]
+    fn unsafe_only_where_allowed() {
+        let code = "//! Doc.\n#![deny(unsafe_code)]\n// unsafe in a comment is fine\nunsafe fn f() {}\nlet x = unsafe { g() };\n";
+        let v = check_unsafe("crates/engine/src/lib.rs", code);
+        assert_eq!(rules(&v), [("unsafe", 4), ("unsafe", 5)]);
+        assert!(check_unsafe("crates/net/src/linux.rs", code).is_empty());
+        assert!(check_unsafe("crates/clock/src/backend/system.rs", code).is_empty());
+        assert_eq!(
+            check_unsafe("crates/clock/src/backend/virtual.rs", code).len(),
+            2
+        );
+        assert_eq!(check_unsafe("xtask/src/main.rs", code).len(), 2);
+    }
+
+    #[test]
+    fn token_boundaries() {
+        assert!(has_token("unsafe {", "unsafe"));
+        assert!(has_token("x(unsafe)", "unsafe"));
+        assert!(!has_token("unsafe_code", "unsafe"));
+        assert!(!has_token("is_unsafe", "unsafe"));
+    }
+
+    #[test]
+    fn whitespace() {
+        let text = "ok\ntrailing \nhas\ttab\n\nlast\t \n";
+        let v = check_whitespace("README.md", text);
+        assert_eq!(
+            rules(&v),
+            [("whitespace", 2), ("whitespace", 3), ("whitespace", 5)]
+        );
+        assert!(check_whitespace("a.toml", "a = 1\n").is_empty());
+    }
+
+    #[test]
+    fn whitespace_only_for_text_kinds() {
+        assert!(check_file("data.bin", "x \t\n").is_empty());
+        assert_eq!(check_file("notes.md", "x \n").len(), 1);
+    }
+
+    #[test]
+    fn lints_table() {
+        let good = "[package]\nname = \"a\"\n\n[lints]\nworkspace = true\n";
+        assert!(check_lints("crates/a/Cargo.toml", good).is_none());
+        let missing = "[package]\nname = \"a\"\n";
+        assert_eq!(
+            check_lints("crates/a/Cargo.toml", missing).map(|v| v.rule),
+            Some("lints")
+        );
+        let off = "[package]\nname = \"a\"\n[lints]\nworkspace = false\n";
+        assert!(check_lints("crates/a/Cargo.toml", off).is_some());
+        let root = "[workspace]\nmembers = []\n";
+        assert!(check_lints("Cargo.toml", root).is_none());
+        assert!(
+            check_lints("crates/a/Cargo.toml", "[package\n").is_some(),
+            "unparsable"
+        );
+    }
+
+    #[test]
+    fn display_format() {
+        let v = violation("crates/a/src/lib.rs", 7, "unsafe", "msg");
+        assert_eq!(v.to_string(), "crates/a/src/lib.rs:7: unsafe: msg");
+    }
+
+    #[test]
+    fn tree_walk_finds_violations_and_skips_target() {
+        let dir = std::env::temp_dir().join(format!("strata-tidy-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let src = dir.join("crates/engine/src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::create_dir_all(dir.join("target/debug")).expect("mkdir");
+        std::fs::write(src.join("lib.rs"), "fn main() {}\n").expect("write");
+        std::fs::write(dir.join("target/debug/x.rs"), "fn main() {}\n").expect("write");
+        std::fs::write(
+            dir.join("crates/engine/Cargo.toml"),
+            "[package]\nname = \"e\"\n",
+        )
+        .expect("write");
+        let found = check_tree(&dir).expect("walk");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        let mut got: Vec<String> = found
+            .iter()
+            .map(|v| format!("{}:{}", v.path, v.rule))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "crates/engine/Cargo.toml:lints",
+                "crates/engine/src/lib.rs:module-doc"
+            ]
+        );
+    }
+}
