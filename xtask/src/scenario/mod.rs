@@ -638,10 +638,12 @@ mod tests {
         for sc in &all {
             sc.validate()
                 .unwrap_or_else(|e| panic!("{}: {e:#}", sc.name));
-            let mut names: Vec<_> = all.iter().map(|s| s.name).collect();
-            names.dedup();
-            assert_eq!(names.len(), all.len(), "unique names");
+            assert!(!matches!(sc.name, "all" | "list"), "reserved name");
         }
+        let mut names: Vec<_> = all.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "unique names");
     }
 
     #[test]
