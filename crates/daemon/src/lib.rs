@@ -1,1 +1,3 @@
 //! strata-daemon: configuration, control protocol and the event loop behind `stratad` and `stratactl`.
+pub mod config;
+pub mod control;

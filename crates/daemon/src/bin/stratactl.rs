@@ -1,2 +1,133 @@
 //! `stratactl`: the strata control client.
-fn main() {}
+//!
+//! `stratactl [--socket PATH | -c CONFIG] status [--json]`, `sessions [--json]`, and
+//! `check-config FILE`. The socket is `--socket`, else the `[control] socket` of `-c CONFIG`,
+//! else the default `/run/strata/control.sock`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use strata_daemon::config;
+use strata_daemon::control::{self, Reply, Request};
+
+#[derive(Parser)]
+#[command(
+    name = "stratactl",
+    version,
+    about = "Query and check the strata NTP daemon"
+)]
+struct Args {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// Read the control socket path from this configuration file.
+    #[arg(short = 'c', long = "config", global = true, value_name = "CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the daemon's system status.
+    Status {
+        /// Print the status object as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every association.
+    Sessions {
+        /// Print the sessions array as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration file and report every error with its key and line.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stratactl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        Command::CheckConfig { file } => check_config(file),
+        Command::Status { json } => {
+            let status = match query(&args, Request::Status)? {
+                Reply::Status(status) => status,
+                other => bail!("unexpected reply to status: {other:?}"),
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", control::render_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions { json } => {
+            let sessions = match query(&args, Request::Sessions)? {
+                Reply::Sessions(sessions) => sessions,
+                other => bail!("unexpected reply to sessions: {other:?}"),
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else {
+                print!("{}", control::render_sessions(&sessions));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The socket to talk to: `--socket`, else `-c CONFIG`'s `[control] socket`, else the default.
+fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(socket) = &args.socket {
+        return Ok(socket.clone());
+    }
+    if let Some(file) = &args.config {
+        let config = config::load(Some(file))
+            .with_context(|| format!("reading the control socket from {}", file.display()))?;
+        return Ok(config.control.socket);
+    }
+    Ok(PathBuf::from(config::DEFAULT_CONTROL_SOCKET))
+}
+
+/// Send one request; a daemon-side error becomes an error here.
+fn query(args: &Args, request: Request) -> anyhow::Result<Reply> {
+    let socket = socket_path(args)?;
+    let reply = control::request(&socket, &request, control::DEFAULT_TIMEOUT)
+        .with_context(|| format!("talking to stratad at {}", socket.display()))?;
+    if let Reply::Error(message) = reply {
+        bail!("stratad refused the request: {message}");
+    }
+    Ok(reply)
+}
+
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    let diagnostics =
+        config::check_file(file).with_context(|| format!("reading {}", file.display()))?;
+    if diagnostics.is_empty() {
+        println!("{}: ok", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &diagnostics {
+        println!("{d}");
+    }
+    eprintln!(
+        "stratactl: {}: {} error(s)",
+        file.display(),
+        diagnostics.len()
+    );
+    Ok(ExitCode::FAILURE)
+}

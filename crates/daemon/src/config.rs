@@ -1,0 +1,374 @@
+//! The daemon's configuration: loading (file or built-in default, then `STRATA_*` environment
+//! overrides) and `check-config` validation.
+//!
+//! Two layers: raw serde structs that mirror the TOML file (kebab-case, unknown keys refused)
+//! are validated into the typed [`Config`]. Durations are strings such as `"500ms"`, `"64s"`,
+//! `"1.5s"` (see [`parse_duration`]) and become `f64` seconds; addresses are numeric
+//! `ip:port` strings (port 123 when omitted).
+//!
+//! [`load`] never returns a half-valid configuration: any problem is an error carrying every
+//! [`Diagnostic`]. [`check_file`] and [`check_str`] report the same problems with their dotted
+//! key path and 1-based line.
+
+mod check;
+mod duration;
+mod raw;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+pub use duration::{parse_duration, DurationError};
+
+/// The embedded default configuration (used when no file is given).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The control socket used when neither the configuration nor the command line names one.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/strata/control.sock";
+
+/// The name of the instance every listener and server belongs to unless told otherwise.
+pub const DEFAULT_INSTANCE: &str = "default";
+
+/// The NTP port, used when an address has none.
+pub const DEFAULT_NTP_PORT: u16 = 123;
+
+/// The prefix of environment variables that override configuration keys
+/// (`STRATA_CLOCK__BACKEND=virtual` sets `clock.backend`; `__` nests, `_` stands for `-`).
+pub const ENV_PREFIX: &str = "STRATA_";
+
+/// The label of diagnostics about the built-in default configuration.
+const DEFAULT_LABEL: &str = "<built-in default>";
+
+/// The validated daemon configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[clock]`: which clock the daemon reads and steers.
+    pub clock: ClockConfig,
+    /// `[discipline]`: clock discipline thresholds.
+    pub discipline: DisciplineConfig,
+    /// `[local-reference]`: serve time with no upstream; `None` when the table is absent.
+    pub local_reference: Option<LocalReference>,
+    /// `[control]`: the stratactl socket.
+    pub control: ControlConfig,
+    /// `[[listen]]`: where requests are answered.
+    pub listen: Vec<Listen>,
+    /// `[[server]]`: unicast time sources.
+    pub server: Vec<Server>,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// Non-fatal notes found while loading (for example a world-writable file).
+    pub warnings: Vec<String>,
+}
+
+/// Which clock the daemon reads and steers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockBackend {
+    /// The host clock, adjusted by the daemon.
+    System,
+    /// The host clock, read but never adjusted.
+    Observe,
+    /// A simulated clock offset from the host clock (tests, scenarios).
+    Virtual,
+}
+
+impl ClockBackend {
+    /// The configuration name: `"system"`, `"observe"` or `"virtual"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockBackend::System => "system",
+            ClockBackend::Observe => "observe",
+            ClockBackend::Virtual => "virtual",
+        }
+    }
+
+    /// Parse a configuration name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "system" => Some(ClockBackend::System),
+            "observe" => Some(ClockBackend::Observe),
+            "virtual" => Some(ClockBackend::Virtual),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClockBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[clock]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockConfig {
+    /// The clock backend (default: observe).
+    pub backend: ClockBackend,
+    /// Where the frequency estimate is kept across restarts (default: none).
+    pub drift_file: Option<PathBuf>,
+    /// Virtual clock: how far it starts from the host clock, in seconds (default 0).
+    pub initial_offset: f64,
+    /// Virtual clock: its frequency error in ppm (default 0).
+    pub frequency_error_ppm: f64,
+}
+
+/// `[discipline]`, all in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisciplineConfig {
+    /// Offsets above this are stepped rather than slewed (default 0.128 s).
+    pub step_threshold: f64,
+    /// How long an offset must persist above the step threshold before stepping (default 900 s).
+    pub stepout: f64,
+    /// Offsets above this make the daemon give up; `None` ("0s") = never (default 1000 s).
+    pub panic_threshold: Option<f64>,
+}
+
+/// `[local-reference]`: serve time with no upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalReference {
+    /// The stratum to claim, 1..=15.
+    pub stratum: u8,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The unix socket stratactl talks to (default [`DEFAULT_CONTROL_SOCKET`]).
+    pub socket: PathBuf,
+}
+
+/// One `[[listen]]`: an address where requests are answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The local address to bind.
+    pub address: SocketAddr,
+    /// The instance it belongs to (default `"default"`).
+    pub instance: String,
+}
+
+/// One `[[server]]`: a unicast time source (client/server mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The server's address.
+    pub address: SocketAddr,
+    /// The instance it belongs to (default `"default"`).
+    pub instance: String,
+    /// The minimum poll exponent, -4..=17 (default 6).
+    pub minpoll: i8,
+    /// The maximum poll exponent, -4..=17 and at least `minpoll` (default 10).
+    pub maxpoll: i8,
+    /// Send a burst of packets at start (default false).
+    pub iburst: bool,
+}
+
+impl Server {
+    /// The default minimum poll exponent.
+    pub const DEFAULT_MINPOLL: i8 = 6;
+    /// The default maximum poll exponent.
+    pub const DEFAULT_MAXPOLL: i8 = 10;
+}
+
+/// The level names a `[log] level` directive may end in.
+pub const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The log filter, a tracing directive list such as `"info"` or
+    /// `"info,strata_engine=debug"` (default `"info"`).
+    pub level: String,
+}
+
+impl Config {
+    /// The values used for absent keys (no listeners, no servers).
+    fn builtin_defaults() -> Config {
+        Config {
+            clock: ClockConfig {
+                backend: ClockBackend::Observe,
+                drift_file: None,
+                initial_offset: 0.0,
+                frequency_error_ppm: 0.0,
+            },
+            discipline: DisciplineConfig {
+                step_threshold: 0.128,
+                stepout: 900.0,
+                panic_threshold: Some(1000.0),
+            },
+            local_reference: None,
+            control: ControlConfig {
+                socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            },
+            listen: Vec::new(),
+            server: Vec::new(),
+            log: LogConfig {
+                level: "info".to_owned(),
+            },
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// One configuration problem, located by dotted key path and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where the text came from: a file path, `<built-in default>`, `<string>` or
+    /// `<environment>` (for `STRATA_*` overrides).
+    pub file: String,
+    /// The dotted key path, e.g. `server[0].minpoll` (empty for syntax errors).
+    pub key: String,
+    /// The 1-based line, or 0 when unknown (environment overrides).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The configuration is invalid; every problem found is listed.
+    #[error("invalid configuration:\n{}", render_diagnostics(.diagnostics))]
+    Invalid {
+        /// The problems, in line order.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `STRATA_*` environment provider.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX).map(|key| key.as_str().replace("__", ".").replace('_', "-").into())
+}
+
+/// Whether a file's mode lets anyone write it.
+#[cfg(unix)]
+fn world_writable(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o002 != 0
+}
+
+#[cfg(not(unix))]
+fn world_writable(_metadata: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Load the configuration: the embedded default ([`DEFAULT_TOML`]) when `path` is `None`, else
+/// the file; then `STRATA_*` environment overrides (double underscore nests, single underscore
+/// stands for `-`: `STRATA_CLOCK__DRIFT_FILE` sets `clock.drift-file`). The result is validated.
+///
+/// Errors name the key, and the line when it came from the file. A world-writable file loads
+/// with a note in [`Config::warnings`].
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let (text, label, mut warnings) = match path {
+        None => (
+            DEFAULT_TOML.to_owned(),
+            DEFAULT_LABEL.to_owned(),
+            Vec::new(),
+        ),
+        Some(path) => {
+            let read_error = |source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            };
+            let text = std::fs::read_to_string(path).map_err(read_error)?;
+            let metadata = std::fs::metadata(path).map_err(read_error)?;
+            let mut warnings = Vec::new();
+            if world_writable(&metadata) {
+                warnings.push(format!(
+                    "configuration file {} is world-writable: anyone can change how strata sets the clock",
+                    path.display()
+                ));
+            }
+            (text, path.display().to_string(), warnings)
+        }
+    };
+
+    let diagnostics = check::check_text(&text, &label);
+    if !diagnostics.is_empty() {
+        return Err(ConfigError::Invalid { diagnostics });
+    }
+
+    let figment = Figment::from(Toml::string(&text)).merge(env_provider());
+    let raw: raw::RawConfig = figment.extract().map_err(|error| ConfigError::Invalid {
+        diagnostics: error
+            .into_iter()
+            .map(|e| Diagnostic {
+                file: "<environment>".to_owned(),
+                key: e.path.join("."),
+                line: 0,
+                message: e.kind.to_string(),
+            })
+            .collect(),
+    })?;
+    // The text alone was valid, so what is wrong now came from the environment.
+    let mut config = raw.validate().map_err(|errors| ConfigError::Invalid {
+        diagnostics: errors
+            .into_iter()
+            .map(|e| Diagnostic {
+                file: "<environment>".to_owned(),
+                key: e.path.to_string(),
+                line: 0,
+                message: e.message,
+            })
+            .collect(),
+    })?;
+    config.warnings.append(&mut warnings);
+    Ok(config)
+}
+
+/// The embedded default configuration ([`DEFAULT_TOML`]) without environment overrides:
+/// observe-only clock, one listener on 127.0.0.1:11123, control socket
+/// [`DEFAULT_CONTROL_SOCKET`].
+pub fn default_config() -> Config {
+    let raw: raw::RawConfig =
+        toml::from_str(DEFAULT_TOML).expect("the embedded default.toml parses (tested)");
+    raw.validate()
+        .expect("the embedded default.toml is valid (tested)")
+}
+
+/// Validate a configuration file; an empty result means it is valid.
+///
+/// Every problem is reported with its dotted key path and 1-based line: syntax errors, unknown
+/// keys, wrong types, bad durations and addresses, out-of-range values, `minpoll > maxpoll`
+/// and unknown instance names. Environment overrides are not applied.
+pub fn check_file(path: &Path) -> Result<Vec<Diagnostic>, io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(check::check_text(&text, &path.display().to_string()))
+}
+
+/// Validate configuration text, like [`check_file`]; diagnostics are labelled `<string>`.
+pub fn check_str(text: &str) -> Vec<Diagnostic> {
+    check::check_text(text, "<string>")
+}

@@ -1,0 +1,525 @@
+//! The raw layer: serde structs that mirror the file (kebab-case, unknown keys refused) and
+//! their validation into the typed [`Config`](super::Config).
+//!
+//! Every field is optional here so that one bad or missing key never hides the others:
+//! [`RawConfig::validate`] reports every problem it finds, each with its key path.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::duration::parse_duration;
+use super::{
+    ClockBackend, ClockConfig, Config, ControlConfig, DisciplineConfig, Listen, LocalReference,
+    LogConfig, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS,
+};
+
+/// The lowest accepted poll exponent (1/16 s).
+pub(crate) const MIN_POLL: i64 = -4;
+/// The highest accepted poll exponent (36.4 h).
+pub(crate) const MAX_POLL: i64 = 17;
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seg {
+    /// A table key.
+    Key(String),
+    /// An index into an array of tables.
+    Index(usize),
+}
+
+/// A key path such as `server[1].minpoll`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct KeyPath(pub(crate) Vec<Seg>);
+
+impl KeyPath {
+    /// A path of plain keys.
+    pub(crate) fn keys(keys: &[&str]) -> Self {
+        KeyPath(keys.iter().map(|k| Seg::Key((*k).to_owned())).collect())
+    }
+
+    /// `self` extended with a key.
+    pub(crate) fn key(&self, key: &str) -> Self {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Key(key.to_owned()));
+        KeyPath(segs)
+    }
+
+    /// `self` extended with an index.
+    pub(crate) fn index(&self, index: usize) -> Self {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Index(index));
+        KeyPath(segs)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct KeyError {
+    /// Where.
+    pub(crate) path: KeyPath,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) clock: Option<RawClock>,
+    pub(crate) discipline: Option<RawDiscipline>,
+    pub(crate) local_reference: Option<RawLocalReference>,
+    pub(crate) control: Option<RawControl>,
+    pub(crate) log: Option<RawLog>,
+    #[serde(default)]
+    pub(crate) listen: Vec<RawListen>,
+    #[serde(default)]
+    pub(crate) server: Vec<RawServer>,
+}
+
+/// `[clock]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawClock {
+    pub(crate) backend: Option<String>,
+    pub(crate) drift_file: Option<String>,
+    pub(crate) initial_offset: Option<String>,
+    pub(crate) frequency_error_ppm: Option<f64>,
+}
+
+/// `[discipline]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawDiscipline {
+    pub(crate) step_threshold: Option<String>,
+    pub(crate) stepout: Option<String>,
+    pub(crate) panic_threshold: Option<String>,
+}
+
+/// `[local-reference]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawLocalReference {
+    pub(crate) stratum: Option<i64>,
+}
+
+/// `[control]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawControl {
+    pub(crate) socket: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) level: Option<String>,
+}
+
+/// One `[[listen]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawListen {
+    pub(crate) address: Option<String>,
+    pub(crate) instance: Option<String>,
+}
+
+/// One `[[server]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) address: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) minpoll: Option<i64>,
+    pub(crate) maxpoll: Option<i64>,
+    pub(crate) iburst: Option<bool>,
+}
+
+/// Collects errors while validating.
+struct Errors(Vec<KeyError>);
+
+impl Errors {
+    fn push(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(KeyError {
+            path,
+            message: message.into(),
+        });
+    }
+}
+
+/// A duration in seconds; `allow_negative` only for offsets.
+fn duration(
+    errors: &mut Errors,
+    path: KeyPath,
+    value: Option<&String>,
+    default: f64,
+    allow_negative: bool,
+) -> f64 {
+    let Some(text) = value else {
+        return default;
+    };
+    match parse_duration(text) {
+        Ok(secs) if secs < 0.0 && !allow_negative => {
+            errors.push(path, format!("duration \"{text}\" must not be negative"));
+            default
+        }
+        Ok(secs) => secs,
+        Err(e) => {
+            errors.push(path, format!("bad duration \"{text}\": {e}"));
+            default
+        }
+    }
+}
+
+/// A numeric socket address; the port defaults to 123.
+pub(crate) fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let trimmed = text.trim();
+    if let Ok(addr) = trimmed.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = trimmed
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_NTP_PORT));
+    }
+    Err(format!(
+        "bad address \"{text}\": expected a numeric IP address with an optional port \
+         (\"192.0.2.1:123\", \"[2001:db8::1]:123\"); host names are not supported"
+    ))
+}
+
+/// A log filter: comma-separated directives, each a level name, a target, or
+/// `target=level`.
+fn check_log_level(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "bad log level \"{text}\": {why} (expected a level such as \"info\", or directives \
+             such as \"info,strata_engine=debug\"; levels: {})",
+            LOG_LEVELS.join(", ")
+        ))
+    };
+    if text.trim().is_empty() {
+        return bad("empty");
+    }
+    for directive in text.split(',') {
+        let directive = directive.trim();
+        if directive.is_empty() || directive.contains(char::is_whitespace) {
+            return bad("empty or blank directive");
+        }
+        if let Some((_, level)) = directive.rsplit_once('=') {
+            if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return bad(&format!("unknown level `{level}`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_empty_path(errors: &mut Errors, path: KeyPath, value: &str) -> Option<PathBuf> {
+    if value.is_empty() {
+        errors.push(path, "path must not be empty");
+        None
+    } else {
+        Some(PathBuf::from(value))
+    }
+}
+
+fn instance(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> String {
+    match value {
+        None => DEFAULT_INSTANCE.to_owned(),
+        Some(name) if name == DEFAULT_INSTANCE => name.clone(),
+        Some(name) => {
+            errors.push(
+                path,
+                format!("unknown instance \"{name}\" (only \"{DEFAULT_INSTANCE}\" exists)"),
+            );
+            name.clone()
+        }
+    }
+}
+
+fn address(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> Option<SocketAddr> {
+    match value {
+        None => {
+            errors.push(path, "missing required key");
+            None
+        }
+        Some(text) => match parse_address(text) {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                errors.push(path, message);
+                None
+            }
+        },
+    }
+}
+
+fn poll(errors: &mut Errors, path: KeyPath, value: Option<i64>, default: i8) -> Option<i8> {
+    let Some(value) = value else {
+        return Some(default);
+    };
+    match i8::try_from(value) {
+        Ok(p) if (MIN_POLL..=MAX_POLL).contains(&value) => Some(p),
+        _ => {
+            errors.push(
+                path,
+                format!("{value} is out of range ({MIN_POLL}..={MAX_POLL})"),
+            );
+            None
+        }
+    }
+}
+
+impl RawConfig {
+    /// Check every value and build the typed configuration, or return every problem found.
+    pub(crate) fn validate(&self) -> Result<Config, Vec<KeyError>> {
+        let mut errors = Errors(Vec::new());
+        let defaults = Config::builtin_defaults();
+
+        let clock = self.validate_clock(&mut errors, &defaults.clock);
+        let discipline = self.validate_discipline(&mut errors, &defaults.discipline);
+
+        let local_reference = self.local_reference.as_ref().and_then(|raw| {
+            let path = KeyPath::keys(&["local-reference", "stratum"]);
+            match raw.stratum {
+                None => {
+                    errors.push(path, "missing required key");
+                    None
+                }
+                Some(s) => match u8::try_from(s) {
+                    Ok(stratum) if (1..=15).contains(&stratum) => Some(LocalReference { stratum }),
+                    _ => {
+                        errors.push(path, format!("stratum {s} is out of range (1..=15)"));
+                        None
+                    }
+                },
+            }
+        });
+
+        let control = match self.control.as_ref().and_then(|c| c.socket.as_ref()) {
+            None => defaults.control.clone(),
+            Some(socket) => ControlConfig {
+                socket: non_empty_path(&mut errors, KeyPath::keys(&["control", "socket"]), socket)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            },
+        };
+
+        let log = match self.log.as_ref().and_then(|l| l.level.as_ref()) {
+            None => defaults.log.clone(),
+            Some(level) => match check_log_level(level) {
+                Ok(()) => LogConfig {
+                    level: level.clone(),
+                },
+                Err(message) => {
+                    errors.push(KeyPath::keys(&["log", "level"]), message);
+                    defaults.log.clone()
+                }
+            },
+        };
+
+        let mut listen = Vec::new();
+        for (i, raw) in self.listen.iter().enumerate() {
+            let base = KeyPath::keys(&["listen"]).index(i);
+            let address = address(&mut errors, base.key("address"), raw.address.as_ref());
+            let instance = instance(&mut errors, base.key("instance"), raw.instance.as_ref());
+            if let Some(address) = address {
+                listen.push(Listen { address, instance });
+            }
+        }
+
+        let mut server = Vec::new();
+        for (i, raw) in self.server.iter().enumerate() {
+            let base = KeyPath::keys(&["server"]).index(i);
+            let address = address(&mut errors, base.key("address"), raw.address.as_ref());
+            let instance = instance(&mut errors, base.key("instance"), raw.instance.as_ref());
+            let minpoll = poll(
+                &mut errors,
+                base.key("minpoll"),
+                raw.minpoll,
+                Server::DEFAULT_MINPOLL,
+            );
+            let maxpoll = poll(
+                &mut errors,
+                base.key("maxpoll"),
+                raw.maxpoll,
+                Server::DEFAULT_MAXPOLL,
+            );
+            if let (Some(min), Some(max)) = (minpoll, maxpoll) {
+                if min > max {
+                    // Name the key the user wrote; minpoll when both or neither were given.
+                    let key = if raw.maxpoll.is_some() && raw.minpoll.is_none() {
+                        "maxpoll"
+                    } else {
+                        "minpoll"
+                    };
+                    errors.push(
+                        base.key(key),
+                        format!("minpoll {min} is greater than maxpoll {max}"),
+                    );
+                }
+            }
+            if let (Some(address), Some(minpoll), Some(maxpoll)) = (address, minpoll, maxpoll) {
+                server.push(Server {
+                    address,
+                    instance,
+                    minpoll,
+                    maxpoll,
+                    iburst: raw.iburst.unwrap_or(false),
+                });
+            }
+        }
+
+        if errors.0.is_empty() {
+            Ok(Config {
+                clock,
+                discipline,
+                local_reference,
+                control,
+                listen,
+                server,
+                log,
+                warnings: Vec::new(),
+            })
+        } else {
+            Err(errors.0)
+        }
+    }
+
+    fn validate_clock(&self, errors: &mut Errors, defaults: &ClockConfig) -> ClockConfig {
+        let Some(raw) = &self.clock else {
+            return defaults.clone();
+        };
+        let backend = match raw.backend.as_deref() {
+            None => defaults.backend,
+            Some(name) => ClockBackend::from_name(name).unwrap_or_else(|| {
+                errors.push(
+                    KeyPath::keys(&["clock", "backend"]),
+                    format!(
+                        "unknown clock backend \"{name}\" (expected \"system\", \"observe\" or \"virtual\")"
+                    ),
+                );
+                defaults.backend
+            }),
+        };
+        let drift_file = raw
+            .drift_file
+            .as_ref()
+            .and_then(|p| non_empty_path(errors, KeyPath::keys(&["clock", "drift-file"]), p));
+        let initial_offset = duration(
+            errors,
+            KeyPath::keys(&["clock", "initial-offset"]),
+            raw.initial_offset.as_ref(),
+            defaults.initial_offset,
+            true,
+        );
+        let frequency_error_ppm = match raw.frequency_error_ppm {
+            None => defaults.frequency_error_ppm,
+            Some(ppm) if ppm.is_finite() => ppm,
+            Some(ppm) => {
+                errors.push(
+                    KeyPath::keys(&["clock", "frequency-error-ppm"]),
+                    format!("{ppm} is not a finite number"),
+                );
+                defaults.frequency_error_ppm
+            }
+        };
+        ClockConfig {
+            backend,
+            drift_file,
+            initial_offset,
+            frequency_error_ppm,
+        }
+    }
+
+    fn validate_discipline(
+        &self,
+        errors: &mut Errors,
+        defaults: &DisciplineConfig,
+    ) -> DisciplineConfig {
+        let Some(raw) = &self.discipline else {
+            return defaults.clone();
+        };
+        let step_threshold = duration(
+            errors,
+            KeyPath::keys(&["discipline", "step-threshold"]),
+            raw.step_threshold.as_ref(),
+            defaults.step_threshold,
+            false,
+        );
+        let stepout = duration(
+            errors,
+            KeyPath::keys(&["discipline", "stepout"]),
+            raw.stepout.as_ref(),
+            defaults.stepout,
+            false,
+        );
+        let panic_threshold = match &raw.panic_threshold {
+            None => defaults.panic_threshold,
+            Some(text) => {
+                let secs = duration(
+                    errors,
+                    KeyPath::keys(&["discipline", "panic-threshold"]),
+                    Some(text),
+                    0.0,
+                    false,
+                );
+                (secs > 0.0).then_some(secs)
+            }
+        };
+        DisciplineConfig {
+            step_threshold,
+            stepout,
+            panic_threshold,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_render_dotted_with_indices() {
+        let p = KeyPath::keys(&["server"]).index(2).key("minpoll");
+        assert_eq!(p.to_string(), "server[2].minpoll");
+        assert_eq!(
+            KeyPath::keys(&["clock", "backend"]).to_string(),
+            "clock.backend"
+        );
+    }
+
+    #[test]
+    fn addresses_default_to_port_123() {
+        assert_eq!(
+            parse_address("192.0.2.1"),
+            Ok("192.0.2.1:123".parse().unwrap())
+        );
+        assert_eq!(parse_address("::1"), Ok("[::1]:123".parse().unwrap()));
+        assert_eq!(parse_address("[::1]"), Ok("[::1]:123".parse().unwrap()));
+        assert_eq!(
+            parse_address("[fd00:200::1]:4123"),
+            Ok("[fd00:200::1]:4123".parse().unwrap())
+        );
+        assert!(parse_address("ntp.example.org:123").is_err());
+        assert!(parse_address("10.0.0.1:99999").is_err());
+        assert!(parse_address("").is_err());
+    }
+}

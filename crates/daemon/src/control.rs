@@ -1,0 +1,471 @@
+//! The control protocol between `stratactl` and `stratad`.
+//!
+//! Line-delimited JSON over a unix stream socket: the client writes one request line, the
+//! daemon writes one reply line and closes the connection.
+//!
+//! ```text
+//! → {"command":"status"}
+//! ← {"ok":true,"status":{"synchronized":true,"stratum":2,...}}
+//! → {"command":"sessions"}
+//! ← {"ok":true,"sessions":[{"instance":"default","address":"127.0.0.1:123",...}]}
+//! ← {"ok":false,"error":"unknown command"}
+//! ```
+//!
+//! Requests longer than [`MAX_REQUEST_LEN`] bytes are refused. Decoding never panics, whatever
+//! the input. [`request`] is a small blocking client with a timeout.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest accepted request line, in bytes (without the newline).
+pub const MAX_REQUEST_LEN: usize = 4096;
+
+/// The longest accepted reply line, in bytes: a guard for the client.
+pub const MAX_REPLY_LEN: usize = 16 * 1024 * 1024;
+
+/// How long [`request`] waits for the daemon by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a control message could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The request line is longer than [`MAX_REQUEST_LEN`].
+    #[error("request too long ({len} bytes, at most {MAX_REQUEST_LEN})")]
+    RequestTooLong {
+        /// The length received.
+        len: usize,
+    },
+    /// The reply line is longer than [`MAX_REPLY_LEN`].
+    #[error("reply too long (more than {MAX_REPLY_LEN} bytes)")]
+    ReplyTooLong,
+    /// The message is not valid JSON of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// The message is not a valid request or reply (not UTF-8, or JSON of the wrong shape).
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    /// The peer closed the connection without sending a line.
+    #[error("the connection closed without a message")]
+    NoReply,
+    /// Talking to the socket failed.
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A request from stratactl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// `{"command":"status"}`: the system status.
+    Status,
+    /// `{"command":"sessions"}`: every association.
+    Sessions,
+}
+
+/// The daemon's system status (`stratactl status --json` prints this object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether the clock is synchronized to a source (or a local reference).
+    pub synchronized: bool,
+    /// The stratum served (16 = unsynchronized).
+    pub stratum: u8,
+    /// The last clock offset, seconds; RFC 5905 theta: reference − local, positive when the
+    /// local clock is behind.
+    pub offset_s: f64,
+    /// The frequency correction applied, ppm.
+    pub frequency_ppm: f64,
+    /// The reference ID served, as text (an IPv4 address, a hashed IPv6 address, or an ASCII
+    /// code such as `LOCL` or `INIT`).
+    pub refid: String,
+    /// The system peer, `ip:port`, if any.
+    pub reference: Option<String>,
+    /// The leap indicator: `"none"`, `"insert"`, `"delete"` or `"unsynchronized"`.
+    pub leap: String,
+    /// The clock precision, log2 seconds.
+    pub precision: i8,
+    /// The root delay, seconds.
+    pub root_delay_s: f64,
+    /// The root dispersion, seconds.
+    pub root_dispersion_s: f64,
+    /// The system poll exponent, log2 seconds.
+    pub poll: i8,
+    /// Seconds since the clock was last updated, if ever.
+    pub last_update_s: Option<f64>,
+    /// How many times the clock was stepped.
+    pub clock_steps: u64,
+    /// The clock backend: `"system"`, `"observe"` or `"virtual"`.
+    pub clock_backend: String,
+    /// Packet counters per instance name.
+    pub instances: BTreeMap<String, InstanceCounters>,
+}
+
+/// Packet counters of one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCounters {
+    /// Packets received.
+    pub received: u64,
+    /// Packets sent.
+    pub sent: u64,
+    /// Packets dropped, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Kiss-o'-death packets sent.
+    pub kod_sent: u64,
+}
+
+/// One association (`stratactl sessions --json` prints an array of these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The instance it belongs to.
+    pub instance: String,
+    /// The remote address, `ip:port`.
+    pub address: String,
+    /// The association mode: `"client"`, `"server"`, `"symmetric-active"`,
+    /// `"symmetric-passive"`, `"broadcast-client"`, `"multicast-client"`, ...
+    pub mode: String,
+    /// The association state (engine-defined, e.g. `"reachable"`).
+    pub state: String,
+    /// The remote stratum.
+    pub stratum: u8,
+    /// The reachability register (shown in octal by the table).
+    pub reach: u8,
+    /// The poll exponent, log2 seconds.
+    pub poll: i8,
+    /// The offset, seconds (positive when the local clock is behind).
+    pub offset_s: f64,
+    /// The round-trip delay, seconds.
+    pub delay_s: f64,
+    /// The dispersion, seconds.
+    pub dispersion_s: f64,
+    /// The jitter, seconds.
+    pub jitter_s: f64,
+    /// The remote's reference ID, as text.
+    pub refid: String,
+    /// Seconds since the last valid packet, if any.
+    pub last_s: Option<f64>,
+}
+
+/// A reply from the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `{"ok":true,"status":{...}}`.
+    Status(Status),
+    /// `{"ok":true,"sessions":[...]}`.
+    Sessions(Vec<Session>),
+    /// `{"ok":false,"error":"..."}`.
+    Error(String),
+}
+
+/// The reply as it travels.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireReply {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sessions: Option<Vec<Session>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Strip one trailing `\n` (and `\r`).
+fn strip_newline(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Encode a request as one line, newline included.
+pub fn encode_request(request: &Request) -> String {
+    match request {
+        Request::Status => "{\"command\":\"status\"}\n".to_owned(),
+        Request::Sessions => "{\"command\":\"sessions\"}\n".to_owned(),
+    }
+}
+
+/// Decode a request line (a trailing newline is allowed).
+pub fn decode_request(line: &str) -> Result<Request, ControlError> {
+    let line = strip_newline(line);
+    if line.len() > MAX_REQUEST_LEN {
+        return Err(ControlError::RequestTooLong { len: line.len() });
+    }
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Encode a reply as one line, newline included.
+pub fn encode_reply(reply: &Reply) -> String {
+    let wire = match reply {
+        Reply::Status(status) => WireReply {
+            ok: true,
+            status: Some(status.clone()),
+            sessions: None,
+            error: None,
+        },
+        Reply::Sessions(sessions) => WireReply {
+            ok: true,
+            status: None,
+            sessions: Some(sessions.clone()),
+            error: None,
+        },
+        Reply::Error(message) => WireReply {
+            ok: false,
+            status: None,
+            sessions: None,
+            error: Some(message.clone()),
+        },
+    };
+    // Serializing these plain structs cannot fail: every map key is a string and
+    // serde_json writes non-finite floats as null.
+    let mut line = serde_json::to_string(&wire)
+        .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"cannot encode reply: {e}\"}}"));
+    line.push('\n');
+    line
+}
+
+/// Decode a reply line (a trailing newline is allowed).
+pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
+    let wire: WireReply = serde_json::from_str(strip_newline(line))?;
+    match wire {
+        WireReply {
+            ok: true,
+            status: Some(status),
+            sessions: None,
+            error: None,
+        } => Ok(Reply::Status(status)),
+        WireReply {
+            ok: true,
+            status: None,
+            sessions: Some(sessions),
+            error: None,
+        } => Ok(Reply::Sessions(sessions)),
+        WireReply {
+            ok: false,
+            status: None,
+            sessions: None,
+            error: Some(error),
+        } => Ok(Reply::Error(error)),
+        WireReply { ok: true, .. } => Err(ControlError::Invalid(
+            "an ok reply needs exactly one of \"status\" or \"sessions\"".to_owned(),
+        )),
+        WireReply { ok: false, .. } => Err(ControlError::Invalid(
+            "an error reply needs \"error\" and nothing else".to_owned(),
+        )),
+    }
+}
+
+/// Read one request line from a connection, refusing more than [`MAX_REQUEST_LEN`] bytes.
+///
+/// For the daemon side: `Ok(request)`, or the error to send back as [`Reply::Error`].
+pub fn read_request<R: Read>(reader: R) -> Result<Request, ControlError> {
+    // Room for the line, "\r\n", and one byte more to notice an overlong line.
+    let bytes = read_line(reader, MAX_REQUEST_LEN + 3)?.ok_or(ControlError::NoReply)?;
+    let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let content = content.strip_suffix(b"\r").unwrap_or(content);
+    if content.len() > MAX_REQUEST_LEN {
+        return Err(ControlError::RequestTooLong { len: content.len() });
+    }
+    let line = std::str::from_utf8(content)
+        .map_err(|_| ControlError::Invalid("request is not UTF-8".to_owned()))?;
+    decode_request(line)
+}
+
+/// Read one line (up to and including `\n`), at most `limit` bytes; `None` at end of stream
+/// before any byte. A longer line is cut at `limit` bytes for the caller to refuse.
+fn read_line<R: Read>(reader: R, limit: usize) -> Result<Option<Vec<u8>>, ControlError> {
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let mut limited = BufReader::new(reader.take(limit));
+    let mut buf = Vec::new();
+    limited.read_until(b'\n', &mut buf)?;
+    Ok((!buf.is_empty()).then_some(buf))
+}
+
+/// Send one request to the daemon's control socket and wait for its reply (blocking).
+///
+/// `timeout` bounds each read and write.
+pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, ControlError> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(encode_request(request).as_bytes())?;
+    stream.flush()?;
+    let bytes = read_line(&stream, MAX_REPLY_LEN + 1)?.ok_or(ControlError::NoReply)?;
+    if bytes.len() > MAX_REPLY_LEN {
+        return Err(ControlError::ReplyTooLong);
+    }
+    let line = std::str::from_utf8(&bytes)
+        .map_err(|_| ControlError::Invalid("reply is not UTF-8".to_owned()))?;
+    decode_reply(line)
+}
+
+/// A signed time in seconds with a readable unit: `+1.234 s`, `-12.345 ms`, `+87.6 µs`.
+pub fn format_seconds(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "-".to_owned();
+    }
+    let abs = secs.abs();
+    if abs >= 1.0 {
+        format!("{secs:+.3} s")
+    } else if abs >= 1e-3 {
+        format!("{:+.3} ms", secs * 1e3)
+    } else {
+        format!("{:+.1} µs", secs * 1e6)
+    }
+}
+
+/// An unsigned span in seconds (delay, dispersion, jitter): like [`format_seconds`] without
+/// the sign.
+fn format_span(secs: f64) -> String {
+    let text = format_seconds(secs);
+    text.strip_prefix('+').map(str::to_owned).unwrap_or(text)
+}
+
+/// An age in seconds: `12s`, `3m`, `5h`, `2d`, or `-`.
+fn format_age(age: Option<f64>) -> String {
+    match age {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            let (value, unit) = if secs < 120.0 {
+                (secs, "s")
+            } else if secs < 7200.0 {
+                (secs / 60.0, "m")
+            } else if secs < 172_800.0 {
+                (secs / 3600.0, "h")
+            } else {
+                (secs / 86_400.0, "d")
+            };
+            format!("{value:.0}{unit}")
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// The status as an aligned `name: value` listing.
+pub fn render_status(status: &Status) -> String {
+    let mut rows: Vec<(String, String)> = vec![
+        (
+            "synchronized".into(),
+            if status.synchronized { "yes" } else { "no" }.into(),
+        ),
+        ("stratum".into(), status.stratum.to_string()),
+        (
+            "reference".into(),
+            status.reference.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("refid".into(), status.refid.clone()),
+        ("offset".into(), format_seconds(status.offset_s)),
+        (
+            "frequency".into(),
+            format!("{:+.3} ppm", status.frequency_ppm),
+        ),
+        ("leap".into(), status.leap.clone()),
+        ("precision".into(), format!("2^{} s", status.precision)),
+        ("root delay".into(), format_span(status.root_delay_s)),
+        (
+            "root dispersion".into(),
+            format_span(status.root_dispersion_s),
+        ),
+        ("poll".into(), format!("2^{} s", status.poll)),
+        (
+            "last update".into(),
+            match status.last_update_s {
+                Some(_) => format!("{} ago", format_age(status.last_update_s)),
+                None => "never".into(),
+            },
+        ),
+        ("clock steps".into(), status.clock_steps.to_string()),
+        ("clock backend".into(), status.clock_backend.clone()),
+    ];
+    for (name, counters) in &status.instances {
+        let dropped: u64 = counters.dropped.values().sum();
+        let mut value = format!(
+            "received {}, sent {}, dropped {}, kod sent {}",
+            counters.received, counters.sent, dropped, counters.kod_sent
+        );
+        if !counters.dropped.is_empty() {
+            let reasons: Vec<String> = counters
+                .dropped
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            let _ = write!(value, " ({})", reasons.join(", "));
+        }
+        rows.push((format!("instance {name}"), value));
+    }
+    let width = rows
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, value) in rows {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {}",
+            format!("{name}:"),
+            value,
+            width = width + 1
+        );
+    }
+    out
+}
+
+/// The sessions as an aligned table, one row per association.
+pub fn render_sessions(sessions: &[Session]) -> String {
+    const HEADER: [&str; 13] = [
+        "INSTANCE", "ADDRESS", "MODE", "STATE", "ST", "POLL", "REACH", "OFFSET", "DELAY", "DISP",
+        "JITTER", "REFID", "LAST",
+    ];
+    // Columns that hold numbers are right-aligned.
+    const RIGHT: [bool; 13] = [
+        false, false, false, false, true, true, true, true, true, true, true, false, true,
+    ];
+    let mut rows: Vec<[String; 13]> = vec![HEADER.map(str::to_owned)];
+    for s in sessions {
+        rows.push([
+            s.instance.clone(),
+            s.address.clone(),
+            s.mode.clone(),
+            s.state.clone(),
+            s.stratum.to_string(),
+            s.poll.to_string(),
+            format!("{:03o}", s.reach),
+            format_seconds(s.offset_s),
+            format_span(s.delay_s),
+            format_span(s.dispersion_s),
+            format_span(s.jitter_s),
+            s.refid.clone(),
+            format_age(s.last_s),
+        ]);
+    }
+    let mut widths = [0usize; 13];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if RIGHT[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
