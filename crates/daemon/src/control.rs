@@ -60,8 +60,10 @@ pub enum ControlError {
 }
 
 /// A request from stratactl.
+///
+/// Fields besides `command` are ignored, so later requests can add parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     /// `{"command":"status"}`: the system status.
     Status,
