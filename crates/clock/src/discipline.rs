@@ -1,1 +1,922 @@
-//! placeholder
+//! The clock discipline: decides between stepping and slewing, estimates
+//! the clock's frequency error and picks the system poll interval.
+//!
+//! # Design
+//!
+//! RFC 5905 §11.3 disciplines the clock with a hybrid PLL/FLL whose gains
+//! depend on the poll interval. Here the loop is split into an *estimator*
+//! and a *controller*, which keeps it stable at any poll interval, from
+//! 2^-4 s in lab scenarios to 2^17 s:
+//!
+//! * **Estimator.** A two-state Kalman filter tracks the clock offset
+//!   `theta` (reference − local, s) and the clock's own fractional frequency
+//!   error `d` (s/s, positive = the clock runs fast before correction). The
+//!   model is `dtheta/dt = -(d + c)`, where `c` is the total frequency
+//!   correction the discipline has commanded. Every command is known to the
+//!   estimator, so its own corrections never look like clock drift. Process
+//!   noise is white phase noise ([`DisciplineConfig::phase_noise`]) plus a
+//!   random walk of the frequency ([`DisciplineConfig::frequency_wander`]).
+//!   The measurement noise is estimated from the offsets themselves: the
+//!   second differences of the free-running phase (offset plus every
+//!   correction applied so far), which drift and the discipline's own
+//!   corrections do not affect. The estimate starts from
+//!   [`DisciplineConfig::initial_noise`] and is blended towards the data
+//!   (floored at [`DisciplineConfig::min_jitter`]); the jitter passed to
+//!   [`Discipline::update`] only gates the poll interval, because a filter's
+//!   jitter right after a reset is just its precision and would make the
+//!   estimator overconfident. Without a drift file the frequency
+//!   starts fully unknown (±500 ppm), so the first few offsets after start
+//!   measure it directly — the role of RFC 5905's FREQ state, but using
+//!   every sample instead of two. An offset more than
+//!   [`DisciplineConfig::jump_gate`] standard deviations from the prediction
+//!   is treated as a phase jump: the phase uncertainty is widened by it
+//!   first, so that the phase follows and the frequency estimate is not
+//!   dragged along.
+//! * **Controller.** Phase is removed by slewing through the frequency: the
+//!   commanded correction is `c = -d + theta / T`, clamped to ±500 ppm,
+//!   where `T = phase_time_constant × 2^poll` s. [`Discipline::tick`]
+//!   recomputes `c` from the predicted offset every
+//!   `min(adjust_interval, T / 4)` s so that long polls do not overshoot.
+//!   The frequency part `-d` is [`Discipline::frequency_ppm`], the value
+//!   worth saving in the drift file.
+//!
+//! # Steps, spikes and panics (RFC 5905 semantics)
+//!
+//! * The first offset ever ([`DisciplineState::Unset`]) is stepped at once
+//!   when above `step_threshold`, whatever its size (like `ntpd -g`; the
+//!   panic threshold does not apply to it).
+//! * Later, an offset above `panic_threshold` gives [`Outcome::Panic`] and
+//!   changes nothing (the caller decides, typically by exiting).
+//! * An offset above `step_threshold` enters [`DisciplineState::Spike`] and is
+//!   ignored; if offsets stay above the threshold for `stepout` seconds the
+//!   clock is stepped. A normal offset in between ends the spike.
+//! * After a step every association's filter must be reset by the caller
+//!   (RFC 5905 `clear()`), and the poll interval drops to `min_poll`.
+//!
+//! # Poll interval
+//!
+//! RFC 5905 poll-adjust: in [`DisciplineState::Sync`], an offset below
+//! `poll_gate` × jitter adds `max(poll, 1)` to a counter, a larger one
+//! subtracts twice that; at ±`poll_limit` the poll exponent moves up or down
+//! by one, within `[min_poll, max_poll]`.
+
+use std::collections::VecDeque;
+
+use crate::backend::MAX_FREQUENCY_PPM;
+
+/// Discipline parameters. `Default` gives the RFC 5905 values.
+#[derive(Clone, Debug)]
+pub struct DisciplineConfig {
+    /// STEPT: offsets above this are stepped, not slewed (s; RFC 0.128).
+    pub step_threshold: f64,
+    /// WATCH: how long offsets must stay above `step_threshold` before a
+    /// step (s; RFC 900). Scenarios with short polls use e.g. 2 s.
+    pub stepout: f64,
+    /// PANICT: offsets above this are refused (s; RFC 1000). `None` =
+    /// never panic.
+    pub panic_threshold: Option<f64>,
+    /// Smallest poll exponent (log2 s; RFC MINPOLL 4; down to -4 allowed).
+    pub min_poll: i8,
+    /// Largest poll exponent (log2 s; RFC MAXPOLL 17).
+    pub max_poll: i8,
+    /// Phase slew time constant, in poll intervals: an offset is slewed out
+    /// with time constant `phase_time_constant × 2^poll` s (default 16,
+    /// like ntpd's `CLOCK_PLL`).
+    pub phase_time_constant: f64,
+    /// Longest spacing of phase adjustments by [`Discipline::tick`] (s;
+    /// default 1, like ntpd's `clock_adjust`).
+    pub adjust_interval: f64,
+    /// Estimator process noise of the phase (white FM, s²/s; default
+    /// 1e-14).
+    pub phase_noise: f64,
+    /// Estimator process noise of the frequency (random-walk FM, (s/s)²/s;
+    /// default 1e-16: about 0.6 ppm per hour).
+    pub frequency_wander: f64,
+    /// Floor of the measurement noise (s; default 1 µs).
+    pub min_jitter: f64,
+    /// Prior guess of the measurement noise (s; default 1 ms), blended out
+    /// as offsets arrive. Erring high only slows the first minute down;
+    /// erring low would make the estimator overconfident.
+    pub initial_noise: f64,
+    /// Uncertainty of a drift-file frequency (ppm; default 2).
+    pub initial_frequency_uncertainty_ppm: f64,
+    /// Innovations beyond this many standard deviations count as phase
+    /// jumps (default 5).
+    pub jump_gate: f64,
+    /// PGATE: poll-adjust gate in jitters (RFC 4).
+    pub poll_gate: f64,
+    /// LIMIT: poll-adjust counter limit (RFC 30).
+    pub poll_limit: i32,
+}
+
+impl Default for DisciplineConfig {
+    fn default() -> Self {
+        Self {
+            step_threshold: 0.128,
+            stepout: 900.0,
+            panic_threshold: Some(1000.0),
+            min_poll: 4,
+            max_poll: 17,
+            phase_time_constant: 16.0,
+            adjust_interval: 1.0,
+            phase_noise: 1e-14,
+            frequency_wander: 1e-16,
+            min_jitter: 1e-6,
+            initial_noise: 1e-3,
+            initial_frequency_uncertainty_ppm: 2.0,
+            jump_gate: 5.0,
+            poll_gate: 4.0,
+            poll_limit: 30,
+        }
+    }
+}
+
+/// A command for the clock backend, drained with
+/// [`Discipline::poll_command`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ClockCommand {
+    /// Step the clock by `offset` seconds (positive = forward).
+    Step {
+        /// The step (s).
+        offset: f64,
+    },
+    /// Set the total frequency correction applied to the clock (ppm,
+    /// positive speeds it up). It includes the transient phase slew.
+    SetFrequency {
+        /// The correction (ppm).
+        ppm: f64,
+    },
+}
+
+/// The discipline state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisciplineState {
+    /// No offset seen yet.
+    Unset,
+    /// Measuring the frequency: the first `stepout` seconds after start or
+    /// a step, when no drift-file frequency was known.
+    Freq,
+    /// Tracking: the frequency is known and offsets are slewed.
+    Sync,
+    /// Offsets above the step threshold are being held off for up to
+    /// `stepout` seconds.
+    Spike,
+}
+
+/// What [`Discipline::update`] did with an offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// Not used (a spike being held off, or not a finite number).
+    Ignored,
+    /// Used; the clock is slewed.
+    Slewed,
+    /// The clock was stepped by `offset`; the caller must reset every
+    /// association's clock filter.
+    Stepped {
+        /// The step (s).
+        offset: f64,
+    },
+    /// The offset exceeds the panic threshold; nothing was changed.
+    Panic {
+        /// The offending offset (s).
+        offset: f64,
+    },
+}
+
+/// The clock discipline. See the module doc.
+#[derive(Clone, Debug)]
+pub struct Discipline {
+    config: DisciplineConfig,
+    state: DisciplineState,
+    /// State before a spike began, restored when it ends.
+    before_spike: DisciplineState,
+    /// When the current Freq or Spike state began.
+    since: f64,
+    /// Whether the frequency estimate is trusted (drift file or Freq done).
+    frequency_known: bool,
+    // Estimator: x = [theta, d] at time `t`, covariance `p`.
+    theta: f64,
+    d: f64,
+    p: [[f64; 2]; 2],
+    t: f64,
+    /// The correction in effect since `t` (s/s).
+    applied: f64,
+    /// Everything the corrections took off theta so far (s): the integral
+    /// of `applied` plus all steps. `offset + removed` is the free-running
+    /// phase.
+    removed: f64,
+    /// The last two free-running phase points (time, phase), newest last.
+    history: [Option<(f64, f64)>; 2],
+    /// Measurement noise variance estimate (s²) and how many second
+    /// differences went into it.
+    noise: f64,
+    noise_samples: u32,
+    last_adjust: f64,
+    commands: VecDeque<ClockCommand>,
+    last_offset: f64,
+    jitter: f64,
+    poll: i8,
+    poll_counter: i32,
+}
+
+impl Discipline {
+    /// A discipline with `config`, starting from a drift-file frequency
+    /// correction (ppm) if there is one. A `SetFrequency` with the starting
+    /// correction (0 without a drift file) is queued at once, so that the
+    /// clock and the discipline agree from the start.
+    #[must_use]
+    pub fn new(config: DisciplineConfig, initial_frequency_ppm: Option<f64>) -> Self {
+        let max = MAX_FREQUENCY_PPM;
+        let initial = initial_frequency_ppm
+            .filter(|f| f.is_finite())
+            .map(|f| f.clamp(-max, max));
+        let (d, var) = match initial {
+            Some(ppm) => (
+                -ppm * 1e-6,
+                (config.initial_frequency_uncertainty_ppm.abs().max(1e-3) * 1e-6).powi(2),
+            ),
+            None => (0.0, (max * 1e-6).powi(2)),
+        };
+        let poll = config.min_poll.min(config.max_poll);
+        let mut commands = VecDeque::new();
+        commands.push_back(ClockCommand::SetFrequency {
+            ppm: initial.unwrap_or(0.0),
+        });
+        Self {
+            state: DisciplineState::Unset,
+            before_spike: DisciplineState::Unset,
+            since: 0.0,
+            frequency_known: initial.is_some(),
+            theta: 0.0,
+            d,
+            p: [[0.0, 0.0], [0.0, var]],
+            t: 0.0,
+            applied: -d,
+            removed: 0.0,
+            history: [None, None],
+            noise: config
+                .initial_noise
+                .abs()
+                .max(config.min_jitter.abs())
+                .powi(2),
+            noise_samples: 0,
+            last_adjust: 0.0,
+            commands,
+            last_offset: 0.0,
+            jitter: 0.0,
+            poll,
+            poll_counter: 0,
+            config,
+        }
+    }
+
+    /// A new system offset (s) with its jitter (s) from the combine step at
+    /// monotonic time `now`. Queues clock commands (drain them with
+    /// [`Discipline::poll_command`]); on [`Outcome::Stepped`] the caller
+    /// must reset all associations' filters (RFC 5905 `clear()`).
+    pub fn update(&mut self, now: f64, offset: f64, jitter: f64) -> Outcome {
+        if !offset.is_finite() || !now.is_finite() {
+            return Outcome::Ignored;
+        }
+        if self.state == DisciplineState::Unset {
+            let r = self.measurement_variance();
+            self.t = now;
+            self.theta = offset;
+            self.p[0] = [r, 0.0];
+            self.p[1][0] = 0.0;
+            self.last_offset = offset;
+            self.jitter = if jitter.is_finite() {
+                jitter.abs()
+            } else {
+                0.0
+            };
+            self.observe_phase(now, offset);
+            if offset.abs() > self.config.step_threshold {
+                return self.step(now, offset);
+            }
+            self.enter_tracking(now);
+            self.command(now);
+            return Outcome::Slewed;
+        }
+        if let Some(panic) = self.config.panic_threshold {
+            if offset.abs() > panic {
+                return Outcome::Panic { offset };
+            }
+        }
+        self.predict(now);
+        if offset.abs() > self.config.step_threshold {
+            if self.state != DisciplineState::Spike {
+                self.before_spike = self.state;
+                self.state = DisciplineState::Spike;
+                self.since = now;
+                return Outcome::Ignored;
+            }
+            if now - self.since < self.config.stepout {
+                return Outcome::Ignored;
+            }
+            return self.step(now, offset);
+        }
+        if self.state == DisciplineState::Spike {
+            self.state = self.before_spike;
+        }
+        self.observe_phase(now, offset);
+        let r = self.measurement_variance();
+        self.measure(offset, r);
+        // RFC 5905 clock jitter: exponential average (AVG = 4) of the
+        // squared offset differences.
+        let diff2 = (offset - self.last_offset).powi(2);
+        self.jitter = (self.jitter.powi(2) + (diff2 - self.jitter.powi(2)) / 4.0)
+            .max(0.0)
+            .sqrt();
+        self.last_offset = offset;
+        if self.state == DisciplineState::Freq && now - self.since >= self.config.stepout {
+            self.state = DisciplineState::Sync;
+            self.frequency_known = true;
+        }
+        if self.state == DisciplineState::Sync {
+            self.adjust_poll(offset, jitter);
+        }
+        self.command(now);
+        Outcome::Slewed
+    }
+
+    /// Periodic phase adjustment: call when `now >= next_tick()`. Recomputes
+    /// the slew from the predicted offset. A call before the deadline does
+    /// nothing.
+    pub fn tick(&mut self, now: f64) {
+        match self.next_tick() {
+            Some(due) if now.is_finite() && now >= due => {
+                self.predict(now);
+                self.command(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// When [`Discipline::tick`] wants to run next (monotonic s); `None`
+    /// before the first offset.
+    #[must_use]
+    pub fn next_tick(&self) -> Option<f64> {
+        if self.state == DisciplineState::Unset {
+            None
+        } else {
+            Some(self.last_adjust + self.adjust_interval())
+        }
+    }
+
+    /// The next clock command to carry out; drain after
+    /// [`Discipline::update`] and [`Discipline::tick`] (and once after
+    /// [`Discipline::new`]).
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<ClockCommand> {
+        self.commands.pop_front()
+    }
+
+    /// The system poll exponent the discipline asks for (log2 s), within
+    /// `[min_poll, max_poll]`.
+    #[must_use]
+    pub fn poll_exponent(&self) -> i8 {
+        self.poll
+    }
+
+    /// The current frequency correction (ppm; positive = clock sped up):
+    /// the estimate of the clock's frequency error, negated, without the
+    /// transient phase slew. This is the drift-file value.
+    #[must_use]
+    pub fn frequency_ppm(&self) -> f64 {
+        -self.d * 1e6
+    }
+
+    /// The total correction last commanded (ppm), including the phase
+    /// slew.
+    #[must_use]
+    pub fn applied_frequency_ppm(&self) -> f64 {
+        self.applied * 1e6
+    }
+
+    /// The one-sigma uncertainty of [`Discipline::frequency_ppm`] (ppm).
+    #[must_use]
+    pub fn frequency_uncertainty_ppm(&self) -> f64 {
+        self.p[1][1].max(0.0).sqrt() * 1e6
+    }
+
+    /// Whether the frequency is known (from the drift file or measured).
+    #[must_use]
+    pub fn frequency_known(&self) -> bool {
+        self.frequency_known
+    }
+
+    /// The discipline state.
+    #[must_use]
+    pub fn state(&self) -> DisciplineState {
+        self.state
+    }
+
+    /// The last offset passed to [`Discipline::update`] (s).
+    #[must_use]
+    pub fn offset(&self) -> f64 {
+        self.last_offset
+    }
+
+    /// The estimated current offset (s) after the corrections so far, as of
+    /// the last update or tick.
+    #[must_use]
+    pub fn estimated_offset(&self) -> f64 {
+        self.theta
+    }
+
+    /// The RFC 5905 clock jitter (s): RMS of successive offset differences.
+    #[must_use]
+    pub fn jitter(&self) -> f64 {
+        self.jitter
+    }
+
+    /// The phase slew time constant at the current poll interval (s).
+    #[must_use]
+    pub fn time_constant(&self) -> f64 {
+        self.config.phase_time_constant.max(1.0) * 2f64.powi(i32::from(self.poll))
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &DisciplineConfig {
+        &self.config
+    }
+
+    fn adjust_interval(&self) -> f64 {
+        let a = self.config.adjust_interval;
+        let a = if a.is_finite() && a > 0.0 { a } else { 1.0 };
+        a.min(self.time_constant() / 4.0)
+    }
+
+    /// The measurement noise standard deviation currently assumed (s).
+    #[must_use]
+    pub fn measurement_noise(&self) -> f64 {
+        self.measurement_variance().sqrt()
+    }
+
+    fn measurement_variance(&self) -> f64 {
+        let floor = self.config.min_jitter.abs().max(1e-9);
+        self.noise.max(floor * floor)
+    }
+
+    /// Feeds the noise estimator with the free-running phase at `now`.
+    fn observe_phase(&mut self, now: f64, offset: f64) {
+        let phase = offset + self.removed;
+        if let [Some((ta, pa)), Some((tb, pb))] = self.history {
+            let (h1, h2) = (tb - ta, now - tb);
+            if h1 > 0.0 && h2 > 0.0 && h2 <= 10.0 * h1 && h1 <= 10.0 * h2 {
+                let k = h2 / h1;
+                let e = phase - (pb + (pb - pa) * k);
+                let v = e * e / (1.0 + (1.0 + k).powi(2) + k * k);
+                if v.is_finite() {
+                    self.noise_samples = self.noise_samples.saturating_add(1);
+                    let gain = (1.0 / f64::from(self.noise_samples + 2)).max(1.0 / 32.0);
+                    self.noise += gain * (v - self.noise);
+                }
+            }
+        }
+        self.history = [self.history[1], Some((now, phase))];
+    }
+
+    fn enter_tracking(&mut self, now: f64) {
+        self.since = now;
+        self.state = if self.frequency_known {
+            DisciplineState::Sync
+        } else {
+            DisciplineState::Freq
+        };
+    }
+
+    fn step(&mut self, now: f64, offset: f64) -> Outcome {
+        self.commands.push_back(ClockCommand::Step { offset });
+        self.removed += offset;
+        // The step takes out the measured offset; what is left is the
+        // measurement noise.
+        let r = self.measurement_variance();
+        self.theta = 0.0;
+        self.p[0] = [r, 0.0];
+        self.p[1][0] = 0.0;
+        self.t = now;
+        self.last_offset = 0.0;
+        self.poll = self.config.min_poll.min(self.config.max_poll);
+        self.poll_counter = 0;
+        self.enter_tracking(now);
+        self.command(now);
+        Outcome::Stepped { offset }
+    }
+
+    /// Advances the estimate to `now` under the commanded correction.
+    fn predict(&mut self, now: f64) {
+        let dt = now - self.t;
+        if dt.is_nan() || dt <= 0.0 {
+            return;
+        }
+        self.theta -= (self.d + self.applied) * dt;
+        self.removed += self.applied * dt;
+        let [[p00, p01], [_, p11]] = self.p;
+        let qp = self.config.phase_noise.abs();
+        let qf = self.config.frequency_wander.abs();
+        let n00 = p00 - 2.0 * p01 * dt + p11 * dt * dt + qp * dt + qf * dt.powi(3) / 3.0;
+        let n01 = p01 - p11 * dt - qf * dt * dt / 2.0;
+        let n11 = p11 + qf * dt;
+        self.p = [[n00, n01], [n01, n11]];
+        self.t = now;
+    }
+
+    /// Kalman measurement update with offset `z` and noise variance `r`.
+    fn measure(&mut self, z: f64, r: f64) {
+        let y = z - self.theta;
+        if y * y > self.config.jump_gate.powi(2) * (self.p[0][0] + r) {
+            // A phase jump: let the phase follow it, not the frequency.
+            self.p[0][0] += y * y;
+        }
+        let [[p00, p01], [p10, p11]] = self.p;
+        let s = p00 + r;
+        let (k0, k1) = (p00 / s, p10 / s);
+        self.theta += k0 * y;
+        self.d += k1 * y;
+        let max = MAX_FREQUENCY_PPM * 1e-6;
+        self.d = self.d.clamp(-max, max);
+        let n00 = (1.0 - k0) * p00;
+        let n01 = (1.0 - k0) * p01;
+        let n11 = p11 - k1 * p01;
+        self.p = [[n00, n01], [n01, n11.max(0.0)]];
+    }
+
+    /// Queues the correction for the current estimate.
+    fn command(&mut self, now: f64) {
+        let max = MAX_FREQUENCY_PPM * 1e-6;
+        let c = (-self.d + self.theta / self.time_constant()).clamp(-max, max);
+        self.last_adjust = now;
+        if (c - self.applied).abs() > 1e-12 {
+            self.applied = c;
+            self.commands
+                .retain(|cmd| !matches!(cmd, ClockCommand::SetFrequency { .. }));
+            self.commands
+                .push_back(ClockCommand::SetFrequency { ppm: c * 1e6 });
+        }
+    }
+
+    fn adjust_poll(&mut self, offset: f64, jitter: f64) {
+        let weight = i32::from(self.poll.max(1));
+        let limit = self.config.poll_limit.max(1);
+        let gate_jitter = self
+            .jitter
+            .max(if jitter.is_finite() { jitter } else { 0.0 });
+        if offset.abs() < self.config.poll_gate * gate_jitter {
+            self.poll_counter += weight;
+            if self.poll_counter > limit {
+                self.poll_counter = limit;
+                if self.poll < self.config.max_poll {
+                    self.poll_counter = 0;
+                    self.poll += 1;
+                }
+            }
+        } else {
+            self.poll_counter -= 2 * weight;
+            if self.poll_counter < -limit {
+                self.poll_counter = -limit;
+                if self.poll > self.config.min_poll {
+                    self.poll_counter = 0;
+                    self.poll -= 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Clock, ManualTime, VirtualClock};
+    use crate::filter::{ClockFilter, Sample};
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use strata_wire::{NtpDuration, NtpTimestamp};
+
+    fn drain(d: &mut Discipline) -> Vec<ClockCommand> {
+        std::iter::from_fn(|| d.poll_command()).collect()
+    }
+
+    fn short() -> DisciplineConfig {
+        DisciplineConfig {
+            stepout: 2.0,
+            min_poll: -1,
+            max_poll: -1,
+            ..DisciplineConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_rfc_values() {
+        let c = DisciplineConfig::default();
+        assert_eq!(c.step_threshold, 0.128);
+        assert_eq!(c.stepout, 900.0);
+        assert_eq!(c.panic_threshold, Some(1000.0));
+        assert_eq!((c.min_poll, c.max_poll), (4, 17));
+        let d = Discipline::new(c, None);
+        assert_eq!(d.state(), DisciplineState::Unset);
+        assert_eq!(d.poll_exponent(), 4);
+        assert_eq!(d.next_tick(), None);
+    }
+
+    #[test]
+    fn drift_file_frequency_is_applied_at_start() {
+        let mut d = Discipline::new(DisciplineConfig::default(), Some(-12.5));
+        assert_eq!(
+            drain(&mut d),
+            vec![ClockCommand::SetFrequency { ppm: -12.5 }]
+        );
+        assert!((d.frequency_ppm() + 12.5).abs() < 1e-9);
+        assert!(d.frequency_known());
+        // A small first offset is slewed, and the frequency being known the
+        // discipline goes straight to Sync.
+        assert_eq!(d.update(0.0, 0.001, 1e-5), Outcome::Slewed);
+        assert_eq!(d.state(), DisciplineState::Sync);
+        let cmds = drain(&mut d);
+        let [ClockCommand::SetFrequency { ppm }] = cmds[..] else {
+            panic!("{cmds:?}")
+        };
+        // Slewing a positive offset speeds the clock up.
+        assert!(ppm > -12.5, "{ppm}");
+    }
+
+    #[test]
+    fn first_large_offset_is_stepped_at_once() {
+        let mut d = Discipline::new(short(), None);
+        drain(&mut d);
+        // Even beyond the panic threshold: the first offset is trusted.
+        assert_eq!(
+            d.update(5.0, 2000.0, 1e-4),
+            Outcome::Stepped { offset: 2000.0 }
+        );
+        let cmds = drain(&mut d);
+        assert_eq!(cmds[0], ClockCommand::Step { offset: 2000.0 });
+        assert_eq!(d.state(), DisciplineState::Freq);
+        assert!(d.next_tick().is_some());
+    }
+
+    #[test]
+    fn spike_is_held_off_then_stepped_after_stepout() {
+        let mut d = Discipline::new(short(), Some(0.0));
+        d.update(0.0, 0.0, 1e-4);
+        assert_eq!(d.state(), DisciplineState::Sync);
+        // One spike: ignored, and a normal offset ends it.
+        assert_eq!(d.update(0.5, 0.3, 1e-4), Outcome::Ignored);
+        assert_eq!(d.state(), DisciplineState::Spike);
+        assert_eq!(d.update(1.0, 0.0001, 1e-4), Outcome::Slewed);
+        assert_eq!(d.state(), DisciplineState::Sync);
+        drain(&mut d);
+        // A lasting offset: ignored until stepout has passed, then stepped.
+        assert_eq!(d.update(1.5, 0.3, 1e-4), Outcome::Ignored);
+        assert_eq!(d.update(3.0, 0.3, 1e-4), Outcome::Ignored);
+        assert!(drain(&mut d)
+            .iter()
+            .all(|c| !matches!(c, ClockCommand::Step { .. })));
+        assert_eq!(d.update(3.5, 0.3, 1e-4), Outcome::Stepped { offset: 0.3 });
+        assert!(drain(&mut d).contains(&ClockCommand::Step { offset: 0.3 }));
+        assert_eq!(d.state(), DisciplineState::Sync);
+    }
+
+    #[test]
+    fn panic_threshold_refuses_huge_offsets() {
+        let mut d = Discipline::new(short(), Some(0.0));
+        d.update(0.0, 0.0, 1e-4);
+        drain(&mut d);
+        assert_eq!(
+            d.update(1.0, -1500.0, 1e-4),
+            Outcome::Panic { offset: -1500.0 }
+        );
+        assert_eq!(drain(&mut d), vec![]);
+        assert_eq!(d.state(), DisciplineState::Sync);
+        // Without a panic threshold the same offset is a spike, then a step.
+        let mut d = Discipline::new(
+            DisciplineConfig {
+                panic_threshold: None,
+                ..short()
+            },
+            Some(0.0),
+        );
+        d.update(0.0, 0.0, 1e-4);
+        assert_eq!(d.update(1.0, -1500.0, 1e-4), Outcome::Ignored);
+        assert_eq!(
+            d.update(3.0, -1500.0, 1e-4),
+            Outcome::Stepped { offset: -1500.0 }
+        );
+    }
+
+    #[test]
+    fn bad_input_is_ignored() {
+        let mut d = Discipline::new(short(), None);
+        assert_eq!(d.update(0.0, f64::NAN, 1e-4), Outcome::Ignored);
+        assert_eq!(d.update(f64::INFINITY, 0.0, 1e-4), Outcome::Ignored);
+        assert_eq!(d.state(), DisciplineState::Unset);
+        // A non-finite jitter falls back to the floor.
+        assert_eq!(d.update(0.0, 0.001, f64::NAN), Outcome::Slewed);
+        assert!(d.applied_frequency_ppm().is_finite());
+    }
+
+    #[test]
+    fn tick_slews_between_updates_and_spurious_ticks_do_nothing() {
+        let mut d = Discipline::new(DisciplineConfig::default(), Some(0.0));
+        drain(&mut d);
+        d.update(0.0, 0.010, 1e-4);
+        let first = drain(&mut d);
+        assert_eq!(first.len(), 1);
+        let due = d.next_tick().unwrap();
+        assert!(due > 0.0 && due <= 1.0);
+        d.tick(due / 2.0);
+        assert_eq!(drain(&mut d), vec![]);
+        // As the predicted offset shrinks, the slew eases off.
+        let ClockCommand::SetFrequency { ppm: before } = first[0] else {
+            panic!()
+        };
+        d.tick(due);
+        let after = drain(&mut d);
+        let [ClockCommand::SetFrequency { ppm }] = after[..] else {
+            panic!("{after:?}")
+        };
+        assert!(ppm < before && ppm > 0.0, "{before} {ppm}");
+        assert!(d.estimated_offset() < 0.010);
+    }
+
+    #[test]
+    fn poll_interval_adapts_to_jitter() {
+        let cfg = DisciplineConfig {
+            min_poll: 4,
+            max_poll: 6,
+            ..DisciplineConfig::default()
+        };
+        let mut d = Discipline::new(cfg, Some(0.0));
+        let mut now = 0.0;
+        // Offsets well inside the jitter: the poll grows to max_poll.
+        for k in 0..200 {
+            let off = if k % 2 == 0 { 1e-5 } else { -1e-5 };
+            d.update(now, off, 1e-4);
+            now += 2f64.powi(i32::from(d.poll_exponent()));
+        }
+        assert_eq!(d.poll_exponent(), 6);
+        // Offsets far outside the jitter: back down to min_poll.
+        for _ in 0..200 {
+            d.update(now, 0.05, 1e-5);
+            now += 16.0;
+        }
+        assert_eq!(d.poll_exponent(), 4);
+    }
+
+    /// A client polling a perfect server over a path with random delays,
+    /// the way an engine drives filter and discipline.
+    struct Sim {
+        host: ManualTime,
+        start: NtpTimestamp,
+        clock: VirtualClock<ManualTime>,
+        filter: ClockFilter,
+        discipline: Discipline,
+        rng: SmallRng,
+        steps: usize,
+    }
+
+    impl Sim {
+        fn new(config: DisciplineConfig, offset: f64, ppm: f64, seed: u64) -> Self {
+            let start = NtpTimestamp::from_unix(1_795_000_000, 0);
+            let host = ManualTime::new(start);
+            let clock = VirtualClock::new(host.clone(), offset, ppm);
+            let mut sim = Sim {
+                host,
+                start,
+                clock,
+                filter: ClockFilter::new(),
+                discipline: Discipline::new(config, None),
+                rng: SmallRng::seed_from_u64(seed),
+                steps: 0,
+            };
+            sim.apply();
+            sim
+        }
+
+        fn now(&self) -> f64 {
+            (self.host.now() - self.start).to_seconds()
+        }
+
+        fn set_now(&self, t: f64) {
+            self.host.set(self.start + NtpDuration::from_seconds(t));
+        }
+
+        /// The true error of the clock (s; positive = ahead).
+        fn error(&self) -> f64 {
+            self.clock.offset_from_host()
+        }
+
+        fn apply(&mut self) {
+            while let Some(cmd) = self.discipline.poll_command() {
+                match cmd {
+                    ClockCommand::Step { offset } => {
+                        self.clock.step(offset).unwrap();
+                        self.steps += 1;
+                    }
+                    ClockCommand::SetFrequency { ppm } => self.clock.set_frequency(ppm).unwrap(),
+                }
+            }
+        }
+
+        fn gauss(&mut self) -> f64 {
+            // Box-Muller.
+            let u1: f64 = self.rng.gen_range(f64::EPSILON..1.0);
+            let u2: f64 = self.rng.gen_range(0.0..1.0);
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        }
+
+        /// One exchange: one-way delays of 1 ms ± 70 µs each, so the
+        /// offset noise is about 50 µs.
+        fn poll(&mut self) {
+            let d1 = (0.001 + 70e-6 * self.gauss()).max(1e-4);
+            let d2 = (0.001 + 70e-6 * self.gauss()).max(1e-4);
+            let h = self.host.now();
+            let t1 = self.clock.from_host(h);
+            let t2 = h + NtpDuration::from_seconds(d1);
+            let t3 = t2;
+            let t4 = self.clock.from_host(t3 + NtpDuration::from_seconds(d2));
+            let offset = ((t2 - t1).to_seconds() + (t3 - t4).to_seconds()) / 2.0;
+            let delay = (t4 - t1).to_seconds() - (t3 - t2).to_seconds();
+            let now = self.now();
+            let sample = Sample {
+                offset,
+                delay,
+                dispersion: 2e-6,
+                time: now,
+            };
+            if let Some(out) = self.filter.add(sample, 1e-6) {
+                let outcome = self.discipline.update(now, out.offset, out.jitter);
+                if let Outcome::Stepped { .. } = outcome {
+                    self.filter.reset();
+                }
+                assert!(!matches!(outcome, Outcome::Panic { .. }));
+            }
+            self.apply();
+        }
+
+        /// Runs until `until` s, polling every 2^poll s and ticking when
+        /// due; calls `check(sim)` after every poll.
+        fn run(&mut self, until: f64, mut check: impl FnMut(&Sim)) {
+            let mut next_poll = self.now();
+            loop {
+                let tick = self.discipline.next_tick().unwrap_or(f64::INFINITY);
+                let t = next_poll.min(tick);
+                if t > until {
+                    break;
+                }
+                self.set_now(t);
+                if tick <= next_poll {
+                    self.discipline.tick(t);
+                    self.apply();
+                } else {
+                    self.poll();
+                    check(self);
+                    let poll = self.discipline.poll_exponent();
+                    next_poll = t + 2f64.powi(i32::from(poll));
+                }
+            }
+        }
+    }
+
+    /// The target behaviour: 0.5 s off and 50 ppm fast, polled every 0.5 s
+    /// with ~50 µs noise, stepout 2 s: one step, then < 1 ms error within
+    /// 60 s and the frequency within 1 ppm of -50 ppm within 120 s.
+    #[test]
+    fn closed_loop_converges_after_one_step() {
+        for seed in 1..=5 {
+            let mut sim = Sim::new(short(), 0.5, 50.0, seed);
+            let mut worst_error = 0.0f64;
+            let mut worst_freq = 0.0f64;
+            sim.run(600.0, |sim| {
+                let t = sim.now();
+                if std::env::var("SIM_TRACE").is_ok() && (t < 10.0 || t % 10.0 < 0.4) {
+                    eprintln!(
+                        "t={t:.1} err={:.6} est={:.6} f={:.3} applied={:.3} sd={:.3} {:?}",
+                        sim.error(),
+                        sim.discipline.estimated_offset(),
+                        sim.discipline.frequency_ppm(),
+                        sim.discipline.applied_frequency_ppm(),
+                        sim.discipline.frequency_uncertainty_ppm(),
+                        sim.discipline.state()
+                    );
+                }
+                if t >= 60.0 {
+                    worst_error = worst_error.max(sim.error().abs());
+                }
+                if t >= 120.0 {
+                    worst_freq = worst_freq.max((sim.discipline.frequency_ppm() + 50.0).abs());
+                }
+            });
+            assert_eq!(sim.steps, 1, "seed {seed}");
+            assert!(worst_error < 1e-3, "seed {seed}: error {worst_error}");
+            assert!(
+                worst_freq < 1.0,
+                "seed {seed}: frequency off by {worst_freq} ppm"
+            );
+            assert_eq!(sim.discipline.state(), DisciplineState::Sync);
+            eprintln!("seed {seed}: worst error {worst_error:e}, worst freq {worst_freq:e}");
+        }
+    }
+}
