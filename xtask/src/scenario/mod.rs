@@ -8,6 +8,10 @@
 //! and always tears down through a [`Guard`]. It prints one line per
 //! scenario: `scenario NAME: pass|FAIL key=value ...`.
 //!
+//! Daemon nodes run `stratad` and are queried with `stratactl`, built with
+//! `cargo build -p strata-daemon --bins` into the cargo target dir, or taken
+//! from `$STRATA_BIN_DIR` when set (no build then).
+//!
 //! Names: namespace `PREFIX+node`, interface `PREFIX+ifname` (at most 15
 //! bytes, so `ifname` is at most 8). Addresses must lie in 10.200.0.0/16 or
 //! fd00:200::/48 (IPv6 without duplicate address detection).
@@ -538,13 +542,19 @@ pub fn cli(sh: &Shell, name: &str, opts: Options) -> Result<()> {
     if !is_root()? {
         bail!("scenario requires root (network namespaces); run as root or skip");
     }
-    if selected.iter().any(|s| s.needs_daemon()) {
-        cmd!(sh, "cargo build -p strata-daemon --bins").run()?;
-    }
-    let debug = crate::target_dir().join("debug");
+    // STRATA_BIN_DIR runs prebuilt (e.g. release) binaries instead of building.
+    let bin_dir = match std::env::var_os("STRATA_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            if selected.iter().any(|s| s.needs_daemon()) {
+                cmd!(sh, "cargo build -p strata-daemon --bins").run()?;
+            }
+            crate::target_dir().join("debug")
+        }
+    };
     let bins = Bins {
-        stratad: debug.join("stratad"),
-        stratactl: debug.join("stratactl"),
+        stratad: bin_dir.join("stratad"),
+        stratactl: bin_dir.join("stratactl"),
         xtask: std::env::current_exe().context("path of xtask")?,
     };
     let prefix = guard::new_prefix()?;
