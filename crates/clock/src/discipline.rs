@@ -205,6 +205,9 @@ pub struct Discipline {
     /// of `applied` plus all steps. `offset + removed` is the free-running
     /// phase.
     removed: f64,
+    /// Checkpoints (time, removed, rate after) at every change of the
+    /// correction, oldest first, for [`Discipline::update_sampled`].
+    log: VecDeque<(f64, f64, f64)>,
     /// The last two free-running phase points (time, phase), newest last.
     history: [Option<(f64, f64)>; 2],
     /// Measurement noise variance estimate (s²) and how many second
@@ -253,6 +256,7 @@ impl Discipline {
             t: 0.0,
             applied: -d,
             removed: 0.0,
+            log: VecDeque::new(),
             history: [None, None],
             noise: config
                 .initial_noise
@@ -271,13 +275,36 @@ impl Discipline {
     }
 
     /// A new system offset (s) with its jitter (s) from the combine step at
-    /// monotonic time `now`. Queues clock commands (drain them with
-    /// [`Discipline::poll_command`]); on [`Outcome::Stepped`] the caller
-    /// must reset all associations' filters (RFC 5905 `clear()`).
+    /// monotonic time `now`, taken as measured at `now`. Queues clock
+    /// commands (drain them with [`Discipline::poll_command`]); on
+    /// [`Outcome::Stepped`] the caller must reset all associations' filters
+    /// (RFC 5905 `clear()`). Prefer [`Discipline::update_sampled`] when the
+    /// time the offset was measured is known.
     pub fn update(&mut self, now: f64, offset: f64, jitter: f64) -> Outcome {
+        self.update_sampled(now, now, offset, jitter)
+    }
+
+    /// Like [`Discipline::update`], for an offset measured at `sample_time`
+    /// (e.g. the system peer's `FilterOutput::time`; clamped to `now`). The
+    /// clock filter hands on the least-delay sample, which can be several
+    /// polls old; the corrections applied since then are known exactly and
+    /// are taken into account, which matters while a large offset is being
+    /// slewed out.
+    pub fn update_sampled(
+        &mut self,
+        now: f64,
+        sample_time: f64,
+        offset: f64,
+        jitter: f64,
+    ) -> Outcome {
         if !offset.is_finite() || !now.is_finite() {
             return Outcome::Ignored;
         }
+        let ts = if sample_time.is_finite() {
+            sample_time.min(now)
+        } else {
+            now
+        };
         if self.state == DisciplineState::Unset {
             let r = self.measurement_variance();
             self.t = now;
@@ -290,7 +317,8 @@ impl Discipline {
             } else {
                 0.0
             };
-            self.observe_phase(now, offset);
+            self.log.push_back((now, self.removed, self.applied));
+            self.observe_phase(ts, offset + self.removed);
             if offset.abs() > self.config.step_threshold {
                 return self.step(now, offset);
             }
@@ -304,7 +332,10 @@ impl Discipline {
             }
         }
         self.predict(now);
-        if offset.abs() > self.config.step_threshold {
+        // The offset as of now, less the clock's own drift since `ts`.
+        let removed_then = self.removed_at(ts);
+        let current = offset - (self.removed_at(now) - removed_then);
+        if current.abs() > self.config.step_threshold {
             if self.state != DisciplineState::Spike {
                 self.before_spike = self.state;
                 self.state = DisciplineState::Spike;
@@ -314,14 +345,14 @@ impl Discipline {
             if now - self.since < self.config.stepout {
                 return Outcome::Ignored;
             }
-            return self.step(now, offset);
+            return self.step(now, current);
         }
         if self.state == DisciplineState::Spike {
             self.state = self.before_spike;
         }
-        self.observe_phase(now, offset);
+        self.observe_phase(ts, offset + removed_then);
         let r = self.measurement_variance();
-        self.measure(offset, r);
+        self.measure(current, now - ts, r);
         // RFC 5905 clock jitter: exponential average (AVG = 4) of the
         // squared offset differences.
         let diff2 = (offset - self.last_offset).powi(2);
@@ -461,8 +492,7 @@ impl Discipline {
     }
 
     /// Feeds the noise estimator with the free-running phase at `now`.
-    fn observe_phase(&mut self, now: f64, offset: f64) {
-        let phase = offset + self.removed;
+    fn observe_phase(&mut self, now: f64, phase: f64) {
         if let [Some((ta, pa)), Some((tb, pb))] = self.history {
             let (h1, h2) = (tb - ta, now - tb);
             if h1 > 0.0 && h2 > 0.0 && h2 <= 10.0 * h1 && h1 <= 10.0 * h2 {
@@ -476,7 +506,10 @@ impl Discipline {
                 }
             }
         }
-        self.history = [self.history[1], Some((now, phase))];
+        match self.history[1] {
+            Some((t, _)) if now <= t => {}
+            _ => self.history = [self.history[1], Some((now, phase))],
+        }
     }
 
     fn enter_tracking(&mut self, now: f64) {
@@ -491,6 +524,7 @@ impl Discipline {
     fn step(&mut self, now: f64, offset: f64) -> Outcome {
         self.commands.push_back(ClockCommand::Step { offset });
         self.removed += offset;
+        self.checkpoint(now);
         // The step takes out the measured offset; what is left is the
         // measurement noise.
         let r = self.measurement_variance();
@@ -524,24 +558,47 @@ impl Discipline {
         self.t = now;
     }
 
-    /// Kalman measurement update with offset `z` and noise variance `r`.
-    fn measure(&mut self, z: f64, r: f64) {
-        let y = z - self.theta;
-        if y * y > self.config.jump_gate.powi(2) * (self.p[0][0] + r) {
+    /// What the corrections had taken off theta by time `t` (s).
+    fn removed_at(&self, t: f64) -> f64 {
+        let i = self.log.partition_point(|c| c.0 <= t);
+        match self.log.get(i.saturating_sub(1)) {
+            Some(&(ct, removed, rate)) => removed + rate * (t - ct),
+            None => self.removed,
+        }
+    }
+
+    fn checkpoint(&mut self, now: f64) {
+        const MAX_CHECKPOINTS: usize = 2048;
+        if self.log.len() >= MAX_CHECKPOINTS {
+            self.log.pop_front();
+        }
+        self.log.push_back((now, self.removed, self.applied));
+    }
+
+    /// Kalman measurement update: `z` is theta now plus `lag` × d (an
+    /// offset measured `lag` seconds ago, less the corrections since), with
+    /// noise variance `r`.
+    fn measure(&mut self, z: f64, lag: f64, r: f64) {
+        let lag = if lag.is_finite() { lag.max(0.0) } else { 0.0 };
+        let y = z - (self.theta + lag * self.d);
+        let gate = |p: &[[f64; 2]; 2]| p[0][0] + 2.0 * lag * p[0][1] + lag * lag * p[1][1] + r;
+        if y * y > self.config.jump_gate.powi(2) * gate(&self.p) {
             // A phase jump: let the phase follow it, not the frequency.
             self.p[0][0] += y * y;
         }
-        let [[p00, p01], [p10, p11]] = self.p;
-        let s = p00 + r;
-        let (k0, k1) = (p00 / s, p10 / s);
+        let [[p00, p01], [_, p11]] = self.p;
+        let s = gate(&self.p);
+        // P Hᵀ with H = [1, lag].
+        let (a0, a1) = (p00 + lag * p01, p01 + lag * p11);
+        let (k0, k1) = (a0 / s, a1 / s);
         self.theta += k0 * y;
         self.d += k1 * y;
         let max = MAX_FREQUENCY_PPM * 1e-6;
         self.d = self.d.clamp(-max, max);
-        let n00 = (1.0 - k0) * p00;
-        let n01 = (1.0 - k0) * p01;
-        let n11 = p11 - k1 * p01;
-        self.p = [[n00, n01], [n01, n11.max(0.0)]];
+        let n00 = p00 - k0 * a0;
+        let n01 = p01 - k0 * a1;
+        let n11 = p11 - k1 * a1;
+        self.p = [[n00.max(0.0), n01], [n01, n11.max(0.0)]];
     }
 
     /// Queues the correction for the current estimate.
@@ -551,6 +608,7 @@ impl Discipline {
         self.last_adjust = now;
         if (c - self.applied).abs() > 1e-12 {
             self.applied = c;
+            self.checkpoint(now);
             self.commands
                 .retain(|cmd| !matches!(cmd, ClockCommand::SetFrequency { .. }));
             self.commands
@@ -775,10 +833,26 @@ mod tests {
         discipline: Discipline,
         rng: SmallRng,
         steps: usize,
+        /// Extra one-way delay on the outbound path (s): a path asymmetry
+        /// that biases the measured offset by `asymmetry / 2`.
+        asymmetry: f64,
+        /// Pass the filter's sample time ([`Discipline::update_sampled`])
+        /// rather than treating offsets as measured now.
+        sample_time: bool,
     }
 
     impl Sim {
         fn new(config: DisciplineConfig, offset: f64, ppm: f64, seed: u64) -> Self {
+            Self::with_drift(config, None, offset, ppm, seed)
+        }
+
+        fn with_drift(
+            config: DisciplineConfig,
+            drift: Option<f64>,
+            offset: f64,
+            ppm: f64,
+            seed: u64,
+        ) -> Self {
             let start = NtpTimestamp::from_unix(1_795_000_000, 0);
             let host = ManualTime::new(start);
             let clock = VirtualClock::new(host.clone(), offset, ppm);
@@ -787,9 +861,11 @@ mod tests {
                 start,
                 clock,
                 filter: ClockFilter::new(),
-                discipline: Discipline::new(config, None),
+                discipline: Discipline::new(config, drift),
                 rng: SmallRng::seed_from_u64(seed),
                 steps: 0,
+                asymmetry: 0.0,
+                sample_time: true,
             };
             sim.apply();
             sim
@@ -830,7 +906,7 @@ mod tests {
         /// One exchange: one-way delays of 1 ms ± 70 µs each, so the
         /// offset noise is about 50 µs.
         fn poll(&mut self) {
-            let d1 = (0.001 + 70e-6 * self.gauss()).max(1e-4);
+            let d1 = (0.001 + 70e-6 * self.gauss()).max(1e-4) + self.asymmetry;
             let d2 = (0.001 + 70e-6 * self.gauss()).max(1e-4);
             let h = self.host.now();
             let t1 = self.clock.from_host(h);
@@ -847,7 +923,12 @@ mod tests {
                 time: now,
             };
             if let Some(out) = self.filter.add(sample, 1e-6) {
-                let outcome = self.discipline.update(now, out.offset, out.jitter);
+                let outcome = if self.sample_time {
+                    self.discipline
+                        .update_sampled(now, out.time, out.offset, out.jitter)
+                } else {
+                    self.discipline.update(now, out.offset, out.jitter)
+                };
                 if let Outcome::Stepped { .. } = outcome {
                     self.filter.reset();
                 }
@@ -885,8 +966,11 @@ mod tests {
     /// 60 s and the frequency within 1 ppm of -50 ppm within 120 s.
     #[test]
     fn closed_loop_converges_after_one_step() {
-        for seed in 1..=5 {
+        for seed in 1..=40 {
             let mut sim = Sim::new(short(), 0.5, 50.0, seed);
+            // Half the runs time offsets at the update, as a caller that
+            // does not know the sample time would.
+            sim.sample_time = seed % 2 == 0;
             let mut worst_error = 0.0f64;
             let mut worst_freq = 0.0f64;
             sim.run(600.0, |sim| {
@@ -918,5 +1002,93 @@ mod tests {
             assert_eq!(sim.discipline.state(), DisciplineState::Sync);
             eprintln!("seed {seed}: worst error {worst_error:e}, worst freq {worst_freq:e}");
         }
+    }
+
+    /// The same clock when the poll interval adapts (2^-1 .. 2^6 s): the
+    /// poll backs off, and the loop stays locked.
+    #[test]
+    fn closed_loop_with_adaptive_poll() {
+        let cfg = DisciplineConfig {
+            max_poll: 6,
+            ..short()
+        };
+        let mut sim = Sim::new(cfg, 0.5, 50.0, 7);
+        let mut worst_error = 0.0f64;
+        let mut max_poll = -1;
+        sim.run(4.0 * 3600.0, |sim| {
+            if sim.now() >= 600.0 {
+                worst_error = worst_error.max(sim.error().abs());
+            }
+            max_poll = max_poll.max(sim.discipline.poll_exponent());
+        });
+        assert_eq!(sim.steps, 1);
+        assert_eq!(max_poll, 6);
+        assert!(worst_error < 1e-3, "{worst_error}");
+        assert!((sim.discipline.frequency_ppm() + 50.0).abs() < 1.0);
+    }
+
+    /// RFC 5905 defaults (poll 2^4 .. 2^10 s, stepout 900 s).
+    #[test]
+    fn closed_loop_with_rfc_defaults() {
+        let cfg = DisciplineConfig {
+            max_poll: 10,
+            ..DisciplineConfig::default()
+        };
+        let mut sim = Sim::new(cfg, -0.3, -20.0, 11);
+        let mut worst_error = 0.0f64;
+        sim.run(12.0 * 3600.0, |sim| {
+            if sim.now() >= 3600.0 {
+                worst_error = worst_error.max(sim.error().abs());
+            }
+        });
+        assert_eq!(sim.steps, 1);
+        assert!(worst_error < 1e-3, "{worst_error}");
+        assert!((sim.discipline.frequency_ppm() - 20.0).abs() < 1.0);
+    }
+
+    /// With the drift-file frequency and a small start offset, nothing is
+    /// stepped and the offset is slewed out.
+    #[test]
+    fn drift_file_start_slews_without_stepping() {
+        let mut sim = Sim::with_drift(short(), Some(-49.0), 0.05, 50.0, 3);
+        let mut worst_error = 0.0f64;
+        sim.run(300.0, |sim| {
+            let t = sim.now();
+            if std::env::var("SIM_TRACE").is_ok() && t % 10.0 < 0.4 {
+                eprintln!(
+                    "t={t:.1} err={:.6} est={:.6} f={:.3} applied={:.3} sd={:.3} noise={:.6} {:?}",
+                    sim.error(),
+                    sim.discipline.estimated_offset(),
+                    sim.discipline.frequency_ppm(),
+                    sim.discipline.applied_frequency_ppm(),
+                    sim.discipline.frequency_uncertainty_ppm(),
+                    sim.discipline.measurement_noise(),
+                    sim.discipline.state()
+                );
+            }
+            if t >= 120.0 {
+                worst_error = worst_error.max(sim.error().abs());
+            }
+        });
+        assert_eq!(sim.steps, 0);
+        assert!(worst_error < 1e-3, "{worst_error}");
+        assert!((sim.discipline.frequency_ppm() + 50.0).abs() < 1.0);
+    }
+
+    /// A lasting 5 ms change of the measured offset (a path change) is
+    /// followed in phase without dragging the frequency far.
+    #[test]
+    fn phase_jump_does_not_drag_the_frequency() {
+        let mut sim = Sim::new(short(), 0.5, 50.0, 5);
+        sim.run(300.0, |_| {});
+        sim.asymmetry = 0.010; // measured offsets move by +5 ms
+        let mut worst_freq = 0.0f64;
+        sim.run(600.0, |sim| {
+            worst_freq = worst_freq.max((sim.discipline.frequency_ppm() + 50.0).abs());
+        });
+        assert_eq!(sim.steps, 1);
+        assert!(worst_freq < 5.0, "{worst_freq}");
+        // The clock now follows the biased offsets: 5 ms behind the host.
+        assert!((sim.error() - 0.005).abs() < 5e-4, "{}", sim.error());
     }
 }
