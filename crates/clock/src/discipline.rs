@@ -39,6 +39,14 @@
 //!   `min(adjust_interval, T / 4)` s so that long polls do not overshoot.
 //!   The frequency part `-d` is [`Discipline::frequency_ppm`], the value
 //!   worth saving in the drift file.
+//! * **Sample age.** The clock filter hands on its least-delay sample, which
+//!   may be several polls old. [`Discipline::update_sampled`] takes the time
+//!   the offset was measured: the corrections applied since then are known
+//!   exactly (a log of every change of `c` and every step) and subtracted,
+//!   and the drift since then enters the measurement model
+//!   (`z = theta + lag × d`). [`Discipline::update`] treats the offset as
+//!   measured at `now`, which is fine except while a large offset is being
+//!   slewed out at a high rate.
 //!
 //! # Steps, spikes and panics (RFC 5905 semantics)
 //!
@@ -56,7 +64,8 @@
 //! # Poll interval
 //!
 //! RFC 5905 poll-adjust: in [`DisciplineState::Sync`], an offset below
-//! `poll_gate` × jitter adds `max(poll, 1)` to a counter, a larger one
+//! `poll_gate` × jitter (the larger of the caller's jitter and the RFC clock
+//! jitter, [`Discipline::jitter`]) adds `max(poll, 1)` to a counter, a larger one
 //! subtracts twice that; at ±`poll_limit` the poll exponent moves up or down
 //! by one, within `[min_poll, max_poll]`.
 
@@ -797,6 +806,30 @@ mod tests {
         };
         assert!(ppm < before && ppm > 0.0, "{before} {ppm}");
         assert!(d.estimated_offset() < 0.010);
+    }
+
+    #[test]
+    fn sample_age_is_accounted_for() {
+        // Slewing 50 ms out at the 500 ppm limit.
+        let mut fresh = Discipline::new(short(), Some(0.0));
+        fresh.update(0.0, 0.05, 1e-4);
+        assert_eq!(fresh.applied_frequency_ppm(), MAX_FREQUENCY_PPM);
+        let mut stale = fresh.clone();
+        // The offset measured at 0.0 arrives at 1.0: the 500 µs slewed out
+        // in between are known, so it agrees with the prediction exactly.
+        assert_eq!(stale.update_sampled(1.0, 0.0, 0.05, 1e-4), Outcome::Slewed);
+        assert!((stale.estimated_offset() - 0.0495).abs() < 1e-9);
+        assert!(stale.frequency_ppm().abs() < 1e-6);
+        // Taken as measured now, the same offset looks 500 µs off.
+        fresh.update(1.0, 0.05, 1e-4);
+        assert!(fresh.estimated_offset() > 0.0495 + 1e-5);
+        // A sample time in the future or not a number counts as now.
+        let mut d = stale.clone();
+        assert_eq!(d.update_sampled(2.0, 5.0, 0.049, 1e-4), Outcome::Slewed);
+        assert_eq!(
+            d.update_sampled(3.0, f64::NAN, 0.048, 1e-4),
+            Outcome::Slewed
+        );
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! from.
 //!
 //! * [`Clock`]: a steerable clock (read, step, set frequency, leap flag).
-//!   [`SystemClock`](system::SystemClock) adjusts the host clock through
+//!   [`SystemClock`] adjusts the host clock through
 //!   `adjtimex`; [`ObserveOnly`] reads the host clock and never adjusts it;
 //!   [`VirtualClock`] is a skewed, steerable clock computed from a
 //!   [`TimeSource`], for tests, simulation and namespace scenarios.
 //! * [`TimeSource`]: the host realtime clock
-//!   ([`HostRealtime`](system::HostRealtime)) or a hand-driven one
+//!   ([`HostRealtime`]) or a hand-driven one
 //!   ([`ManualTime`]).
 //!
 //! Kernel receive timestamps are taken on the host clock; [`Clock::from_host`]
@@ -114,7 +114,7 @@ pub trait Clock: Send {
     #[allow(clippy::wrong_self_convention)] // the name is the engine's contract
     fn from_host(&self, host: NtpTimestamp) -> NtpTimestamp;
     /// Whether steering this clock adjusts the host clock (true only for
-    /// [`SystemClock`](system::SystemClock)).
+    /// [`SystemClock`]).
     fn adjusts_host(&self) -> bool;
 }
 
