@@ -1,3 +1,5 @@
 //! strata-daemon: configuration, control protocol and the event loop behind `stratad` and `stratactl`.
 pub mod config;
 pub mod control;
+pub mod logging;
+pub mod runtime;

@@ -1,1 +1,31 @@
-//! strata-engine.
+//! strata-engine: the NTP mode engines, sans-IO.
+//!
+//! Nothing in this crate opens a socket, reads a clock or spawns a task.
+//! The driver (the daemon, a simulator or a test) feeds datagrams and time
+//! in and drains what to send, when to wake up and what to do to the
+//! clock — in the manner of `quinn-proto`:
+//!
+//! - inputs: [`Node::handle_datagram`], [`Node::handle_timeout`];
+//! - outputs: [`Node::poll_transmit`], [`Node::poll_timeout`] (an absolute
+//!   deadline on the caller's monotonic timebase), [`Node::poll_event`].
+//!
+//! Two timebases meet here: the caller's monotonic [`Instant`] for timers,
+//! and the disciplined clock's NTP timescale for packet timestamps. The
+//! server side is also available as the pure function [`server::respond`],
+//! for drivers that answer requests on several threads.
+#![forbid(unsafe_code)]
+
+mod assoc;
+pub mod counters;
+mod node;
+pub mod server;
+pub mod time;
+
+pub use assoc::{AssociationId, AssociationState, ClientConfig};
+pub use counters::{Counters, DropReason};
+pub use node::{
+    Event, InstanceId, Node, NodeConfig, RecvMeta, SessionStatus, SocketId, SystemStatus, Transmit,
+};
+pub use server::{respond, ServerState};
+pub use strata_clock::discipline::ClockCommand;
+pub use time::Instant;

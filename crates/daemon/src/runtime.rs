@@ -1,0 +1,534 @@
+//! The daemon's event loop: sockets, timers, the control socket and the
+//! clock, wired around one [`strata_engine::Node`].
+//!
+//! One task owns the node and the clock. Each UDP socket has a reader task
+//! that forwards datagrams (with their kernel receive timestamps) over a
+//! channel; the control socket's tasks forward requests the same way. After
+//! every input the loop drains the node's transmits (reading the clock
+//! right before each, so the transmit timestamp is as late as possible)
+//! and its events (clock commands are applied in order).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
+use strata_clock::discipline::{ClockCommand, DisciplineConfig};
+use strata_engine::{
+    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
+};
+use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
+use strata_wire::{Leap, NtpTimestamp};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{ClockBackend, Config};
+use crate::control::{self, InstanceCounters, Reply, Request, Session, Status};
+
+/// Largest datagram read; longer ones are truncated and then dropped as
+/// malformed by the engine.
+const MAX_DATAGRAM: usize = 1500;
+
+struct Datagram {
+    socket: SocketId,
+    meta: strata_net::RecvMeta,
+    data: Vec<u8>,
+}
+
+struct ControlRequest {
+    request: Request,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct Socket {
+    io: Arc<AsyncFd<UdpSocket>>,
+    instance: InstanceId,
+    listener: bool,
+}
+
+/// A running daemon's state, owned by the event loop.
+struct Daemon {
+    node: Node,
+    clock: Box<dyn Clock>,
+    origin: std::time::Instant,
+    sockets: HashMap<SocketId, Socket>,
+    /// Client sockets per (instance, IPv6?).
+    client_sockets: HashMap<(InstanceId, bool), SocketId>,
+    instance_names: HashMap<InstanceId, String>,
+    rx: mpsc::Sender<Datagram>,
+    next_socket: u32,
+    drift_file: Option<PathBuf>,
+    backend_name: &'static str,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+///
+/// # Errors
+/// When a socket cannot be opened, the clock cannot be read, or the clock
+/// offset exceeds the panic threshold.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let initial_frequency = config.clock.drift_file.as_deref().and_then(read_drift_file);
+    let (clock, backend_name): (Box<dyn Clock>, &'static str) = match config.clock.backend {
+        ClockBackend::Virtual => (
+            Box::new(VirtualClock::new(
+                HostRealtime,
+                config.clock.initial_offset,
+                config.clock.frequency_error_ppm,
+            )),
+            "virtual",
+        ),
+        ClockBackend::Observe => (Box::new(ObserveOnly::new(HostRealtime)), "observe"),
+        ClockBackend::System => (
+            Box::new(SystemClock::new().context("opening the system clock")?),
+            "system",
+        ),
+    };
+    let node_config = NodeConfig {
+        precision: -20,
+        local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
+        discipline: DisciplineConfig {
+            step_threshold: config.discipline.step_threshold,
+            stepout: config.discipline.stepout,
+            panic_threshold: config.discipline.panic_threshold,
+            ..DisciplineConfig::default()
+        },
+        initial_frequency_ppm: initial_frequency,
+        seed: random_seed(),
+        ..NodeConfig::default()
+    };
+    let (rx, mut datagrams) = mpsc::channel::<Datagram>(4096);
+    let mut daemon = Daemon {
+        node: Node::new(node_config),
+        clock,
+        origin: std::time::Instant::now(),
+        sockets: HashMap::new(),
+        client_sockets: HashMap::new(),
+        instance_names: HashMap::from([(InstanceId::DEFAULT, "default".to_owned())]),
+        rx,
+        next_socket: 0,
+        drift_file: config.clock.drift_file.clone(),
+        backend_name,
+    };
+
+    for listen in &config.listen {
+        let instance = daemon.instance(&listen.instance);
+        daemon
+            .open_socket(instance, listen.address, true)
+            .with_context(|| format!("listen address {}", listen.address))?;
+        tracing::info!(address = %listen.address, instance = %listen.instance, "serving time");
+    }
+    let now = daemon.now();
+    for server in &config.server {
+        let instance = daemon.instance(&server.instance);
+        daemon.node.add_client(
+            ClientConfig {
+                instance,
+                address: server.address,
+                minpoll: server.minpoll,
+                maxpoll: server.maxpoll,
+                iburst: server.iburst,
+            },
+            now,
+        );
+        tracing::info!(address = %server.address, instance = %server.instance, "added server");
+    }
+
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
+    let control_path = config.control.socket.clone();
+    let control_listener = bind_control(&control_path)?;
+    tokio::spawn(serve_control(control_listener, ctl_tx));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!(clock = backend_name, "stratad running");
+
+    daemon.flush()?;
+    let result = loop {
+        let deadline = daemon
+            .node
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(daemon.now())
+            });
+        tokio::select! {
+            Some(d) = datagrams.recv() => {
+                daemon.handle_datagram(&d);
+                // Take what else is queued before flushing.
+                while let Ok(d) = datagrams.try_recv() {
+                    daemon.handle_datagram(&d);
+                }
+            }
+            () = tokio::time::sleep(deadline) => {
+                let now = daemon.now();
+                daemon.node.handle_timeout(now);
+            }
+            Some(req) = ctl_rx.recv() => {
+                let reply = daemon.answer(&req.request);
+                let _ = req.reply.send(reply);
+            }
+            _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+        }
+        if let Err(e) = daemon.flush() {
+            break Err(e);
+        }
+    };
+    daemon.save_drift();
+    let _ = std::fs::remove_file(&control_path);
+    tracing::info!("stratad stopped");
+    result
+}
+
+impl Daemon {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn instance(&mut self, name: &str) -> InstanceId {
+        let id = self.node.add_instance(name);
+        self.instance_names.insert(id, name.to_owned());
+        id
+    }
+
+    fn open_socket(
+        &mut self,
+        instance: InstanceId,
+        local: SocketAddr,
+        listener: bool,
+    ) -> anyhow::Result<SocketId> {
+        let socket = UdpSocket::open(&SocketOptions {
+            local,
+            placement: Placement::Default,
+            reuse_port: false,
+            broadcast: false,
+        })?;
+        let id = SocketId(self.next_socket);
+        self.next_socket += 1;
+        // `AsyncFd::new` is deprecated because a borrowed descriptor could be
+        // closed while registered; `UdpSocket` owns its descriptor, which stays
+        // open as long as the `AsyncFd` holding it, so this use is sound.
+        #[allow(deprecated)]
+        let io = Arc::new(AsyncFd::new(socket)?);
+        tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
+        self.sockets.insert(
+            id,
+            Socket {
+                io,
+                instance,
+                listener,
+            },
+        );
+        Ok(id)
+    }
+
+    fn client_socket(&mut self, instance: InstanceId, v6: bool) -> anyhow::Result<SocketId> {
+        if let Some(id) = self.client_sockets.get(&(instance, v6)) {
+            return Ok(*id);
+        }
+        let local = if v6 {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+        } else {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        };
+        let id = self.open_socket(instance, local, false)?;
+        self.client_sockets.insert((instance, v6), id);
+        Ok(id)
+    }
+
+    fn handle_datagram(&mut self, d: &Datagram) {
+        let Some(sock) = self.sockets.get(&d.socket) else {
+            return;
+        };
+        let host = NtpTimestamp::from_unix(d.meta.rx_time.secs, d.meta.rx_time.nanos);
+        let meta = RecvMeta {
+            instance: sock.instance,
+            socket: d.socket,
+            listener: sock.listener,
+            src: d.meta.src,
+            dst_ip: d.meta.dst_ip,
+            ifindex: d.meta.ifindex,
+            rx_time: self.clock.from_host(host),
+        };
+        let now = self.now();
+        self.node.handle_datagram(now, &meta, &d.data);
+    }
+
+    /// Sends what the node wants sent and applies its events.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            let clock_now = self.clock.now()?;
+            let Some(tx) = self.node.poll_transmit(clock_now, &mut buf) else {
+                break;
+            };
+            let socket = match tx.socket {
+                Some(s) => s,
+                None => match self.client_socket(tx.instance, tx.dst.is_ipv6()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(dst = %tx.dst, "no client socket: {e:#}");
+                        continue;
+                    }
+                },
+            };
+            let Some(sock) = self.sockets.get(&socket) else {
+                continue;
+            };
+            let transmit = strata_net::Transmit {
+                dst: tx.dst,
+                src_ip: tx.src_ip,
+                ifindex: tx.ifindex,
+            };
+            if let Err(e) = sock.io.get_ref().send(&buf[..tx.len], &transmit) {
+                tracing::debug!(dst = %tx.dst, "send failed: {e}");
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::Clock(ClockCommand::Step { offset }) => {
+                    self.clock.step(offset)?;
+                    tracing::info!(offset_s = offset, "clock stepped");
+                }
+                Event::Clock(ClockCommand::SetFrequency { ppm }) => {
+                    self.clock.set_frequency(ppm)?;
+                }
+                Event::Panic { offset } => {
+                    bail!("clock offset {offset:.3} s exceeds the panic threshold; not adjusting the clock (set [discipline] panic-threshold = \"0s\" to allow)");
+                }
+                Event::Association { id, state } => {
+                    tracing::info!(
+                        association = id.0,
+                        state = state.as_str(),
+                        "association state"
+                    );
+                }
+                Event::SystemPeer(peer) => {
+                    tracing::info!(association = ?peer.map(|p| p.0), "system peer changed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn instance_name(&self, id: InstanceId) -> String {
+        self.instance_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", id.0))
+    }
+
+    fn answer(&self, request: &Request) -> Reply {
+        let now = self.now();
+        match request {
+            Request::Status => {
+                let s = self.node.status();
+                let instances = self
+                    .node
+                    .instances()
+                    .map(|(_, name, c)| {
+                        (
+                            name.to_owned(),
+                            InstanceCounters {
+                                received: c.received,
+                                sent: c.sent,
+                                dropped: c
+                                    .dropped_by_reason()
+                                    .map(|(r, n)| (r.as_str().to_owned(), n))
+                                    .collect::<BTreeMap<_, _>>(),
+                                kod_sent: c.kod_sent,
+                            },
+                        )
+                    })
+                    .collect();
+                Reply::Status(Status {
+                    synchronized: s.synchronized,
+                    stratum: s.server.stratum,
+                    offset_s: s.offset,
+                    frequency_ppm: s.frequency_ppm,
+                    refid: s.server.reference_id.to_string(),
+                    reference: s.system_peer.map(|(_, inst, addr)| {
+                        if inst == InstanceId::DEFAULT {
+                            addr.to_string()
+                        } else {
+                            format!("{addr}%{}", self.instance_name(inst))
+                        }
+                    }),
+                    leap: leap_name(s.server.leap).to_owned(),
+                    precision: s.server.precision,
+                    root_delay_s: s.server.root_delay.to_seconds(),
+                    root_dispersion_s: s.server.root_dispersion.to_seconds(),
+                    poll: s.poll,
+                    last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
+                    clock_steps: s.clock_steps,
+                    clock_backend: self.backend_name.to_owned(),
+                    instances,
+                })
+            }
+            Request::Sessions => Reply::Sessions(
+                self.node
+                    .sessions(now)
+                    .map(|s| Session {
+                        instance: self.instance_name(s.instance),
+                        address: s.address.to_string(),
+                        mode: s.mode.to_owned(),
+                        state: if s.selected {
+                            "selected".to_owned()
+                        } else {
+                            s.state.as_str().to_owned()
+                        },
+                        stratum: s.stratum,
+                        reach: s.reach,
+                        poll: s.poll,
+                        offset_s: s.offset,
+                        delay_s: s.delay,
+                        dispersion_s: s.dispersion,
+                        jitter_s: s.jitter,
+                        refid: s.reference_id.to_string(),
+                        last_s: s.last_rx.map(|t| (now - t).as_secs_f64()),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn save_drift(&self) {
+        let Some(path) = &self.drift_file else { return };
+        let ppm = self.node.status().frequency_ppm;
+        if let Err(e) = write_drift_file(path, ppm) {
+            tracing::warn!(path = %path.display(), "cannot write drift file: {e}");
+        }
+    }
+}
+
+fn leap_name(leap: Leap) -> &'static str {
+    match leap {
+        Leap::NoWarning => "none",
+        Leap::AddSecond => "insert",
+        Leap::DeleteSecond => "delete",
+        Leap::Unsynchronized => "unsynchronized",
+    }
+}
+
+/// Reads one socket until it fails, forwarding each datagram.
+async fn read_socket(id: SocketId, io: Arc<AsyncFd<UdpSocket>>, tx: mpsc::Sender<Datagram>) {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    loop {
+        let Ok(mut guard) = io.readable().await else {
+            return;
+        };
+        match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+            Ok(Ok(meta)) => {
+                let len = meta.len.min(buf.len());
+                let d = Datagram {
+                    socket: id,
+                    meta,
+                    data: buf[..len].to_vec(),
+                };
+                if tx.send(d).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!("receive error: {e}"),
+            Err(_would_block) => {}
+        }
+    }
+}
+
+fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating control socket directory {}", dir.display()))?;
+    }
+    // A stale socket from a previous run would make bind fail.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "control socket {} is in use by a running daemon",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn serve_control(listener: UnixListener, tx: mpsc::Sender<ControlRequest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read).take(control::MAX_REQUEST_LEN as u64 + 1);
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let reply = match read {
+                Ok(Ok(_)) if line.len() > control::MAX_REQUEST_LEN => {
+                    Reply::Error("request too long".to_owned())
+                }
+                Ok(Ok(_)) => match control::decode_request(&line) {
+                    Ok(request) => {
+                        let (reply_tx, reply_rx) = oneshot::channel();
+                        if tx
+                            .send(ControlRequest {
+                                request,
+                                reply: reply_tx,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        match reply_rx.await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => Reply::Error(e.to_string()),
+                },
+                Ok(Err(e)) => Reply::Error(format!("bad request: {e}")),
+                Err(_) => Reply::Error("timed out waiting for the request".to_owned()),
+            };
+            let mut out = control::encode_reply(&reply);
+            out.push('\n');
+            let _ = write.write_all(out.as_bytes()).await;
+        });
+    }
+}
+
+fn read_drift_file(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v.abs() <= 500.0 => Some(v),
+        _ => {
+            tracing::warn!(path = %path.display(), "ignoring a corrupt drift file");
+            None
+        }
+    }
+}
+
+fn write_drift_file(path: &Path, ppm: f64) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{ppm:.6}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+fn random_seed() -> u64 {
+    let t = HostTime::now();
+    let pid = u64::from(std::process::id());
+    #[allow(clippy::cast_sign_loss)] // mixing bits for a seed
+    let secs = t.secs as u64;
+    (secs << 30) ^ u64::from(t.nanos) ^ (pid << 48) ^ (pid << 7)
+}

@@ -1,0 +1,244 @@
+//! The server responder: a pure function from a client request to a
+//! server reply.
+//!
+//! [`respond`] takes the request bytes, the receive and transmit
+//! timestamps and the node's [`ServerState`], and writes the reply into a
+//! caller's buffer. It allocates nothing, takes no locks and keeps no
+//! state, so any number of worker threads may call it on a shared
+//! `ServerState` snapshot. A reply is never longer than its request (48
+//! bytes for a request of at least 48), so answering cannot amplify.
+
+use strata_wire::{
+    Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
+};
+
+use crate::counters::DropReason;
+
+/// Stratum values at or above this mean "unsynchronised" (RFC 5905 MAXSTRAT).
+pub const MAX_STRATUM: u8 = 16;
+
+/// What a server tells its clients about itself: the system variables of
+/// RFC 5905 section 11.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerState {
+    /// Leap indicator (`Unsynchronized` while not synchronised).
+    pub leap: Leap,
+    /// Stratum, 1..=15 when synchronised; 16 when not.
+    pub stratum: u8,
+    /// Precision of the local clock, log2 seconds.
+    pub precision: i8,
+    /// Round-trip delay to the reference clock.
+    pub root_delay: NtpShort,
+    /// Total dispersion to the reference clock.
+    pub root_dispersion: NtpShort,
+    /// The reference identifier.
+    pub reference_id: ReferenceId,
+    /// When the clock was last set or corrected.
+    pub reference_time: NtpTimestamp,
+}
+
+impl ServerState {
+    /// The state of a node that is not synchronised.
+    #[must_use]
+    pub fn unsynchronized(precision: i8) -> Self {
+        ServerState {
+            leap: Leap::Unsynchronized,
+            stratum: MAX_STRATUM,
+            precision,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            reference_id: ReferenceId::new([0; 4]),
+            reference_time: NtpTimestamp::ZERO,
+        }
+    }
+
+    /// Whether this state says "synchronised".
+    #[must_use]
+    pub fn is_synchronized(&self) -> bool {
+        self.leap != Leap::Unsynchronized && self.stratum < MAX_STRATUM
+    }
+}
+
+/// Builds the reply to a client (mode 3) request.
+///
+/// `rx_time` is when the request arrived and `tx_time` when the reply
+/// leaves, both on the served clock's timescale; read `tx_time` as late as
+/// possible. Writes the reply to the front of `out` and returns its length.
+///
+/// # Errors
+/// The reason to drop the request: too short or a bad trailer
+/// ([`DropReason::Malformed`], also when `out` is shorter than
+/// [`HEADER_LEN`]), version outside 1..=4, or a mode other than client.
+pub fn respond(
+    request: &[u8],
+    rx_time: NtpTimestamp,
+    tx_time: NtpTimestamp,
+    state: &ServerState,
+    out: &mut [u8],
+) -> Result<usize, DropReason> {
+    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
+    if req.mode != Mode::Client {
+        return Err(DropReason::UnexpectedMode);
+    }
+    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let synced = state.is_synchronized();
+    let reply = NtpRepr {
+        leap: if synced {
+            state.leap
+        } else {
+            Leap::Unsynchronized
+        },
+        version: req.version,
+        mode: Mode::Server,
+        stratum: if synced { state.stratum } else { 0 },
+        poll: req.poll,
+        precision: state.precision,
+        root_delay: state.root_delay,
+        root_dispersion: state.root_dispersion,
+        reference_id: state.reference_id,
+        reference_timestamp: state.reference_time,
+        origin_timestamp: req.transmit_timestamp,
+        receive_timestamp: rx_time,
+        transmit_timestamp: tx_time,
+    };
+    reply.emit(&mut NtpPacket::new_unchecked(&mut *out));
+    Ok(HEADER_LEN)
+}
+
+/// Maps a wire parse error to the drop counter it belongs to.
+pub(crate) fn wire_drop_reason(e: strata_wire::Error) -> DropReason {
+    match e {
+        strata_wire::Error::BadVersion(_) => DropReason::BadVersion,
+        _ => DropReason::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_wire::NtpDuration;
+
+    fn request(version: u8, mode: Mode, xmt: NtpTimestamp, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len.max(HEADER_LEN)];
+        let repr = NtpRepr {
+            leap: Leap::NoWarning,
+            version,
+            mode,
+            stratum: 0,
+            poll: 6,
+            precision: -20,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            reference_id: ReferenceId::new([0; 4]),
+            reference_timestamp: NtpTimestamp::ZERO,
+            origin_timestamp: NtpTimestamp::ZERO,
+            receive_timestamp: NtpTimestamp::ZERO,
+            transmit_timestamp: xmt,
+        };
+        repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
+        buf.truncate(len);
+        buf
+    }
+
+    fn synced_state() -> ServerState {
+        ServerState {
+            leap: Leap::NoWarning,
+            stratum: 2,
+            precision: -23,
+            root_delay: NtpShort::from_seconds(0.01),
+            root_dispersion: NtpShort::from_seconds(0.02),
+            reference_id: ReferenceId::new([10, 200, 0, 1]),
+            reference_time: NtpTimestamp::from_unix(1_800_000_000, 0),
+        }
+    }
+
+    #[test]
+    fn answers_a_client_request() {
+        let xmt = NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
+        let req = request(4, Mode::Client, xmt, HEADER_LEN);
+        let rx = NtpTimestamp::from_unix(1_800_000_100, 0);
+        let tx = rx + NtpDuration::from_seconds(0.000_01);
+        let mut out = [0u8; 1500];
+        let n = respond(&req, rx, tx, &synced_state(), &mut out).expect("reply");
+        assert_eq!(n, HEADER_LEN);
+        let (reply, _) = strata_wire::parse_datagram(&out[..n]).expect("parse");
+        assert_eq!(reply.mode, Mode::Server);
+        assert_eq!(reply.version, 4);
+        assert_eq!(reply.stratum, 2);
+        assert_eq!(reply.origin_timestamp, xmt);
+        assert_eq!(reply.receive_timestamp, rx);
+        assert_eq!(reply.transmit_timestamp, tx);
+        assert_eq!(reply.reference_id, ReferenceId::new([10, 200, 0, 1]));
+    }
+
+    #[test]
+    fn echoes_version_3() {
+        let req = request(3, Mode::Client, NtpTimestamp::from_bits(7), HEADER_LEN);
+        let mut out = [0u8; 48];
+        let n = respond(
+            &req,
+            NtpTimestamp::ZERO,
+            NtpTimestamp::ZERO,
+            &synced_state(),
+            &mut out,
+        )
+        .expect("reply");
+        let (reply, _) = strata_wire::parse_datagram(&out[..n]).expect("parse");
+        assert_eq!(reply.version, 3);
+    }
+
+    #[test]
+    fn unsynchronized_server_says_so() {
+        let req = request(4, Mode::Client, NtpTimestamp::from_bits(7), HEADER_LEN);
+        let mut out = [0u8; 48];
+        let state = ServerState::unsynchronized(-20);
+        let n = respond(
+            &req,
+            NtpTimestamp::ZERO,
+            NtpTimestamp::ZERO,
+            &state,
+            &mut out,
+        )
+        .expect("reply");
+        let (reply, _) = strata_wire::parse_datagram(&out[..n]).expect("parse");
+        assert_eq!(reply.leap, Leap::Unsynchronized);
+        assert_eq!(reply.stratum, 0);
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        let mut out = [0u8; 48];
+        let st = synced_state();
+        let t = NtpTimestamp::ZERO;
+        let short = request(4, Mode::Client, t, 47);
+        assert_eq!(
+            respond(&short, t, t, &st, &mut out),
+            Err(DropReason::Malformed)
+        );
+        let v5 = request(5, Mode::Client, t, 48);
+        assert_eq!(
+            respond(&v5, t, t, &st, &mut out),
+            Err(DropReason::BadVersion)
+        );
+        let server = request(4, Mode::Server, t, 48);
+        assert_eq!(
+            respond(&server, t, t, &st, &mut out),
+            Err(DropReason::UnexpectedMode)
+        );
+        let ok = request(4, Mode::Client, t, 48);
+        assert_eq!(
+            respond(&ok, t, t, &st, &mut out[..40]),
+            Err(DropReason::Malformed)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_never_amplifies(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let mut out = [0u8; 256];
+            if let Ok(n) = respond(&bytes, NtpTimestamp::ZERO, NtpTimestamp::ZERO, &synced_state(), &mut out) {
+                proptest::prop_assert!(n <= bytes.len());
+            }
+        }
+    }
+}
