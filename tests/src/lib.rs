@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_daemon::control::{self, Reply, Request, Session, Status};
-use strata_wire::{Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId};
+use strata_wire::{Mode, NtpPacket, NtpRepr, NtpTimestamp};
 
 /// The path of a workspace binary (`stratad`, `stratactl`), built on demand
 /// into the same target directory as the running test.
@@ -216,21 +216,7 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<Probe> {
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(timeout))?;
     let t1 = host_now();
-    let req = NtpRepr {
-        leap: Leap::Unsynchronized,
-        version: 4,
-        mode: Mode::Client,
-        stratum: 0,
-        poll: 0,
-        precision: -20,
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::ZERO,
-        reference_id: ReferenceId::new([0; 4]),
-        reference_timestamp: NtpTimestamp::ZERO,
-        origin_timestamp: NtpTimestamp::ZERO,
-        receive_timestamp: NtpTimestamp::ZERO,
-        transmit_timestamp: t1,
-    };
+    let req = NtpRepr::client_request(0, t1);
     let mut buf = [0u8; 512];
     req.emit(&mut NtpPacket::new_unchecked(&mut buf[..48]));
     sock.send_to(&buf[..48], addr)?;
@@ -245,10 +231,11 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<Probe> {
         if r.mode != Mode::Server || r.origin_timestamp != t1 {
             return Err(bad("reply does not answer the probe"));
         }
-        let (t2, t3) = (r.receive_timestamp, r.transmit_timestamp);
+        let (error, delay) =
+            strata_wire::offset_and_delay(t1, r.receive_timestamp, r.transmit_timestamp, t4);
         return Ok(Probe {
-            error: ((t2 - t1).to_seconds() + (t3 - t4).to_seconds()) / 2.0,
-            delay: (t4 - t1).to_seconds() - (t3 - t2).to_seconds(),
+            error,
+            delay,
             stratum: r.stratum,
         });
     }

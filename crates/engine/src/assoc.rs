@@ -13,7 +13,7 @@ use core::time::Duration;
 use rand::RngCore;
 use strata_clock::filter::{ClockFilter, FilterOutput, Sample};
 use strata_wire::{
-    KissCode, Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId,
+    offset_and_delay, KissCode, Leap, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp, ReferenceId,
     HEADER_LEN,
 };
 
@@ -205,21 +205,7 @@ impl Association {
         }
         self.cookie = cookie;
         self.t1 = clock_now;
-        let repr = NtpRepr {
-            leap: Leap::NoWarning,
-            version: 4,
-            mode: Mode::Client,
-            stratum: 0,
-            poll: self.poll,
-            precision: 0,
-            root_delay: NtpShort::ZERO,
-            root_dispersion: NtpShort::ZERO,
-            reference_id: ReferenceId::new([0; 4]),
-            reference_timestamp: NtpTimestamp::ZERO,
-            origin_timestamp: NtpTimestamp::ZERO,
-            receive_timestamp: NtpTimestamp::ZERO,
-            transmit_timestamp: cookie,
-        };
+        let repr = NtpRepr::client_request(self.poll, cookie);
         repr.emit(&mut NtpPacket::new_unchecked(&mut *out));
         Some(HEADER_LEN)
     }
@@ -298,13 +284,11 @@ impl Association {
             root_dispersion,
             reference_id: pkt.reference_id,
         });
-        let t1 = self.t1;
-        let t2 = pkt.receive_timestamp;
-        let t3 = pkt.transmit_timestamp;
-        let t4 = rx_time;
-        let offset = ((t2 - t1).to_seconds() + (t3 - t4).to_seconds()) / 2.0;
+        let (t1, t4) = (self.t1, rx_time);
+        let (offset, delay) =
+            offset_and_delay(t1, pkt.receive_timestamp, pkt.transmit_timestamp, t4);
         let precision = log2d(sys_precision);
-        let delay = ((t4 - t1).to_seconds() - (t3 - t2).to_seconds()).max(precision);
+        let delay = delay.max(precision);
         let dispersion = log2d(pkt.precision) + precision + PHI * (t4 - t1).to_seconds().abs();
         let sample = Sample {
             offset,

@@ -121,19 +121,9 @@ mod tests {
     fn request(version: u8, mode: Mode, xmt: NtpTimestamp, len: usize) -> Vec<u8> {
         let mut buf = vec![0u8; len.max(HEADER_LEN)];
         let repr = NtpRepr {
-            leap: Leap::NoWarning,
             version,
             mode,
-            stratum: 0,
-            poll: 6,
-            precision: -20,
-            root_delay: NtpShort::ZERO,
-            root_dispersion: NtpShort::ZERO,
-            reference_id: ReferenceId::new([0; 4]),
-            reference_timestamp: NtpTimestamp::ZERO,
-            origin_timestamp: NtpTimestamp::ZERO,
-            receive_timestamp: NtpTimestamp::ZERO,
-            transmit_timestamp: xmt,
+            ..NtpRepr::client_request(6, xmt)
         };
         repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
         buf.truncate(len);

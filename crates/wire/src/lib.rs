@@ -27,7 +27,7 @@ pub use ext::{
 };
 pub use packet::{Leap, Mode, NtpPacket, NtpRepr, HEADER_LEN, MAX_VERSION};
 pub use refid::{KissCode, ReferenceId};
-pub use time::{NtpDuration, NtpShort, NtpTimestamp};
+pub use time::{offset_and_delay, NtpDuration, NtpShort, NtpTimestamp};
 
 /// Why bytes could not be parsed (or a value could not be emitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

@@ -416,6 +416,29 @@ pub struct NtpRepr {
 }
 
 impl NtpRepr {
+    /// A minimal client (mode 3) request: version 4 and every field zero
+    /// but the poll exponent and the transmit timestamp, which the server
+    /// echoes as the origin timestamp (data minimisation: a client need not
+    /// reveal its clock, so `transmit` may be a random cookie).
+    #[must_use]
+    pub const fn client_request(poll: i8, transmit: NtpTimestamp) -> NtpRepr {
+        NtpRepr {
+            leap: Leap::NoWarning,
+            version: 4,
+            mode: Mode::Client,
+            stratum: 0,
+            poll,
+            precision: 0,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            reference_id: ReferenceId::new([0; 4]),
+            reference_timestamp: NtpTimestamp::ZERO,
+            origin_timestamp: NtpTimestamp::ZERO,
+            receive_timestamp: NtpTimestamp::ZERO,
+            transmit_timestamp: transmit,
+        }
+    }
+
     /// Parses the header of a packet. Checks the length itself, so it never
     /// panics, even on a view made with `new_unchecked`. Trailing bytes are
     /// ignored here; see [`crate::parse_datagram`] to validate them too.

@@ -300,6 +300,24 @@ impl From<NtpShort> for NtpDuration {
     }
 }
 
+/// The RFC 5905 on-wire equations for one request/reply exchange: `t1` the
+/// request left the client, `t2` it reached the server, `t3` the reply left
+/// the server, `t4` it reached the client. Returns `(offset, delay)` in
+/// seconds, where offset is theta = server − client (positive when the
+/// client's clock is behind) and delay the round trip minus the server's
+/// hold time.
+#[must_use]
+pub fn offset_and_delay(
+    t1: NtpTimestamp,
+    t2: NtpTimestamp,
+    t3: NtpTimestamp,
+    t4: NtpTimestamp,
+) -> (f64, f64) {
+    let offset = ((t2 - t1).to_seconds() + (t3 - t4).to_seconds()) / 2.0;
+    let delay = (t4 - t1).to_seconds() - (t3 - t2).to_seconds();
+    (offset, delay)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +352,18 @@ mod tests {
         assert_eq!(NtpDuration::from_log2(-2).to_seconds(), 0.25);
         assert_eq!(NtpDuration::from_seconds(f64::NAN), NtpDuration::ZERO);
         assert_eq!(NtpDuration::from_seconds(1e30), NtpDuration::MAX);
+    }
+
+    #[test]
+    fn on_wire_equations() {
+        // Client 0.5 s behind, 10 ms each way, 1 ms in the server.
+        let t1 = NtpTimestamp::from_unix(1_800_000_000, 0);
+        let t2 = t1 + NtpDuration::from_seconds(0.510);
+        let t3 = t2 + NtpDuration::from_seconds(0.001);
+        let t4 = t1 + NtpDuration::from_seconds(0.021);
+        let (offset, delay) = offset_and_delay(t1, t2, t3, t4);
+        assert!((offset - 0.5).abs() < 1e-9, "{offset}");
+        assert!((delay - 0.020).abs() < 1e-9, "{delay}");
     }
 
     #[test]
