@@ -225,6 +225,30 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Checks `path` and prints the outcome as `check-config` does (both
+/// `stratad` and `stratactl` offer it): `FILE: ok` on stdout, or one line
+/// per error on stdout and a count on stderr. Returns whether the file is
+/// valid.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> {
+    let diagnostics = check_file(path)?;
+    if diagnostics.is_empty() {
+        println!("{}: ok", path.display());
+        return Ok(true);
+    }
+    for d in &diagnostics {
+        println!("{d}");
+    }
+    eprintln!(
+        "{program}: {}: {} error(s)",
+        path.display(),
+        diagnostics.len()
+    );
+    Ok(false)
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;

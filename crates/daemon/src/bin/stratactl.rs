@@ -115,19 +115,11 @@ fn query(args: &Args, request: Request) -> anyhow::Result<Reply> {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
-    let diagnostics =
-        config::check_file(file).with_context(|| format!("reading {}", file.display()))?;
-    if diagnostics.is_empty() {
-        println!("{}: ok", file.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    for d in &diagnostics {
-        println!("{d}");
-    }
-    eprintln!(
-        "stratactl: {}: {} error(s)",
-        file.display(),
-        diagnostics.len()
-    );
-    Ok(ExitCode::FAILURE)
+    let ok = config::report_check(file, "stratactl")
+        .with_context(|| format!("reading {}", file.display()))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -59,14 +59,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let diagnostics =
-        config::check_file(file).with_context(|| format!("reading {}", file.display()))?;
-    if diagnostics.is_empty() {
-        println!("{}: ok", file.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    for d in &diagnostics {
-        println!("{}:{}: {}: {}", file.display(), d.line, d.key, d.message);
-    }
-    Ok(ExitCode::FAILURE)
+    let ok = config::report_check(file, "stratad")
+        .with_context(|| format!("reading {}", file.display()))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
