@@ -17,6 +17,9 @@ xflags::xflags! {
             /// Keep the per-run directory (configs, logs) even when the scenario passes.
             optional --keep
         }
+        /// Build the daemons and show a two-hop chain (s1 <- c1 <- c2) converging
+        /// live in network namespaces; ends with a summary and pass/FAIL (root only).
+        cmd demo {}
         /// Delete leftover strata scenario namespaces (`st<4 hex>-*`) and their processes.
         cmd clean-netns {}
         /// Measure the clock error of the NTP server at ADDR against this host's clock.

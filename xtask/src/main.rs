@@ -3,6 +3,7 @@
 //! One subcommand per task; every shell command runs through an `xshell`
 //! [`Shell`] rooted at the workspace root. See `cargo xtask --help`.
 
+mod demo;
 mod flags;
 mod probe;
 mod scenario;
@@ -42,6 +43,7 @@ fn run() -> Result<()> {
                 keep: cmd.keep,
             },
         ),
+        flags::XtaskCmd::Demo(_) => demo::cli(&sh),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
         flags::XtaskCmd::Probe(cmd) => {
             let addr = cmd

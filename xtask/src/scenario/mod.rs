@@ -470,8 +470,9 @@ fn build(sc: &Scenario, run: &Run<'_>, guard: &Guard) -> Result<()> {
     Ok(())
 }
 
-/// Runs one scenario under `prefix`; prints its summary line, returns whether it passed.
-fn run_one(sc: &Scenario, prefix: &str, bins: &Bins, opts: Options) -> Result<bool> {
+/// Runs one scenario under `prefix`; prints its summary line and returns its
+/// outcome (failed also when teardown had problems or left namespaces).
+fn run_one(sc: &Scenario, prefix: &str, bins: &Bins, opts: Options) -> Result<Outcome> {
     sc.validate()
         .with_context(|| format!("scenario {} is malformed", sc.name))?;
     let dir = PathBuf::from(format!("/tmp/strata-{}", prefix.trim_end_matches('-'))).join(sc.name);
@@ -519,7 +520,7 @@ fn run_one(sc: &Scenario, prefix: &str, bins: &Bins, opts: Options) -> Result<bo
     } else {
         println!("scenario {}: files in {}", sc.name, dir.display());
     }
-    Ok(pass)
+    Ok(Outcome { pass, values })
 }
 
 /// `cargo xtask scenario NAME|all|list`.
@@ -539,6 +540,25 @@ pub fn cli(sh: &Shell, name: &str, opts: Options) -> Result<()> {
             None => bail!("unknown scenario {name:?} (see `cargo xtask scenario list`)"),
         }
     };
+    let outcomes = run_scenarios(sh, &selected, opts)?;
+    let failed: Vec<&str> = selected
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| !o.pass)
+        .map(|(sc, _)| sc.name)
+        .collect();
+    let passed = selected.len() - failed.len();
+    println!("scenarios: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("scenario(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs `selected` (root only) under one fresh run prefix with the binaries
+/// built (or taken from `$STRATA_BIN_DIR`), checks no namespace is left
+/// behind, and returns each scenario's outcome in order.
+pub fn run_scenarios(sh: &Shell, selected: &[&Scenario], opts: Options) -> Result<Vec<Outcome>> {
     if !is_root()? {
         bail!("scenario requires root (network namespaces); run as root or skip");
     }
@@ -558,11 +578,9 @@ pub fn cli(sh: &Shell, name: &str, opts: Options) -> Result<()> {
         xtask: std::env::current_exe().context("path of xtask")?,
     };
     let prefix = guard::new_prefix()?;
-    let mut failed = Vec::new();
-    for sc in &selected {
-        if !run_one(sc, &prefix, &bins, opts)? {
-            failed.push(sc.name);
-        }
+    let mut outcomes = Vec::with_capacity(selected.len());
+    for sc in selected {
+        outcomes.push(run_one(sc, &prefix, &bins, opts)?);
     }
     let leftovers: Vec<String> = guard::netns_list()?
         .into_iter()
@@ -574,12 +592,7 @@ pub fn cli(sh: &Shell, name: &str, opts: Options) -> Result<()> {
     );
     // The run's parent directory is empty unless a scenario kept its files.
     std::fs::remove_dir(format!("/tmp/strata-{}", prefix.trim_end_matches('-'))).ok();
-    let passed = selected.len() - failed.len();
-    println!("scenarios: {passed} passed, {} failed", failed.len());
-    if !failed.is_empty() {
-        bail!("scenario(s) failed: {}", failed.join(", "));
-    }
-    Ok(())
+    Ok(outcomes)
 }
 
 /// `cargo xtask clean-netns`: removes leftover `st<4 hex>-*` namespaces,
