@@ -7,6 +7,8 @@
 //! milliseconds.
 //!
 //! * [`filter`]: the per-association clock filter (RFC 5905 §10).
+//! * [`offset_filter`]: spike suppression on offsets, for samples that all
+//!   carry the same delay (broadcast and multicast listening).
 //! * [`select`]: intersection, clustering and combining (RFC 5905 §11).
 //! * [`discipline`]: the clock discipline: step/slew decisions, the
 //!   frequency estimate and the poll interval (RFC 5905 §11.3, with a
@@ -22,6 +24,7 @@
 pub mod backend;
 pub mod discipline;
 pub mod filter;
+pub mod offset_filter;
 pub mod select;
 
 /// Frequency tolerance PHI (RFC 5905): the assumed worst-case frequency

@@ -310,6 +310,16 @@ impl Daemon {
                 Event::SystemPeer(peer) => {
                     tracing::info!(association = ?peer.map(|p| p.0), "system peer changed");
                 }
+                Event::Mobilized { id, mode } => {
+                    tracing::info!(
+                        association = id.0,
+                        mode = mode.as_str(),
+                        "association mobilised"
+                    );
+                }
+                Event::Demobilized { id } => {
+                    tracing::info!(association = id.0, "association demobilised");
+                }
             }
         }
         Ok(())
@@ -375,7 +385,7 @@ impl Daemon {
                     .map(|s| Session {
                         instance: self.instance_name(s.instance),
                         address: s.address.to_string(),
-                        mode: s.mode.to_owned(),
+                        mode: s.mode.as_str().to_owned(),
                         state: if s.selected {
                             "selected".to_owned()
                         } else {

@@ -34,11 +34,24 @@ pub enum DropReason {
     BadHeader,
     /// The reply queue was full.
     Overload,
+    /// The source's access level does not allow what the packet asks for.
+    AccessDenied,
+    /// Mobilising another dynamic association would exceed the instance's
+    /// `max-dynamic-sessions`.
+    SessionLimit,
+    /// A broadcast/multicast packet whose transmit timestamp is not after
+    /// the last accepted one from that server.
+    Replay,
+    /// A sample held back as a spike (broadcast/multicast listening).
+    Spike,
+    /// Broadcast/multicast packets are refused without authentication
+    /// unless `allow-unauthenticated` is set.
+    Unauthenticated,
 }
 
 impl DropReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnexpectedMode,
@@ -51,6 +64,11 @@ impl DropReason {
         DropReason::Unsynchronized,
         DropReason::BadHeader,
         DropReason::Overload,
+        DropReason::AccessDenied,
+        DropReason::SessionLimit,
+        DropReason::Replay,
+        DropReason::Spike,
+        DropReason::Unauthenticated,
     ];
 
     /// A stable, kebab-case name for status output.
@@ -69,6 +87,11 @@ impl DropReason {
             DropReason::Unsynchronized => "unsynchronized",
             DropReason::BadHeader => "bad-header",
             DropReason::Overload => "overload",
+            DropReason::AccessDenied => "access-denied",
+            DropReason::SessionLimit => "session-limit",
+            DropReason::Replay => "replay",
+            DropReason::Spike => "spike",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 

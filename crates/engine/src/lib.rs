@@ -15,13 +15,18 @@
 //! for drivers that answer requests on several threads.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod assoc;
 pub mod counters;
 mod node;
 pub mod server;
 pub mod time;
 
-pub use assoc::{AssociationId, AssociationState, ClientConfig};
+pub use access::{AccessLevel, AccessRule};
+pub use assoc::{
+    AssociationId, AssociationMode, AssociationState, BroadcastClientConfig, ClientConfig,
+    CALIBRATION_ATTEMPTS, CALIBRATION_REPLIES,
+};
 pub use counters::{Counters, DropReason};
 pub use node::{
     Event, InstanceId, Node, NodeConfig, RecvMeta, SessionStatus, SocketId, SystemStatus, Transmit,

@@ -13,7 +13,7 @@
 //!
 //! A spurious or early [`Node::handle_timeout`] does nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -21,14 +21,24 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
 use strata_clock::select::{select, Candidate, SelectConfig};
-use strata_wire::{Leap, Mode, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN};
+use strata_wire::{
+    Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
+};
 
+use crate::access::{level_for, AccessLevel, AccessRule};
 use crate::assoc::{
-    Association, AssociationId, AssociationState, ClientConfig, Received, MAXDISP, PHI,
+    Association, AssociationId, AssociationMode, AssociationState, BroadcastClientConfig,
+    ClientConfig, Polled, Received, MAXDISP, PHI,
 };
 use crate::counters::{Counters, DropReason};
 use crate::server::{respond, wire_drop_reason, ServerState, MAX_STRATUM};
-use crate::time::Instant;
+use crate::time::{poll_interval, Instant};
+
+/// Default `max-dynamic-sessions` of an instance.
+pub const DEFAULT_MAX_DYNAMIC: usize = 100;
+/// At most this many local addresses are remembered per instance for loop
+/// detection.
+const MAX_LOCAL_REFIDS: usize = 256;
 
 /// Identifies a VPN instance; [`InstanceId::DEFAULT`] is the daemon's own
 /// network stack.
@@ -104,6 +114,34 @@ pub enum Event {
     },
     /// The system peer changed (`None`: no source selected).
     SystemPeer(Option<AssociationId>),
+    /// A dynamic association was mobilised by a remote's packet.
+    Mobilized {
+        /// Its id.
+        id: AssociationId,
+        /// Its mode.
+        mode: AssociationMode,
+    },
+    /// A dynamic association was removed (its remote fell silent).
+    Demobilized {
+        /// Its id.
+        id: AssociationId,
+    },
+}
+
+/// A broadcast or multicast server: sends mode 5 every 2^`poll` s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastServerConfig {
+    /// The instance to send in.
+    pub instance: InstanceId,
+    /// The broadcast address or multicast group, with the port.
+    pub destination: SocketAddr,
+    /// The socket to send from (set up by the driver with the outgoing
+    /// interface and TTL); `None` uses the instance's client socket.
+    pub socket: Option<SocketId>,
+    /// The outgoing interface.
+    pub ifindex: Option<u32>,
+    /// Poll exponent: the send interval is 2^`poll` s.
+    pub poll: i8,
 }
 
 /// Node-wide settings.
@@ -173,8 +211,8 @@ pub struct SessionStatus {
     pub instance: InstanceId,
     /// The remote address.
     pub address: SocketAddr,
-    /// The association mode, as named in status output ("client").
-    pub mode: &'static str,
+    /// The association mode.
+    pub mode: AssociationMode,
     /// Its state.
     pub state: AssociationState,
     /// Whether it is the system peer.
@@ -197,6 +235,11 @@ pub struct SessionStatus {
     pub jitter: f64,
     /// When the last valid reply arrived.
     pub last_rx: Option<Instant>,
+    /// Broadcast/multicast clients: the calibrated delay (s) and when it
+    /// was measured.
+    pub calibrated: Option<(f64, Instant)>,
+    /// Completed calibration volleys.
+    pub calibrations: u32,
 }
 
 struct PendingReply {
@@ -220,10 +263,46 @@ struct System {
     clock_steps: u64,
 }
 
+struct Instance {
+    name: String,
+    counters: Counters,
+    access: Vec<AccessRule>,
+    max_dynamic: usize,
+    /// Reference ids of our own addresses in this instance (loop check).
+    local_refids: HashSet<ReferenceId>,
+    broadcast_client: Option<BroadcastClientConfig>,
+}
+
+impl Instance {
+    fn new(name: &str) -> Self {
+        Instance {
+            name: name.to_owned(),
+            counters: Counters::default(),
+            access: Vec::new(),
+            max_dynamic: DEFAULT_MAX_DYNAMIC,
+            local_refids: HashSet::new(),
+            broadcast_client: None,
+        }
+    }
+
+    fn learn_local(&mut self, ip: IpAddr) {
+        if self.local_refids.len() < MAX_LOCAL_REFIDS && !ip.is_multicast() {
+            self.local_refids.insert(ReferenceId::from_ip(ip));
+        }
+    }
+}
+
+struct BroadcastServer {
+    config: BroadcastServerConfig,
+    next_send: Instant,
+    due: bool,
+}
+
 /// A whole NTP node, sans-IO. See the module docs for the call order.
 pub struct Node {
     config: NodeConfig,
-    instances: Vec<(String, Counters)>,
+    instances: Vec<Instance>,
+    broadcast_servers: Vec<BroadcastServer>,
     assocs: Vec<Association>,
     by_addr: HashMap<(InstanceId, SocketAddr), usize>,
     next_id: u32,
@@ -248,7 +327,8 @@ impl Node {
         }
         Node {
             rng: SmallRng::seed_from_u64(config.seed),
-            instances: vec![("default".to_owned(), Counters::default())],
+            instances: vec![Instance::new("default")],
+            broadcast_servers: Vec::new(),
             assocs: Vec::new(),
             by_addr: HashMap::new(),
             next_id: 1,
@@ -277,20 +357,20 @@ impl Node {
     /// Adds a named instance and returns its id; adding a known name
     /// returns the existing id.
     pub fn add_instance(&mut self, name: &str) -> InstanceId {
-        if let Some(i) = self.instances.iter().position(|(n, _)| n == name) {
+        if let Some(i) = self.instances.iter().position(|inst| inst.name == name) {
             return InstanceId(u16::try_from(i).unwrap_or(u16::MAX));
         }
-        self.instances.push((name.to_owned(), Counters::default()));
+        self.instances.push(Instance::new(name));
         InstanceId(u16::try_from(self.instances.len() - 1).unwrap_or(u16::MAX))
     }
 
     /// The instances, by id, with their names and counters.
     pub fn instances(&self) -> impl Iterator<Item = (InstanceId, &str, &Counters)> {
-        self.instances.iter().enumerate().map(|(i, (n, c))| {
+        self.instances.iter().enumerate().map(|(i, inst)| {
             (
                 InstanceId(u16::try_from(i).unwrap_or(u16::MAX)),
-                n.as_str(),
-                c,
+                inst.name.as_str(),
+                &inst.counters,
             )
         })
     }
@@ -299,26 +379,132 @@ impl Node {
     /// Returns the existing id when one for the same instance and address
     /// exists.
     pub fn add_client(&mut self, config: ClientConfig, now: Instant) -> AssociationId {
+        self.add_association(config, AssociationMode::Client, now)
+    }
+
+    /// Adds a symmetric active association with a peer. It starts with a
+    /// client/server calibration volley, then sends mode 1.
+    pub fn add_peer(&mut self, config: ClientConfig, now: Instant) -> AssociationId {
+        self.add_association(config, AssociationMode::SymmetricActive, now)
+    }
+
+    fn add_association(
+        &mut self,
+        config: ClientConfig,
+        mode: AssociationMode,
+        now: Instant,
+    ) -> AssociationId {
         let key = (config.instance, config.address);
         if let Some(&i) = self.by_addr.get(&key) {
             return self.assocs[i].id;
         }
+        let id = self.next_association_id();
+        self.insert(Association::new(id, config, mode, now));
+        id
+    }
+
+    fn next_association_id(&mut self) -> AssociationId {
         let id = AssociationId(self.next_id);
         self.next_id += 1;
-        let mut a = Association::new(id, config, now);
-        a.set_system_poll(self.discipline.poll_exponent());
-        self.by_addr.insert(key, self.assocs.len());
-        self.assocs.push(a);
         id
+    }
+
+    fn insert(&mut self, mut a: Association) {
+        a.set_system_poll(self.discipline.poll_exponent());
+        self.by_addr
+            .insert((a.config.instance, a.config.address), self.assocs.len());
+        self.assocs.push(a);
+    }
+
+    fn remove(&mut self, idx: usize) {
+        let a = self.assocs.remove(idx);
+        if self.sys.peer == Some(a.id) {
+            self.sys.peer = None;
+            self.events.push_back(Event::SystemPeer(None));
+        }
+        self.events.push_back(Event::Demobilized { id: a.id });
+        self.by_addr = self
+            .assocs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((a.config.instance, a.config.address), i))
+            .collect();
+    }
+
+    /// Adds a broadcast/multicast server; the first packet goes out at `now`
+    /// (once the node is synchronised or has a local reference).
+    pub fn add_broadcast_server(&mut self, config: BroadcastServerConfig, now: Instant) {
+        self.broadcast_servers.push(BroadcastServer {
+            config,
+            next_send: now,
+            due: false,
+        });
+    }
+
+    /// Sets an instance's access rules (see [`crate::access`]).
+    pub fn set_access(&mut self, instance: InstanceId, rules: Vec<AccessRule>) {
+        if let Some(i) = self.instance_mut(instance) {
+            i.access = rules;
+        }
+    }
+
+    /// Sets an instance's limit on dynamic (symmetric passive and
+    /// broadcast/multicast client) associations.
+    pub fn set_max_dynamic(&mut self, instance: InstanceId, max: usize) {
+        if let Some(i) = self.instance_mut(instance) {
+            i.max_dynamic = max;
+        }
+    }
+
+    /// Declares our own addresses in an instance, for loop detection: a
+    /// source whose reference id is one of them is synchronised to us and
+    /// is never selected. Addresses datagrams arrive at are learnt too.
+    pub fn set_local_addresses(&mut self, instance: InstanceId, addresses: &[IpAddr]) {
+        if let Some(i) = self.instance_mut(instance) {
+            for a in addresses {
+                i.learn_local(*a);
+            }
+        }
+    }
+
+    /// Enables (or with `None` disables) the broadcast/multicast client of
+    /// an instance: mode-5 packets arriving in it mobilise associations.
+    pub fn set_broadcast_client(
+        &mut self,
+        instance: InstanceId,
+        config: Option<BroadcastClientConfig>,
+    ) {
+        if let Some(i) = self.instance_mut(instance) {
+            i.broadcast_client = config;
+        }
+    }
+
+    fn instance_mut(&mut self, instance: InstanceId) -> Option<&mut Instance> {
+        self.instances.get_mut(usize::from(instance.0))
     }
 
     fn counters(&mut self, instance: InstanceId) -> &mut Counters {
         let i = usize::from(instance.0);
         if i >= self.instances.len() {
             // Unknown ids are counted under the default instance.
-            return &mut self.instances[0].1;
+            return &mut self.instances[0].counters;
         }
-        &mut self.instances[i].1
+        &mut self.instances[i].counters
+    }
+
+    fn access_level(&self, instance: InstanceId, ip: IpAddr) -> Option<AccessLevel> {
+        let rules = self
+            .instances
+            .get(usize::from(instance.0))
+            .map_or(&[][..], |i| &i.access[..]);
+        level_for(rules, ip)
+    }
+
+    fn dynamic_count(&self, instance: InstanceId) -> usize {
+        self.assocs
+            .iter()
+            .filter(|a| a.config.instance == instance && a.mode.is_dynamic())
+            .count()
     }
 
     /// Handles one received datagram. Never panics on any input; every
@@ -326,6 +512,9 @@ impl Node {
     pub fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) {
         self.counters(meta.instance).received += 1;
         self.last_clock = meta.rx_time;
+        if let (Some(ip), Some(inst)) = (meta.dst_ip, self.instance_mut(meta.instance)) {
+            inst.learn_local(ip);
+        }
         if let Err(reason) = self.dispatch(now, meta, data) {
             self.counters(meta.instance).drop_packet(reason);
         }
@@ -333,42 +522,184 @@ impl Node {
 
     fn dispatch(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
         let (pkt, _layout) = strata_wire::parse_datagram(data).map_err(wire_drop_reason)?;
+        let existing = self.by_addr.get(&(meta.instance, meta.src)).copied();
         match pkt.mode {
             Mode::Client => {
                 if !meta.listener {
                     return Err(DropReason::UnexpectedMode);
                 }
-                if self.replies.len() >= self.config.max_pending_replies {
-                    return Err(DropReason::Overload);
-                }
-                let mut header = [0u8; HEADER_LEN];
-                header.copy_from_slice(data.get(..HEADER_LEN).ok_or(DropReason::Malformed)?);
-                self.replies.push_back(PendingReply {
-                    meta: *meta,
-                    header,
-                });
-                Ok(())
+                self.queue_reply(meta, data)
             }
             Mode::Server => {
-                let &idx = self
-                    .by_addr
-                    .get(&(meta.instance, meta.src))
-                    .ok_or(DropReason::NoAssociation)?;
-                let a = &mut self.assocs[idx];
-                let before = a.state;
-                let received = a.receive(now, meta.rx_time, &pkt, self.config.precision)?;
-                let (id, after) = (a.id, a.state);
-                if before != after {
-                    self.events
-                        .push_back(Event::Association { id, state: after });
-                }
-                if let Received::Sample(Some(_)) = received {
-                    self.clock_select(now);
-                }
-                Ok(())
+                let idx = existing.ok_or(DropReason::NoAssociation)?;
+                self.receive(now, idx, meta, &pkt)
             }
+            Mode::SymmetricActive | Mode::SymmetricPassive => match existing {
+                Some(idx)
+                    if matches!(
+                        self.assocs[idx].mode,
+                        AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+                    ) =>
+                {
+                    self.receive(now, idx, meta, &pkt)
+                }
+                Some(_) => Err(DropReason::UnexpectedMode),
+                None if pkt.mode == Mode::SymmetricPassive => Err(DropReason::NoAssociation),
+                None => self.mobilize_passive(now, meta, &pkt, data),
+            },
+            Mode::Broadcast => match existing {
+                Some(idx) if self.assocs[idx].mode.is_dynamic() => {
+                    self.receive(now, idx, meta, &pkt)
+                }
+                Some(_) => Err(DropReason::UnexpectedMode),
+                None => self.mobilize_broadcast(now, meta, &pkt),
+            },
             _ => Err(DropReason::UnexpectedMode),
         }
+    }
+
+    fn queue_reply(&mut self, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
+        if !self
+            .access_level(meta.instance, meta.src.ip())
+            .is_some_and(AccessLevel::serves_time)
+        {
+            return Err(DropReason::AccessDenied);
+        }
+        if self.replies.len() >= self.config.max_pending_replies {
+            return Err(DropReason::Overload);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(data.get(..HEADER_LEN).ok_or(DropReason::Malformed)?);
+        self.replies.push_back(PendingReply {
+            meta: *meta,
+            header,
+        });
+        Ok(())
+    }
+
+    /// A mode-1 packet from an unknown address: a passive association when
+    /// the source may peer, a stateless mode-2 answer when it may only get
+    /// time, nothing otherwise.
+    fn mobilize_passive(
+        &mut self,
+        now: Instant,
+        meta: &RecvMeta,
+        pkt: &NtpRepr,
+        data: &[u8],
+    ) -> Result<(), DropReason> {
+        let level = self.access_level(meta.instance, meta.src.ip());
+        if level != Some(AccessLevel::Peer) {
+            return if meta.listener {
+                self.queue_reply(meta, data)
+            } else {
+                Err(DropReason::AccessDenied)
+            };
+        }
+        let max = self
+            .instances
+            .get(usize::from(meta.instance.0))
+            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
+        if self.dynamic_count(meta.instance) >= max {
+            return Err(DropReason::SessionLimit);
+        }
+        let id = self.next_association_id();
+        let poll = pkt.poll.clamp(-4, 17);
+        let config = ClientConfig {
+            instance: meta.instance,
+            address: meta.src,
+            minpoll: poll.min(6),
+            maxpoll: poll.max(10),
+            iburst: false,
+        };
+        let mut a = Association::new(id, config, AssociationMode::SymmetricPassive, now);
+        // Answer at once, then poll on our own timer.
+        a.pending_send = true;
+        a.next_poll = now + poll_interval(poll);
+        self.insert(a);
+        self.events.push_back(Event::Mobilized {
+            id,
+            mode: AssociationMode::SymmetricPassive,
+        });
+        let idx = self.assocs.len() - 1;
+        self.receive(now, idx, meta, pkt)
+    }
+
+    /// A mode-5 packet from an unknown server.
+    fn mobilize_broadcast(
+        &mut self,
+        now: Instant,
+        meta: &RecvMeta,
+        pkt: &NtpRepr,
+    ) -> Result<(), DropReason> {
+        let Some(inst) = self.instances.get(usize::from(meta.instance.0)) else {
+            return Err(DropReason::UnexpectedMode);
+        };
+        let Some(settings) = inst.broadcast_client.clone() else {
+            return Err(DropReason::UnexpectedMode);
+        };
+        if !settings.allow_unauthenticated {
+            return Err(DropReason::Unauthenticated);
+        }
+        if pkt.leap == Leap::Unsynchronized || pkt.stratum == 0 || pkt.stratum >= MAX_STRATUM {
+            return Err(DropReason::Unsynchronized);
+        }
+        if self
+            .access_level(meta.instance, meta.src.ip())
+            .is_none_or(|l| l < AccessLevel::Server)
+        {
+            return Err(DropReason::AccessDenied);
+        }
+        if self.dynamic_count(meta.instance) >= inst.max_dynamic {
+            return Err(DropReason::SessionLimit);
+        }
+        let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
+        let id = self.next_association_id();
+        let poll = pkt.poll.clamp(-4, 17);
+        let config = ClientConfig {
+            instance: meta.instance,
+            address: meta.src,
+            minpoll: poll,
+            maxpoll: poll,
+            iburst: false,
+        };
+        let a = Association::new_broadcast(id, config, multicast, settings, now);
+        let mode = a.mode;
+        self.insert(a);
+        self.events.push_back(Event::Mobilized { id, mode });
+        let idx = self.assocs.len() - 1;
+        self.receive(now, idx, meta, pkt)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        meta: &RecvMeta,
+        pkt: &NtpRepr,
+    ) -> Result<(), DropReason> {
+        let precision = self.config.precision;
+        let a = &mut self.assocs[idx];
+        let result = match pkt.mode {
+            Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
+            Mode::SymmetricActive | Mode::SymmetricPassive => {
+                a.receive_symmetric(now, meta.rx_time, pkt, precision)
+            }
+            Mode::Broadcast => a.receive_broadcast(now, meta.rx_time, pkt, precision),
+            _ => Err(DropReason::UnexpectedMode),
+        };
+        let id = a.id;
+        if a.state != AssociationState::Reachable || result.is_err() {
+            // State changes are reported below; errors still may have
+            // changed reach (a valid but unusable packet).
+        }
+        let (received, changed) = result?;
+        if let Some(state) = changed {
+            self.events.push_back(Event::Association { id, state });
+        }
+        if let Received::Sample(Some(_)) = received {
+            self.clock_select(now);
+        }
+        Ok(())
     }
 
     /// The RFC 5905 system process: select, cluster and combine the
@@ -380,16 +711,20 @@ impl Node {
             .iter()
             .enumerate()
             .filter_map(|(i, a)| {
-                let out = a.filter.last()?;
+                let out = a.output()?;
                 let peer = a.peer?;
-                if a.reach == 0 || peer.stratum >= MAX_STRATUM {
+                if a.reach == 0
+                    || peer.stratum >= MAX_STRATUM
+                    || peer.leap == Leap::Unsynchronized
+                    || self.is_loop(a.config.instance, peer.reference_id)
+                {
                     return None;
                 }
                 Some(Candidate {
                     id: i,
                     offset: out.offset,
                     delay: peer.root_delay + out.delay,
-                    dispersion: peer.root_dispersion + a.filter.dispersion_at(now_s),
+                    dispersion: peer.root_dispersion + a.dispersion_at(now_s),
                     jitter: out.jitter,
                     stratum: peer.stratum,
                 })
@@ -402,7 +737,7 @@ impl Node {
             return;
         };
         let a = &self.assocs[sel.system_peer];
-        let (Some(out), Some(peer)) = (a.filter.last(), a.peer) else {
+        let (Some(out), Some(peer)) = (a.output(), a.peer) else {
             return;
         };
         let new_peer = Some(a.id);
@@ -421,7 +756,7 @@ impl Node {
         let (root_delay, root_disp) = (
             peer.root_delay + out.delay,
             peer.root_dispersion
-                + a.filter.dispersion_at(now_s)
+                + a.dispersion_at(now_s)
                 + sel.jitter
                 + PHI * (now_s - out.time).max(0.0)
                 + sel.offset.abs(),
@@ -461,6 +796,13 @@ impl Node {
         self.drain_discipline();
     }
 
+    /// Whether a source with this reference id is synchronised to us.
+    fn is_loop(&self, instance: InstanceId, refid: ReferenceId) -> bool {
+        self.instances
+            .get(usize::from(instance.0))
+            .is_some_and(|i| i.local_refids.contains(&refid))
+    }
+
     fn drain_discipline(&mut self) {
         while let Some(c) = self.discipline.poll_command() {
             self.events.push_back(Event::Clock(c));
@@ -480,10 +822,30 @@ impl Node {
                 self.drain_discipline();
             }
         }
-        for a in &mut self.assocs {
-            if let Some(state) = a.on_poll(now) {
-                self.events
-                    .push_back(Event::Association { id: a.id, state });
+        let mut i = 0;
+        while i < self.assocs.len() {
+            let a = &mut self.assocs[i];
+            match a.on_poll(now) {
+                Polled::Nothing => {}
+                Polled::State(state) => {
+                    self.events
+                        .push_back(Event::Association { id: a.id, state });
+                }
+                Polled::Demobilize => {
+                    self.remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        for b in &mut self.broadcast_servers {
+            if now >= b.next_send {
+                b.due = true;
+                // A steady cadence: never early, never drifting.
+                let interval = poll_interval(b.config.poll);
+                while b.next_send <= now {
+                    b.next_send = b.next_send + interval;
+                }
             }
         }
     }
@@ -497,7 +859,8 @@ impl Node {
             .filter(|a| a.state != AssociationState::Denied)
             .map(|a| a.next_poll);
         let tick = self.discipline.next_tick().map(Instant::from_secs_f64);
-        polls.chain(tick).min()
+        let sends = self.broadcast_servers.iter().map(|b| b.next_send);
+        polls.chain(tick).chain(sends).min()
     }
 
     /// The next datagram to send, written to the front of `buf` (at least
@@ -523,9 +886,26 @@ impl Node {
                 Err(reason) => self.counters(r.meta.instance).drop_packet(reason),
             }
         }
+        let state = self.server_state(clock_now);
+        if let Some(b) = self.broadcast_servers.iter_mut().find(|b| b.due) {
+            b.due = false;
+            let config = b.config.clone();
+            if state.is_synchronized() {
+                let len = broadcast_packet(&state, config.poll, clock_now, buf)?;
+                self.counters(config.instance).sent += 1;
+                return Some(Transmit {
+                    instance: config.instance,
+                    socket: config.socket,
+                    dst: config.destination,
+                    src_ip: None,
+                    ifindex: config.ifindex,
+                    len,
+                });
+            }
+        }
         let i = self.assocs.iter().position(|a| a.pending_send)?;
         let a = &mut self.assocs[i];
-        let len = a.build_request(clock_now, &mut self.rng, buf)?;
+        let len = a.build_packet(clock_now, &state, &mut self.rng, buf)?;
         let (instance, dst) = (a.config.instance, a.config.address);
         self.counters(instance).sent += 1;
         Some(Transmit {
@@ -536,6 +916,14 @@ impl Node {
             ifindex: None,
             len,
         })
+    }
+
+    /// Whether anything waits in [`Node::poll_transmit`].
+    #[must_use]
+    pub fn has_transmit(&self) -> bool {
+        !self.replies.is_empty()
+            || self.broadcast_servers.iter().any(|b| b.due)
+            || self.assocs.iter().any(|a| a.pending_send)
     }
 
     /// The next event, if any.
@@ -601,12 +989,12 @@ impl Node {
     pub fn sessions(&self, now: Instant) -> impl Iterator<Item = SessionStatus> + '_ {
         let now_s = now.as_secs_f64();
         self.assocs.iter().map(move |a| {
-            let out = a.filter.last();
+            let out = a.output();
             SessionStatus {
                 id: a.id,
                 instance: a.config.instance,
                 address: a.config.address,
-                mode: "client",
+                mode: a.mode,
                 state: a.state,
                 selected: self.sys.peer == Some(a.id),
                 stratum: a.peer.map_or(MAX_STRATUM, |p| p.stratum),
@@ -616,13 +1004,43 @@ impl Node {
                 offset: out.map_or(0.0, |o| o.offset),
                 delay: out.map_or(0.0, |o| o.delay),
                 dispersion: if out.is_some() {
-                    a.filter.dispersion_at(now_s)
+                    a.dispersion_at(now_s)
                 } else {
                     MAXDISP
                 },
                 jitter: out.map_or(0.0, |o| o.jitter),
                 last_rx: a.last_rx,
+                calibrated: a.calibrated(),
+                calibrations: a.calibrations,
             }
         })
     }
+}
+
+/// Writes a mode-5 packet announcing `state` with `clock_now` as its
+/// transmit timestamp.
+fn broadcast_packet(
+    state: &ServerState,
+    poll: i8,
+    clock_now: NtpTimestamp,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let out = buf.get_mut(..HEADER_LEN)?;
+    let repr = NtpRepr {
+        leap: state.leap,
+        version: 4,
+        mode: Mode::Broadcast,
+        stratum: state.stratum,
+        poll,
+        precision: state.precision,
+        root_delay: state.root_delay,
+        root_dispersion: state.root_dispersion,
+        reference_id: state.reference_id,
+        reference_timestamp: state.reference_time,
+        origin_timestamp: NtpTimestamp::ZERO,
+        receive_timestamp: NtpTimestamp::ZERO,
+        transmit_timestamp: clock_now,
+    };
+    repr.emit(&mut NtpPacket::new_unchecked(out));
+    Some(HEADER_LEN)
 }

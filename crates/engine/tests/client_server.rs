@@ -426,7 +426,11 @@ fn unsynchronized_server_is_not_used() {
     r[0] = (r[0] & 0x3f) | 0xc0; // leap 3
     node.handle_datagram(Instant::ZERO, &meta(addr(1), t2), &r);
     assert_eq!(dropped(&node, DropReason::Unsynchronized), 1);
-    assert_eq!(node.sessions(Instant::ZERO).next().expect("s").reach, 0);
+    // The server answered (reachable) but gives no sample and is not selected.
+    let s = node.sessions(Instant::ZERO).next().expect("s");
+    assert_eq!(s.reach, 1);
+    assert!(!s.selected);
+    assert!(!node.status().synchronized);
 }
 
 #[test]

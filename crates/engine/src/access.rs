@@ -1,0 +1,150 @@
+//! Access levels and the per-instance rules that grant them.
+//!
+//! Levels, least restrictive first: `peer` (time service, and may mobilise
+//! a symmetric passive association), `server` (time service and control
+//! queries), `synchronization` (time service only), `query` (control
+//! queries only, no time service). Rules are checked in order and the first
+//! whose prefix contains the source wins; an instance with no rules gives
+//! every source `server`; once rules exist, a source matching none gets no
+//! service at all.
+
+use core::net::IpAddr;
+
+/// What a source may do. Ordered: `Query < Synchronization < Server < Peer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccessLevel {
+    /// Control queries only.
+    Query,
+    /// Time service only.
+    Synchronization,
+    /// Time service and control queries.
+    Server,
+    /// Time service, and may mobilise symmetric passive associations.
+    Peer,
+}
+
+impl AccessLevel {
+    /// Whether this level includes time service (answering mode 3, and a
+    /// stateless mode-2 answer to mode 1).
+    #[must_use]
+    pub fn serves_time(self) -> bool {
+        self >= AccessLevel::Synchronization
+    }
+
+    /// The config name of the level.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Query => "query",
+            AccessLevel::Synchronization => "synchronization",
+            AccessLevel::Server => "server",
+            AccessLevel::Peer => "peer",
+        }
+    }
+}
+
+/// One rule: sources within `prefix/prefix_len` get `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AccessRule {
+    /// The network address.
+    pub prefix: IpAddr,
+    /// The prefix length (0..=32 for IPv4, 0..=128 for IPv6; larger values
+    /// match only the address itself).
+    pub prefix_len: u8,
+    /// The level granted.
+    pub level: AccessLevel,
+}
+
+impl AccessRule {
+    /// Whether `ip` lies within this rule's prefix. An IPv4 rule never
+    /// matches an IPv6 source and vice versa (IPv4-mapped IPv6 addresses
+    /// are matched as IPv4).
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.prefix, ip) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => prefix_eq(
+                u128::from(u32::from(p)),
+                u128::from(u32::from(a)),
+                32,
+                self.prefix_len,
+            ),
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                prefix_eq(u128::from(p), u128::from(a), 128, self.prefix_len)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(p: u128, a: u128, bits: u32, len: u8) -> bool {
+    let len = u32::from(len).min(bits);
+    if len == 0 {
+        return true;
+    }
+    let shift = bits - len;
+    (p >> shift) == (a >> shift)
+}
+
+/// The level `rules` give `ip`: `Server` with no rules, `None` when rules
+/// exist and none matches.
+#[must_use]
+pub fn level_for(rules: &[AccessRule], ip: IpAddr) -> Option<AccessLevel> {
+    if rules.is_empty() {
+        return Some(AccessLevel::Server);
+    }
+    rules.iter().find(|r| r.contains(ip)).map(|r| r.level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(p: &str, len: u8, level: AccessLevel) -> AccessRule {
+        AccessRule {
+            prefix: p.parse().expect("ip"),
+            prefix_len: len,
+            level,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_default_is_server() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(level_for(&[], ip("192.0.2.1")), Some(AccessLevel::Server));
+        let rules = [
+            rule("10.200.1.0", 24, AccessLevel::Peer),
+            rule("0.0.0.0", 0, AccessLevel::Synchronization),
+            rule("fd00:200::", 48, AccessLevel::Query),
+        ];
+        assert_eq!(level_for(&rules, ip("10.200.1.7")), Some(AccessLevel::Peer));
+        assert_eq!(
+            level_for(&rules, ip("10.200.2.7")),
+            Some(AccessLevel::Synchronization)
+        );
+        assert_eq!(
+            level_for(&rules, ip("::ffff:10.200.1.9")),
+            Some(AccessLevel::Peer)
+        );
+        assert_eq!(
+            level_for(&rules, ip("fd00:200:0:1::5")),
+            Some(AccessLevel::Query)
+        );
+        assert_eq!(level_for(&rules, ip("fd00:201::5")), None);
+        assert!(AccessLevel::Peer.serves_time());
+        assert!(!AccessLevel::Query.serves_time());
+    }
+
+    #[test]
+    fn host_routes_and_odd_lengths() {
+        let r = rule("10.200.1.1", 32, AccessLevel::Peer);
+        assert!(r.contains("10.200.1.1".parse().expect("ip")));
+        assert!(!r.contains("10.200.1.2".parse().expect("ip")));
+        let r = rule("10.200.1.1", 200, AccessLevel::Peer);
+        assert!(r.contains("10.200.1.1".parse().expect("ip")));
+        assert!(!r.contains("::1".parse().expect("ip")));
+    }
+}
