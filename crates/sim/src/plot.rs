@@ -116,9 +116,9 @@ pub fn write_png(result: &CaseResult, path: &FsPath) -> Result<(), PlotError> {
         .draw()
         .map_err(draw_err)?;
     let series: [Series; 3] = [
+        ("ideal (−oscillator error)", BLACK, |r| -r.oscillator_ppm),
         ("applied correction", RED, |r| r.correction_ppm),
         ("frequency estimate", BLUE, |r| r.frequency_ppm),
-        ("ideal (−oscillator error)", BLACK, |r| -r.oscillator_ppm),
     ];
     for (label, color, f) in series {
         chart

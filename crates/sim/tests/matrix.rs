@@ -1,0 +1,246 @@
+//! Regression test: a shortened case matrix (3 simulated hours per case)
+//! against thresholds of at most 1.5× the figures measured with seed 1,
+//! plus determinism and route-change checks of the simulator itself.
+
+use strata_engine::{Node, NodeConfig};
+use strata_sim::{case, client_discipline, run_case, ClockModel, Jitter, Path, RouteChange, Sim};
+
+const SEED: u64 = 1;
+const HOURS: f64 = 3.0;
+
+/// Upper bounds for one case (each at most 1.5× the measured figure).
+struct Bounds {
+    lock_s: f64,
+    rms_us: f64,
+    max_us: f64,
+    freq_ppm: f64,
+    packets: u64,
+}
+
+fn check(name: &str, b: &Bounds) {
+    let c = case(name).expect("case exists");
+    let r = run_case(&c, SEED, HOURS * 3600.0).expect("runs");
+    let m = r.metrics;
+    println!("{name}: {m:?} steps {}", r.steps);
+    assert!(!r.panicked, "{name}: panic");
+    assert_eq!(r.steps, 1, "{name}: one initial step");
+    let lock = m.time_to_lock.expect("locks");
+    assert!(lock <= b.lock_s, "{name}: lock at {lock} s");
+    assert!(
+        m.steady_rms * 1e6 <= b.rms_us,
+        "{name}: rms {}",
+        m.steady_rms
+    );
+    assert!(
+        m.steady_max * 1e6 <= b.max_us,
+        "{name}: max {}",
+        m.steady_max
+    );
+    assert!(
+        m.frequency_error_ppm <= b.freq_ppm,
+        "{name}: freq {}",
+        m.frequency_error_ppm
+    );
+    assert!(
+        m.packets_sent <= b.packets,
+        "{name}: packets {}",
+        m.packets_sent
+    );
+}
+
+// Thresholds: 1.5× the figure measured with seed 1 over 3 h (measured
+// figure in the comment beside each).
+
+#[test]
+fn lan() {
+    check(
+        "lan",
+        &Bounds {
+            lock_s: 723.0,   // 482 s
+            rms_us: 13.3,    // 8.91 µs
+            max_us: 29.2,    // 19.51 µs
+            freq_ppm: 0.009, // 0.00624 ppm
+            packets: 303,    // 202
+        },
+    );
+}
+
+#[test]
+fn wan() {
+    check(
+        "wan",
+        &Bounds {
+            lock_s: 1126.0,  // 751 s
+            rms_us: 1096.0,  // 731.33 µs
+            max_us: 1409.0,  // 939.58 µs
+            freq_ppm: 0.178, // 0.11895 ppm
+            packets: 289,    // 193
+        },
+    );
+}
+
+#[test]
+fn lossy() {
+    check(
+        "lossy",
+        &Bounds {
+            lock_s: 1686.0,   // 1124 s
+            rms_us: 16.7,     // 11.15 µs
+            max_us: 31.2,     // 20.80 µs
+            freq_ppm: 0.0044, // 0.00299 ppm
+            packets: 474,     // 316
+        },
+    );
+}
+
+#[test]
+fn spiky() {
+    check(
+        "spiky",
+        &Bounds {
+            lock_s: 762.0,    // 508 s
+            rms_us: 8.5,      // 5.67 µs
+            max_us: 13.0,     // 8.67 µs
+            freq_ppm: 0.0039, // 0.00260 ppm
+            packets: 283,     // 189
+        },
+    );
+}
+
+#[test]
+fn falseticker() {
+    check(
+        "falseticker",
+        &Bounds {
+            lock_s: 9703.0,  // 6469 s
+            rms_us: 358.0,   // 239.30 µs
+            max_us: 1497.0,  // 998.62 µs
+            freq_ppm: 0.124, // 0.08314 ppm
+            packets: 3672,   // 2448
+        },
+    );
+}
+
+fn lan_sim(seed: u64, path: Path) -> (Sim, strata_sim::HostId) {
+    let mut sim = Sim::new(seed);
+    let client = Node::new(NodeConfig {
+        discipline: strata_clock::discipline::DisciplineConfig {
+            min_poll: 4,
+            max_poll: 6,
+            ..client_discipline()
+        },
+        seed: sim.node_seed(0),
+        ..NodeConfig::default()
+    });
+    let server = Node::new(NodeConfig {
+        local_stratum: Some(1),
+        seed: sim.node_seed(1),
+        ..NodeConfig::default()
+    });
+    let c = sim.add_host("client", client, ClockModel::offset(0.5, 50.0));
+    let s = sim.add_host("server", server, ClockModel::perfect());
+    sim.connect(c, s, path).expect("valid path");
+    sim.add_server(c, s, 4, 6, true).expect("hosts exist");
+    sim.record(c).expect("host exists");
+    (sim, c)
+}
+
+#[test]
+fn same_seed_same_run_other_seed_other_run() {
+    let path = Path {
+        jitter: Jitter::Exponential { mean: 1e-3 },
+        loss: 0.1,
+        ..Path::symmetric(0.01)
+    };
+    let trace = |seed| {
+        let (mut sim, c) = lan_sim(seed, path);
+        sim.run_until(1800.0).expect("runs");
+        sim.trace(c).expect("trace").to_vec()
+    };
+    let a = trace(5);
+    assert_eq!(a.len(), 1801);
+    assert_eq!(a, trace(5));
+    assert_ne!(a, trace(6));
+}
+
+#[test]
+fn route_change_shifts_the_error_by_half_the_asymmetry() {
+    // Symmetric 10 ms, then the client→server direction becomes 20 ms:
+    // NTP cannot see asymmetry, so the client settles 5 ms ahead.
+    let path = Path {
+        route_change: Some(RouteChange {
+            at: 3600.0,
+            delay_ab: 0.020,
+            delay_ba: 0.010,
+        }),
+        ..Path::symmetric(0.010)
+    };
+    let (mut sim, c) = lan_sim(1, path);
+    sim.run_until(3600.0).expect("runs");
+    let before = sim.host(c).expect("host").clock.error(sim.now());
+    assert!(before.abs() < 100e-6, "before the change: {before}");
+    sim.run_until(4.0 * 3600.0).expect("runs");
+    let after = sim.host(c).expect("host").clock.error(sim.now());
+    assert!((after - 0.005).abs() < 300e-6, "after the change: {after}");
+}
+
+#[test]
+fn temperature_step_is_tracked() {
+    let (mut sim, c) = {
+        let mut sim = Sim::new(3);
+        let client = Node::new(NodeConfig {
+            discipline: client_discipline(),
+            seed: sim.node_seed(0),
+            ..NodeConfig::default()
+        });
+        let server = Node::new(NodeConfig {
+            local_stratum: Some(1),
+            ..NodeConfig::default()
+        });
+        let model = ClockModel {
+            frequency_steps: vec![(3600.0, 2.0)],
+            wander_ppm_per_sqrt_s: 1e-4,
+            ..ClockModel::offset(0.0, 20.0)
+        };
+        let c = sim.add_host("client", client, model);
+        let s = sim.add_host("server", server, ClockModel::perfect());
+        sim.connect(c, s, Path::symmetric(50e-6)).expect("path");
+        sim.add_server(c, s, 4, 10, true).expect("hosts");
+        sim.record(c).expect("host");
+        (sim, c)
+    };
+    sim.run_until(4.0 * 3600.0).expect("runs");
+    let last = *sim.trace(c).expect("trace").last().expect("records");
+    assert!(
+        last.oscillator_ppm > 21.5,
+        "step applied: {}",
+        last.oscillator_ppm
+    );
+    assert!(
+        (last.frequency_ppm + last.oscillator_ppm).abs() < 0.1,
+        "estimate {} vs oscillator {}",
+        last.frequency_ppm,
+        last.oscillator_ppm
+    );
+    assert!(last.error.abs() < 1e-3, "error {}", last.error);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let (mut sim, c) = lan_sim(1, Path::symmetric(0.001));
+    assert!(sim.connect(c, c, Path::symmetric(0.001)).is_err());
+    assert!(sim
+        .connect(c, strata_sim::HostId(99), Path::symmetric(0.001))
+        .is_err());
+    assert!(sim
+        .add_server(c, strata_sim::HostId(99), 4, 6, true)
+        .is_err());
+    assert!(sim.run_until(f64::NAN).is_err());
+    let bad = Path {
+        spike_probability: -0.1,
+        ..Path::symmetric(0.001)
+    };
+    let s = strata_sim::HostId(1);
+    assert!(sim.connect(c, s, bad).is_err());
+    assert!(run_case(&case("lan").expect("case"), 1, 0.0).is_err());
+}
