@@ -11,7 +11,7 @@ use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
 
 /// Every scenario, in the order `scenario all` runs them.
 pub fn all() -> Vec<Scenario> {
-    vec![smoke(), client_server()]
+    vec![smoke(), client_server(), super::interop::interop_chrony()]
 }
 
 fn end(node: &'static str, ifname: &'static str) -> End {

@@ -19,6 +19,7 @@
 pub mod config;
 mod defs;
 pub mod guard;
+mod interop;
 
 use std::{
     net::{IpAddr, SocketAddr},
