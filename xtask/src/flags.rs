@@ -20,6 +20,16 @@ xflags::xflags! {
         /// Build the daemons and show a two-hop chain (s1 <- c1 <- c2) converging
         /// live in network namespaces; ends with a summary and pass/FAIL (root only).
         cmd demo {}
+        /// Run the simulation case matrix (release build of strata-sim): a table per
+        /// case and plots in target/sim/CASE.png.
+        cmd sim {
+            /// Run only this case (lan, wan, lossy, spiky, falseticker).
+            optional --case case: String
+            /// Simulation seed (default 1).
+            optional --seed seed: u64
+            /// Simulated hours per case (default 4).
+            optional --hours hours: f64
+        }
         /// Delete leftover strata scenario namespaces (`st<4 hex>-*`) and their processes.
         cmd clean-netns {}
         /// Measure the clock error of the NTP server at ADDR against this host's clock.

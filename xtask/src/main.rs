@@ -7,6 +7,7 @@ mod demo;
 mod flags;
 mod probe;
 mod scenario;
+mod sim;
 mod tidy;
 
 use std::{
@@ -44,6 +45,14 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::Demo(_) => demo::cli(&sh),
+        flags::XtaskCmd::Sim(cmd) => sim::cli(
+            &sh,
+            &sim::Options {
+                case: cmd.case,
+                seed: cmd.seed,
+                hours: cmd.hours,
+            },
+        ),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
         flags::XtaskCmd::Probe(cmd) => {
             let addr = cmd
