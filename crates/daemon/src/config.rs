@@ -16,13 +16,14 @@ mod raw;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
+pub use raw::parse_prefix;
 
 /// The embedded default configuration (used when no file is given).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -60,6 +61,10 @@ pub struct Config {
     pub server: Vec<Server>,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[[instance]]`: named VPN instances (the `default` instance is implicit).
+    pub instance: Vec<Instance>,
+    /// `[[access]]`: access rules, in file order (first match wins per instance).
+    pub access: Vec<Access>,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -171,6 +176,134 @@ impl Server {
     pub const DEFAULT_MAXPOLL: i8 = 10;
 }
 
+/// Where a named instance's sockets live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InstancePlacement {
+    /// `device = "NAME"`: the daemon's namespace, every socket bound to this device
+    /// (`SO_BINDTODEVICE`, e.g. a VRF device).
+    Device(String),
+    /// `netns = "NAME"`: sockets created inside `/run/netns/NAME`.
+    Netns(String),
+}
+
+impl fmt::Display for InstancePlacement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstancePlacement::Device(d) => write!(f, "device {d}"),
+            InstancePlacement::Netns(n) => write!(f, "netns {n}"),
+        }
+    }
+}
+
+/// One `[[instance]]`: a named VPN instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Its unique name (never `"default"`).
+    pub name: String,
+    /// Where its sockets live.
+    pub placement: InstancePlacement,
+    /// Most dynamic (passive, broadcast/multicast) associations it may hold (default 100).
+    pub max_dynamic_sessions: usize,
+}
+
+impl Instance {
+    /// The default of `max-dynamic-sessions`.
+    pub const DEFAULT_MAX_DYNAMIC_SESSIONS: usize = 100;
+}
+
+/// What a matching source may do, least restrictive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessLevel {
+    /// May be a symmetric peer, and everything below.
+    Peer,
+    /// May get time (client requests are answered), and everything below.
+    Server,
+    /// May be used to synchronise our clock (its replies are accepted), and query.
+    Synchronization,
+    /// May only query status; time requests are not answered.
+    Query,
+}
+
+impl AccessLevel {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Peer => "peer",
+            AccessLevel::Server => "server",
+            AccessLevel::Synchronization => "synchronization",
+            AccessLevel::Query => "query",
+        }
+    }
+
+    /// Parse a configuration name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "peer" => Some(AccessLevel::Peer),
+            "server" => Some(AccessLevel::Server),
+            "synchronization" => Some(AccessLevel::Synchronization),
+            "query" => Some(AccessLevel::Query),
+            _ => None,
+        }
+    }
+}
+
+/// An address prefix such as `10.200.1.0/24` (host bits are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length, at most 32 (IPv4) or 128 (IPv6).
+    pub len: u8,
+}
+
+impl Prefix {
+    /// Whether `ip` lies in this prefix (an address of the other family never does).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// One `[[access]]`: sources in `prefixes` get `level` on `instance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The instance the rule applies to (default `"default"`).
+    pub instance: String,
+    /// What matching sources may do.
+    pub level: AccessLevel,
+    /// The source prefixes (IPv4 and IPv6 may be mixed).
+    pub prefixes: Vec<Prefix>,
+}
+
+impl Config {
+    /// The access rules of `instance`, in order (first match wins); none means everyone
+    /// gets [`AccessLevel::Server`].
+    pub fn access_rules(&self, instance: &str) -> Vec<(Prefix, AccessLevel)> {
+        self.access
+            .iter()
+            .filter(|a| a.instance == instance)
+            .flat_map(|a| a.prefixes.iter().map(move |p| (*p, a.level)))
+            .collect()
+    }
+}
+
 /// The level names a `[log] level` directive may end in.
 pub const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
@@ -206,6 +339,8 @@ impl Config {
             log: LogConfig {
                 level: "info".to_owned(),
             },
+            instance: Vec::new(),
+            access: Vec::new(),
             warnings: Vec::new(),
         }
     }

@@ -111,7 +111,7 @@ fn bad_file_reports_every_error_with_key_and_line() {
     assert!(message("listen[0].address").contains("host names are not supported"));
     assert_eq!(
         message("listen[0].instance"),
-        "unknown instance \"vpna\" (only \"default\" exists)"
+        "unknown instance \"vpna\" (declared: \"default\"; add an [[instance]] table)"
     );
     assert_eq!(
         message("server[0].minpoll"),

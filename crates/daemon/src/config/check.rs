@@ -134,6 +134,8 @@ enum Kind {
     /// A float; an integer is accepted too.
     Number,
     Bool,
+    /// An array of strings.
+    StrArray,
     Table(&'static [Field]),
     TableArray(&'static [Field]),
 }
@@ -145,6 +147,7 @@ impl Kind {
             Kind::Int => "an integer",
             Kind::Number => "a number",
             Kind::Bool => "a boolean",
+            Kind::StrArray => "an array of strings",
             Kind::Table(_) => "a table",
             Kind::TableArray(_) => "an array of tables",
         }
@@ -183,6 +186,17 @@ const SERVER: &[Field] = &[
     field("maxpoll", Kind::Int),
     field("iburst", Kind::Bool),
 ];
+const INSTANCE: &[Field] = &[
+    field("name", Kind::Str),
+    field("device", Kind::Str),
+    field("netns", Kind::Str),
+    field("max-dynamic-sessions", Kind::Int),
+];
+const ACCESS: &[Field] = &[
+    field("instance", Kind::Str),
+    field("level", Kind::Str),
+    field("prefixes", Kind::StrArray),
+];
 const ROOT: &[Field] = &[
     field("clock", Kind::Table(CLOCK)),
     field("discipline", Kind::Table(DISCIPLINE)),
@@ -191,12 +205,12 @@ const ROOT: &[Field] = &[
     field("log", Kind::Table(LOG)),
     field("listen", Kind::TableArray(LISTEN)),
     field("server", Kind::TableArray(SERVER)),
+    field("instance", Kind::TableArray(INSTANCE)),
+    field("access", Kind::TableArray(ACCESS)),
 ];
 
 /// Keys of features this version does not have yet.
 const NOT_YET: &[&str] = &[
-    "instance",
-    "access",
     "rate-limit",
     "peer",
     "multicast-server",
@@ -269,6 +283,18 @@ impl Checker<'_> {
                 | (Kind::Int, Node::Int(_))
                 | (Kind::Number, Node::Int(_) | Node::Float(_))
                 | (Kind::Bool, Node::Bool(_)) => Some(value.get_ref().clone()),
+                (Kind::StrArray, Node::Array(items)) => {
+                    let mut ok = true;
+                    for (i, item) in items.iter().enumerate() {
+                        if !matches!(item.get_ref(), Node::Str(_)) {
+                            let message =
+                                format!("expected a string, found {}", item.get_ref().kind_name());
+                            self.report(&key_path.index(i), item.span().start, message);
+                            ok = false;
+                        }
+                    }
+                    ok.then(|| value.get_ref().clone())
+                }
                 (Kind::Table(sub), Node::Table(sub_entries)) => {
                     Some(Node::Table(self.table(&key_path, sub_entries, sub)))
                 }
@@ -371,10 +397,12 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
                     checker.diagnostics.iter().map(|d| d.key.clone()).collect();
                 for KeyError { path, message } in errors {
                     let key = path.to_string();
+                    // Likewise an array pruned for a mistyped element.
                     if reported.iter().any(|r| {
                         key == *r
                             || key.starts_with(&format!("{r}."))
                             || key.starts_with(&format!("{r}["))
+                            || r.starts_with(&format!("{key}["))
                     }) {
                         continue;
                     }

@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use super::duration::parse_duration;
 use super::{
-    ClockBackend, ClockConfig, Config, ControlConfig, DisciplineConfig, Listen, LocalReference,
-    LogConfig, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS,
+    Access, AccessLevel, ClockBackend, ClockConfig, Config, ControlConfig, DisciplineConfig,
+    Instance, InstancePlacement, Listen, LocalReference, LogConfig, Prefix, Server,
+    DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS,
 };
 
 /// The lowest accepted poll exponent (1/16 s).
@@ -90,6 +91,29 @@ pub(crate) struct RawConfig {
     pub(crate) listen: Vec<RawListen>,
     #[serde(default)]
     pub(crate) server: Vec<RawServer>,
+    #[serde(default)]
+    pub(crate) instance: Vec<RawInstance>,
+    #[serde(default)]
+    pub(crate) access: Vec<RawAccess>,
+}
+
+/// One `[[instance]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawInstance {
+    pub(crate) name: Option<String>,
+    pub(crate) device: Option<String>,
+    pub(crate) netns: Option<String>,
+    pub(crate) max_dynamic_sessions: Option<i64>,
+}
+
+/// One `[[access]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawAccess {
+    pub(crate) instance: Option<String>,
+    pub(crate) level: Option<String>,
+    pub(crate) prefixes: Option<Vec<String>>,
 }
 
 /// `[clock]`.
@@ -242,18 +266,95 @@ fn non_empty_path(errors: &mut Errors, path: KeyPath, value: &str) -> Option<Pat
     }
 }
 
-fn instance(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> String {
+fn instance(
+    errors: &mut Errors,
+    path: KeyPath,
+    value: Option<&String>,
+    declared: &[Instance],
+) -> String {
     match value {
         None => DEFAULT_INSTANCE.to_owned(),
-        Some(name) if name == DEFAULT_INSTANCE => name.clone(),
+        Some(name) if name == DEFAULT_INSTANCE || declared.iter().any(|i| &i.name == name) => {
+            name.clone()
+        }
         Some(name) => {
+            let known: Vec<String> = std::iter::once(DEFAULT_INSTANCE)
+                .chain(declared.iter().map(|i| i.name.as_str()))
+                .map(|n| format!("\"{n}\""))
+                .collect();
             errors.push(
                 path,
-                format!("unknown instance \"{name}\" (only \"{DEFAULT_INSTANCE}\" exists)"),
+                format!(
+                    "unknown instance \"{name}\" (declared: {}; add an [[instance]] table)",
+                    known.join(", ")
+                ),
             );
             name.clone()
         }
     }
+}
+
+/// Longest network device name (IFNAMSIZ - 1).
+const MAX_DEVICE_NAME: usize = 15;
+
+fn valid_device_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DEVICE_NAME
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+}
+
+fn valid_netns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+}
+
+/// An address prefix `ip/len` (`10.200.1.0/24`, `fd00:200::/48`); a bare address is a host
+/// prefix. Host bits must be zero.
+///
+/// # Errors
+/// A message naming the text and what is wrong with it.
+pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "bad prefix \"{text}\": {why} (expected CIDR such as \"10.200.1.0/24\" or \"fd00:200::/48\")"
+        ))
+    };
+    let (ip_text, len_text) = match text.trim().split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text.trim(), None),
+    };
+    let Ok(addr) = ip_text.parse::<IpAddr>() else {
+        return bad("not a numeric IP address");
+    };
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len_text {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(len) if len <= max => len,
+            _ => return bad(&format!("the length must be 0..={max}")),
+        },
+    };
+    let prefix = Prefix { addr, len };
+    let network = match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    if network != addr {
+        return bad(&format!(
+            "host bits are set (did you mean {network}/{len}?)"
+        ));
+    }
+    Ok(prefix)
 }
 
 fn address(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> Option<SocketAddr> {
@@ -335,11 +436,19 @@ impl RawConfig {
             },
         };
 
+        let instances = self.validate_instances(&mut errors);
+        let access = self.validate_access(&mut errors, &instances);
+
         let mut listen = Vec::new();
         for (i, raw) in self.listen.iter().enumerate() {
             let base = KeyPath::keys(&["listen"]).index(i);
             let address = address(&mut errors, base.key("address"), raw.address.as_ref());
-            let instance = instance(&mut errors, base.key("instance"), raw.instance.as_ref());
+            let instance = instance(
+                &mut errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                &instances,
+            );
             if let Some(address) = address {
                 listen.push(Listen { address, instance });
             }
@@ -349,7 +458,12 @@ impl RawConfig {
         for (i, raw) in self.server.iter().enumerate() {
             let base = KeyPath::keys(&["server"]).index(i);
             let address = address(&mut errors, base.key("address"), raw.address.as_ref());
-            let instance = instance(&mut errors, base.key("instance"), raw.instance.as_ref());
+            let instance = instance(
+                &mut errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                &instances,
+            );
             let minpoll = poll(
                 &mut errors,
                 base.key("minpoll"),
@@ -396,11 +510,150 @@ impl RawConfig {
                 listen,
                 server,
                 log,
+                instance: instances,
+                access,
                 warnings: Vec::new(),
             })
         } else {
             Err(errors.0)
         }
+    }
+
+    fn validate_instances(&self, errors: &mut Errors) -> Vec<Instance> {
+        let mut out: Vec<Instance> = Vec::new();
+        for (i, raw) in self.instance.iter().enumerate() {
+            let base = KeyPath::keys(&["instance"]).index(i);
+            let name = match raw.name.as_deref() {
+                None => {
+                    errors.push(base.key("name"), "missing required key");
+                    None
+                }
+                Some(DEFAULT_INSTANCE) => {
+                    errors.push(
+                        base.key("name"),
+                        format!("\"{DEFAULT_INSTANCE}\" is the implicit default instance and cannot be declared"),
+                    );
+                    None
+                }
+                Some(n) if n.is_empty() || n.chars().any(|c| c.is_control() || c == '%') => {
+                    errors.push(
+                        base.key("name"),
+                        format!("bad instance name {n:?} (must be non-empty, without control characters or '%')"),
+                    );
+                    None
+                }
+                Some(n) if out.iter().any(|o| o.name == n) => {
+                    errors.push(base.key("name"), format!("duplicate instance name \"{n}\""));
+                    None
+                }
+                Some(n) => Some(n.to_owned()),
+            };
+            let placement = match (&raw.device, &raw.netns) {
+                (Some(_), Some(_)) => {
+                    errors.push(
+                        base.key("netns"),
+                        "give exactly one of `device` or `netns`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    errors.push(
+                        base.clone(),
+                        "missing `device` or `netns` (an instance needs exactly one)",
+                    );
+                    None
+                }
+                (Some(d), None) if !valid_device_name(d) => {
+                    errors.push(
+                        base.key("device"),
+                        format!("bad device name {d:?} (1..={MAX_DEVICE_NAME} bytes, no '/', ':' or spaces)"),
+                    );
+                    None
+                }
+                (None, Some(n)) if !valid_netns_name(n) => {
+                    errors.push(
+                        base.key("netns"),
+                        format!("bad namespace name {n:?} (a name under /run/netns, no '/')"),
+                    );
+                    None
+                }
+                (Some(d), None) => Some(InstancePlacement::Device(d.clone())),
+                (None, Some(n)) => Some(InstancePlacement::Netns(n.clone())),
+            };
+            let max_dynamic_sessions = match raw.max_dynamic_sessions {
+                None => Some(Instance::DEFAULT_MAX_DYNAMIC_SESSIONS),
+                Some(n) => match usize::try_from(n) {
+                    Ok(n) if n <= 1_000_000 => Some(n),
+                    _ => {
+                        errors.push(
+                            base.key("max-dynamic-sessions"),
+                            format!("{n} is out of range (0..=1000000)"),
+                        );
+                        None
+                    }
+                },
+            };
+            if let (Some(name), Some(placement), Some(max_dynamic_sessions)) =
+                (name, placement, max_dynamic_sessions)
+            {
+                out.push(Instance {
+                    name,
+                    placement,
+                    max_dynamic_sessions,
+                });
+            }
+        }
+        out
+    }
+
+    fn validate_access(&self, errors: &mut Errors, instances: &[Instance]) -> Vec<Access> {
+        let mut out = Vec::new();
+        for (i, raw) in self.access.iter().enumerate() {
+            let base = KeyPath::keys(&["access"]).index(i);
+            let before = errors.0.len();
+            let instance = instance(
+                errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                instances,
+            );
+            let level = match raw.level.as_deref() {
+                None => {
+                    errors.push(base.key("level"), "missing required key");
+                    None
+                }
+                Some(name) => AccessLevel::from_name(name).or_else(|| {
+                    errors.push(
+                        base.key("level"),
+                        format!("unknown access level \"{name}\" (expected \"peer\", \"server\", \"synchronization\" or \"query\")"),
+                    );
+                    None
+                }),
+            };
+            let mut prefixes = Vec::new();
+            match &raw.prefixes {
+                None => errors.push(base.key("prefixes"), "missing required key"),
+                Some(list) if list.is_empty() => {
+                    errors.push(base.key("prefixes"), "must list at least one prefix");
+                }
+                Some(list) => {
+                    for text in list {
+                        match parse_prefix(text) {
+                            Ok(p) => prefixes.push(p),
+                            Err(message) => errors.push(base.key("prefixes"), message),
+                        }
+                    }
+                }
+            }
+            if let (Some(level), true) = (level, errors.0.len() == before) {
+                out.push(Access {
+                    instance,
+                    level,
+                    prefixes,
+                });
+            }
+        }
+        out
     }
 
     fn validate_clock(&self, errors: &mut Errors, defaults: &ClockConfig) -> ClockConfig {
@@ -521,5 +774,37 @@ mod tests {
         assert!(parse_address("ntp.example.org:123").is_err());
         assert!(parse_address("10.0.0.1:99999").is_err());
         assert!(parse_address("").is_err());
+    }
+
+    #[test]
+    fn prefixes_parse_and_match() {
+        let p = parse_prefix("10.200.1.0/24").unwrap();
+        assert_eq!(p.len, 24);
+        assert!(p.contains("10.200.1.77".parse().unwrap()));
+        assert!(!p.contains("10.200.2.1".parse().unwrap()));
+        assert!(!p.contains("fd00:200::1".parse().unwrap()), "other family");
+        let all = parse_prefix("0.0.0.0/0").unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let v6 = parse_prefix("fd00:200::/48").unwrap();
+        assert!(v6.contains("fd00:200::5".parse().unwrap()));
+        assert!(!v6.contains("fd00:201::5".parse().unwrap()));
+        assert!(parse_prefix("::/0")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert_eq!(parse_prefix("10.200.1.9").unwrap().len, 32);
+        assert_eq!(parse_prefix("fd00::1").unwrap().len, 128);
+        for bad in [
+            "10.200.1.1/24",
+            "10.200.1.0/33",
+            "fd00::/129",
+            "x/8",
+            "",
+            "10.0.0.0/-1",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+        assert!(parse_prefix("10.200.1.1/24")
+            .unwrap_err()
+            .contains("10.200.1.0/24"));
     }
 }

@@ -1,0 +1,310 @@
+//! `[[instance]]` and `[[access]]`: parsing into the typed configuration, and `check-config`
+//! errors with key and line for every way an instance or access rule can be wrong.
+
+use strata_daemon::config::{self, AccessLevel, Diagnostic, Instance, InstancePlacement, Prefix};
+
+/// `(line, key, message)` of each diagnostic.
+fn found(diagnostics: &[Diagnostic]) -> Vec<(usize, &str, &str)> {
+    diagnostics
+        .iter()
+        .map(|d| (d.line, d.key.as_str(), d.message.as_str()))
+        .collect()
+}
+
+fn parse(text: &str) -> config::Config {
+    assert_eq!(config::check_str(text), vec![], "{text}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, text).expect("write");
+    config::load(Some(&path)).expect("valid configuration loads")
+}
+
+const GOOD: &str = r#"
+[[instance]]
+name = "vpna"
+netns = "pe1-vpna"
+
+[[instance]]
+name = "vpnb"
+device = "vrf-b"
+max-dynamic-sessions = 7
+
+[[listen]]
+address = "10.200.1.1:123"
+instance = "vpna"
+
+[[listen]]
+address = "10.200.1.1:123"
+instance = "vpnb"
+
+[[server]]
+address = "10.200.9.2"
+instance = "vpna"
+
+[[access]]
+instance = "vpna"
+level = "peer"
+prefixes = ["10.200.1.0/24", "fd00:200::/48"]
+
+[[access]]
+level = "synchronization"
+prefixes = ["0.0.0.0/0", "::/0"]
+
+[[access]]
+instance = "vpna"
+level = "query"
+prefixes = ["0.0.0.0/0"]
+"#;
+
+#[test]
+fn instances_and_access_rules_parse() {
+    let c = parse(GOOD);
+    assert_eq!(
+        c.instance,
+        vec![
+            Instance {
+                name: "vpna".to_owned(),
+                placement: InstancePlacement::Netns("pe1-vpna".to_owned()),
+                max_dynamic_sessions: 100,
+            },
+            Instance {
+                name: "vpnb".to_owned(),
+                placement: InstancePlacement::Device("vrf-b".to_owned()),
+                max_dynamic_sessions: 7,
+            },
+        ]
+    );
+    assert_eq!(c.listen[0].instance, "vpna");
+    assert_eq!(c.listen[1].instance, "vpnb");
+    assert_eq!(c.server[0].instance, "vpna");
+    // Per instance, in file order: first match wins.
+    let p = |t: &str| config::parse_prefix(t).expect("prefix");
+    assert_eq!(
+        c.access_rules("vpna"),
+        vec![
+            (p("10.200.1.0/24"), AccessLevel::Peer),
+            (p("fd00:200::/48"), AccessLevel::Peer),
+            (p("0.0.0.0/0"), AccessLevel::Query),
+        ]
+    );
+    assert_eq!(
+        c.access_rules("default"),
+        vec![
+            (p("0.0.0.0/0"), AccessLevel::Synchronization),
+            (p("::/0"), AccessLevel::Synchronization),
+        ]
+    );
+    assert_eq!(c.access_rules("vpnb"), vec![], "no rules: everyone server");
+    assert_eq!(
+        p("10.200.1.0/24"),
+        Prefix {
+            addr: "10.200.1.0".parse().unwrap(),
+            len: 24
+        }
+    );
+}
+
+#[test]
+fn the_config_sketch_instances_and_access_parse() {
+    // The instance and access part of the shared configuration sketch.
+    let c = parse(
+        r#"
+[[instance]]
+name = "vpna"
+netns = "pe1-vpna"
+
+[[instance]]
+name = "vpnb"
+device = "vrf-b"
+max-dynamic-sessions = 100
+
+[[access]]
+instance = "vpna"
+level = "peer"
+prefixes = ["10.200.1.0/24"]
+[[access]]
+level = "synchronization"
+prefixes = ["0.0.0.0/0", "::/0"]
+
+[[listen]]
+address = "0.0.0.0:123"
+[[listen]]
+address = "0.0.0.0:123"
+instance = "vpna"
+"#,
+    );
+    assert_eq!(c.instance.len(), 2);
+    assert_eq!(c.access.len(), 2);
+}
+
+#[test]
+fn instance_errors_have_key_and_line() {
+    let text = r#"[[instance]]
+name = "default"
+netns = "x"
+
+[[instance]]
+name = "vpna"
+device = "eth1"
+netns = "pe1-vpna"
+
+[[instance]]
+name = "vpnb"
+
+[[instance]]
+name = "vpnc"
+netns = "a"
+
+[[instance]]
+name = "vpnc"
+netns = "b"
+
+[[instance]]
+name = "vpnd"
+device = "a-device-name-too-long"
+max-dynamic-sessions = -1
+
+[[instance]]
+netns = "c"
+colour = "blue"
+
+[[listen]]
+address = "10.200.1.1"
+instance = "vpnz"
+
+[[server]]
+address = "10.200.1.2"
+instance = "vpnb"
+"#;
+    let d = config::check_str(text);
+    let got = found(&d);
+    let keys: Vec<(usize, &str)> = got.iter().map(|(l, k, _)| (*l, *k)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (2, "instance[0].name"),
+            (8, "instance[1].netns"),
+            (10, "instance[2]"),
+            (18, "instance[4].name"),
+            (23, "instance[5].device"),
+            (24, "instance[5].max-dynamic-sessions"),
+            (26, "instance[6].name"),
+            (28, "instance[6].colour"),
+            (32, "listen[0].instance"),
+            (36, "server[0].instance"),
+        ],
+        "{d:#?}"
+    );
+    let messages: Vec<&str> = got.iter().map(|(_, _, m)| *m).collect();
+    assert_eq!(
+        messages[..6],
+        [
+            "\"default\" is the implicit default instance and cannot be declared",
+            "give exactly one of `device` or `netns`, not both",
+            "missing `device` or `netns` (an instance needs exactly one)",
+            "duplicate instance name \"vpnc\"",
+            "bad device name \"a-device-name-too-long\" (1..=15 bytes, no '/', ':' or spaces)",
+            "-1 is out of range (0..=1000000)",
+        ]
+    );
+    assert_eq!(messages[6], "missing required key");
+    assert!(
+        messages[7].starts_with("unknown key `colour`"),
+        "{}",
+        messages[7]
+    );
+    // Only valid instances count as declared (vpnc once, not the invalid ones).
+    assert_eq!(
+        messages[8],
+        "unknown instance \"vpnz\" (declared: \"default\", \"vpnc\"; add an [[instance]] table)"
+    );
+    assert!(messages[9].starts_with("unknown instance \"vpnb\""));
+}
+
+#[test]
+fn missing_name_is_reported_at_the_table() {
+    let d = config::check_str("[[instance]]\nnetns = \"x\"\n");
+    assert_eq!(
+        found(&d),
+        vec![(1, "instance[0].name", "missing required key")]
+    );
+}
+
+#[test]
+fn access_errors_have_key_and_line() {
+    let text = r#"[[access]]
+level = "everything"
+prefixes = ["10.200.1.0/24"]
+
+[[access]]
+level = "peer"
+prefixes = ["10.200.1.1/24", "not-an-address", "10.0.0.0/40"]
+
+[[access]]
+level = "query"
+prefixes = []
+
+[[access]]
+instance = "vpnq"
+level = "server"
+prefixes = "10.200.1.0/24"
+
+[[access]]
+level = "server"
+prefixes = [1]
+
+[[access]]
+prefixes = ["::/0"]
+"#;
+    let d = config::check_str(text);
+    let got = found(&d);
+    let keys: Vec<(usize, &str)> = got.iter().map(|(l, k, _)| (*l, *k)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (2, "access[0].level"),
+            (7, "access[1].prefixes"),
+            (7, "access[1].prefixes"),
+            (7, "access[1].prefixes"),
+            (11, "access[2].prefixes"),
+            (14, "access[3].instance"),
+            (16, "access[3].prefixes"),
+            (20, "access[4].prefixes[0]"),
+            (22, "access[5].level"),
+        ],
+        "{d:#?}"
+    );
+    assert!(got[0].2.starts_with("unknown access level \"everything\""));
+    assert!(got[1]
+        .2
+        .contains("host bits are set (did you mean 10.200.1.0/24?)"));
+    assert!(got[2].2.contains("not a numeric IP address"));
+    assert!(got[3].2.contains("the length must be 0..=32"));
+    assert_eq!(got[4].2, "must list at least one prefix");
+    assert!(got[5].2.starts_with("unknown instance \"vpnq\""));
+    assert_eq!(got[6].2, "expected an array of strings, found a string");
+    assert_eq!(got[7].2, "expected a string, found an integer");
+    assert_eq!(got[8].2, "missing required key");
+}
+
+#[test]
+fn stratad_check_config_names_an_unknown_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[server]]\naddress = \"10.200.1.1\"\ninstance = \"blue\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratad"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run stratad");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(":3: server[0].instance: unknown instance \"blue\""),
+        "{stdout}"
+    );
+}
