@@ -51,6 +51,8 @@ pub const CALIBRATION_ATTEMPTS: u8 = 8;
 /// Consecutive mode-5 packets with a transmit timestamp going backwards
 /// that mean "the server restarted" rather than "a replay".
 const RESTART_BACKWARDS: u8 = 3;
+/// Missed mode-5 intervals after which a listening client recalibrates.
+const SILENCE_RECALIBRATE: f64 = 3.0;
 
 /// Identifies an association within a [`crate::Node`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -377,7 +379,7 @@ impl Association {
         if self.state == AssociationState::Denied || now < self.next_poll {
             return Polled::Nothing;
         }
-        if self.listen.is_some() {
+        if self.listen.is_some() && self.calibration.is_none() {
             return self.on_listen_timer(now);
         }
         let mut changed = Polled::Nothing;
@@ -795,13 +797,15 @@ impl Association {
         } else {
             listen.jumps = 0;
         }
-        let recalibrate = identity_changed || listen.jumps >= 2;
         // Reach: one bit per advertised interval since the last packet.
         let missed = self.last_rx.map_or(0.0, |t| {
             let gap = now.saturating_duration_since(t).as_secs_f64();
             let interval = poll_interval(pkt.poll).as_secs_f64().max(1e-3);
             ((gap / interval).round() - 1.0).clamp(0.0, 8.0)
         });
+        // A silence of several intervals (a server restart, a route
+        // change) or a lasting jump calls for a new calibration too.
+        let recalibrate = identity_changed || listen.jumps >= 2 || missed >= SILENCE_RECALIBRATE;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to 0..=8
         let missed = missed as u32;
         self.reach = self.reach.checked_shl(missed).unwrap_or(0);

@@ -1,5 +1,6 @@
-//! The server responder: a pure function from a client request to a
-//! server reply.
+//! The server responder: a pure function from a client request (mode 3)
+//! to a server reply (mode 4), or from a symmetric active packet (mode 1)
+//! to a stateless symmetric passive answer (mode 2).
 //!
 //! [`respond`] takes the request bytes, the receive and transmit
 //! timestamps and the node's [`ServerState`], and writes the reply into a
@@ -77,9 +78,13 @@ pub fn respond(
     out: &mut [u8],
 ) -> Result<usize, DropReason> {
     let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
-    if req.mode != Mode::Client {
-        return Err(DropReason::UnexpectedMode);
-    }
+    let mode = match req.mode {
+        Mode::Client => Mode::Server,
+        // A stateless answer to a symmetric active peer we keep no
+        // association for (ntpd's `nopeer` behaviour).
+        Mode::SymmetricActive => Mode::SymmetricPassive,
+        _ => return Err(DropReason::UnexpectedMode),
+    };
     let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
     let synced = state.is_synchronized();
     let reply = NtpRepr {
@@ -89,7 +94,7 @@ pub fn respond(
             Leap::Unsynchronized
         },
         version: req.version,
-        mode: Mode::Server,
+        mode,
         stratum: if synced { state.stratum } else { 0 },
         poll: req.poll,
         precision: state.precision,

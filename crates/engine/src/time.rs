@@ -36,7 +36,7 @@ impl Instant {
     #[must_use]
     pub fn from_secs_f64(secs: f64) -> Self {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating cast
-        Instant((secs * 1e9) as u64)
+        Instant((secs * 1e9).round() as u64)
     }
 
     /// Seconds since the origin.

@@ -1,248 +1,24 @@
 //! Client/server engine tests: two nodes on simulated clocks exchanging
 //! packets through an in-memory network with virtual time.
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod support;
 
-use strata_clock::discipline::{ClockCommand, DisciplineConfig};
-use strata_engine::{
-    ClientConfig, DropReason, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
-};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use strata_engine::{DropReason, InstanceId, Instant, Node, RecvMeta, SocketId};
 use strata_wire::{
     KissCode, Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId,
 };
-
-/// Unix time of the simulation's start.
-const EPOCH: i64 = 1_800_000_000;
-
-/// A free-running clock with an offset and a frequency error, steered by
-/// the engine's clock commands.
-struct SimClock {
-    /// Reading (seconds since EPOCH) at `anchor`.
-    reading: f64,
-    anchor: f64,
-    error_ppm: f64,
-    correction_ppm: f64,
-    steps: u32,
-}
-
-impl SimClock {
-    fn new(offset: f64, error_ppm: f64) -> Self {
-        SimClock {
-            reading: offset,
-            anchor: 0.0,
-            error_ppm,
-            correction_ppm: 0.0,
-            steps: 0,
-        }
-    }
-    fn read(&self, t: f64) -> f64 {
-        self.reading + (t - self.anchor) * (1.0 + (self.error_ppm + self.correction_ppm) * 1e-6)
-    }
-    fn stamp(&self, t: f64) -> NtpTimestamp {
-        NtpTimestamp::from_unix(EPOCH, 0) + NtpDuration::from_seconds(self.read(t))
-    }
-    /// Clock error against true time `t`: positive when ahead.
-    fn error(&self, t: f64) -> f64 {
-        self.read(t) - t
-    }
-    fn apply(&mut self, t: f64, cmd: ClockCommand) {
-        self.reading = self.read(t);
-        self.anchor = t;
-        match cmd {
-            ClockCommand::Step { offset } => {
-                self.reading += offset;
-                self.steps += 1;
-            }
-            ClockCommand::SetFrequency { ppm } => self.correction_ppm = ppm,
-        }
-    }
-}
-
-struct Host {
-    node: Node,
-    clock: SimClock,
-    addr: SocketAddr,
-    panicked: bool,
-}
-
-impl Host {
-    fn new(node: Node, clock: SimClock, addr: SocketAddr) -> Self {
-        Host {
-            node,
-            clock,
-            addr,
-            panicked: false,
-        }
-    }
-    fn drain_events(&mut self, t: f64) {
-        while let Some(e) = self.node.poll_event() {
-            match e {
-                Event::Clock(c) => self.clock.apply(t, c),
-                Event::Panic { .. } => self.panicked = true,
-                _ => {}
-            }
-        }
-    }
-}
-
-struct InFlight {
-    at: f64,
-    to: usize,
-    src: SocketAddr,
-    data: Vec<u8>,
-}
-
-/// Two or more hosts on one network with a fixed one-way delay.
-struct Net {
-    hosts: Vec<Host>,
-    queue: VecDeque<InFlight>,
-    t: f64,
-    one_way: f64,
-    /// Drop every packet to the host with this index when set.
-    blackhole: Option<usize>,
-}
-
-impl Net {
-    fn new(hosts: Vec<Host>, one_way: f64) -> Self {
-        Net {
-            hosts,
-            queue: VecDeque::new(),
-            t: 0.0,
-            one_way,
-            blackhole: None,
-        }
-    }
-
-    fn flush(&mut self, i: usize) {
-        let t = self.t;
-        let mut buf = [0u8; 1500];
-        loop {
-            let now = self.hosts[i].clock.stamp(t);
-            let Some(tx) = self.hosts[i].node.poll_transmit(now, &mut buf) else {
-                break;
-            };
-            if let Some(to) = self.hosts.iter().position(|h| h.addr == tx.dst) {
-                self.queue.push_back(InFlight {
-                    at: t + self.one_way,
-                    to,
-                    src: self.hosts[i].addr,
-                    data: buf[..tx.len].to_vec(),
-                });
-            }
-        }
-        self.hosts[i].drain_events(t);
-    }
-
-    /// Runs until true time `until`.
-    fn run_until(&mut self, until: f64) {
-        for i in 0..self.hosts.len() {
-            self.flush(i);
-        }
-        let mut steps = 0u64;
-        loop {
-            steps += 1;
-            assert!(steps < 10_000_000, "livelock");
-            let next_packet = self
-                .queue
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.at.total_cmp(&b.1.at))
-                .map(|(i, p)| (i, p.at));
-            let next_timer = self
-                .hosts
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| h.node.poll_timeout().map(|d| (i, d.as_secs_f64())))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            let packet_first = match (next_packet, next_timer) {
-                (Some((_, pa)), Some((_, ta))) => pa <= ta,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if packet_first {
-                let (qi, at) = next_packet.expect("packet");
-                if at > until {
-                    break;
-                }
-                self.t = self.t.max(at);
-                let p = self.queue.remove(qi).expect("queued");
-                if self.blackhole == Some(p.to) {
-                    continue;
-                }
-                let h = &mut self.hosts[p.to];
-                let meta = RecvMeta {
-                    instance: InstanceId::DEFAULT,
-                    socket: SocketId(0),
-                    listener: true,
-                    src: p.src,
-                    dst_ip: Some(h.addr.ip()),
-                    ifindex: None,
-                    rx_time: h.clock.stamp(self.t),
-                };
-                h.node
-                    .handle_datagram(Instant::from_secs_f64(self.t), &meta, &p.data);
-                self.flush(p.to);
-            } else {
-                let (hi, at) = next_timer.expect("timer");
-                if at > until {
-                    break;
-                }
-                self.t = self.t.max(at);
-                self.hosts[hi]
-                    .node
-                    .handle_timeout(Instant::from_secs_f64(self.t));
-                self.flush(hi);
-            }
-        }
-        self.t = until;
-    }
-}
-
-fn addr(last: u8) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 200, 1, last)), 123)
-}
-
-fn server_node() -> Node {
-    Node::new(NodeConfig {
-        local_stratum: Some(1),
-        ..NodeConfig::default()
-    })
-}
-
-fn client_node(step_threshold: f64, stepout: f64) -> Node {
-    Node::new(NodeConfig {
-        discipline: DisciplineConfig {
-            step_threshold,
-            stepout,
-            min_poll: -2,
-            max_poll: 0,
-            ..DisciplineConfig::default()
-        },
-        seed: 7,
-        ..NodeConfig::default()
-    })
-}
-
-fn client_config(server: SocketAddr, iburst: bool) -> ClientConfig {
-    ClientConfig {
-        instance: InstanceId::DEFAULT,
-        address: server,
-        minpoll: -2,
-        maxpoll: 0,
-        iburst,
-    }
-}
+use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock, EPOCH};
 
 #[test]
 fn client_steps_once_then_locks_frequency() {
-    let mut client = client_node(0.128, 2.0);
-    client.add_client(client_config(addr(1), true), Instant::ZERO);
+    let mut client = lab_node(0.128, 2.0, 7);
+    client.add_client(lab_config(addr(1), true), Instant::ZERO);
     let mut net = Net::new(
         vec![
-            Host::new(server_node(), SimClock::new(0.0, 0.0), addr(1)),
-            Host::new(client, SimClock::new(0.5, 50.0), addr(2)),
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(client, SimClock::new(0.5, 50.0), 2),
         ],
         0.000_05,
     );
@@ -285,12 +61,12 @@ fn client_steps_once_then_locks_frequency() {
 
 #[test]
 fn unreachable_server_decays_reach() {
-    let mut client = client_node(0.128, 2.0);
-    client.add_client(client_config(addr(1), false), Instant::ZERO);
+    let mut client = lab_node(0.128, 2.0, 7);
+    client.add_client(lab_config(addr(1), false), Instant::ZERO);
     let mut net = Net::new(
         vec![
-            Host::new(server_node(), SimClock::new(0.0, 0.0), addr(1)),
-            Host::new(client, SimClock::new(0.0, 0.0), addr(2)),
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(client, SimClock::new(0.0, 0.0), 2),
         ],
         0.000_05,
     );
@@ -304,7 +80,7 @@ fn unreachable_server_decays_reach() {
             .reach
     };
     assert_eq!(reach(&net), 0o377);
-    net.blackhole = Some(0);
+    net.hosts[0].down = true;
     net.run_until(40.1);
     assert_eq!(reach(&net), 0);
     let s = net.hosts[1]
@@ -317,8 +93,8 @@ fn unreachable_server_decays_reach() {
 
 /// A client node with one association, its first request, and its cookie.
 fn client_with_request() -> (Node, NtpTimestamp, NtpTimestamp) {
-    let mut node = client_node(0.128, 900.0);
-    node.add_client(client_config(addr(1), false), Instant::ZERO);
+    let mut node = lab_node(0.128, 900.0, 7);
+    node.add_client(lab_config(addr(1), false), Instant::ZERO);
     node.handle_timeout(Instant::ZERO);
     let mut buf = [0u8; 1500];
     let t1 = NtpTimestamp::from_unix(EPOCH, 0);
@@ -468,8 +244,8 @@ fn kod_deny_demobilises() {
 
 #[test]
 fn iburst_spacing_follows_short_polls() {
-    let mut node = client_node(0.128, 900.0);
-    node.add_client(client_config(addr(1), true), Instant::ZERO);
+    let mut node = lab_node(0.128, 900.0, 7);
+    node.add_client(lab_config(addr(1), true), Instant::ZERO);
     let mut sends = Vec::new();
     let mut buf = [0u8; 64];
     let mut t = Instant::ZERO;

@@ -1,0 +1,216 @@
+//! Symmetric active/passive engine tests on simulated clocks.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use strata_engine::{
+    AccessLevel, AccessRule, AssociationMode, DropReason, Event, InstanceId, Node,
+};
+use strata_wire::ReferenceId;
+use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
+
+fn peer_rule() -> Vec<AccessRule> {
+    vec![AccessRule {
+        prefix: IpAddr::V4(Ipv4Addr::new(10, 200, 1, 0)),
+        prefix_len: 24,
+        level: AccessLevel::Peer,
+    }]
+}
+
+fn session(node: &Node, net_t: f64, last: u8) -> Option<strata_engine::SessionStatus> {
+    node.sessions(strata_engine::Instant::from_secs_f64(net_t))
+        .find(|s| s.address == addr(last))
+}
+
+fn dropped(node: &Node, reason: DropReason) -> u64 {
+    node.instances().next().expect("default").2.dropped(reason)
+}
+
+/// U1 (stratum 1) serves A; U3 (stratum 3) serves B; A is symmetric
+/// active toward B; B lets 10.200.1.0/24 peer.
+fn topology() -> Net {
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_client(lab_config(addr(1), true), net0());
+    a.add_peer(lab_config(addr(3), false), net0());
+    let mut b = lab_node(0.128, 2.0, 2);
+    b.set_access(InstanceId::DEFAULT, peer_rule());
+    b.add_client(lab_config(addr(4), true), net0());
+    Net::new(
+        vec![
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(a, SimClock::new(0.2, 20.0), 2),
+            Host::new(b, SimClock::new(-0.3, -15.0), 3),
+            // U3: stratum 3, its clock 2 ms off (it is a worse source).
+            Host::new(server_node(3), SimClock::new(0.002, 0.0), 4),
+        ],
+        0.000_1,
+    )
+}
+
+fn net0() -> strata_engine::Instant {
+    strata_engine::Instant::ZERO
+}
+
+#[test]
+fn peers_converge_and_stratum_follows_the_better_side() {
+    let mut net = topology();
+    net.run_until(120.0);
+    let (a, b) = (&net.hosts[1], &net.hosts[2]);
+    assert_eq!(a.node.status().server.stratum, 2);
+    assert_eq!(
+        b.node.status().server.stratum,
+        3,
+        "B prefers A (3) over U3 (4)"
+    );
+    assert!(
+        a.clock.error(net.t).abs() < 1e-3,
+        "A error {}",
+        a.clock.error(net.t)
+    );
+    assert!(
+        b.clock.error(net.t).abs() < 1e-3,
+        "B error {}",
+        b.clock.error(net.t)
+    );
+    let at_a = session(&a.node, net.t, 3).expect("A's peer B");
+    assert_eq!(at_a.mode, AssociationMode::SymmetricActive);
+    assert_eq!(at_a.state.as_str(), "reachable");
+    assert!(at_a.reach != 0);
+    assert!(at_a.calibrations >= 1);
+    let at_b = session(&b.node, net.t, 2).expect("B's passive association with A");
+    assert_eq!(at_b.mode, AssociationMode::SymmetricPassive);
+    assert!(at_b.selected);
+    // A began with a client/server volley, then spoke mode 1.
+    assert!(a.sent_by_mode[3] >= 4);
+    assert!(a.sent_by_mode[1] > 20);
+    assert!(b.sent_by_mode[2] > 20);
+}
+
+#[test]
+fn losing_the_upstream_never_loops_and_falls_back() {
+    let mut net = topology();
+    net.run_until(60.0);
+    net.hosts[0].down = true; // U1 dies
+    let a_refid = ReferenceId::from_ipv4(Ipv4Addr::new(10, 200, 1, 2));
+    let b_refid = ReferenceId::from_ipv4(Ipv4Addr::new(10, 200, 1, 3));
+    let mut t = 60.0;
+    while t < 240.0 {
+        t += 0.25;
+        net.run_until(t);
+        let a = net.hosts[1].node.status();
+        let b = net.hosts[2].node.status();
+        // A never selects B while B is synchronised to A.
+        if a.server.reference_id == b_refid {
+            assert_ne!(b.server.reference_id, a_refid, "timing loop at t={t}");
+        }
+    }
+    let a = net.hosts[1].node.status();
+    let b = net.hosts[2].node.status();
+    assert_eq!(b.server.stratum, 4, "B falls back to U3");
+    assert_eq!(a.server.stratum, 5, "A synchronises from B");
+    assert_eq!(a.server.reference_id, b_refid);
+    assert!(net.hosts[1].clock.error(net.t).abs() < 5e-3);
+}
+
+#[test]
+fn passive_association_demobilised_when_active_falls_silent() {
+    let mut net = topology();
+    net.run_until(60.0);
+    assert!(session(&net.hosts[2].node, net.t, 2).is_some());
+    net.hosts[1].down = true; // A dies
+    net.run_until(120.0);
+    assert!(
+        session(&net.hosts[2].node, net.t, 2).is_none(),
+        "passive association removed"
+    );
+    assert!(net.hosts[2]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Demobilized { .. })));
+    assert_eq!(net.hosts[2].node.status().server.stratum, 4);
+}
+
+#[test]
+fn without_a_peer_rule_mode_1_gets_stateless_mode_2() {
+    // B has no rules: everyone gets "server", which serves time but does
+    // not mobilise a passive association.
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_peer(lab_config(addr(3), false), net0());
+    let net_b = server_node(2);
+    let mut net = Net::new(
+        vec![
+            Host::new(a, SimClock::new(0.3, 10.0), 2),
+            Host::new(net_b, SimClock::new(0.0, 0.0), 3),
+        ],
+        0.000_1,
+    );
+    net.run_until(60.0);
+    let b = &net.hosts[1];
+    assert_eq!(
+        b.node.sessions(net.now()).count(),
+        0,
+        "no passive association"
+    );
+    assert!(b.sent_by_mode[2] > 10, "stateless mode-2 answers");
+    let a = &net.hosts[0];
+    assert_eq!(a.node.status().server.stratum, 3);
+    assert!(a.clock.error(net.t).abs() < 1e-3);
+}
+
+#[test]
+fn access_below_time_service_gets_nothing() {
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_peer(lab_config(addr(3), false), net0());
+    let mut b = server_node(2);
+    b.set_access(
+        InstanceId::DEFAULT,
+        vec![AccessRule {
+            prefix: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            prefix_len: 0,
+            level: AccessLevel::Query,
+        }],
+    );
+    let mut net = Net::new(
+        vec![
+            Host::new(a, SimClock::new(0.1, 10.0), 2),
+            Host::new(b, SimClock::new(0.0, 0.0), 3),
+        ],
+        0.000_1,
+    );
+    net.run_until(30.0);
+    let b = &net.hosts[1];
+    assert_eq!(b.sent_by_mode.iter().sum::<u32>(), 0);
+    assert!(dropped(&b.node, DropReason::AccessDenied) > 0);
+    assert!(!net.hosts[0].node.status().synchronized);
+}
+
+#[test]
+fn dynamic_session_limit_caps_passive_associations() {
+    // Three actives toward B, which allows one dynamic session.
+    let mut hosts = Vec::new();
+    let mut b = server_node(2);
+    b.set_access(InstanceId::DEFAULT, peer_rule());
+    b.set_max_dynamic(InstanceId::DEFAULT, 1);
+    hosts.push(Host::new(b, SimClock::new(0.0, 0.0), 3));
+    for last in [5, 6, 7] {
+        let mut a = lab_node(0.128, 2.0, u64::from(last));
+        a.add_peer(lab_config(addr(3), false), net0());
+        hosts.push(Host::new(a, SimClock::new(0.0, 0.0), last));
+    }
+    let mut net = Net::new(hosts, 0.000_1);
+    net.run_until(30.0);
+    let b = &net.hosts[0];
+    let passive: Vec<_> = b.node.sessions(net.now()).collect();
+    assert_eq!(passive.len(), 1);
+    let first = passive[0].address;
+    assert!(dropped(&b.node, DropReason::SessionLimit) > 0);
+    net.run_until(60.0);
+    let again: Vec<_> = net.hosts[0].node.sessions(net.now()).collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].address, first,
+        "the existing association is untouched"
+    );
+    assert!(again[0].reach != 0);
+}
