@@ -29,7 +29,8 @@ pub use assoc::{
 };
 pub use counters::{Counters, DropReason};
 pub use node::{
-    Event, InstanceId, Node, NodeConfig, RecvMeta, SessionStatus, SocketId, SystemStatus, Transmit,
+    BroadcastServerConfig, Event, InstanceId, Node, NodeConfig, RecvMeta, SessionStatus, SocketId,
+    SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
 };
 pub use server::{respond, ServerState};
 pub use strata_clock::discipline::ClockCommand;
