@@ -119,6 +119,23 @@ pub struct InstanceCounters {
     pub dropped: BTreeMap<String, u64>,
     /// Kiss-o'-death packets sent.
     pub kod_sent: u64,
+    /// `"up"`, or `"down"` while its device or namespace is missing (retried).
+    #[serde(default = "default_state")]
+    pub state: String,
+    /// Where its sockets live: `"default"`, `"device NAME"` or `"netns NAME"`.
+    #[serde(default = "default_placement")]
+    pub placement: String,
+    /// Why the instance is down, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn default_state() -> String {
+    "up".to_owned()
+}
+
+fn default_placement() -> String {
+    "default".to_owned()
 }
 
 /// One association (`stratactl sessions --json` prints an array of these).
@@ -385,8 +402,13 @@ pub fn render_status(status: &Status) -> String {
     for (name, counters) in &status.instances {
         let dropped: u64 = counters.dropped.values().sum();
         let mut value = format!(
-            "received {}, sent {}, dropped {}, kod sent {}",
-            counters.received, counters.sent, dropped, counters.kod_sent
+            "{} ({}), received {}, sent {}, dropped {}, kod sent {}",
+            counters.state,
+            counters.placement,
+            counters.received,
+            counters.sent,
+            dropped,
+            counters.kod_sent
         );
         if !counters.dropped.is_empty() {
             let reasons: Vec<String> = counters
@@ -395,6 +417,9 @@ pub fn render_status(status: &Status) -> String {
                 .map(|(reason, n)| format!("{reason} {n}"))
                 .collect();
             let _ = write!(value, " ({})", reasons.join(", "));
+        }
+        if let Some(error) = &counters.error {
+            let _ = write!(value, "; {error}");
         }
         rows.push((format!("instance {name}"), value));
     }

@@ -7,6 +7,19 @@
 //! every input the loop drains the node's transmits (reading the clock
 //! right before each, so the transmit timestamp is as late as possible)
 //! and its events (clock commands are applied in order).
+//!
+//! # Instances
+//!
+//! Every `[[instance]]` is one engine instance whose sockets (listeners and
+//! client sockets) are opened with its placement: bound to a device
+//! (`SO_BINDTODEVICE`) or created inside a named network namespace. An
+//! instance whose device or namespace is missing, or disappears, is marked
+//! down, its sockets are closed, and it is retried every few seconds
+//! (bounded backoff) while the other instances keep running; the daemon
+//! never exits for it. A socket of the default instance drops (counting
+//! `foreign-instance`) datagrams that arrived on an interface of a
+//! device-bound instance, so VPN traffic never leaks into the default
+//! instance.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,7 +31,8 @@ use anyhow::{bail, Context as _};
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
-    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
+    AccessLevel as EngineAccess, AccessRule, ClientConfig, Event, InstanceId, Instant, Node,
+    NodeConfig, RecvMeta, SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
@@ -27,8 +41,36 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ClockBackend, Config};
+use crate::config::{ClockBackend, Config, InstancePlacement, DEFAULT_INSTANCE};
 use crate::control::{self, InstanceCounters, Reply, Request, Session, Status};
+
+/// How often instance health is checked and down instances are retried.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// The first retry delay of a down instance.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest retry delay of a down instance.
+const RETRY_MAX: Duration = Duration::from_secs(8);
+/// The drop reason counted by the daemon for datagrams that reached the
+/// default instance through an interface of a device-bound instance.
+pub const FOREIGN_INSTANCE: &str = "foreign-instance";
+
+/// The daemon's view of one instance: placement, listeners and health.
+struct InstanceRt {
+    name: String,
+    placement: Placement,
+    /// The `[[listen]]` addresses of this instance.
+    listen: Vec<SocketAddr>,
+    up: bool,
+    /// Why the instance is down (or its last failure).
+    error: Option<String>,
+    retry_at: std::time::Instant,
+    backoff: Duration,
+    /// Device-bound: the device's ifindex and those of its lower devices
+    /// (the interfaces enslaved to a VRF).
+    ifindexes: Vec<u32>,
+    /// Datagrams dropped by the daemon itself, by reason.
+    dropped: BTreeMap<String, u64>,
+}
 
 /// Largest datagram read; longer ones are truncated and then dropped as
 /// malformed by the engine.
@@ -49,6 +91,7 @@ struct Socket {
     io: Arc<AsyncFd<UdpSocket>>,
     instance: InstanceId,
     listener: bool,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 /// A running daemon's state, owned by the event loop.
@@ -60,6 +103,7 @@ struct Daemon {
     /// Client sockets per (instance, IPv6?).
     client_sockets: HashMap<(InstanceId, bool), SocketId>,
     instance_names: HashMap<InstanceId, String>,
+    instances: BTreeMap<InstanceId, InstanceRt>,
     rx: mpsc::Sender<Datagram>,
     next_socket: u32,
     drift_file: Option<PathBuf>,
@@ -109,19 +153,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sockets: HashMap::new(),
         client_sockets: HashMap::new(),
         instance_names: HashMap::from([(InstanceId::DEFAULT, "default".to_owned())]),
+        instances: BTreeMap::new(),
         rx,
         next_socket: 0,
         drift_file: config.clock.drift_file.clone(),
         backend_name,
     };
 
-    for listen in &config.listen {
-        let instance = daemon.instance(&listen.instance);
+    daemon.setup_instances(&config);
+    for listen in config
+        .listen
+        .iter()
+        .filter(|l| l.instance == DEFAULT_INSTANCE)
+    {
         daemon
-            .open_socket(instance, listen.address, true)
+            .open_socket(
+                InstanceId::DEFAULT,
+                listen.address,
+                true,
+                &Placement::Default,
+            )
             .with_context(|| format!("listen address {}", listen.address))?;
         tracing::info!(address = %listen.address, instance = %listen.instance, "serving time");
     }
+    daemon.maintain();
     let now = daemon.now();
     for server in &config.server {
         let instance = daemon.instance(&server.instance);
@@ -145,6 +200,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(clock = backend_name, "stratad running");
 
     daemon.flush()?;
@@ -167,6 +224,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let now = daemon.now();
                 daemon.node.handle_timeout(now);
             }
+            _ = maintenance.tick() => daemon.maintain(),
             Some(req) = ctl_rx.recv() => {
                 let reply = daemon.answer(&req.request);
                 let _ = req.reply.send(reply);
@@ -195,15 +253,176 @@ impl Daemon {
         id
     }
 
+    /// Registers every instance with the node (limits, access rules, local
+    /// addresses); named instances start down and are brought up by
+    /// [`Daemon::maintain`].
+    fn setup_instances(&mut self, config: &Config) {
+        let now = std::time::Instant::now();
+        let named = config.instance.iter().map(|i| {
+            let placement = match &i.placement {
+                InstancePlacement::Device(d) => Placement::Device(d.clone()),
+                InstancePlacement::Netns(n) => Placement::Netns(n.clone()),
+            };
+            (i.name.as_str(), placement, Some(i.max_dynamic_sessions))
+        });
+        for (name, placement, max_dynamic) in
+            std::iter::once((DEFAULT_INSTANCE, Placement::Default, None)).chain(named)
+        {
+            let id = self.instance(name);
+            if let Some(max) = max_dynamic {
+                self.node.set_max_dynamic(id, max);
+            }
+            let rules: Vec<AccessRule> = config
+                .access_rules(name)
+                .into_iter()
+                .map(|(p, level)| AccessRule {
+                    prefix: p.addr,
+                    prefix_len: p.len,
+                    level: engine_level(level),
+                })
+                .collect();
+            self.node.set_access(id, rules);
+            let listen: Vec<SocketAddr> = config
+                .listen
+                .iter()
+                .filter(|l| l.instance == name)
+                .map(|l| l.address)
+                .collect();
+            let locals: Vec<IpAddr> = listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            self.node.set_local_addresses(id, &locals);
+            let default = placement == Placement::Default;
+            self.instances.insert(
+                id,
+                InstanceRt {
+                    name: name.to_owned(),
+                    placement,
+                    listen,
+                    up: default,
+                    error: None,
+                    retry_at: now,
+                    backoff: RETRY_MIN,
+                    ifindexes: Vec::new(),
+                    dropped: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    /// Checks the health of up instances (their namespace or device still
+    /// exists) and retries down instances whose retry time has come.
+    fn maintain(&mut self) {
+        let now = std::time::Instant::now();
+        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
+        for id in ids {
+            let Some(inst) = self.instances.get(&id) else {
+                continue;
+            };
+            match (&inst.placement, inst.up) {
+                (Placement::Default, _) => {}
+                (placement, true) => match placement_ifindexes(placement) {
+                    Ok(ifindexes) if placement_matches(placement, &inst.ifindexes, &ifindexes) => {
+                        if let Some(inst) = self.instances.get_mut(&id) {
+                            inst.ifindexes = ifindexes;
+                        }
+                    }
+                    Ok(_) => self.take_down(id, "its device was replaced".to_owned()),
+                    Err(e) => self.take_down(id, format!("{e:#}")),
+                },
+                (_, false) if now >= inst.retry_at => {
+                    if let Err(e) = self.bring_up(id) {
+                        self.retry_later(id, format!("{e:#}"));
+                    }
+                }
+                (_, false) => {}
+            }
+        }
+    }
+
+    /// Opens an instance's listeners with its placement and marks it up;
+    /// on failure nothing stays open.
+    fn bring_up(&mut self, id: InstanceId) -> anyhow::Result<()> {
+        let Some(inst) = self.instances.get(&id) else {
+            bail!("unknown instance");
+        };
+        let placement = inst.placement.clone();
+        let listen = inst.listen.clone();
+        let name = inst.name.clone();
+        let ifindexes = placement_ifindexes(&placement)?;
+        let mut opened = Vec::new();
+        for address in &listen {
+            match self.open_socket(id, *address, true, &placement) {
+                Ok(s) => opened.push(s),
+                Err(e) => {
+                    for s in opened {
+                        self.close_socket(s);
+                    }
+                    return Err(e.context(format!("listen address {address}")));
+                }
+            }
+        }
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.up = true;
+            inst.error = None;
+            inst.backoff = RETRY_MIN;
+            inst.ifindexes = ifindexes;
+        }
+        tracing::info!(instance = %name, placement = %placement, listeners = listen.len(), "instance up");
+        Ok(())
+    }
+
+    /// Marks an instance down after a failure, closing its sockets, and
+    /// schedules a retry.
+    fn take_down(&mut self, id: InstanceId, why: String) {
+        let sockets: Vec<SocketId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.instance == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for s in sockets {
+            self.close_socket(s);
+        }
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.up = false;
+            inst.backoff = RETRY_MIN;
+            inst.ifindexes.clear();
+        }
+        self.retry_later(id, why);
+    }
+
+    fn retry_later(&mut self, id: InstanceId, why: String) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(instance = %inst.name, placement = %inst.placement, retry_s = inst.backoff.as_secs(), "instance down: {why}");
+        }
+        inst.error = Some(why);
+        inst.retry_at = std::time::Instant::now() + inst.backoff;
+        inst.backoff = (inst.backoff * 2).min(RETRY_MAX);
+    }
+
+    fn close_socket(&mut self, id: SocketId) {
+        if let Some(sock) = self.sockets.remove(&id) {
+            sock.reader.abort();
+        }
+        self.client_sockets.retain(|_, s| *s != id);
+    }
+
     fn open_socket(
         &mut self,
         instance: InstanceId,
         local: SocketAddr,
         listener: bool,
+        placement: &Placement,
     ) -> anyhow::Result<SocketId> {
         let socket = UdpSocket::open(&SocketOptions {
             local,
-            placement: Placement::Default,
+            placement: placement.clone(),
             reuse_port: false,
             broadcast: false,
         })?;
@@ -214,13 +433,14 @@ impl Daemon {
         // open as long as the `AsyncFd` holding it, so this use is sound.
         #[allow(deprecated)]
         let io = Arc::new(AsyncFd::new(socket)?);
-        tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
+        let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
         self.sockets.insert(
             id,
             Socket {
                 io,
                 instance,
                 listener,
+                reader,
             },
         );
         Ok(id)
@@ -235,15 +455,39 @@ impl Daemon {
         } else {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
         };
-        let id = self.open_socket(instance, local, false)?;
-        self.client_sockets.insert((instance, v6), id);
-        Ok(id)
+        let placement = match self.instances.get(&instance) {
+            Some(inst) if inst.up => inst.placement.clone(),
+            Some(inst) => bail!(
+                "instance {} is down: {}",
+                inst.name,
+                inst.error.as_deref().unwrap_or("not up yet")
+            ),
+            None => Placement::Default,
+        };
+        match self.open_socket(instance, local, false, &placement) {
+            Ok(id) => {
+                self.client_sockets.insert((instance, v6), id);
+                Ok(id)
+            }
+            Err(e) if placement != Placement::Default => {
+                let why = format!("client socket: {e:#}");
+                self.take_down(instance, why.clone());
+                bail!(why)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn handle_datagram(&mut self, d: &Datagram) {
         let Some(sock) = self.sockets.get(&d.socket) else {
             return;
         };
+        if sock.instance == InstanceId::DEFAULT && self.is_foreign(d.meta.ifindex) {
+            if let Some(inst) = self.instances.get_mut(&InstanceId::DEFAULT) {
+                *inst.dropped.entry(FOREIGN_INSTANCE.to_owned()).or_default() += 1;
+            }
+            return;
+        }
         let host = NtpTimestamp::from_unix(d.meta.rx_time.secs, d.meta.rx_time.nanos);
         let meta = RecvMeta {
             instance: sock.instance,
@@ -256,6 +500,17 @@ impl Daemon {
         };
         let now = self.now();
         self.node.handle_datagram(now, &meta, &d.data);
+    }
+
+    /// Whether `ifindex` belongs to an up device-bound instance.
+    fn is_foreign(&self, ifindex: Option<u32>) -> bool {
+        ifindex.is_some_and(|i| {
+            self.instances.values().any(|inst| {
+                inst.up
+                    && matches!(inst.placement, Placement::Device(_))
+                    && inst.ifindexes.contains(&i)
+            })
+        })
     }
 
     /// Sends what the node wants sent and applies its events.
@@ -271,7 +526,7 @@ impl Daemon {
                 None => match self.client_socket(tx.instance, tx.dst.is_ipv6()) {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(dst = %tx.dst, "no client socket: {e:#}");
+                        tracing::debug!(dst = %tx.dst, "no client socket: {e:#}");
                         continue;
                     }
                 },
@@ -340,17 +595,35 @@ impl Daemon {
                 let instances = self
                     .node
                     .instances()
-                    .map(|(_, name, c)| {
+                    .map(|(id, name, c)| {
+                        let mut dropped = c
+                            .dropped_by_reason()
+                            .map(|(r, n)| (r.as_str().to_owned(), n))
+                            .collect::<BTreeMap<_, _>>();
+                        let mut received = c.received;
+                        let rt = self.instances.get(&id);
+                        for (reason, n) in rt.map(|i| &i.dropped).into_iter().flatten() {
+                            *dropped.entry(reason.clone()).or_default() += n;
+                            received += n;
+                        }
                         (
                             name.to_owned(),
                             InstanceCounters {
-                                received: c.received,
+                                received,
                                 sent: c.sent,
-                                dropped: c
-                                    .dropped_by_reason()
-                                    .map(|(r, n)| (r.as_str().to_owned(), n))
-                                    .collect::<BTreeMap<_, _>>(),
+                                dropped,
                                 kod_sent: c.kod_sent,
+                                state: if rt.is_none_or(|i| i.up) {
+                                    "up"
+                                } else {
+                                    "down"
+                                }
+                                .to_owned(),
+                                placement: rt.map_or_else(
+                                    || "default".to_owned(),
+                                    |i| placement_name(&i.placement),
+                                ),
+                                error: rt.and_then(|i| if i.up { None } else { i.error.clone() }),
                             },
                         )
                     })
@@ -412,6 +685,65 @@ impl Daemon {
         if let Err(e) = write_drift_file(path, ppm) {
             tracing::warn!(path = %path.display(), "cannot write drift file: {e}");
         }
+    }
+}
+
+/// The status text of a placement: `default`, `device NAME`, `netns NAME`.
+fn placement_name(placement: &Placement) -> String {
+    match placement {
+        Placement::Default => "default".to_owned(),
+        Placement::Device(d) => format!("device {d}"),
+        Placement::Netns(n) => format!("netns {n}"),
+    }
+}
+
+fn engine_level(level: crate::config::AccessLevel) -> EngineAccess {
+    use crate::config::AccessLevel as L;
+    match level {
+        L::Peer => EngineAccess::Peer,
+        L::Server => EngineAccess::Server,
+        L::Synchronization => EngineAccess::Synchronization,
+        L::Query => EngineAccess::Query,
+    }
+}
+
+/// Whether a placement is usable now; for a device, its ifindex followed
+/// by those of its lower devices (the interfaces enslaved to a VRF).
+fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u32>> {
+    match placement {
+        Placement::Default => Ok(Vec::new()),
+        Placement::Netns(name) => {
+            if strata_net::netns_exists(name) {
+                Ok(Vec::new())
+            } else {
+                Err(strata_net::NetError::NoSuchNamespace(name.clone()).into())
+            }
+        }
+        Placement::Device(dev) => {
+            let mut out = vec![strata_net::ifindex(dev)?];
+            let dir = Path::new("/sys/class/net").join(dev);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let Some(lower) = name.to_str().and_then(|n| n.strip_prefix("lower_")) else {
+                        continue;
+                    };
+                    if let Ok(i) = strata_net::ifindex(lower) {
+                        out.push(i);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Whether a device-bound instance still has the device it was brought up
+/// with (same ifindex); other placements always match.
+fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool {
+    match placement {
+        Placement::Device(_) => before.first() == now.first(),
+        _ => true,
     }
 }
 

@@ -24,6 +24,18 @@ fn status() -> Status {
             sent: 9,
             dropped,
             kod_sent: 1,
+            state: "up".to_owned(),
+            placement: "default".to_owned(),
+            error: None,
+        },
+    );
+    instances.insert(
+        "vpna".to_owned(),
+        InstanceCounters {
+            state: "down".to_owned(),
+            placement: "netns pe1-vpna".to_owned(),
+            error: Some("network namespace \"pe1-vpna\" does not exist".to_owned()),
+            ..InstanceCounters::default()
         },
     );
     Status {
@@ -106,8 +118,21 @@ fn status_reply_has_the_documented_field_names() {
     assert_eq!(s["offset_s"], -0.012_345);
     assert_eq!(
         keys(&s["instances"]["default"]),
-        vec!["dropped", "kod_sent", "received", "sent"]
+        vec![
+            "dropped",
+            "kod_sent",
+            "placement",
+            "received",
+            "sent",
+            "state"
+        ]
     );
+    assert_eq!(s["instances"]["default"]["state"], "up");
+    assert_eq!(s["instances"]["vpna"]["state"], "down");
+    assert_eq!(s["instances"]["vpna"]["placement"], "netns pe1-vpna");
+    assert!(s["instances"]["vpna"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("does not exist")));
     assert_eq!(s["instances"]["default"]["dropped"]["rate-limit"], 3);
     // Absent optionals are null, not missing.
     let mut unsynced = status();

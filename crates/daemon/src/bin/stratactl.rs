@@ -1,6 +1,7 @@
 //! `stratactl`: the strata control client.
 //!
-//! `stratactl [--socket PATH | -c CONFIG] status [--json]`, `sessions [--json]`, and
+//! `stratactl [--socket PATH | -c CONFIG] status [--json]`, `sessions [--instance NAME]
+//! [--json]`, and
 //! `check-config FILE`. The socket is `--socket`, else the `[control] socket` of `-c CONFIG`,
 //! else the default `/run/strata/control.sock`.
 
@@ -42,6 +43,9 @@ enum Command {
         /// Print the sessions array as JSON.
         #[arg(long)]
         json: bool,
+        /// Only the sessions of this instance (`default`, or an `[[instance]]` name).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
     },
     /// Validate a configuration file and report every error with its key and line.
     CheckConfig {
@@ -75,11 +79,27 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sessions { json } => {
-            let sessions = match query(&args, Request::Sessions)? {
+        Command::Sessions { json, instance } => {
+            let mut sessions = match query(&args, Request::Sessions)? {
                 Reply::Sessions(sessions) => sessions,
                 other => bail!("unexpected reply to sessions: {other:?}"),
             };
+            if let Some(name) = instance {
+                sessions.retain(|s| &s.instance == name);
+                if sessions.is_empty() {
+                    // An empty list is fine for a known instance; a typo is an error.
+                    let known = match query(&args, Request::Status)? {
+                        Reply::Status(status) => status.instances.into_keys().collect::<Vec<_>>(),
+                        other => bail!("unexpected reply to status: {other:?}"),
+                    };
+                    if !known.contains(name) {
+                        bail!(
+                            "unknown instance {name:?} (the daemon has: {})",
+                            known.join(", ")
+                        );
+                    }
+                }
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else {
