@@ -11,7 +11,13 @@ use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
 
 /// Every scenario, in the order `scenario all` runs them.
 pub fn all() -> Vec<Scenario> {
-    vec![smoke(), client_server(), super::interop::interop_chrony()]
+    vec![
+        smoke(),
+        client_server(),
+        super::interop::interop_chrony(),
+        super::vpn::vpn(),
+        super::vpn::vpn_device(),
+    ]
 }
 
 fn end(node: &'static str, ifname: &'static str) -> End {

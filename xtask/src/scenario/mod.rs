@@ -20,6 +20,7 @@ pub mod config;
 mod defs;
 pub mod guard;
 mod interop;
+mod vpn;
 
 use std::{
     net::{IpAddr, SocketAddr},
