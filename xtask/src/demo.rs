@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: a two-hop NTP chain converging live in network namespaces.
 //!
 //! The demo is a [`Scenario`] run by the scenario runner (root only; it
-//! builds `stratad`/`stratactl` first unless `$STRATA_BIN_DIR` is set, and a
+//! builds `stratad`/`stratactl` first unless `$XTASK_BIN_DIR` is set, and a
 //! [`Guard`](crate::scenario::Guard) tears everything down, also on Ctrl-C):
 //!
 //! ```text

@@ -8,7 +8,7 @@ xflags::xflags! {
         /// Run everything CI runs: fmt, clippy, tidy, tests, and (as root) every scenario.
         cmd test {}
         /// Run a network-namespace scenario: NAME, `all`, or `list` (root only).
-        /// Uses stratad/stratactl from `$STRATA_BIN_DIR` when set, else builds them.
+        /// Uses stratad/stratactl from `$XTASK_BIN_DIR` when set, else builds them.
         cmd scenario {
             /// Scenario name, `all` or `list`.
             required name: String

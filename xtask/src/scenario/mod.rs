@@ -10,7 +10,7 @@
 //!
 //! Daemon nodes run `stratad` and are queried with `stratactl`, built with
 //! `cargo build -p strata-daemon --bins` into the cargo target dir, or taken
-//! from `$STRATA_BIN_DIR` when set (no build then).
+//! from `$XTASK_BIN_DIR` when set (no build then).
 //!
 //! Names: namespace `PREFIX+node`, interface `PREFIX+ifname` (at most 15
 //! bytes, so `ifname` is at most 8). Addresses must lie in 10.200.0.0/16 or
@@ -558,14 +558,14 @@ pub fn cli(sh: &Shell, name: &str, opts: Options) -> Result<()> {
 }
 
 /// Runs `selected` (root only) under one fresh run prefix with the binaries
-/// built (or taken from `$STRATA_BIN_DIR`), checks no namespace is left
+/// built (or taken from `$XTASK_BIN_DIR`), checks no namespace is left
 /// behind, and returns each scenario's outcome in order.
 pub fn run_scenarios(sh: &Shell, selected: &[&Scenario], opts: Options) -> Result<Vec<Outcome>> {
     if !is_root()? {
         bail!("scenario requires root (network namespaces); run as root or skip");
     }
-    // STRATA_BIN_DIR runs prebuilt (e.g. release) binaries instead of building.
-    let bin_dir = match std::env::var_os("STRATA_BIN_DIR") {
+    // XTASK_BIN_DIR runs prebuilt (e.g. release) binaries instead of building.
+    let bin_dir = match std::env::var_os("XTASK_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
             if selected.iter().any(|s| s.needs_daemon()) {
