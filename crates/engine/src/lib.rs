@@ -17,8 +17,10 @@
 
 pub mod access;
 mod assoc;
+pub mod auth;
 pub mod counters;
 mod node;
+pub mod ratelimit;
 pub mod server;
 pub mod time;
 
