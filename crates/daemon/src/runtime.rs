@@ -135,12 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node_config = NodeConfig {
         precision: -20,
         local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
-        discipline: DisciplineConfig {
-            step_threshold: config.discipline.step_threshold,
-            stepout: config.discipline.stepout,
-            panic_threshold: config.discipline.panic_threshold,
-            ..DisciplineConfig::default()
-        },
+        discipline: discipline_config(&config),
         initial_frequency_ppm: initial_frequency,
         seed: random_seed(),
         ..NodeConfig::default()
@@ -744,6 +739,26 @@ fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool
     match placement {
         Placement::Device(_) => before.first() == now.first(),
         _ => true,
+    }
+}
+
+/// The discipline constants: the configured thresholds, and a poll range
+/// spanning the sources' own (the loop's time constant follows the poll, so
+/// a lab polling every 2^-2 s must not be held to the RFC's 2^4 s floor).
+fn discipline_config(config: &Config) -> DisciplineConfig {
+    let defaults = DisciplineConfig::default();
+    let polls = config.server.iter().map(|s| (s.minpoll, s.maxpoll));
+    let (min_poll, max_poll) = polls.fold(None, |acc: Option<(i8, i8)>, (lo, hi)| {
+        Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
+    })
+    .unwrap_or((defaults.min_poll, defaults.max_poll));
+    DisciplineConfig {
+        step_threshold: config.discipline.step_threshold,
+        stepout: config.discipline.stepout,
+        panic_threshold: config.discipline.panic_threshold,
+        min_poll,
+        max_poll,
+        ..defaults
     }
 }
 
