@@ -46,7 +46,7 @@ use cmac::{Cmac, Mac as _};
 use md5::{Digest as _, Md5};
 use sha1::Sha1;
 use sha2::Sha256;
-use strata_wire::{parse_datagram, Mac};
+use strata_wire::{parse_datagram, Mac, HEADER_LEN};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
@@ -462,8 +462,9 @@ pub enum AuthError {
         /// The signed packet's length.
         needed: usize,
     },
-    /// The packet to sign is not a valid NTP packet without a MAC.
-    #[error("not an NTP packet without a MAC")]
+    /// The packet and MAC would not parse as that packet followed by
+    /// that MAC (a bad header or extension fields, or a MAC already there).
+    #[error("signed packet would not parse as the packet followed by its MAC")]
     Malformed,
 }
 
@@ -504,10 +505,15 @@ pub enum Verdict {
 /// copies it into `out`, appends the key id and digest, and returns the
 /// signed length. Never panics.
 ///
+/// The signed datagram is checked to parse as `packet` followed by this
+/// MAC (so `packet` may end in a 20- or 24-byte extension field, which
+/// only a following MAC disambiguates). On error the contents of `out`
+/// are unspecified.
+///
 /// # Errors
 ///
-/// [`AuthError::UnknownKey`], [`AuthError::Malformed`] (not a parseable
-/// packet, or it already ends in a MAC) or [`AuthError::BufferTooSmall`].
+/// [`AuthError::UnknownKey`], [`AuthError::BufferTooSmall`], or
+/// [`AuthError::Malformed`] if the result would not parse that way.
 pub fn sign(
     store: &KeyStore,
     key_id: u32,
@@ -515,10 +521,6 @@ pub fn sign(
     out: &mut [u8],
 ) -> Result<usize, AuthError> {
     let key = store.get(key_id).ok_or(AuthError::UnknownKey(key_id))?;
-    match parse_datagram(packet) {
-        Ok((_, layout)) if layout.mac.is_none() => {}
-        _ => return Err(AuthError::Malformed),
-    }
     let digest_len = key.kind.digest_len();
     let needed = packet.len() + 4 + digest_len;
     let dst = out
@@ -526,11 +528,18 @@ pub fn sign(
         .ok_or(AuthError::BufferTooSmall { needed })?;
     let (body, mac) = dst.split_at_mut(packet.len());
     body.copy_from_slice(packet);
-    let digest = key.digest(packet);
     let (id, digest_out) = mac.split_at_mut(4);
     id.copy_from_slice(&key_id.to_be_bytes());
-    digest_out.copy_from_slice(&digest[..digest_len]);
-    Ok(needed)
+    digest_out.copy_from_slice(&key.digest(packet)[..digest_len]);
+    match parse_datagram(dst) {
+        Ok((_, layout))
+            if layout.extensions.len() + HEADER_LEN == packet.len()
+                && matches!(layout.mac, Some(Mac::Digest { key_id: k, .. }) if k == key_id) =>
+        {
+            Ok(needed)
+        }
+        _ => Err(AuthError::Malformed),
+    }
 }
 
 /// Judges the MAC of a received datagram: finds it with
@@ -746,6 +755,17 @@ mod tests {
             hex("838fd2308d1178861e6f4a5a5fc58bc4e304015a")
         );
         assert_eq!(verify(&store, &s), Verdict::Ok { key_id: 2 });
+        // A last extension field of 20 or 24 bytes would read as a MAC on
+        // its own; followed by the MAC it is unambiguous.
+        for ext_len in [20u8, 24] {
+            let mut body = p.clone();
+            body.extend_from_slice(&[0x01, 0x04, 0x00, ext_len]);
+            body.resize(48 + usize::from(ext_len), 0xbb);
+            for id in 1..=4 {
+                let s = signed(&store, id, &body);
+                assert_eq!(verify(&store, &s), Verdict::Ok { key_id: id });
+            }
+        }
     }
 
     /// RFC 4493 section 4 examples 1 and 2 for AES-CMAC itself.
