@@ -32,6 +32,15 @@ xflags::xflags! {
         }
         /// Delete leftover strata scenario namespaces (`st<4 hex>-*`) and their processes.
         cmd clean-netns {}
+        /// Run the cargo-fuzz targets in fuzz/ for SECS each (default 60) and report
+        /// execs and findings (needs `cargo install cargo-fuzz`; not part of `test`).
+        cmd fuzz {
+            /// Only this target: packet_parse, mac_verify, extension_fields,
+            /// config_parse or control_request.
+            optional target: String
+            /// Seconds per target (default 60).
+            optional --time secs: u64
+        }
         /// Measure the clock error of the NTP server at ADDR against this host's clock.
         cmd probe {
             /// Server address, `ip:port`.

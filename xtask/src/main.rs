@@ -5,6 +5,7 @@
 
 mod demo;
 mod flags;
+mod fuzz;
 mod probe;
 mod scenario;
 mod sim;
@@ -54,6 +55,13 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
+        flags::XtaskCmd::Fuzz(cmd) => fuzz::cli(
+            &sh,
+            &fuzz::Options {
+                secs: cmd.time.unwrap_or(fuzz::DEFAULT_SECS),
+                target: cmd.target,
+            },
+        ),
         flags::XtaskCmd::Probe(cmd) => {
             let addr = cmd
                 .addr

@@ -59,6 +59,16 @@ pub struct Config {
     pub listen: Vec<Listen>,
     /// `[[server]]`: unicast time sources.
     pub server: Vec<Server>,
+    /// `[[peer]]`: symmetric active associations (same keys as a server).
+    pub peer: Vec<Server>,
+    /// `[[multicast-server]]`: send mode 5 to a group.
+    pub multicast_server: Vec<MulticastServer>,
+    /// `[[broadcast-server]]`: send mode 5 to a broadcast address.
+    pub broadcast_server: Vec<BroadcastServer>,
+    /// `[[multicast-client]]`: join a group, calibrate, listen.
+    pub multicast_client: Vec<MulticastClient>,
+    /// `[[broadcast-client]]`: listen for broadcasts, calibrate, listen.
+    pub broadcast_client: Vec<BroadcastClient>,
     /// `[log]`: logging.
     pub log: LogConfig,
     /// `[[instance]]`: named VPN instances (the `default` instance is implicit).
@@ -174,6 +184,79 @@ impl Server {
     pub const DEFAULT_MINPOLL: i8 = 6;
     /// The default maximum poll exponent.
     pub const DEFAULT_MAXPOLL: i8 = 10;
+}
+
+/// The IPv4 NTP multicast group (RFC 5905).
+pub const DEFAULT_GROUP_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(224, 0, 1, 1);
+/// The default IPv6 multicast scope: site-local, `ff05::101`.
+pub const DEFAULT_IPV6_SCOPE: u8 = 5;
+/// The default mode-5 poll exponent (64 s).
+pub const DEFAULT_BROADCAST_POLL: i8 = 6;
+/// The default recalibration interval of a broadcast/multicast client, s.
+pub const DEFAULT_RECALIBRATE: f64 = 3600.0;
+
+/// The IPv6 NTP group `ff0X::101` with scope `scope`.
+#[must_use]
+pub fn ipv6_ntp_group(scope: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xff00 | u16::from(scope & 0xf), 0, 0, 0, 0, 0, 0, 0x101)
+}
+
+/// One `[[multicast-server]]`: mode 5 to a group every 2^poll s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastServer {
+    /// The group with its port (default 224.0.1.1:123, or `ff0X::101` with
+    /// `ipv6-scope`).
+    pub group: SocketAddr,
+    /// The outgoing interface (default: the routing table's choice).
+    pub interface: Option<String>,
+    /// Poll exponent (default 6).
+    pub poll: i8,
+    /// IPv4 TTL / IPv6 hop limit (default 1).
+    pub ttl: u32,
+    /// The instance it belongs to.
+    pub instance: String,
+}
+
+/// One `[[broadcast-server]]`: mode 5 to a broadcast address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastServer {
+    /// The broadcast address with its port (default port 123).
+    pub address: SocketAddr,
+    /// The outgoing interface.
+    pub interface: Option<String>,
+    /// Poll exponent (default 6).
+    pub poll: i8,
+    /// The instance it belongs to.
+    pub instance: String,
+}
+
+/// One `[[multicast-client]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MulticastClient {
+    /// The group to join, with the port to listen on.
+    pub group: SocketAddr,
+    /// The interface to join it on (default: the routing table's choice).
+    pub interface: Option<String>,
+    /// Accept unauthenticated servers (default false).
+    pub allow_unauthenticated: bool,
+    /// Recalibrate this often, s (default 3600).
+    pub recalibrate: f64,
+    /// The instance it belongs to.
+    pub instance: String,
+}
+
+/// One `[[broadcast-client]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastClient {
+    /// The interface broadcasts arrive on (informational; broadcasts to
+    /// port 123 of the instance are taken).
+    pub interface: Option<String>,
+    /// Accept unauthenticated servers (default false).
+    pub allow_unauthenticated: bool,
+    /// Recalibrate this often, s (default 3600).
+    pub recalibrate: f64,
+    /// The instance it belongs to.
+    pub instance: String,
 }
 
 /// Where a named instance's sockets live.
@@ -336,6 +419,11 @@ impl Config {
             },
             listen: Vec::new(),
             server: Vec::new(),
+            peer: Vec::new(),
+            multicast_server: Vec::new(),
+            broadcast_server: Vec::new(),
+            multicast_client: Vec::new(),
+            broadcast_client: Vec::new(),
             log: LogConfig {
                 level: "info".to_owned(),
             },

@@ -168,6 +168,16 @@ pub struct Session {
     pub refid: String,
     /// Seconds since the last valid packet, if any.
     pub last_s: Option<f64>,
+    /// Broadcast/multicast clients: the calibrated round-trip delay, s.
+    #[serde(default)]
+    pub calibrated_delay_s: Option<f64>,
+    /// Broadcast/multicast clients: seconds since the last calibration.
+    #[serde(default)]
+    pub calibration_age_s: Option<f64>,
+    /// Completed calibration volleys (broadcast/multicast clients and
+    /// symmetric active peers).
+    #[serde(default)]
+    pub calibrations: u32,
 }
 
 /// A reply from the daemon.

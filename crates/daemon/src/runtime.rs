@@ -31,8 +31,8 @@ use anyhow::{bail, Context as _};
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
-    AccessLevel as EngineAccess, AccessRule, ClientConfig, Event, InstanceId, Instant, Node,
-    NodeConfig, RecvMeta, SocketId,
+    AccessLevel as EngineAccess, AccessRule, BroadcastClientConfig, BroadcastServerConfig,
+    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
@@ -41,7 +41,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ClockBackend, Config, InstancePlacement, DEFAULT_INSTANCE};
+use crate::config::{ClockBackend, Config, InstancePlacement, DEFAULT_INSTANCE, DEFAULT_NTP_PORT};
 use crate::control::{self, InstanceCounters, Reply, Request, Session, Status};
 
 /// How often instance health is checked and down instances are retried.
@@ -70,6 +70,28 @@ struct InstanceRt {
     ifindexes: Vec<u32>,
     /// Datagrams dropped by the daemon itself, by reason.
     dropped: BTreeMap<String, u64>,
+    /// Broadcast and multicast settings.
+    mode5: Mode5Rt,
+}
+
+/// An instance's broadcast/multicast settings and, while it is up, the
+/// sockets that carry them.
+#[derive(Debug, Default)]
+struct Mode5Rt {
+    /// Groups its multicast clients join, with the interface to join on.
+    joins: Vec<(SocketAddr, Option<String>)>,
+    /// Whether a broadcast client listens in it.
+    broadcast_client: bool,
+    /// Where its servers send mode 5: destination, interface, TTL.
+    sends: Vec<(SocketAddr, Option<String>, u32)>,
+    /// While up: the socket and interface each destination is sent through.
+    senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
+}
+
+impl Mode5Rt {
+    fn broadcast_send(&self) -> bool {
+        self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
+    }
 }
 
 /// Largest datagram read; longer ones are truncated and then dropped as
@@ -171,8 +193,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("listen address {}", listen.address))?;
         tracing::info!(address = %listen.address, instance = %listen.instance, "serving time");
     }
+    daemon
+        .open_mode5(InstanceId::DEFAULT, &Placement::Default)
+        .context("broadcast/multicast sockets of the default instance")?;
     daemon.maintain();
     let now = daemon.now();
+    for peer in &config.peer {
+        let instance = daemon.instance(&peer.instance);
+        daemon.node.add_peer(
+            ClientConfig {
+                instance,
+                address: peer.address,
+                minpoll: peer.minpoll,
+                maxpoll: peer.maxpoll,
+                iburst: peer.iburst,
+            },
+            now,
+        );
+        tracing::info!(address = %peer.address, instance = %peer.instance, "added symmetric peer");
+    }
     for server in &config.server {
         let instance = daemon.instance(&server.instance);
         daemon.node.add_client(
@@ -289,6 +328,8 @@ impl Daemon {
                 .filter(|ip| !ip.is_unspecified())
                 .collect();
             self.node.set_local_addresses(id, &locals);
+            let mode5 = mode5_settings(config, name);
+            self.configure_mode5(id, config, name);
             let default = placement == Placement::Default;
             self.instances.insert(
                 id,
@@ -302,6 +343,7 @@ impl Daemon {
                     backoff: RETRY_MIN,
                     ifindexes: Vec::new(),
                     dropped: BTreeMap::new(),
+                    mode5,
                 },
             );
         }
@@ -359,6 +401,18 @@ impl Daemon {
                 }
             }
         }
+        if let Err(e) = self.open_mode5(id, &placement) {
+            let sockets: Vec<SocketId> = self
+                .sockets
+                .iter()
+                .filter(|(_, s)| s.instance == id)
+                .map(|(k, _)| *k)
+                .collect();
+            for s in sockets {
+                self.close_socket(s);
+            }
+            return Err(e);
+        }
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.up = true;
             inst.error = None;
@@ -385,6 +439,7 @@ impl Daemon {
             inst.up = false;
             inst.backoff = RETRY_MIN;
             inst.ifindexes.clear();
+            inst.mode5.senders.clear();
         }
         self.retry_later(id, why);
     }
@@ -415,11 +470,16 @@ impl Daemon {
         listener: bool,
         placement: &Placement,
     ) -> anyhow::Result<SocketId> {
+        let broadcast = listener
+            && self
+                .instances
+                .get(&instance)
+                .is_some_and(|i| i.mode5.broadcast_send());
         let socket = UdpSocket::open(&SocketOptions {
             local,
             placement: placement.clone(),
             reuse_port: false,
-            broadcast: false,
+            broadcast,
         })?;
         let id = SocketId(self.next_socket);
         self.next_socket += 1;
@@ -516,7 +576,16 @@ impl Daemon {
             let Some(tx) = self.node.poll_transmit(clock_now, &mut buf) else {
                 break;
             };
-            let socket = match tx.socket {
+            let sender = self
+                .instances
+                .get(&tx.instance)
+                .and_then(|i| i.mode5.senders.get(&tx.dst).copied());
+            let (socket, ifindex) = match (tx.socket, sender) {
+                (Some(s), _) => (Some(s), tx.ifindex),
+                (None, Some((s, ifindex))) => (Some(s), ifindex),
+                (None, None) => (None, tx.ifindex),
+            };
+            let socket = match socket {
                 Some(s) => s,
                 None => match self.client_socket(tx.instance, tx.dst.is_ipv6()) {
                     Ok(s) => s,
@@ -532,7 +601,7 @@ impl Daemon {
             let transmit = strata_net::Transmit {
                 dst: tx.dst,
                 src_ip: tx.src_ip,
-                ifindex: tx.ifindex,
+                ifindex,
             };
             if let Err(e) = sock.io.get_ref().send(&buf[..tx.len], &transmit) {
                 tracing::debug!(dst = %tx.dst, "send failed: {e}");
@@ -668,6 +737,9 @@ impl Daemon {
                         jitter_s: s.jitter,
                         refid: s.reference_id.to_string(),
                         last_s: s.last_rx.map(|t| (now - t).as_secs_f64()),
+                        calibrated_delay_s: s.calibrated.map(|(d, _)| d),
+                        calibration_age_s: s.calibrated.map(|(_, t)| (now - t).as_secs_f64()),
+                        calibrations: s.calibrations,
                     })
                     .collect(),
             ),
@@ -742,16 +814,210 @@ fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool
     }
 }
 
+impl Daemon {
+    /// Tells the engine about an instance's broadcast/multicast clients and
+    /// servers.
+    fn configure_mode5(&mut self, id: InstanceId, config: &Config, name: &str) {
+        let mc = config
+            .multicast_client
+            .iter()
+            .filter(|c| c.instance == name);
+        let bc = config
+            .broadcast_client
+            .iter()
+            .filter(|c| c.instance == name);
+        let clients: Vec<(bool, f64)> = mc
+            .map(|c| (c.allow_unauthenticated, c.recalibrate))
+            .chain(bc.map(|c| (c.allow_unauthenticated, c.recalibrate)))
+            .collect();
+        if !clients.is_empty() {
+            // Every client entry of the instance must allow it.
+            let allow = clients.iter().all(|(a, _)| *a);
+            let recalibrate = clients
+                .iter()
+                .map(|(_, r)| *r)
+                .fold(f64::INFINITY, f64::min);
+            if !allow {
+                tracing::warn!(instance = %name, "broadcast/multicast client refuses unauthenticated servers (set allow-unauthenticated = true to accept them; counted as dropped \"unauthenticated\")");
+            }
+            self.node.set_broadcast_client(
+                id,
+                Some(BroadcastClientConfig {
+                    allow_unauthenticated: allow,
+                    recalibrate_after: Duration::from_secs_f64(recalibrate),
+                    ..BroadcastClientConfig::default()
+                }),
+            );
+        }
+        let now = self.now();
+        let sends = config
+            .multicast_server
+            .iter()
+            .filter(|m| m.instance == name)
+            .map(|m| (m.group, m.poll))
+            .chain(
+                config
+                    .broadcast_server
+                    .iter()
+                    .filter(|b| b.instance == name)
+                    .map(|b| (b.address, b.poll)),
+            );
+        for (destination, poll) in sends {
+            self.node.add_broadcast_server(
+                BroadcastServerConfig {
+                    instance: id,
+                    destination,
+                    socket: None,
+                    ifindex: None,
+                    poll,
+                },
+                now,
+            );
+            tracing::info!(%destination, instance = %name, poll, "sending mode 5");
+        }
+    }
+
+    /// Opens what an instance's broadcast/multicast settings need once its
+    /// listeners are open: group memberships, and the sockets mode 5 is
+    /// sent from (a listener, so clients calibrate against the port that
+    /// answers them).
+    fn open_mode5(&mut self, id: InstanceId, placement: &Placement) -> anyhow::Result<()> {
+        let Some(inst) = self.instances.get(&id) else {
+            return Ok(());
+        };
+        let joins = inst.mode5.joins.clone();
+        let sends = inst.mode5.sends.clone();
+        let broadcast_client = inst.mode5.broadcast_client;
+        for (group, iface) in joins {
+            let ifindex = resolve_ifindex(placement, iface.as_deref())?;
+            let socket = match self.wildcard_listener(id, group) {
+                Some(s) => s,
+                None => self
+                    .open_socket(id, group, false, placement)
+                    .with_context(|| format!("multicast group {group}"))?,
+            };
+            if let Some(sock) = self.sockets.get(&socket) {
+                sock.io
+                    .get_ref()
+                    .join_multicast(group.ip(), ifindex.unwrap_or(0))?;
+            }
+            tracing::info!(%group, interface = ?iface, "joined multicast group");
+        }
+        let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_NTP_PORT);
+        if broadcast_client && self.wildcard_listener(id, any_v4).is_none() {
+            self.open_socket(id, any_v4, false, placement)
+                .context("broadcast client socket")?;
+        }
+        let mut senders = HashMap::new();
+        for (dst, iface, ttl) in sends {
+            let ifindex = resolve_ifindex(placement, iface.as_deref())?;
+            let Some(socket) = self.listener_for(id, dst) else {
+                bail!("mode-5 destination {dst}: the instance has no [[listen]] address of this family to send from and to answer the clients' calibration");
+            };
+            if let (Some(sock), true) = (self.sockets.get(&socket), dst.ip().is_multicast()) {
+                let io = sock.io.get_ref();
+                io.set_multicast_ttl(ttl)?;
+                io.set_multicast_loop(false)?;
+                if let Some(i) = ifindex {
+                    io.set_multicast_if(i)?;
+                }
+            }
+            senders.insert(dst, (socket, ifindex));
+        }
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.mode5.senders = senders;
+        }
+        Ok(())
+    }
+
+    fn local_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        self.sockets.get(&id)?.io.get_ref().local_addr().ok()
+    }
+
+    /// A listener of the instance bound to the unspecified address on the
+    /// port and family of `like`.
+    fn wildcard_listener(&self, instance: InstanceId, like: SocketAddr) -> Option<SocketId> {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| s.instance == instance && s.listener)
+            .map(|(id, _)| *id)
+            .find(|id| {
+                self.local_addr(*id).is_some_and(|a| {
+                    a.ip().is_unspecified()
+                        && a.port() == like.port()
+                        && a.is_ipv4() == like.is_ipv4()
+                })
+            })
+    }
+
+    /// A listener of the instance of the family of `dst`, on port 123 if
+    /// there is one.
+    fn listener_for(&self, instance: InstanceId, dst: SocketAddr) -> Option<SocketId> {
+        let mut candidates: Vec<(SocketId, SocketAddr)> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.instance == instance && s.listener)
+            .filter_map(|(id, _)| Some((*id, self.local_addr(*id)?)))
+            .filter(|(_, a)| a.is_ipv4() == dst.is_ipv4())
+            .collect();
+        candidates.sort_by_key(|(id, a)| (a.port() != DEFAULT_NTP_PORT, id.0));
+        candidates.first().map(|(id, _)| *id)
+    }
+}
+
+/// An instance's broadcast/multicast settings from the config.
+fn mode5_settings(config: &Config, name: &str) -> Mode5Rt {
+    Mode5Rt {
+        joins: config
+            .multicast_client
+            .iter()
+            .filter(|c| c.instance == name)
+            .map(|c| (c.group, c.interface.clone()))
+            .collect(),
+        broadcast_client: config.broadcast_client.iter().any(|c| c.instance == name),
+        sends: config
+            .multicast_server
+            .iter()
+            .filter(|m| m.instance == name)
+            .map(|m| (m.group, m.interface.clone(), m.ttl))
+            .chain(
+                config
+                    .broadcast_server
+                    .iter()
+                    .filter(|b| b.instance == name)
+                    .map(|b| (b.address, b.interface.clone(), 1)),
+            )
+            .collect(),
+        senders: HashMap::new(),
+    }
+}
+
+/// The index of interface `name` as seen from the placement's network
+/// namespace; `None` when no interface is named.
+fn resolve_ifindex(placement: &Placement, name: Option<&str>) -> anyhow::Result<Option<u32>> {
+    let Some(name) = name else { return Ok(None) };
+    let index = match placement {
+        Placement::Netns(ns) => strata_net::in_netns(ns, || strata_net::ifindex(name))??,
+        _ => strata_net::ifindex(name)?,
+    };
+    Ok(Some(index))
+}
+
 /// The discipline constants: the configured thresholds, and a poll range
 /// spanning the sources' own (the loop's time constant follows the poll, so
 /// a lab polling every 2^-2 s must not be held to the RFC's 2^4 s floor).
 fn discipline_config(config: &Config) -> DisciplineConfig {
     let defaults = DisciplineConfig::default();
-    let polls = config.server.iter().map(|s| (s.minpoll, s.maxpoll));
-    let (min_poll, max_poll) = polls.fold(None, |acc: Option<(i8, i8)>, (lo, hi)| {
-        Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
-    })
-    .unwrap_or((defaults.min_poll, defaults.max_poll));
+    let polls = config
+        .server
+        .iter()
+        .chain(&config.peer)
+        .map(|s| (s.minpoll, s.maxpoll));
+    let (min_poll, max_poll) = polls
+        .fold(None, |acc: Option<(i8, i8)>, (lo, hi)| {
+            Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
+        })
+        .unwrap_or((defaults.min_poll, defaults.max_poll));
     DisciplineConfig {
         step_threshold: config.discipline.step_threshold,
         stepout: config.discipline.stepout,

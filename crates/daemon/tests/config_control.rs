@@ -72,6 +72,9 @@ fn session() -> Session {
         jitter_s: 0.000_01,
         refid: "LOCL".to_owned(),
         last_s: Some(12.0),
+        calibrated_delay_s: None,
+        calibration_age_s: None,
+        calibrations: 0,
     }
 }
 
@@ -152,6 +155,9 @@ fn sessions_reply_has_the_documented_field_names() {
         keys(s),
         vec![
             "address",
+            "calibrated_delay_s",
+            "calibration_age_s",
+            "calibrations",
             "delay_s",
             "dispersion_s",
             "instance",

@@ -60,6 +60,9 @@ fn session() -> Session {
         jitter_s: 0.00001,
         refid: "LOCL".to_owned(),
         last_s: Some(1.0),
+        calibrated_delay_s: None,
+        calibration_age_s: None,
+        calibrations: 0,
     }
 }
 

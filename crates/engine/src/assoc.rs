@@ -51,6 +51,9 @@ pub const CALIBRATION_ATTEMPTS: u8 = 8;
 /// Consecutive mode-5 packets with a transmit timestamp going backwards
 /// that mean "the server restarted" rather than "a replay".
 const RESTART_BACKWARDS: u8 = 3;
+/// A listening broadcast client counts as having enough samples: its
+/// calibration volley filled the clock filter.
+const STARTUP_SAMPLES_LISTENING: usize = usize::MAX;
 /// Missed mode-5 intervals after which a listening client recalibrates.
 const SILENCE_RECALIBRATE: f64 = 3.0;
 
@@ -336,6 +339,15 @@ impl Association {
         ) {
             (true, Some(o), _) => Some(o),
             (_, _, f) => f,
+        }
+    }
+
+    /// Usable samples behind the current output.
+    pub(crate) fn samples(&self, now: f64) -> usize {
+        if self.listen.is_some() && self.offsets.last().is_some() {
+            STARTUP_SAMPLES_LISTENING
+        } else {
+            self.filter.usable(now)
         }
     }
 

@@ -15,12 +15,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use core::time::Duration;
+
 use core::net::{IpAddr, SocketAddr};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
-use strata_clock::select::{select, Candidate, SelectConfig};
+use strata_clock::select::{is_eligible, select, Candidate, SelectConfig};
 use strata_wire::{
     Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
@@ -36,6 +38,9 @@ use crate::time::{poll_interval, Instant};
 
 /// Default `max-dynamic-sessions` of an instance.
 pub const DEFAULT_MAX_DYNAMIC: usize = 100;
+/// Samples each source needs before the first clock update (within the
+/// startup hold).
+const STARTUP_SAMPLES: usize = 3;
 /// At most this many local addresses are remembered per instance for loop
 /// detection.
 const MAX_LOCAL_REFIDS: usize = 256;
@@ -162,6 +167,10 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Requests waiting for an answer beyond this are dropped as overload.
     pub max_pending_replies: usize,
+    /// How long the first clock update may wait until as many sources as
+    /// selection wants have samples (stepping to the first one heard could
+    /// step to a falseticker).
+    pub startup_hold: Duration,
 }
 
 impl Default for NodeConfig {
@@ -174,6 +183,7 @@ impl Default for NodeConfig {
             initial_frequency_ppm: None,
             seed: 0,
             max_pending_replies: 1024,
+            startup_hold: Duration::from_secs(60),
         }
     }
 }
@@ -313,6 +323,8 @@ pub struct Node {
     rng: SmallRng,
     /// The most recent clock reading seen, for reference timestamps.
     last_clock: NtpTimestamp,
+    /// When the node first saw time pass (the startup hold starts here).
+    started: Option<Instant>,
 }
 
 impl Node {
@@ -350,6 +362,7 @@ impl Node {
                 clock_steps: 0,
             },
             last_clock: NtpTimestamp::ZERO,
+            started: None,
             config,
         }
     }
@@ -510,6 +523,7 @@ impl Node {
     /// Handles one received datagram. Never panics on any input; every
     /// datagram that is not used is counted under a [`DropReason`].
     pub fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) {
+        self.started.get_or_insert(now);
         self.counters(meta.instance).received += 1;
         self.last_clock = meta.rx_time;
         if let (Some(ip), Some(inst)) = (meta.dst_ip, self.instance_mut(meta.instance)) {
@@ -730,6 +744,18 @@ impl Node {
                 })
             })
             .collect();
+        // Eligible sources with a few samples in their filter: before that
+        // their intervals are too wide for selection to tell a falseticker.
+        let ready = candidates
+            .iter()
+            .filter(|c| {
+                is_eligible(c, &self.config.select)
+                    && self.assocs[c.id].samples(now_s) >= STARTUP_SAMPLES
+            })
+            .count();
+        if self.sys.last_update.is_none() && !self.startup_quorum(now, ready) {
+            return; // the first clock update waits for enough sources
+        }
         let Some(sel) = select(&candidates, &self.config.select) else {
             if self.sys.peer.take().is_some() {
                 self.events.push_back(Event::SystemPeer(None));
@@ -796,6 +822,28 @@ impl Node {
         self.drain_discipline();
     }
 
+    /// Before the first clock update (which may step the clock), wait
+    /// until as many sources as selection wants (at most the synchronised
+    /// ones heard from) are eligible with [`STARTUP_SAMPLES`] samples each, or until the startup
+    /// hold has passed: stepping to the first source heard could step to a
+    /// falseticker.
+    fn startup_quorum(&mut self, now: Instant, ready: usize) -> bool {
+        let started = *self.started.get_or_insert(now);
+        // Sources heard from that say they are synchronised: the ones that
+        // can become candidates (an unsynchronised peer cannot).
+        let usable = self
+            .assocs
+            .iter()
+            .filter(|a| {
+                a.reach != 0
+                    && a.peer
+                        .is_some_and(|p| p.stratum < MAX_STRATUM && p.leap != Leap::Unsynchronized)
+            })
+            .count();
+        let needed = usable.min(self.config.select.min_survivors).max(1);
+        ready >= needed || now.saturating_duration_since(started) >= self.config.startup_hold
+    }
+
     /// Whether a source with this reference id is synchronised to us.
     fn is_loop(&self, instance: InstanceId, refid: ReferenceId) -> bool {
         self.instances
@@ -816,9 +864,12 @@ impl Node {
     /// Handles expired deadlines. Call when `now` reaches
     /// [`Node::poll_timeout`]; calling early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         if let Some(t) = self.discipline.next_tick() {
-            if now.as_secs_f64() >= t {
-                self.discipline.tick(now.as_secs_f64());
+            // Compare on the Instant timebase poll_timeout reported, so a
+            // deadline rounded to nanoseconds is never just short of due.
+            if now >= Instant::from_secs_f64(t) {
+                self.discipline.tick(now.as_secs_f64().max(t));
                 self.drain_discipline();
             }
         }

@@ -186,6 +186,36 @@ const SERVER: &[Field] = &[
     field("maxpoll", Kind::Int),
     field("iburst", Kind::Bool),
 ];
+const MULTICAST_SERVER: &[Field] = &[
+    field("group", Kind::Str),
+    field("ipv6-scope", Kind::Int),
+    field("port", Kind::Int),
+    field("interface", Kind::Str),
+    field("poll", Kind::Int),
+    field("ttl", Kind::Int),
+    field("instance", Kind::Str),
+];
+const BROADCAST_SERVER: &[Field] = &[
+    field("address", Kind::Str),
+    field("interface", Kind::Str),
+    field("poll", Kind::Int),
+    field("instance", Kind::Str),
+];
+const MULTICAST_CLIENT: &[Field] = &[
+    field("group", Kind::Str),
+    field("ipv6-scope", Kind::Int),
+    field("port", Kind::Int),
+    field("interface", Kind::Str),
+    field("allow-unauthenticated", Kind::Bool),
+    field("recalibrate", Kind::Str),
+    field("instance", Kind::Str),
+];
+const BROADCAST_CLIENT: &[Field] = &[
+    field("interface", Kind::Str),
+    field("allow-unauthenticated", Kind::Bool),
+    field("recalibrate", Kind::Str),
+    field("instance", Kind::Str),
+];
 const INSTANCE: &[Field] = &[
     field("name", Kind::Str),
     field("device", Kind::Str),
@@ -205,20 +235,17 @@ const ROOT: &[Field] = &[
     field("log", Kind::Table(LOG)),
     field("listen", Kind::TableArray(LISTEN)),
     field("server", Kind::TableArray(SERVER)),
+    field("peer", Kind::TableArray(SERVER)),
+    field("multicast-server", Kind::TableArray(MULTICAST_SERVER)),
+    field("broadcast-server", Kind::TableArray(BROADCAST_SERVER)),
+    field("multicast-client", Kind::TableArray(MULTICAST_CLIENT)),
+    field("broadcast-client", Kind::TableArray(BROADCAST_CLIENT)),
     field("instance", Kind::TableArray(INSTANCE)),
     field("access", Kind::TableArray(ACCESS)),
 ];
 
 /// Keys of features this version does not have yet.
-const NOT_YET: &[&str] = &[
-    "rate-limit",
-    "peer",
-    "multicast-server",
-    "broadcast-server",
-    "multicast-client",
-    "broadcast-client",
-    "key",
-];
+const NOT_YET: &[&str] = &["rate-limit", "key"];
 
 /// Byte offset → 1-based line.
 struct Lines(Vec<usize>);

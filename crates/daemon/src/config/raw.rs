@@ -92,6 +92,16 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) server: Vec<RawServer>,
     #[serde(default)]
+    pub(crate) peer: Vec<RawServer>,
+    #[serde(default)]
+    pub(crate) multicast_server: Vec<RawMulticast>,
+    #[serde(default)]
+    pub(crate) broadcast_server: Vec<RawBroadcastServer>,
+    #[serde(default)]
+    pub(crate) multicast_client: Vec<RawMulticast>,
+    #[serde(default)]
+    pub(crate) broadcast_client: Vec<RawBroadcastClient>,
+    #[serde(default)]
     pub(crate) instance: Vec<RawInstance>,
     #[serde(default)]
     pub(crate) access: Vec<RawAccess>,
@@ -173,6 +183,42 @@ pub(crate) struct RawServer {
     pub(crate) minpoll: Option<i64>,
     pub(crate) maxpoll: Option<i64>,
     pub(crate) iburst: Option<bool>,
+}
+
+/// One `[[multicast-server]]` or `[[multicast-client]]` (each rejects the
+/// other's keys in the checker's schema).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawMulticast {
+    pub(crate) group: Option<String>,
+    pub(crate) ipv6_scope: Option<i64>,
+    pub(crate) port: Option<i64>,
+    pub(crate) interface: Option<String>,
+    pub(crate) poll: Option<i64>,
+    pub(crate) ttl: Option<i64>,
+    pub(crate) allow_unauthenticated: Option<bool>,
+    pub(crate) recalibrate: Option<String>,
+    pub(crate) instance: Option<String>,
+}
+
+/// One `[[broadcast-server]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawBroadcastServer {
+    pub(crate) address: Option<String>,
+    pub(crate) interface: Option<String>,
+    pub(crate) poll: Option<i64>,
+    pub(crate) instance: Option<String>,
+}
+
+/// One `[[broadcast-client]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawBroadcastClient {
+    pub(crate) interface: Option<String>,
+    pub(crate) allow_unauthenticated: Option<bool>,
+    pub(crate) recalibrate: Option<String>,
+    pub(crate) instance: Option<String>,
 }
 
 /// Collects errors while validating.
@@ -306,10 +352,7 @@ fn valid_device_name(name: &str) -> bool {
 }
 
 fn valid_netns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\0'])
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 /// An address prefix `ip/len` (`10.200.1.0/24`, `fd00:200::/48`); a bare address is a host
@@ -389,7 +432,286 @@ fn poll(errors: &mut Errors, path: KeyPath, value: Option<i64>, default: i8) -> 
     }
 }
 
+/// `[[server]]` or `[[peer]]` entries.
+fn sources(
+    errors: &mut Errors,
+    table: &str,
+    raws: &[RawServer],
+    instances: &[Instance],
+) -> Vec<Server> {
+    let mut out = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        let base = KeyPath::keys(&[table]).index(i);
+        let address = address(errors, base.key("address"), raw.address.as_ref());
+        let instance = instance(
+            errors,
+            base.key("instance"),
+            raw.instance.as_ref(),
+            instances,
+        );
+        let minpoll = poll(
+            errors,
+            base.key("minpoll"),
+            raw.minpoll,
+            Server::DEFAULT_MINPOLL,
+        );
+        let maxpoll = poll(
+            errors,
+            base.key("maxpoll"),
+            raw.maxpoll,
+            Server::DEFAULT_MAXPOLL,
+        );
+        if let (Some(min), Some(max)) = (minpoll, maxpoll) {
+            if min > max {
+                // Name the key the user wrote; minpoll when both or neither were given.
+                let key = if raw.maxpoll.is_some() && raw.minpoll.is_none() {
+                    "maxpoll"
+                } else {
+                    "minpoll"
+                };
+                errors.push(
+                    base.key(key),
+                    format!("minpoll {min} is greater than maxpoll {max}"),
+                );
+            }
+        }
+        if let (Some(address), Some(minpoll), Some(maxpoll)) = (address, minpoll, maxpoll) {
+            out.push(Server {
+                address,
+                instance,
+                minpoll,
+                maxpoll,
+                iburst: raw.iburst.unwrap_or(false),
+            });
+        }
+    }
+    out
+}
+
+/// A multicast group with its port: `group` (default 224.0.1.1), or
+/// `ff0X::101` when only `ipv6-scope` is given.
+fn group(errors: &mut Errors, base: &KeyPath, raw: &RawMulticast) -> Option<SocketAddr> {
+    let port = match raw.port {
+        None => DEFAULT_NTP_PORT,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                errors.push(
+                    base.key("port"),
+                    format!("port {p} is out of range (1..=65535)"),
+                );
+                return None;
+            }
+        },
+    };
+    let ip = match (&raw.group, raw.ipv6_scope) {
+        (Some(text), _) => match text.parse::<IpAddr>() {
+            Ok(ip) if ip.is_multicast() => ip,
+            Ok(ip) => {
+                errors.push(
+                    base.key("group"),
+                    format!("{ip} is not a multicast address"),
+                );
+                return None;
+            }
+            Err(_) => {
+                errors.push(
+                    base.key("group"),
+                    format!("\"{text}\" is not an IP address"),
+                );
+                return None;
+            }
+        },
+        (None, Some(scope)) => match u8::try_from(scope) {
+            Ok(s) if (1..=15).contains(&s) => IpAddr::V6(crate::config::ipv6_ntp_group(s)),
+            _ => {
+                errors.push(
+                    base.key("ipv6-scope"),
+                    format!("scope {scope} is out of range (1..=15)"),
+                );
+                return None;
+            }
+        },
+        (None, None) => IpAddr::V4(crate::config::DEFAULT_GROUP_V4),
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn mode5_poll(errors: &mut Errors, path: KeyPath, value: Option<i64>) -> Option<i8> {
+    poll(errors, path, value, crate::config::DEFAULT_BROADCAST_POLL)
+}
+
+fn interface(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> Option<String> {
+    let name = value?;
+    if valid_device_name(name) {
+        Some(name.clone())
+    } else {
+        errors.push(path, format!("\"{name}\" is not a valid interface name"));
+        None
+    }
+}
+
 impl RawConfig {
+    fn validate_multicast_servers(
+        &self,
+        errors: &mut Errors,
+        instances: &[Instance],
+    ) -> Vec<crate::config::MulticastServer> {
+        let mut out = Vec::new();
+        for (i, raw) in self.multicast_server.iter().enumerate() {
+            let base = KeyPath::keys(&["multicast-server"]).index(i);
+            for (key, set) in [
+                ("allow-unauthenticated", raw.allow_unauthenticated.is_some()),
+                ("recalibrate", raw.recalibrate.is_some()),
+            ] {
+                if set {
+                    errors.push(base.key(key), "unknown key (a multicast-client key)");
+                }
+            }
+            let group = group(errors, &base, raw);
+            let instance = instance(
+                errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                instances,
+            );
+            let poll = mode5_poll(errors, base.key("poll"), raw.poll);
+            let ttl = match raw.ttl {
+                None => Some(1),
+                Some(t) => match u32::try_from(t) {
+                    Ok(t) if (1..=255).contains(&t) => Some(t),
+                    _ => {
+                        errors.push(
+                            base.key("ttl"),
+                            format!("ttl {t} is out of range (1..=255)"),
+                        );
+                        None
+                    }
+                },
+            };
+            let iface = interface(errors, base.key("interface"), raw.interface.as_ref());
+            if let (Some(group), Some(poll), Some(ttl)) = (group, poll, ttl) {
+                out.push(crate::config::MulticastServer {
+                    group,
+                    interface: iface,
+                    poll,
+                    ttl,
+                    instance,
+                });
+            }
+        }
+        out
+    }
+
+    fn validate_broadcast_servers(
+        &self,
+        errors: &mut Errors,
+        instances: &[Instance],
+    ) -> Vec<crate::config::BroadcastServer> {
+        let mut out = Vec::new();
+        for (i, raw) in self.broadcast_server.iter().enumerate() {
+            let base = KeyPath::keys(&["broadcast-server"]).index(i);
+            let address = address(errors, base.key("address"), raw.address.as_ref());
+            let instance = instance(
+                errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                instances,
+            );
+            let poll = mode5_poll(errors, base.key("poll"), raw.poll);
+            let iface = interface(errors, base.key("interface"), raw.interface.as_ref());
+            if let Some(a) = address {
+                if !a.is_ipv4() {
+                    errors.push(
+                        base.key("address"),
+                        "broadcast needs an IPv4 address (IPv6 has multicast-server)",
+                    );
+                }
+            }
+            if let (Some(address), Some(poll)) = (address.filter(SocketAddr::is_ipv4), poll) {
+                out.push(crate::config::BroadcastServer {
+                    address,
+                    interface: iface,
+                    poll,
+                    instance,
+                });
+            }
+        }
+        out
+    }
+
+    fn validate_multicast_clients(
+        &self,
+        errors: &mut Errors,
+        instances: &[Instance],
+    ) -> Vec<crate::config::MulticastClient> {
+        let mut out = Vec::new();
+        for (i, raw) in self.multicast_client.iter().enumerate() {
+            let base = KeyPath::keys(&["multicast-client"]).index(i);
+            for (key, set) in [("poll", raw.poll.is_some()), ("ttl", raw.ttl.is_some())] {
+                if set {
+                    errors.push(base.key(key), "unknown key (a multicast-server key)");
+                }
+            }
+            let group = group(errors, &base, raw);
+            let instance = instance(
+                errors,
+                base.key("instance"),
+                raw.instance.as_ref(),
+                instances,
+            );
+            let recalibrate = duration(
+                errors,
+                base.key("recalibrate"),
+                raw.recalibrate.as_ref(),
+                crate::config::DEFAULT_RECALIBRATE,
+                false,
+            );
+            let iface = interface(errors, base.key("interface"), raw.interface.as_ref());
+            if let Some(group) = group {
+                out.push(crate::config::MulticastClient {
+                    group,
+                    interface: iface,
+                    allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    recalibrate,
+                    instance,
+                });
+            }
+        }
+        out
+    }
+
+    fn validate_broadcast_clients(
+        &self,
+        errors: &mut Errors,
+        instances: &[Instance],
+    ) -> Vec<crate::config::BroadcastClient> {
+        self.broadcast_client
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let base = KeyPath::keys(&["broadcast-client"]).index(i);
+                crate::config::BroadcastClient {
+                    interface: interface(errors, base.key("interface"), raw.interface.as_ref()),
+                    allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    recalibrate: duration(
+                        errors,
+                        base.key("recalibrate"),
+                        raw.recalibrate.as_ref(),
+                        crate::config::DEFAULT_RECALIBRATE,
+                        false,
+                    ),
+                    instance: instance(
+                        errors,
+                        base.key("instance"),
+                        raw.instance.as_ref(),
+                        instances,
+                    ),
+                }
+            })
+            .collect()
+    }
+
     /// Check every value and build the typed configuration, or return every problem found.
     pub(crate) fn validate(&self) -> Result<Config, Vec<KeyError>> {
         let mut errors = Errors(Vec::new());
@@ -454,52 +776,12 @@ impl RawConfig {
             }
         }
 
-        let mut server = Vec::new();
-        for (i, raw) in self.server.iter().enumerate() {
-            let base = KeyPath::keys(&["server"]).index(i);
-            let address = address(&mut errors, base.key("address"), raw.address.as_ref());
-            let instance = instance(
-                &mut errors,
-                base.key("instance"),
-                raw.instance.as_ref(),
-                &instances,
-            );
-            let minpoll = poll(
-                &mut errors,
-                base.key("minpoll"),
-                raw.minpoll,
-                Server::DEFAULT_MINPOLL,
-            );
-            let maxpoll = poll(
-                &mut errors,
-                base.key("maxpoll"),
-                raw.maxpoll,
-                Server::DEFAULT_MAXPOLL,
-            );
-            if let (Some(min), Some(max)) = (minpoll, maxpoll) {
-                if min > max {
-                    // Name the key the user wrote; minpoll when both or neither were given.
-                    let key = if raw.maxpoll.is_some() && raw.minpoll.is_none() {
-                        "maxpoll"
-                    } else {
-                        "minpoll"
-                    };
-                    errors.push(
-                        base.key(key),
-                        format!("minpoll {min} is greater than maxpoll {max}"),
-                    );
-                }
-            }
-            if let (Some(address), Some(minpoll), Some(maxpoll)) = (address, minpoll, maxpoll) {
-                server.push(Server {
-                    address,
-                    instance,
-                    minpoll,
-                    maxpoll,
-                    iburst: raw.iburst.unwrap_or(false),
-                });
-            }
-        }
+        let server = sources(&mut errors, "server", &self.server, &instances);
+        let peer = sources(&mut errors, "peer", &self.peer, &instances);
+        let multicast_server = self.validate_multicast_servers(&mut errors, &instances);
+        let broadcast_server = self.validate_broadcast_servers(&mut errors, &instances);
+        let multicast_client = self.validate_multicast_clients(&mut errors, &instances);
+        let broadcast_client = self.validate_broadcast_clients(&mut errors, &instances);
 
         if errors.0.is_empty() {
             Ok(Config {
@@ -509,6 +791,11 @@ impl RawConfig {
                 control,
                 listen,
                 server,
+                peer,
+                multicast_server,
+                broadcast_server,
+                multicast_client,
+                broadcast_client,
                 log,
                 instance: instances,
                 access,
