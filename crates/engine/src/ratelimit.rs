@@ -14,10 +14,11 @@
 //!   makes it no larger than the request).
 //! - [`Decision::Drop`]: over its rate and already told: send nothing.
 //!
-//! A request over the rate also costs a token (the bucket may run at most
-//! one `burst` into debt), so a client that keeps sending faster than one
-//! request per `interval` gets no replies at all beyond its first burst —
-//! only one KoD per `interval` — and is served again once it slows down.
+//! A request over the rate is not free either: it moves the client's next
+//! allowed request to one `interval` after it. So a client that keeps
+//! sending more often than once per `interval` gets no replies at all
+//! beyond its first burst — only one KoD per `interval` — and is served
+//! again as soon as it leaves one `interval` between two requests.
 //!
 //! # Memory and eviction
 //!
@@ -262,8 +263,8 @@ fn decide(entry: &mut Entry, now: u64, interval: u64, tolerance: u64) -> Decisio
         entry.tat = start.saturating_add(interval);
         return Decision::Allow;
     }
-    // Over the rate: the request still costs a token, with the debt capped
-    // at one burst beyond the tolerance.
+    // Over the rate: the next request conforms only one interval after this
+    // one (the theoretical arrival time never moves back).
     let limit = now.saturating_add(tolerance).saturating_add(interval);
     entry.tat = start.saturating_add(interval).min(limit).max(entry.tat);
     if now >= entry.kod_at {
