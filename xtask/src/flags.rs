@@ -59,5 +59,41 @@ xflags::xflags! {
             /// Exit after this many seconds (default 60).
             optional --max-seconds max_seconds: u64
         }
+        /// Measurements with real daemons in namespaces (root only).
+        cmd bench {
+            /// strata (observe-only) and chronyd -x behind one impairment relay:
+            /// RMS and max error of each, and the ratio strata/chronyd.
+            cmd accuracy {
+                /// `lan`, `wan` or `both` (default both).
+                optional --setting setting: String
+                /// Seconds to sample after the warm-up (default 300).
+                optional --seconds seconds: u64
+            }
+        }
+        /// A UDP relay adding one-way delay, jitter, asymmetry and loss (bench helper).
+        cmd relay {
+            /// Address clients send to, `ip:port`.
+            required --listen listen: String
+            /// Server to forward to, `ip:port`.
+            required --upstream upstream: String
+            /// Mean one-way delay, microseconds (default 0).
+            optional --delay-us delay_us: f64
+            /// Jitter scale, microseconds: σ, half-width or mean (default 0).
+            optional --jitter-us jitter_us: f64
+            /// Jitter distribution: none, normal, uniform, exp (default normal).
+            optional --jitter jitter: String
+            /// Asymmetry, microseconds: up takes delay + asym/2, down delay − asym/2.
+            optional --asym-us asym_us: f64
+            /// Loss probability per datagram and direction, 0..=1 (default 0).
+            optional --loss loss: f64
+            /// Random seed (default 1).
+            optional --seed seed: u64
+            /// Exit after this many seconds (default 60).
+            optional --max-seconds max_seconds: u64
+            /// Exit after forwarding this many datagrams (default 100000).
+            optional --max-packets max_packets: u64
+            /// Rewrite this file with a statistics line every second.
+            optional --stats stats: String
+        }
     }
 }

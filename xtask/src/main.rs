@@ -3,6 +3,7 @@
 //! One subcommand per task; every shell command runs through an `xshell`
 //! [`Shell`] rooted at the workspace root. See `cargo xtask --help`.
 
+mod bench;
 mod demo;
 mod flags;
 mod fuzz;
@@ -72,6 +73,18 @@ fn run() -> Result<()> {
             println!("{}", sample.to_line());
             Ok(())
         }
+        flags::XtaskCmd::Bench(cmd) => match cmd.subcommand {
+            flags::BenchCmd::Accuracy(a) => bench::accuracy::cli(
+                &sh,
+                &bench::accuracy::Options {
+                    settings: bench::accuracy::Setting::parse_list(
+                        a.setting.as_deref().unwrap_or("both"),
+                    )?,
+                    seconds: a.seconds.unwrap_or(bench::accuracy::DEFAULT_SECONDS),
+                },
+            ),
+        },
+        flags::XtaskCmd::Relay(cmd) => relay_cmd(&cmd),
         flags::XtaskCmd::NtpResponder(cmd) => {
             let addr: std::net::SocketAddr = cmd
                 .addr
@@ -163,5 +176,33 @@ fn test_cmd(sh: &Shell) -> Result<()> {
         println!("xtask test: skipped: scenario all (requires root for network namespaces)");
     }
     println!("xtask test: all steps passed");
+    Ok(())
+}
+
+/// `xtask relay`: runs the impairment relay, then prints its statistics.
+fn relay_cmd(cmd: &flags::Relay) -> Result<()> {
+    let addr = |s: &str| -> Result<std::net::SocketAddr> {
+        s.parse().with_context(|| format!("bad address {s:?}"))
+    };
+    let us = |v: Option<f64>| v.unwrap_or(0.0) * 1e-6;
+    let cfg = bench::relay::Config {
+        listen: addr(&cmd.listen)?,
+        upstream: addr(&cmd.upstream)?,
+        impairment: bench::relay::Impairment {
+            delay_s: us(cmd.delay_us),
+            jitter: bench::relay::Jitter::from_name(
+                cmd.jitter.as_deref().unwrap_or("normal"),
+                us(cmd.jitter_us),
+            )?,
+            asym_s: us(cmd.asym_us),
+            loss: cmd.loss.unwrap_or(0.0),
+        },
+        seed: cmd.seed.unwrap_or(1),
+        max_duration: Duration::from_secs(cmd.max_seconds.unwrap_or(60)),
+        max_packets: cmd.max_packets.unwrap_or(100_000),
+        stats_file: cmd.stats.as_ref().map(PathBuf::from),
+    };
+    let stats = bench::relay::run(&cfg)?;
+    println!("{stats}");
     Ok(())
 }

@@ -196,7 +196,7 @@ fn chronyd_conf(directives: &str, dir: &Path) -> String {
 }
 
 /// `name` from `$PATH` or the sbin directories (chronyd lives in /usr/sbin).
-fn find_program(name: &str) -> Result<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
@@ -208,13 +208,18 @@ fn find_program(name: &str) -> Result<PathBuf> {
 }
 
 /// A running chronyd: where to reach it.
-struct Chronyd {
+pub(crate) struct Chronyd {
     socket: PathBuf,
 }
 
 /// Starts `chronyd -x` in `node` with `directives`; returns once it logged
 /// that clock control is disabled and its command socket exists.
-fn start_chronyd(run: &Run<'_>, chronyd: &Path, node: &str, directives: &str) -> Result<Chronyd> {
+pub(crate) fn start_chronyd(
+    run: &Run<'_>,
+    chronyd: &Path,
+    node: &str,
+    directives: &str,
+) -> Result<Chronyd> {
     let node_dir = run.node_dir(node);
     // chronyd wants its socket directory owned by its user and not world-accessible.
     let dir = node_dir.join("chrony");
@@ -257,7 +262,7 @@ fn start_chronyd(run: &Run<'_>, chronyd: &Path, node: &str, directives: &str) ->
 }
 
 /// `chronyc -h SOCKET -n -c WHAT` (CSV output).
-fn chronyc(chronyc: &Path, d: &Chronyd, what: &str) -> Result<String> {
+pub(crate) fn chronyc(chronyc: &Path, d: &Chronyd, what: &str) -> Result<String> {
     guard::run_cmd(
         Command::new(chronyc)
             .arg("-h")
@@ -268,21 +273,23 @@ fn chronyc(chronyc: &Path, d: &Chronyd, what: &str) -> Result<String> {
 
 /// The fields of `chronyc -c tracking` the scenario uses.
 #[derive(Debug, Clone, PartialEq)]
-struct Tracking {
+pub(crate) struct Tracking {
     /// Reference name (the source's address).
-    reference: String,
+    pub(crate) reference: String,
     /// chronyd's stratum.
-    stratum: u8,
+    pub(crate) stratum: u8,
     /// chronyd's estimate of its clock's error, seconds, as the CSV prints
     /// it (negative when the human form says "fast of NTP time").
-    system_time_s: f64,
+    pub(crate) system_time_s: f64,
+    /// "Last offset": the offset measured at the last clock update, seconds.
+    pub(crate) last_offset_s: f64,
     /// Leap status, e.g. `Normal` or `Not synchronised`.
-    leap: String,
+    pub(crate) leap: String,
 }
 
 impl Tracking {
     /// Parses one CSV line: id, name, stratum, ref time, system time, …, leap.
-    fn parse(csv: &str) -> Result<Tracking> {
+    pub(crate) fn parse(csv: &str) -> Result<Tracking> {
         let line = csv.lines().next().context("empty tracking output")?;
         let f: Vec<&str> = line.split(',').collect();
         ensure!(f.len() >= 14, "tracking: want 14 fields: {line:?}");
@@ -294,6 +301,9 @@ impl Tracking {
             system_time_s: f[4]
                 .parse()
                 .with_context(|| format!("system time in {line:?}"))?,
+            last_offset_s: f[5]
+                .parse()
+                .with_context(|| format!("last offset in {line:?}"))?,
             leap: f[13].to_owned(),
         })
     }
@@ -608,6 +618,7 @@ mod tests {
         assert_eq!(t.stratum, 2);
         assert_eq!(t.reference, "10.200.3.3");
         assert!((t.system_time_s + 0.000_004_254).abs() < 1e-12);
+        assert!((t.last_offset_s + 0.000_002_255).abs() < 1e-12);
         assert_eq!(t.leap, "Normal");
         let s = Source::parse_all(SOURCES).expect("sources");
         assert_eq!(s.len(), 2);

@@ -19,7 +19,7 @@
 pub mod config;
 mod defs;
 pub mod guard;
-mod interop;
+pub(crate) mod interop;
 mod vpn;
 
 use std::{
