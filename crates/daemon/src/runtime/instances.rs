@@ -1,0 +1,234 @@
+//! VPN instances at run time: registering them with the engine, bringing
+//! them up with their placement, health checks and retries.
+
+use super::*;
+
+impl Daemon {
+    /// Registers every instance with the node (limits, access rules, local
+    /// addresses); named instances start down and are brought up by
+    /// [`Daemon::maintain`].
+    pub(super) fn setup_instances(&mut self, config: &Config) {
+        let now = std::time::Instant::now();
+        let named = config.instance.iter().map(|i| {
+            let placement = match &i.placement {
+                InstancePlacement::Device(d) => Placement::Device(d.clone()),
+                InstancePlacement::Netns(n) => Placement::Netns(n.clone()),
+            };
+            (i.name.as_str(), placement, Some(i.max_dynamic_sessions))
+        });
+        for (name, placement, max_dynamic) in
+            std::iter::once((DEFAULT_INSTANCE, Placement::Default, None)).chain(named)
+        {
+            let id = self.instance(name);
+            if let Some(max) = max_dynamic {
+                self.node.set_max_dynamic(id, max);
+            }
+            let rules: Vec<AccessRule> = config
+                .access_rules(name)
+                .into_iter()
+                .map(|(p, level)| AccessRule {
+                    prefix: p.addr,
+                    prefix_len: p.len,
+                    level: engine_level(level),
+                })
+                .collect();
+            self.node.set_access(id, rules);
+            let listen: Vec<SocketAddr> = config
+                .listen
+                .iter()
+                .filter(|l| l.instance == name)
+                .map(|l| l.address)
+                .collect();
+            let locals: Vec<IpAddr> = listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            self.node.set_local_addresses(id, &locals);
+            let mode5 = mode5_settings(config, name);
+            self.configure_mode5(id, config, name);
+            let default = placement == Placement::Default;
+            self.instances.insert(
+                id,
+                InstanceRt {
+                    name: name.to_owned(),
+                    placement,
+                    listen,
+                    up: default,
+                    error: None,
+                    retry_at: now,
+                    backoff: RETRY_MIN,
+                    ifindexes: Vec::new(),
+                    dropped: BTreeMap::new(),
+                    mode5,
+                },
+            );
+        }
+    }
+
+    /// Checks the health of up instances (their namespace or device still
+    /// exists) and retries down instances whose retry time has come.
+    pub(super) fn maintain(&mut self) {
+        let now = std::time::Instant::now();
+        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
+        for id in ids {
+            let Some(inst) = self.instances.get(&id) else {
+                continue;
+            };
+            match (&inst.placement, inst.up) {
+                (Placement::Default, _) => {}
+                (placement, true) => match placement_ifindexes(placement) {
+                    Ok(ifindexes) if placement_matches(placement, &inst.ifindexes, &ifindexes) => {
+                        if let Some(inst) = self.instances.get_mut(&id) {
+                            inst.ifindexes = ifindexes;
+                        }
+                    }
+                    Ok(_) => self.take_down(id, "its device was replaced".to_owned()),
+                    Err(e) => self.take_down(id, format!("{e:#}")),
+                },
+                (_, false) if now >= inst.retry_at => {
+                    if let Err(e) = self.bring_up(id) {
+                        self.retry_later(id, format!("{e:#}"));
+                    }
+                }
+                (_, false) => {}
+            }
+        }
+    }
+
+    /// Opens an instance's listeners with its placement and marks it up;
+    /// on failure nothing stays open.
+    pub(super) fn bring_up(&mut self, id: InstanceId) -> anyhow::Result<()> {
+        let Some(inst) = self.instances.get(&id) else {
+            bail!("unknown instance");
+        };
+        let placement = inst.placement.clone();
+        let listen = inst.listen.clone();
+        let name = inst.name.clone();
+        let ifindexes = placement_ifindexes(&placement)?;
+        let mut opened = Vec::new();
+        for address in &listen {
+            match self.open_socket(id, *address, true, &placement) {
+                Ok(s) => opened.push(s),
+                Err(e) => {
+                    for s in opened {
+                        self.close_socket(s);
+                    }
+                    return Err(e.context(format!("listen address {address}")));
+                }
+            }
+        }
+        if let Err(e) = self.open_mode5(id, &placement) {
+            let sockets: Vec<SocketId> = self
+                .sockets
+                .iter()
+                .filter(|(_, s)| s.instance == id)
+                .map(|(k, _)| *k)
+                .collect();
+            for s in sockets {
+                self.close_socket(s);
+            }
+            return Err(e);
+        }
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.up = true;
+            inst.error = None;
+            inst.backoff = RETRY_MIN;
+            inst.ifindexes = ifindexes;
+        }
+        tracing::info!(instance = %name, placement = %placement, listeners = listen.len(), "instance up");
+        Ok(())
+    }
+
+    /// Marks an instance down after a failure, closing its sockets, and
+    /// schedules a retry.
+    pub(super) fn take_down(&mut self, id: InstanceId, why: String) {
+        let sockets: Vec<SocketId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.instance == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for s in sockets {
+            self.close_socket(s);
+        }
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.up = false;
+            inst.backoff = RETRY_MIN;
+            inst.ifindexes.clear();
+            inst.mode5.senders.clear();
+        }
+        self.retry_later(id, why);
+    }
+
+    pub(super) fn retry_later(&mut self, id: InstanceId, why: String) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(instance = %inst.name, placement = %inst.placement, retry_s = inst.backoff.as_secs(), "instance down: {why}");
+        }
+        inst.error = Some(why);
+        inst.retry_at = std::time::Instant::now() + inst.backoff;
+        inst.backoff = (inst.backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// The status text of a placement: `default`, `device NAME`, `netns NAME`.
+pub(super) fn placement_name(placement: &Placement) -> String {
+    match placement {
+        Placement::Default => "default".to_owned(),
+        Placement::Device(d) => format!("device {d}"),
+        Placement::Netns(n) => format!("netns {n}"),
+    }
+}
+
+pub(super) fn engine_level(level: crate::config::AccessLevel) -> EngineAccess {
+    use crate::config::AccessLevel as L;
+    match level {
+        L::Peer => EngineAccess::Peer,
+        L::Server => EngineAccess::Server,
+        L::Synchronization => EngineAccess::Synchronization,
+        L::Query => EngineAccess::Query,
+    }
+}
+
+/// Whether a placement is usable now; for a device, its ifindex followed
+/// by those of its lower devices (the interfaces enslaved to a VRF).
+pub(super) fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u32>> {
+    match placement {
+        Placement::Default => Ok(Vec::new()),
+        Placement::Netns(name) => {
+            if strata_net::netns_exists(name) {
+                Ok(Vec::new())
+            } else {
+                Err(strata_net::NetError::NoSuchNamespace(name.clone()).into())
+            }
+        }
+        Placement::Device(dev) => {
+            let mut out = vec![strata_net::ifindex(dev)?];
+            let dir = Path::new("/sys/class/net").join(dev);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let Some(lower) = name.to_str().and_then(|n| n.strip_prefix("lower_")) else {
+                        continue;
+                    };
+                    if let Ok(i) = strata_net::ifindex(lower) {
+                        out.push(i);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Whether a device-bound instance still has the device it was brought up
+/// with (same ifindex); other placements always match.
+pub(super) fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool {
+    match placement {
+        Placement::Device(_) => before.first() == now.first(),
+        _ => true,
+    }
+}

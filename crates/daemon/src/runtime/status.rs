@@ -1,0 +1,183 @@
+//! The control socket: answering `status` and `sessions` from the node's
+//! state.
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn instance_name(&self, id: InstanceId) -> String {
+        self.instance_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", id.0))
+    }
+
+    pub(super) fn answer(&self, request: &Request) -> Reply {
+        let now = self.now();
+        match request {
+            Request::Status => {
+                let s = self.node.status();
+                let instances = self
+                    .node
+                    .instances()
+                    .map(|(id, name, c)| {
+                        let mut dropped = c
+                            .dropped_by_reason()
+                            .map(|(r, n)| (r.as_str().to_owned(), n))
+                            .collect::<BTreeMap<_, _>>();
+                        let mut received = c.received;
+                        let rt = self.instances.get(&id);
+                        for (reason, n) in rt.map(|i| &i.dropped).into_iter().flatten() {
+                            *dropped.entry(reason.clone()).or_default() += n;
+                            received += n;
+                        }
+                        (
+                            name.to_owned(),
+                            InstanceCounters {
+                                received,
+                                sent: c.sent,
+                                dropped,
+                                kod_sent: c.kod_sent,
+                                state: if rt.is_none_or(|i| i.up) {
+                                    "up"
+                                } else {
+                                    "down"
+                                }
+                                .to_owned(),
+                                placement: rt.map_or_else(
+                                    || "default".to_owned(),
+                                    |i| placement_name(&i.placement),
+                                ),
+                                error: rt.and_then(|i| if i.up { None } else { i.error.clone() }),
+                            },
+                        )
+                    })
+                    .collect();
+                Reply::Status(Status {
+                    synchronized: s.synchronized,
+                    stratum: s.server.stratum,
+                    offset_s: s.offset,
+                    frequency_ppm: s.frequency_ppm,
+                    refid: s.server.reference_id.to_string(),
+                    reference: s.system_peer.map(|(_, inst, addr)| {
+                        if inst == InstanceId::DEFAULT {
+                            addr.to_string()
+                        } else {
+                            format!("{addr}%{}", self.instance_name(inst))
+                        }
+                    }),
+                    leap: leap_name(s.server.leap).to_owned(),
+                    precision: s.server.precision,
+                    root_delay_s: s.server.root_delay.to_seconds(),
+                    root_dispersion_s: s.server.root_dispersion.to_seconds(),
+                    poll: s.poll,
+                    last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
+                    clock_steps: s.clock_steps,
+                    clock_backend: self.backend_name.to_owned(),
+                    instances,
+                })
+            }
+            Request::Sessions => Reply::Sessions(
+                self.node
+                    .sessions(now)
+                    .map(|s| Session {
+                        instance: self.instance_name(s.instance),
+                        address: s.address.to_string(),
+                        mode: s.mode.as_str().to_owned(),
+                        state: if s.selected {
+                            "selected".to_owned()
+                        } else {
+                            s.state.as_str().to_owned()
+                        },
+                        stratum: s.stratum,
+                        reach: s.reach,
+                        poll: s.poll,
+                        offset_s: s.offset,
+                        delay_s: s.delay,
+                        dispersion_s: s.dispersion,
+                        jitter_s: s.jitter,
+                        refid: s.reference_id.to_string(),
+                        last_s: s.last_rx.map(|t| (now - t).as_secs_f64()),
+                        calibrated_delay_s: s.calibrated.map(|(d, _)| d),
+                        calibration_age_s: s.calibrated.map(|(_, t)| (now - t).as_secs_f64()),
+                        calibrations: s.calibrations,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+pub(super) fn leap_name(leap: Leap) -> &'static str {
+    match leap {
+        Leap::NoWarning => "none",
+        Leap::AddSecond => "insert",
+        Leap::DeleteSecond => "delete",
+        Leap::Unsynchronized => "unsynchronized",
+    }
+}
+
+pub(super) fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating control socket directory {}", dir.display()))?;
+    }
+    // A stale socket from a previous run would make bind fail.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "control socket {} is in use by a running daemon",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+pub(super) async fn serve_control(listener: UnixListener, tx: mpsc::Sender<ControlRequest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read).take(control::MAX_REQUEST_LEN as u64 + 1);
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let reply = match read {
+                Ok(Ok(_)) if line.len() > control::MAX_REQUEST_LEN => {
+                    Reply::Error("request too long".to_owned())
+                }
+                Ok(Ok(_)) => match control::decode_request(&line) {
+                    Ok(request) => {
+                        let (reply_tx, reply_rx) = oneshot::channel();
+                        if tx
+                            .send(ControlRequest {
+                                request,
+                                reply: reply_tx,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        match reply_rx.await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => Reply::Error(e.to_string()),
+                },
+                Ok(Err(e)) => Reply::Error(format!("bad request: {e}")),
+                Err(_) => Reply::Error("timed out waiting for the request".to_owned()),
+            };
+            let mut out = control::encode_reply(&reply);
+            out.push('\n');
+            let _ = write.write_all(out.as_bytes()).await;
+        });
+    }
+}
