@@ -17,6 +17,10 @@ pub fn all() -> Vec<Scenario> {
         super::interop::interop_chrony(),
         super::vpn::vpn(),
         super::vpn::vpn_device(),
+        super::multicast::multicast(),
+        super::multicast::multicast_v6(),
+        super::multicast::broadcast(),
+        super::multicast::interop_multicast(),
     ]
 }
 

@@ -20,6 +20,7 @@ pub mod config;
 mod defs;
 pub mod guard;
 pub(crate) mod interop;
+mod multicast;
 mod vpn;
 
 use std::{
