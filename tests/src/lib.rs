@@ -155,6 +155,51 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, …) with `kill`.
+    ///
+    /// # Panics
+    /// When `kill` cannot be run.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Stops the daemon with SIGTERM and waits (at most 10 s) for it to
+    /// exit; returns whether it exited successfully.
+    ///
+    /// # Panics
+    /// When it does not exit in time.
+    pub fn stop(&mut self) -> bool {
+        self.signal("TERM");
+        let exited = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        exited.expect("stratad exits on SIGTERM").success()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The config file the daemon was started with.
+    #[must_use]
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.toml", self.name))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -69,6 +69,8 @@ pub enum Request {
     Status,
     /// `{"command":"sessions"}`: every association.
     Sessions,
+    /// `{"command":"reload"}`: re-read the configuration file (as SIGHUP).
+    Reload,
 }
 
 /// The daemon's system status (`stratactl status --json` prints this object).
@@ -187,6 +189,8 @@ pub enum Reply {
     Status(Status),
     /// `{"ok":true,"sessions":[...]}`.
     Sessions(Vec<Session>),
+    /// `{"ok":true,"message":"..."}`: an action was carried out.
+    Done(String),
     /// `{"ok":false,"error":"..."}`.
     Error(String),
 }
@@ -200,6 +204,8 @@ struct WireReply {
     status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sessions: Option<Vec<Session>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -215,6 +221,7 @@ pub fn encode_request(request: &Request) -> String {
     match request {
         Request::Status => "{\"command\":\"status\"}\n".to_owned(),
         Request::Sessions => "{\"command\":\"sessions\"}\n".to_owned(),
+        Request::Reload => "{\"command\":\"reload\"}\n".to_owned(),
     }
 }
 
@@ -234,18 +241,28 @@ pub fn encode_reply(reply: &Reply) -> String {
             ok: true,
             status: Some(status.clone()),
             sessions: None,
+            message: None,
             error: None,
         },
         Reply::Sessions(sessions) => WireReply {
             ok: true,
             status: None,
             sessions: Some(sessions.clone()),
+            message: None,
+            error: None,
+        },
+        Reply::Done(message) => WireReply {
+            ok: true,
+            status: None,
+            sessions: None,
+            message: Some(message.clone()),
             error: None,
         },
         Reply::Error(message) => WireReply {
             ok: false,
             status: None,
             sessions: None,
+            message: None,
             error: Some(message.clone()),
         },
     };
@@ -265,22 +282,32 @@ pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
             ok: true,
             status: Some(status),
             sessions: None,
+            message: None,
             error: None,
         } => Ok(Reply::Status(status)),
         WireReply {
             ok: true,
             status: None,
             sessions: Some(sessions),
+            message: None,
             error: None,
         } => Ok(Reply::Sessions(sessions)),
+        WireReply {
+            ok: true,
+            status: None,
+            sessions: None,
+            message: Some(message),
+            error: None,
+        } => Ok(Reply::Done(message)),
         WireReply {
             ok: false,
             status: None,
             sessions: None,
+            message: None,
             error: Some(error),
         } => Ok(Reply::Error(error)),
         WireReply { ok: true, .. } => Err(ControlError::Invalid(
-            "an ok reply needs exactly one of \"status\" or \"sessions\"".to_owned(),
+            "an ok reply needs exactly one of \"status\", \"sessions\" or \"message\"".to_owned(),
         )),
         WireReply { ok: false, .. } => Err(ControlError::Invalid(
             "an error reply needs \"error\" and nothing else".to_owned(),

@@ -365,6 +365,7 @@ fn client_talks_to_a_socket() {
             let reply = match read_request(&stream) {
                 Ok(Request::Status) => Reply::Status(status()),
                 Ok(Request::Sessions) => Reply::Sessions(vec![session()]),
+                Ok(Request::Reload) => Reply::Done("reloaded".to_owned()),
                 Err(e) => Reply::Error(e.to_string()),
             };
             (&stream)

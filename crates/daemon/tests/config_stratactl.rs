@@ -79,6 +79,7 @@ fn serve(dir: &Path, n: usize) -> (PathBuf, JoinHandle<()>) {
             let reply = match read_request(&stream) {
                 Ok(Request::Status) => Reply::Status(status()),
                 Ok(Request::Sessions) => Reply::Sessions(vec![session()]),
+                Ok(Request::Reload) => Reply::Done("reloaded".to_owned()),
                 Err(e) => Reply::Error(e.to_string()),
             };
             let _ = (&stream).write_all(encode_reply(&reply).as_bytes());

@@ -444,6 +444,44 @@ impl Node {
             .collect();
     }
 
+    /// The configured (client and symmetric active) associations, with
+    /// their configuration.
+    pub fn configured(
+        &self,
+    ) -> impl Iterator<Item = (AssociationId, AssociationMode, &ClientConfig)> {
+        self.assocs
+            .iter()
+            .filter(|a| !a.mode.is_dynamic())
+            .map(|a| (a.id, a.mode, &a.config))
+    }
+
+    /// Removes an association (a source dropped from the configuration).
+    /// Returns whether it existed.
+    pub fn remove_association(&mut self, id: AssociationId) -> bool {
+        match self.assocs.iter().position(|a| a.id == id) {
+            Some(i) => {
+                self.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Changes a configured association's poll bounds and `iburst`,
+    /// keeping its state (reach, filter, on-wire variables). The instance
+    /// and address cannot change. Returns whether it existed.
+    pub fn reconfigure(&mut self, id: AssociationId, config: &ClientConfig) -> bool {
+        let sys_poll = self.discipline.poll_exponent();
+        let Some(a) = self.assocs.iter_mut().find(|a| a.id == id) else {
+            return false;
+        };
+        a.config.minpoll = config.minpoll;
+        a.config.maxpoll = config.maxpoll.max(config.minpoll);
+        a.config.iburst = config.iburst;
+        a.set_system_poll(sys_poll);
+        true
+    }
+
     /// Adds a broadcast/multicast server; the first packet goes out at `now`
     /// (once the node is synchronised or has a local reference).
     pub fn add_broadcast_server(&mut self, config: BroadcastServerConfig, now: Instant) {

@@ -54,7 +54,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(strata_daemon::runtime::run(config))?;
+    runtime.block_on(strata_daemon::runtime::run(config, args.config.clone()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,16 +23,7 @@ impl Daemon {
             if let Some(max) = max_dynamic {
                 self.node.set_max_dynamic(id, max);
             }
-            let rules: Vec<AccessRule> = config
-                .access_rules(name)
-                .into_iter()
-                .map(|(p, level)| AccessRule {
-                    prefix: p.addr,
-                    prefix_len: p.len,
-                    level: engine_level(level),
-                })
-                .collect();
-            self.node.set_access(id, rules);
+            self.node.set_access(id, access_rules(config, name));
             let listen: Vec<SocketAddr> = config
                 .listen
                 .iter()
@@ -181,6 +172,19 @@ pub(super) fn placement_name(placement: &Placement) -> String {
         Placement::Device(d) => format!("device {d}"),
         Placement::Netns(n) => format!("netns {n}"),
     }
+}
+
+/// The engine's access rules of instance `name`, in file order.
+pub(super) fn access_rules(config: &Config, name: &str) -> Vec<AccessRule> {
+    config
+        .access_rules(name)
+        .into_iter()
+        .map(|(p, level)| AccessRule {
+            prefix: p.addr,
+            prefix_len: p.len,
+            level: engine_level(level),
+        })
+        .collect()
 }
 
 pub(super) fn engine_level(level: crate::config::AccessLevel) -> EngineAccess {

@@ -23,6 +23,7 @@
 
 mod instances;
 mod mode5;
+mod reload;
 mod status;
 
 use self::instances::*;
@@ -39,8 +40,9 @@ use anyhow::{bail, Context as _};
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
-    AccessLevel as EngineAccess, AccessRule, BroadcastClientConfig, BroadcastServerConfig,
-    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
+    AccessLevel as EngineAccess, AccessRule, AssociationId, AssociationMode, BroadcastClientConfig,
+    BroadcastServerConfig, ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta,
+    SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
@@ -52,6 +54,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{ClockBackend, Config, InstancePlacement, DEFAULT_INSTANCE, DEFAULT_NTP_PORT};
 use crate::control::{self, InstanceCounters, Reply, Request, Session, Status};
 
+/// How often the frequency estimate is written to the drift file.
+const DRIFT_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often instance health is checked and down instances are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// The first retry delay of a down instance.
@@ -138,6 +142,10 @@ struct Daemon {
     next_socket: u32,
     drift_file: Option<PathBuf>,
     backend_name: &'static str,
+    /// The running configuration (what a reload is compared with).
+    config: Config,
+    /// The file it came from; `None` for the embedded default.
+    config_path: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -145,7 +153,7 @@ struct Daemon {
 /// # Errors
 /// When a socket cannot be opened, the clock cannot be read, or the clock
 /// offset exceeds the panic threshold.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let initial_frequency = config.clock.drift_file.as_deref().and_then(read_drift_file);
     let (clock, backend_name): (Box<dyn Clock>, &'static str) = match config.clock.backend {
         ClockBackend::Virtual => (
@@ -183,6 +191,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         next_socket: 0,
         drift_file: config.clock.drift_file.clone(),
         backend_name,
+        config: config.clone(),
+        config_path,
     };
 
     daemon.setup_instances(&config);
@@ -242,6 +252,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut drift_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + DRIFT_INTERVAL, DRIFT_INTERVAL);
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(clock = backend_name, "stratad running");
@@ -268,9 +281,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = maintenance.tick() => daemon.maintain(),
             Some(req) = ctl_rx.recv() => {
-                let reply = daemon.answer(&req.request);
+                let reply = match req.request {
+                    Request::Reload => match daemon.reload() {
+                        Ok(summary) => Reply::Done(summary),
+                        Err(why) => {
+                            tracing::error!("reload rejected, the running configuration stays: {why}");
+                            Reply::Error(format!("reload rejected, the running configuration stays: {why}"))
+                        }
+                    },
+                    ref other => daemon.answer(other),
+                };
                 let _ = req.reply.send(reply);
             }
+            _ = sighup.recv() => {
+                if let Err(why) = daemon.reload() {
+                    tracing::error!("reload rejected, the running configuration stays: {why}");
+                }
+            }
+            _ = drift_timer.tick() => daemon.save_drift(),
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
         }

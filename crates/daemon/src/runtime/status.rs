@@ -14,6 +14,8 @@ impl Daemon {
     pub(super) fn answer(&self, request: &Request) -> Reply {
         let now = self.now();
         match request {
+            // Carried out by the event loop, which owns the reload.
+            Request::Reload => Reply::Error("reload is not a query".to_owned()),
             Request::Status => {
                 let s = self.node.status();
                 let instances = self
