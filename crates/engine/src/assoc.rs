@@ -261,6 +261,22 @@ pub(crate) struct Association {
     pub(crate) last_rx: Option<Instant>,
     /// The remote's advertised poll exponent.
     ppoll: i8,
+    /// Symmetric associations: the listening socket, local address and
+    /// interface the peer's packets last arrived on. Our packets leave the
+    /// same way, so the peer sees them come from the address and port it
+    /// sends to (port 123), which is how it matches them to its association.
+    pub(crate) via: Option<Via>,
+}
+
+/// Where a symmetric association's packets leave from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Via {
+    /// The listening socket.
+    pub(crate) socket: crate::SocketId,
+    /// The local address the peer sent to.
+    pub(crate) src_ip: Option<core::net::IpAddr>,
+    /// The receiving interface.
+    pub(crate) ifindex: Option<u32>,
 }
 
 impl Association {
@@ -306,6 +322,7 @@ impl Association {
             peer: None,
             last_rx: None,
             ppoll: config.minpoll,
+            via: None,
             config,
         }
     }

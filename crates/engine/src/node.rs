@@ -30,7 +30,7 @@ use strata_wire::{
 use crate::access::{level_for, AccessLevel, AccessRule};
 use crate::assoc::{
     Association, AssociationId, AssociationMode, AssociationState, BroadcastClientConfig,
-    ClientConfig, Polled, Received, MAXDISP, PHI,
+    ClientConfig, Polled, Received, Via, MAXDISP, PHI,
 };
 use crate::counters::{Counters, DropReason};
 use crate::server::{respond, wire_drop_reason, ServerState, MAX_STRATUM};
@@ -744,6 +744,15 @@ impl Node {
             // State changes are reported below; errors still may have
             // changed reach (a valid but unusable packet).
         }
+        if meta.listener && matches!(pkt.mode, Mode::SymmetricActive | Mode::SymmetricPassive) {
+            // Also after an unusable packet (the peer's first, unsynchronised
+            // or crossing ours): our answer must reach it all the same.
+            a.via = Some(Via {
+                socket: meta.socket,
+                src_ip: meta.dst_ip,
+                ifindex: meta.ifindex,
+            });
+        }
         let (received, changed) = result?;
         if let Some(state) = changed {
             self.events.push_back(Event::Association { id, state });
@@ -995,14 +1004,14 @@ impl Node {
         let i = self.assocs.iter().position(|a| a.pending_send)?;
         let a = &mut self.assocs[i];
         let len = a.build_packet(clock_now, &state, &mut self.rng, buf)?;
-        let (instance, dst) = (a.config.instance, a.config.address);
+        let (instance, dst, via) = (a.config.instance, a.config.address, a.via);
         self.counters(instance).sent += 1;
         Some(Transmit {
             instance,
-            socket: None,
+            socket: via.map(|v| v.socket),
             dst,
-            src_ip: None,
-            ifindex: None,
+            src_ip: via.and_then(|v| v.src_ip),
+            ifindex: via.and_then(|v| v.ifindex),
             len,
         })
     }

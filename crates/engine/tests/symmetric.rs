@@ -214,3 +214,57 @@ fn dynamic_session_limit_caps_passive_associations() {
     );
     assert!(again[0].reach != 0);
 }
+
+#[test]
+fn symmetric_packets_leave_from_the_listener_they_arrived_on() {
+    use strata_engine::{RecvMeta, SocketId};
+    use strata_wire::{Leap, Mode, NtpRepr, NtpShort, NtpTimestamp};
+    // A's mode-1 packet comes from an ephemeral port to B's listener
+    // (socket 7, 10.200.1.3:123): B's passive association must answer, and
+    // keep polling, from that listener, or A (keyed on B's port 123) drops it.
+    let mut b = server_node(2);
+    b.set_access(InstanceId::DEFAULT, peer_rule());
+    let b_ip = addr(3).ip();
+    let a_src = std::net::SocketAddr::new(addr(2).ip(), 40_000);
+    let t = NtpTimestamp::from_unix(1_800_000_000, 0);
+    // A's first packet, sent before it is synchronised (an unusable sample).
+    let request = NtpRepr {
+        leap: Leap::Unsynchronized,
+        version: 4,
+        mode: Mode::SymmetricActive,
+        stratum: 0,
+        poll: 0,
+        precision: -20,
+        root_delay: NtpShort::default(),
+        root_dispersion: NtpShort::default(),
+        reference_id: ReferenceId::INIT,
+        reference_timestamp: NtpTimestamp::ZERO,
+        origin_timestamp: NtpTimestamp::ZERO,
+        receive_timestamp: NtpTimestamp::ZERO,
+        transmit_timestamp: t,
+    };
+    let mut bytes = [0u8; 48];
+    let len = request.emit_to_slice(&mut bytes).expect("emit");
+    let meta = RecvMeta {
+        instance: InstanceId::DEFAULT,
+        socket: SocketId(7),
+        listener: true,
+        src: a_src,
+        dst_ip: Some(b_ip),
+        ifindex: Some(4),
+        rx_time: t,
+    };
+    b.handle_datagram(net0(), &meta, &bytes[..len]);
+    assert_eq!(b.sessions(net0()).count(), 1, "passive association");
+    let mut buf = [0u8; 128];
+    let tx = b.poll_transmit(t, &mut buf).expect("mode-2 answer");
+    assert_eq!(tx.dst, a_src);
+    assert_eq!(tx.socket, Some(SocketId(7)), "from the listener");
+    assert_eq!(tx.src_ip, Some(b_ip));
+    assert_eq!(tx.ifindex, Some(4));
+    // Its own later polls leave the same way.
+    let later = net0() + core::time::Duration::from_secs(3600);
+    b.handle_timeout(later);
+    let tx = b.poll_transmit(t, &mut buf).expect("a poll");
+    assert_eq!((tx.dst, tx.socket), (a_src, Some(SocketId(7))));
+}

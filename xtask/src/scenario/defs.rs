@@ -21,6 +21,7 @@ pub fn all() -> Vec<Scenario> {
         super::multicast::multicast_v6(),
         super::multicast::broadcast(),
         super::multicast::interop_multicast(),
+        super::symmetric::symmetric(),
     ]
 }
 

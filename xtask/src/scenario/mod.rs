@@ -21,6 +21,7 @@ mod defs;
 pub mod guard;
 pub(crate) mod interop;
 mod multicast;
+mod symmetric;
 mod vpn;
 
 use std::{

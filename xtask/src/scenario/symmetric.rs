@@ -1,0 +1,535 @@
+//! The `symmetric` scenario: two strata peers (symmetric active/passive),
+//! each with its own upstream, swapping roles when the better upstream dies.
+//!
+//! Four namespaces on one bridge `lan` (10.200.1.0/24):
+//!
+//! ```text
+//!  u1 (.1, local reference stratum 1) ──> a (.2) <══ symmetric ══> b (.3) <── u3 (.4, stratum 3)
+//! ```
+//!
+//! `a` has `u1` as its `[[server]]` and `b` as its `[[peer]]` (symmetric
+//! active); `b` has `u3` as its `[[server]]` and lets 10.200.1.0/24 be a
+//! `peer` (`[[access]]`), so `a`'s mode-1 packets mobilise a symmetric
+//! passive association on `b`. Polls are short (minpoll -2, maxpoll 0) and
+//! the stepout is shortened to 2 s. `a` starts 200 ms off (+20 ppm), `b`
+//! −300 ms (−15 ppm), both on virtual clocks; `u1` and `u3` run on the host
+//! timescale, so every true error (probed against the host clock) is small.
+//!
+//! The check, in three phases, sampling both peers' status every 250 ms
+//! throughout and counting a *loop* whenever `a` has `b` as its reference
+//! while `b`'s reference ID is `a`'s address (or the other way round):
+//!
+//! 1. `a` syncs to `u1` (stratum 2); `b` prefers `a` (stratum 3) over `u3`
+//!    (it would be 4); both true errors under 1 ms; `a`'s session to `b` is
+//!    `symmetric-active` and `b`'s to `a` `symmetric-passive`, both reached.
+//! 2. `u1` is stopped (by PID): `b` falls back to `u3` (stratum 4) and `a`
+//!    synchronises from `b` (stratum 5), within [`FAILOVER_TIMEOUT`].
+//! 3. `a` is stopped: `b`'s passive association decays and is demobilised
+//!    (gone from `b`'s sessions) within [`DEMOBILISE_TIMEOUT`], while `b`
+//!    keeps stratum 4.
+//!
+//! [`start_daemon`] starts a `stratad` from a check (rather than when the
+//! topology is built) so the check knows its PID and can stop it.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::{config, guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+
+/// The longest wait for phase 1 (both peers in sync, `b` via `a`).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest wait for phase 2 (`b` on `u3`, `a` via `b`).
+pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest wait for phase 3 (the passive association gone).
+pub const DEMOBILISE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often both peers' status is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Largest accepted true clock error.
+const MAX_ERROR_S: f64 = 1e-3;
+
+const U1: &str = "10.200.1.1";
+const A: &str = "10.200.1.2";
+const B: &str = "10.200.1.3";
+const U3: &str = "10.200.1.4";
+
+const U1_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+
+[local-reference]
+stratum = 1
+
+[[listen]]
+address = "10.200.1.1:123"
+"#;
+
+const U3_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+
+[local-reference]
+stratum = 3
+
+[[listen]]
+address = "10.200.1.4:123"
+"#;
+
+/// `a`: client of `u1`, symmetric active toward `b`.
+const A_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+initial-offset = "200ms"
+frequency-error-ppm = 20.0
+
+[discipline]
+step-threshold = "128ms"
+stepout = "2s"
+
+[[server]]
+address = "10.200.1.1:123"
+minpoll = -2
+maxpoll = 0
+iburst = true
+
+[[peer]]
+address = "10.200.1.3:123"
+minpoll = -2
+maxpoll = 0
+
+[[listen]]
+address = "10.200.1.2:123"
+"#;
+
+/// `b`: client of `u3`, lets the subnet of `a` mobilise a passive association.
+const B_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+initial-offset = "-300ms"
+frequency-error-ppm = -15.0
+
+[discipline]
+step-threshold = "128ms"
+stepout = "2s"
+
+[[access]]
+level = "peer"
+prefixes = ["10.200.1.0/24"]
+
+[[server]]
+address = "10.200.1.4:123"
+minpoll = -2
+maxpoll = 0
+iburst = true
+
+[[listen]]
+address = "10.200.1.3:123"
+"#;
+
+fn end(node: &'static str) -> End {
+    End {
+        node,
+        ifname: "lan0",
+    }
+}
+
+/// `cargo xtask scenario symmetric`; see the module doc.
+pub fn symmetric() -> Scenario {
+    let nodes = [
+        // Started by the check (it stops them by PID).
+        ("u1", None),
+        ("a", None),
+        ("b", Some(B_CONFIG)),
+        ("u3", Some(U3_CONFIG)),
+    ];
+    let cidrs = [
+        ("u1", "10.200.1.1/24"),
+        ("a", "10.200.1.2/24"),
+        ("b", "10.200.1.3/24"),
+        ("u3", "10.200.1.4/24"),
+    ];
+    Scenario {
+        name: "symmetric",
+        about: "peers a (via u1, s1) <-> b (via u3, s3): b prefers a; u1 dies: a via b, no loop; a dies: b demobilises",
+        nodes: nodes
+            .iter()
+            .map(|(name, config)| Node {
+                name,
+                config: config.map(str::to_owned),
+            })
+            .collect(),
+        bridges: vec!["lan"],
+        links: nodes
+            .iter()
+            .map(|(name, _)| Link::BridgePort {
+                bridge: "lan",
+                end: end(name),
+            })
+            .collect(),
+        addrs: cidrs
+            .iter()
+            .map(|(node, cidr)| Addr {
+                end: end(node),
+                cidr,
+            })
+            .collect(),
+        check,
+    }
+}
+
+/// Renders `template` for `node`, starts `stratad` there (owned by the run's
+/// guard) and waits for its control socket. Returns the PID.
+pub fn start_daemon(run: &Run<'_>, node: &str, template: &str) -> Result<u32> {
+    let node_dir = run.node_dir(node);
+    std::fs::create_dir_all(&node_dir)?;
+    let ctx = config::RenderCtx {
+        prefix: run.prefix,
+        run_dir: &run.dir,
+        node_dir: &node_dir,
+    };
+    let rendered =
+        config::render(template, &ctx).with_context(|| format!("config of node {node}"))?;
+    let file = node_dir.join("strata.toml");
+    std::fs::write(&file, rendered)?;
+    let file = file.display().to_string();
+    let pid = run.spawn_in(node, "stratad", &run.bins.stratad, &["-c", &file])?;
+    let socket = ctx.control_socket();
+    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if let Some(status) = run.exit_status(pid) {
+            bail!(
+                "stratad on {node} exited early ({status}); log: {}",
+                node_dir.join("stratad.log").display()
+            );
+        }
+        Ok(socket.exists().then_some(()))
+    })
+    .with_context(|| format!("stratad on {node} did not open its control socket"))?;
+    Ok(pid)
+}
+
+/// Stops process `pid` (one this run started) with SIGTERM and waits until
+/// it has exited.
+pub fn stop(run: &Run<'_>, pid: u32) -> Result<()> {
+    guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
+    guard::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        run.exit_status(pid)
+    })
+    .with_context(|| format!("process {pid} did not exit after SIGTERM"))?;
+    Ok(())
+}
+
+/// The fields of `stratactl status --json` this scenario reads.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Whether the clock is synchronized.
+    pub synchronized: bool,
+    /// Stratum served.
+    pub stratum: u8,
+    /// Reference ID served, as text (an IPv4 address for a source).
+    pub refid: String,
+    /// The system peer, `ip:port`.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+impl PeerStatus {
+    /// The IP address of the system peer, if any.
+    pub fn reference_ip(&self) -> Option<IpAddr> {
+        let r = self.reference.as_deref()?;
+        r.parse::<SocketAddr>()
+            .map(|s| s.ip())
+            .or_else(|_| r.parse::<IpAddr>())
+            .ok()
+    }
+
+    /// Whether the system peer is `ip`.
+    pub fn follows(&self, ip: &str) -> bool {
+        self.reference_ip().is_some_and(|r| r.to_string() == ip)
+    }
+}
+
+/// `stratactl status --json` of `node`, the fields above.
+pub fn peer_status(run: &Run<'_>, node: &str) -> Result<PeerStatus> {
+    let out = run.stratactl(node, "status")?;
+    serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))
+}
+
+/// A timing loop between two peers at one sample: `x` follows `y` while
+/// `y`'s reference ID is `x`'s address.
+pub fn is_loop(x: &PeerStatus, x_ip: &str, y: &PeerStatus, y_ip: &str) -> bool {
+    x.follows(y_ip) && y.refid == x_ip
+}
+
+/// The session of `node` whose remote IP is `ip`.
+fn session_to(run: &Run<'_>, node: &str, ip: &str) -> Result<Option<super::Session>> {
+    Ok(run.sessions(node)?.into_iter().find(|s| {
+        s.address
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().to_string() == ip)
+    }))
+}
+
+/// Everything measured over the run, for the summary line.
+#[derive(Debug, Default)]
+struct Record {
+    samples: u64,
+    loops: u64,
+    sample_errors: u64,
+    last_loop: Option<String>,
+    last: Option<(PeerStatus, PeerStatus)>,
+}
+
+impl Record {
+    /// Samples both peers once; returns their status.
+    fn sample(&mut self, run: &Run<'_>, a_alive: bool) -> Option<(Option<PeerStatus>, PeerStatus)> {
+        let a = if a_alive {
+            match peer_status(run, "a") {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    self.sample_errors += 1;
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let Ok(b) = peer_status(run, "b") else {
+            self.sample_errors += 1;
+            return None;
+        };
+        self.samples += 1;
+        if let Some(a) = &a {
+            if is_loop(a, A, &b, B) || is_loop(&b, B, a, A) {
+                self.loops += 1;
+                self.last_loop = Some(format!("a={a:?} b={b:?}"));
+            }
+            self.last = Some((a.clone(), b.clone()));
+        }
+        Some((a, b))
+    }
+}
+
+/// The true error and served stratum of the daemon at `ip:123` in `node`.
+fn probe(run: &Run<'_>, node: &str, ip: &str) -> Option<(f64, u8)> {
+    let addr = SocketAddr::new(ip.parse().ok()?, 123);
+    run.true_offset(node, addr)
+        .ok()
+        .map(|s| (s.offset_s, s.stratum))
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "none".to_owned(), |e| format!("{:.1}", e * 1e6))
+}
+
+fn check(run: &Run<'_>) -> Result<Outcome> {
+    let started = Instant::now();
+    let u1 = start_daemon(run, "u1", U1_CONFIG)?;
+    let a_pid = start_daemon(run, "a", A_CONFIG)?;
+    let mut rec = Record::default();
+    let mut values: Vec<(&'static str, String)> = Vec::new();
+    let mut failure: Option<String> = None;
+    let mut next_probe = Instant::now();
+
+    // Phase 1: a on u1 (2), b on a (3).
+    let mut errs = (None, None);
+    let phase1 =
+        guard::wait_until(SYNC_TIMEOUT, SAMPLE_EVERY, || {
+            let (a, b) = rec.sample(run, true)?;
+            let a = a?;
+            let shape = a.stratum == 2 && a.follows(U1) && b.stratum == 3 && b.follows(A);
+            // Probing costs two process starts: only once the shape is right.
+            if !shape || Instant::now() < next_probe {
+                return None;
+            }
+            next_probe = Instant::now() + Duration::from_secs(1);
+            let pa = probe(run, "a", A)?;
+            let pb = probe(run, "b", B)?;
+            errs = (Some(pa.0), Some(pb.0));
+            let sessions_ok =
+                session_to(run, "a", B).ok().flatten().is_some_and(|s| {
+                    s.mode == "symmetric-active" && s.reach.is_some_and(|r| r != 0)
+                }) && session_to(run, "b", A).ok().flatten().is_some_and(|s| {
+                    s.mode == "symmetric-passive" && s.reach.is_some_and(|r| r != 0)
+                });
+            (pa.0.abs() < MAX_ERROR_S
+                && pb.0.abs() < MAX_ERROR_S
+                && pa.1 == 2
+                && pb.1 == 3
+                && sessions_ok)
+                .then_some(())
+        });
+    let sync_s = started.elapsed().as_secs_f64();
+    values.push(("a_error_us", us(errs.0)));
+    values.push(("b_error_us", us(errs.1)));
+    values.push(("sync_s", format!("{sync_s:.1}")));
+    if phase1.is_err() {
+        failure = Some(format!(
+            "phase 1: a not on u1 (2) with b on a (3) within {}s",
+            SYNC_TIMEOUT.as_secs()
+        ));
+    }
+
+    // Phase 2: u1 dies; b on u3 (4), a on b (5).
+    if failure.is_none() {
+        stop(run, u1)?;
+        let t0 = Instant::now();
+        let mut errs = (None, None);
+        let phase2 = guard::wait_until(FAILOVER_TIMEOUT, SAMPLE_EVERY, || {
+            let (a, b) = rec.sample(run, true)?;
+            let a = a?;
+            let shape = a.stratum == 5 && a.follows(B) && b.stratum == 4 && b.follows(U3);
+            if !shape || Instant::now() < next_probe {
+                return None;
+            }
+            next_probe = Instant::now() + Duration::from_secs(1);
+            let pa = probe(run, "a", A)?;
+            let pb = probe(run, "b", B)?;
+            errs = (Some(pa.0), Some(pb.0));
+            (pa.0.abs() < MAX_ERROR_S && pb.0.abs() < MAX_ERROR_S && pa.1 == 5 && pb.1 == 4)
+                .then_some(())
+        });
+        values.push(("failover_s", format!("{:.1}", t0.elapsed().as_secs_f64())));
+        values.push(("a_error_after_us", us(errs.0)));
+        values.push(("b_error_after_us", us(errs.1)));
+        if phase2.is_err() {
+            failure = Some(format!(
+                "phase 2: b not on u3 (4) with a on b (5) within {}s after u1 stopped",
+                FAILOVER_TIMEOUT.as_secs()
+            ));
+        }
+    }
+
+    // Phase 3: a dies; b's passive association goes.
+    if failure.is_none() {
+        let reach_before = session_to(run, "b", A)?.and_then(|s| s.reach);
+        values.push((
+            "b_reach_before",
+            reach_before.map_or("none".to_owned(), |r| format!("{r:o}")),
+        ));
+        stop(run, a_pid)?;
+        let t0 = Instant::now();
+        let phase3 = guard::wait_until(DEMOBILISE_TIMEOUT, SAMPLE_EVERY, || {
+            let (_, b) = rec.sample(run, false)?;
+            let gone = session_to(run, "b", A).ok()?.is_none();
+            (gone && b.stratum == 4 && b.follows(U3)).then_some(())
+        });
+        values.push(("demobilise_s", format!("{:.1}", t0.elapsed().as_secs_f64())));
+        if phase3.is_err() {
+            failure = Some(format!(
+                "phase 3: b's passive association with a not demobilised within {}s",
+                DEMOBILISE_TIMEOUT.as_secs()
+            ));
+        }
+    }
+
+    values.push(("samples", rec.samples.to_string()));
+    values.push(("loops", rec.loops.to_string()));
+    if rec.loops > 0 {
+        failure.get_or_insert_with(|| "timing loop sampled".to_owned());
+        if let Some(l) = &rec.last_loop {
+            values.push(("loop_sample", format!("{l:?}")));
+        }
+    }
+    if let Some(f) = &failure {
+        if let Some((a, b)) = &rec.last {
+            values.push(("last", format!("{:?}", format!("a={a:?} b={b:?}"))));
+        }
+        for node in ["a", "b"] {
+            if let Ok(st) = run.stratactl(node, "status") {
+                let st: serde_json::Value = serde_json::from_str(&st).unwrap_or_default();
+                values.push((
+                    "counters",
+                    format!("{:?}", format!("{node}: {}", st["instances"])),
+                ));
+            }
+            if let Ok(sessions) = run.sessions(node) {
+                let s: Vec<String> = sessions.iter().map(super::Session::summary).collect();
+                values.push((
+                    "sessions",
+                    format!("{:?}", format!("{node}: {}", s.join(" | "))),
+                ));
+            }
+        }
+        values.push(("error", format!("{f:?}")));
+    }
+    Ok(Outcome {
+        pass: failure.is_none(),
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(stratum: u8, refid: &str, reference: Option<&str>) -> PeerStatus {
+        PeerStatus {
+            synchronized: true,
+            stratum,
+            refid: refid.to_owned(),
+            reference: reference.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn loop_detection() {
+        let a_via_b = st(5, B, Some("10.200.1.3:123"));
+        let b_via_u3 = st(4, U3, Some("10.200.1.4:123"));
+        let b_via_a = st(3, A, Some("10.200.1.2:40000"));
+        assert!(!is_loop(&a_via_b, A, &b_via_u3, B), "a via b via u3");
+        assert!(is_loop(&a_via_b, A, &b_via_a, B), "a via b via a");
+        let a_via_u1 = st(2, U1, Some("10.200.1.1:123"));
+        assert!(!is_loop(&a_via_u1, A, &b_via_a, B));
+        assert!(!is_loop(&b_via_a, B, &a_via_u1, A));
+        assert!(b_via_a.follows(A), "passive association: any port");
+        assert!(!st(16, "INIT", None).follows(A));
+    }
+
+    #[test]
+    fn status_parses_daemon_json() {
+        let s: PeerStatus = serde_json::from_str(
+            r#"{"synchronized": true, "stratum": 3, "offset_s": 0.0, "refid": "10.200.1.2",
+                "reference": "10.200.1.2:51234", "instances": {}}"#,
+        )
+        .expect("status");
+        assert_eq!(s.reference_ip(), Some("10.200.1.2".parse().expect("ip")));
+        let s: PeerStatus = serde_json::from_str(
+            r#"{"synchronized": false, "stratum": 16, "refid": "INIT", "reference": null}"#,
+        )
+        .expect("status");
+        assert!(s.reference_ip().is_none());
+    }
+
+    #[test]
+    fn scenario_is_well_formed_and_configs_render() {
+        let sc = symmetric();
+        sc.validate().expect("well-formed");
+        assert!(sc.needs_daemon());
+        let dir = std::path::Path::new("/tmp/strata-st0000/symmetric");
+        for (node, template) in [
+            ("u1", U1_CONFIG),
+            ("a", A_CONFIG),
+            ("b", B_CONFIG),
+            ("u3", U3_CONFIG),
+        ] {
+            let node_dir = dir.join(node);
+            let ctx = config::RenderCtx {
+                prefix: "st0000-",
+                run_dir: dir,
+                node_dir: &node_dir,
+            };
+            let doc: toml::Table = config::render(template, &ctx)
+                .expect("render")
+                .parse()
+                .expect("TOML");
+            assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
+        }
+        assert!(A_CONFIG.contains(&format!("\"{B}:123\"")));
+        assert!(B_CONFIG.contains("level = \"peer\""));
+    }
+}
