@@ -9,50 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
+use strata_daemon::cli::{StratactlArgs as Args, StratactlCommand as Command};
 use strata_daemon::config;
 use strata_daemon::control::{self, Reply, Request};
-
-#[derive(Parser)]
-#[command(
-    name = "stratactl",
-    version,
-    about = "Query and check the strata NTP daemon"
-)]
-struct Args {
-    /// The daemon's control socket.
-    #[arg(long, global = true, value_name = "PATH", conflicts_with = "config")]
-    socket: Option<PathBuf>,
-    /// Read the control socket path from this configuration file.
-    #[arg(short = 'c', long = "config", global = true, value_name = "CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Show the daemon's system status.
-    Status {
-        /// Print the status object as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show every association.
-    Sessions {
-        /// Print the sessions array as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only the sessions of this instance (`default`, or an `[[instance]]` name).
-        #[arg(long, value_name = "NAME")]
-        instance: Option<String>,
-    },
-    /// Validate a configuration file and report every error with its key and line.
-    CheckConfig {
-        /// The file to check.
-        file: PathBuf,
-    },
-}
 
 fn main() -> ExitCode {
     match run(Args::parse()) {

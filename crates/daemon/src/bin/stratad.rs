@@ -4,31 +4,12 @@
 //! file is given); `stratad check-config FILE` validates a file and prints
 //! every error with its key and line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
+use strata_daemon::cli::{StratadArgs as Args, StratadCommand as Command};
 use strata_daemon::config;
-
-#[derive(Parser)]
-#[command(name = "stratad", version, about = "strata NTP daemon")]
-struct Args {
-    /// Configuration file (TOML). Without it, the embedded default config.
-    #[arg(short = 'c', long = "config", global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate a configuration file and report every error with its key and line.
-    CheckConfig {
-        /// The file to check.
-        file: PathBuf,
-    },
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -42,8 +23,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(Command::CheckConfig { file }) = args.command {
-        return check(&file);
+    match &args.command {
+        Some(Command::CheckConfig { file }) => return check(file),
+        Some(Command::GenerateMan { dir }) => {
+            for path in strata_daemon::cli::write_man_pages(dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?
+            {
+                println!("{}", path.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let config = config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     strata_daemon::logging::init(&config.log.level);

@@ -1,0 +1,214 @@
+//! The command lines of `stratad` and `stratactl` (clap definitions) and their man pages.
+//!
+//! The binaries parse [`StratadArgs`] and [`StratactlArgs`]; keeping the definitions in the
+//! library lets [`write_man_pages`] render `stratad(8)` and `stratactl(1)` from the very same
+//! definitions with `clap_mangen`, so the manual never drifts from `--help`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `stratad`: the daemon's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stratad",
+    version,
+    about = "strata NTP daemon",
+    long_about = "strata NTP daemon.\n\n\
+        Runs the NTPv4 client, server, symmetric and broadcast/multicast modes configured in \
+        FILE (the embedded default configuration when no file is given: observe-only clock, \
+        loopback port 11123). SIGHUP re-reads the configuration; SIGTERM stops the daemon. \
+        Under systemd (Type=notify) it reports READY, STATUS and STOPPING on $NOTIFY_SOCKET.",
+    after_help = "Files: /etc/strata/strata.toml (configuration), /var/lib/strata/drift \
+        (frequency estimate), /run/strata/control.sock (stratactl socket)."
+)]
+pub struct StratadArgs {
+    /// Configuration file (TOML). Without it, the embedded default config.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A subcommand; none runs the daemon.
+    #[command(subcommand)]
+    pub command: Option<StratadCommand>,
+}
+
+/// `stratad`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StratadCommand {
+    /// Validate a configuration file and report every error with its key and line.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Write the man pages stratad.8 and stratactl.1 into DIR (packaging helper).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory to write to (created when missing).
+        dir: PathBuf,
+    },
+}
+
+/// `stratactl`: the control client's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stratactl",
+    version,
+    about = "Query and check the strata NTP daemon",
+    long_about = "Query and check the strata NTP daemon.\n\n\
+        Talks JSON to stratad over its unix control socket: `--socket PATH`, else the \
+        `[control] socket` of `-c CONFIG`, else /run/strata/control.sock. The socket is \
+        mode 0660: run stratactl as root or as a member of the daemon's group."
+)]
+pub struct StratactlArgs {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "config")]
+    pub socket: Option<PathBuf>,
+    /// Read the control socket path from this configuration file.
+    #[arg(short = 'c', long = "config", global = true, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StratactlCommand,
+}
+
+/// `stratactl`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StratactlCommand {
+    /// Show the daemon's system status.
+    Status {
+        /// Print the status object as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every association.
+    Sessions {
+        /// Print the sessions array as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the sessions of this instance (`default`, or an `[[instance]]` name).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+    },
+    /// Validate a configuration file and report every error with its key and line.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// One man page: its file name (`stratad.8`) and its roff text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManPage {
+    /// The file name, `NAME.SECTION`.
+    pub file_name: String,
+    /// The page in roff.
+    pub roff: Vec<u8>,
+}
+
+fn render(cmd: clap::Command, section: &str) -> io::Result<ManPage> {
+    let man = clap_mangen::Man::new(cmd)
+        .section(section)
+        .manual("strata")
+        .source(concat!("strata ", env!("CARGO_PKG_VERSION")));
+    let file_name = man.get_filename();
+    let mut roff = Vec::new();
+    man.render(&mut roff)?;
+    Ok(ManPage { file_name, roff })
+}
+
+/// The man pages of both binaries: `stratad.8` (a system daemon) and `stratactl.1`.
+///
+/// # Errors
+/// Only when rendering into memory fails (it does not in practice).
+pub fn man_pages() -> io::Result<Vec<ManPage>> {
+    Ok(vec![
+        render(StratadArgs::command(), "8")?,
+        render(StratactlArgs::command(), "1")?,
+    ])
+}
+
+/// Writes [`man_pages`] into `dir` (created when missing) and returns the paths written.
+///
+/// # Errors
+/// When the directory or a file cannot be written.
+pub fn write_man_pages(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for page in man_pages()? {
+        let path = dir.join(&page.file_name);
+        std::fs::write(&path, &page.roff)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        StratadArgs::command().debug_assert();
+        StratactlArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        let a = StratadArgs::try_parse_from(["stratad", "-c", "/etc/strata/strata.toml"]).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("/etc/strata/strata.toml")));
+        assert!(a.command.is_none());
+        let a = StratadArgs::try_parse_from(["stratad", "check-config", "x.toml"]).unwrap();
+        assert!(
+            matches!(a.command, Some(StratadCommand::CheckConfig { file }) if file == Path::new("x.toml"))
+        );
+        let a = StratactlArgs::try_parse_from([
+            "stratactl",
+            "sessions",
+            "--instance",
+            "vpna",
+            "--json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            StratactlCommand::Sessions { json: true, instance: Some(ref i) } if i == "vpna"
+        ));
+        assert!(
+            StratactlArgs::try_parse_from(["stratactl", "--socket", "s", "-c", "c", "status"])
+                .is_err(),
+            "--socket and -c conflict"
+        );
+        assert!(StratactlArgs::try_parse_from(["stratactl"]).is_err());
+    }
+
+    #[test]
+    fn man_pages_cover_subcommands_and_options() {
+        let pages = man_pages().unwrap();
+        let names: Vec<&str> = pages.iter().map(|p| p.file_name.as_str()).collect();
+        assert_eq!(names, ["stratad.8", "stratactl.1"]);
+        let stratad = String::from_utf8(pages[0].roff.clone()).unwrap();
+        assert!(stratad.contains(".TH stratad 8"), "{stratad}");
+        assert!(stratad.contains("check\\-config"), "{stratad}");
+        assert!(stratad.contains("\\-\\-config"), "{stratad}");
+        assert!(
+            !stratad.contains("generate\\-man"),
+            "the packaging helper stays hidden"
+        );
+        let stratactl = String::from_utf8(pages[1].roff.clone()).unwrap();
+        assert!(stratactl.contains(".TH stratactl 1"), "{stratactl}");
+        for sub in ["status", "sessions", "check\\-config", "\\-\\-socket"] {
+            assert!(stratactl.contains(sub), "{sub} missing:\n{stratactl}");
+        }
+    }
+
+    #[test]
+    fn write_man_pages_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("man");
+        let written = write_man_pages(&out).unwrap();
+        assert_eq!(written, [out.join("stratad.8"), out.join("stratactl.1")]);
+        for path in written {
+            assert!(std::fs::metadata(&path).unwrap().len() > 200, "{path:?}");
+        }
+    }
+}
