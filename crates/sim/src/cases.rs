@@ -9,9 +9,17 @@
 //! threshold 1000 s) with the system poll limited to 4..=10. The first
 //! offset is stepped at once (like `ntpd -g`), so the stepout is left at
 //! the RFC value.
+//!
+//! In a multicast case ([`Case::multicast_poll`]) the server sends mode 5
+//! to 224.0.1.1 instead, and the client, a multicast client on the same
+//! path, calibrates the delay with a client/server volley on the first
+//! packet and then listens: the same path in unicast is the case to
+//! compare it with.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use strata_clock::discipline::DisciplineConfig;
-use strata_engine::{Node, NodeConfig};
+use strata_engine::{BroadcastClientConfig, Node, NodeConfig};
 
 use crate::clock::ClockModel;
 use crate::metrics::Metrics;
@@ -43,7 +51,14 @@ pub struct Case {
     pub minpoll: i8,
     /// Client maximum poll exponent.
     pub maxpoll: i8,
+    /// `Some(poll)`: the servers send mode 5 to a multicast group every
+    /// 2^`poll` s and the client listens (calibrating first) instead of
+    /// polling them.
+    pub multicast_poll: Option<i8>,
 }
+
+/// The group of the multicast cases.
+pub const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 1, 1)), 123);
 
 /// The client's start state in every case: 0.5 s ahead, +50 ppm.
 #[must_use]
@@ -69,10 +84,12 @@ fn one_server(name: &'static str, description: &'static str, path: Path) -> Case
         client_clock: default_client_clock(),
         minpoll: 4,
         maxpoll: 10,
+        multicast_poll: None,
     }
 }
 
-/// The fixed matrix: `lan`, `wan`, `lossy`, `spiky` and `falseticker`.
+/// The fixed matrix: `lan`, `wan`, `lossy`, `spiky`, `falseticker` and
+/// `multicast` (the `lan` path with a multicast server at poll 6).
 #[must_use]
 pub fn cases() -> Vec<Case> {
     let wan = Path {
@@ -114,6 +131,14 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         falseticker,
+        Case {
+            multicast_poll: Some(6),
+            ..one_server(
+                "multicast",
+                "the lan path, server multicasting mode 5 every 64 s, client calibrated by a 4-reply volley, then listening",
+                lan(),
+            )
+        },
     ]
 }
 
@@ -164,6 +189,16 @@ pub fn run_case(case: &Case, seed: u64, duration: f64) -> Result<CaseResult, Sim
         ..NodeConfig::default()
     });
     let client = sim.add_host("client", client_node, case.client_clock.clone());
+    if case.multicast_poll.is_some() {
+        sim.join(client, GROUP.ip())?;
+        sim.set_multicast_client(
+            client,
+            BroadcastClientConfig {
+                allow_unauthenticated: true,
+                ..BroadcastClientConfig::default()
+            },
+        )?;
+    }
     for (i, s) in case.servers.iter().enumerate() {
         let node = Node::new(NodeConfig {
             local_stratum: Some(1),
@@ -172,7 +207,10 @@ pub fn run_case(case: &Case, seed: u64, duration: f64) -> Result<CaseResult, Sim
         });
         let server = sim.add_host(&format!("server{}", i + 1), node, s.clock.clone());
         sim.connect(client, server, s.path)?;
-        sim.add_server(client, server, case.minpoll, case.maxpoll, true)?;
+        match case.multicast_poll {
+            Some(poll) => sim.add_multicast_server(server, GROUP, poll)?,
+            None => sim.add_server(client, server, case.minpoll, case.maxpoll, true)?,
+        }
     }
     sim.record(client)?;
     sim.run_until(duration)?;

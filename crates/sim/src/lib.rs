@@ -25,6 +25,7 @@ mod sim;
 
 pub use cases::{
     case, cases, client_discipline, default_client_clock, run_case, Case, CaseResult, ServerSpec,
+    GROUP,
 };
 pub use clock::{ClockModel, SimClock, EPOCH_UNIX};
 pub use metrics::{Metrics, LOCK_THRESHOLD};

@@ -13,7 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-use strata_engine::{ClientConfig, Event, InstanceId, Instant, Node, RecvMeta, SocketId};
+use strata_engine::{
+    BroadcastClientConfig, BroadcastServerConfig, ClientConfig, Event, InstanceId, Instant, Node,
+    RecvMeta, SocketId,
+};
 
 use crate::clock::{ClockModel, SimClock};
 use crate::path::Path;
@@ -64,6 +67,8 @@ enum Payload {
     Deliver {
         to: usize,
         src: SocketAddr,
+        /// The destination address: the host's own, or a group it joined.
+        dst_ip: IpAddr,
         data: Vec<u8>,
     },
     FrequencyStep {
@@ -113,6 +118,8 @@ const EVENTS_PER_SECOND_LIMIT: u64 = 1_000;
 pub struct Sim {
     hosts: Vec<Host>,
     paths: HashMap<(usize, usize), (Path, bool)>,
+    /// Multicast groups (or broadcast addresses) and the hosts that hear them.
+    groups: HashMap<IpAddr, Vec<usize>>,
     queue: BinaryHeap<Queued>,
     seq: u64,
     now: u64,
@@ -133,6 +140,7 @@ impl Sim {
         Sim {
             hosts: Vec::new(),
             paths: HashMap::new(),
+            groups: HashMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             now: 0,
@@ -248,6 +256,54 @@ impl Sim {
         Ok(())
     }
 
+    /// Makes `host` hear datagrams sent to `group` (a multicast group or a
+    /// broadcast address), each over the path from the sender to it.
+    pub fn join(&mut self, host: HostId, group: IpAddr) -> Result<(), SimError> {
+        self.host(host)?;
+        let members = self.groups.entry(group).or_default();
+        if !members.contains(&host.0) {
+            members.push(host.0);
+        }
+        Ok(())
+    }
+
+    /// Makes `server` send mode 5 to `group` every 2^`poll` s (first
+    /// packet now).
+    pub fn add_multicast_server(
+        &mut self,
+        server: HostId,
+        group: SocketAddr,
+        poll: i8,
+    ) -> Result<(), SimError> {
+        let now = Instant::from_nanos(self.now);
+        let h = self.hosts.get_mut(server.0).ok_or(SimError::NoSuchHost)?;
+        h.node.add_broadcast_server(
+            BroadcastServerConfig {
+                instance: InstanceId::DEFAULT,
+                destination: group,
+                socket: None,
+                ifindex: None,
+                poll,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// Makes `client` a broadcast/multicast client: it mobilises an
+    /// association on the first mode-5 packet it hears (see [`Sim::join`]),
+    /// calibrates with a client/server volley, then listens.
+    pub fn set_multicast_client(
+        &mut self,
+        client: HostId,
+        config: BroadcastClientConfig,
+    ) -> Result<(), SimError> {
+        let h = self.hosts.get_mut(client.0).ok_or(SimError::NoSuchHost)?;
+        h.node
+            .set_broadcast_client(InstanceId::DEFAULT, Some(config));
+        Ok(())
+    }
+
     /// Records `host` once per true second from now on.
     pub fn record(&mut self, host: HostId) -> Result<(), SimError> {
         self.hosts
@@ -293,20 +349,40 @@ impl Sim {
             };
             self.hosts[i].sent += 1;
             let src = self.hosts[i].addr;
-            let to = self.hosts.iter().position(|h| h.addr == tx.dst);
-            let delay = to.and_then(|to| {
-                let (path, forward) = self.paths.get(&(i, to))?;
-                path.sample(t, *forward, &mut self.rng)
-            });
-            match (to, delay, buf.get(..tx.len)) {
-                (Some(to), Some(d), Some(data)) => {
-                    let data = data.to_vec();
-                    self.push(
+            let Some(data) = buf.get(..tx.len).map(<[u8]>::to_vec) else {
+                self.lost += 1;
+                continue;
+            };
+            // A group reaches each member over its own path; an address, its host.
+            let targets: Vec<usize> = match self.groups.get(&tx.dst.ip()) {
+                Some(members) => members.iter().copied().filter(|&m| m != i).collect(),
+                None => self
+                    .hosts
+                    .iter()
+                    .position(|h| h.addr == tx.dst)
+                    .into_iter()
+                    .collect(),
+            };
+            if targets.is_empty() {
+                self.lost += 1;
+            }
+            for to in targets {
+                let delay = self
+                    .paths
+                    .get(&(i, to))
+                    .and_then(|(path, forward)| path.sample(t, *forward, &mut self.rng));
+                match delay {
+                    Some(d) => self.push(
                         self.now.saturating_add(to_nanos(d)),
-                        Payload::Deliver { to, src, data },
-                    );
+                        Payload::Deliver {
+                            to,
+                            src,
+                            dst_ip: tx.dst.ip(),
+                            data: data.clone(),
+                        },
+                    ),
+                    None => self.lost += 1,
                 }
-                _ => self.lost += 1,
             }
         }
         let h = &mut self.hosts[i];
@@ -400,7 +476,12 @@ impl Sim {
             } else if next_queue == Some(next) {
                 let Some(q) = self.queue.pop() else { break };
                 match q.payload {
-                    Payload::Deliver { to, src, data } => {
+                    Payload::Deliver {
+                        to,
+                        src,
+                        dst_ip,
+                        data,
+                    } => {
                         let t = self.now();
                         let h = &mut self.hosts[to];
                         let meta = RecvMeta {
@@ -408,7 +489,7 @@ impl Sim {
                             socket: SocketId(0),
                             listener: true,
                             src,
-                            dst_ip: Some(h.addr.ip()),
+                            dst_ip: Some(dst_ip),
                             ifindex: None,
                             rx_time: h.clock.stamp(t),
                         };

@@ -2,8 +2,10 @@
 //! against thresholds of at most 1.5× the figures measured with seed 1,
 //! plus determinism and route-change checks of the simulator itself.
 
-use strata_engine::{Node, NodeConfig};
-use strata_sim::{case, client_discipline, run_case, ClockModel, Jitter, Path, RouteChange, Sim};
+use strata_engine::{BroadcastClientConfig, Node, NodeConfig};
+use strata_sim::{
+    case, client_discipline, run_case, ClockModel, Jitter, Path, RouteChange, Sim, GROUP,
+};
 
 const SEED: u64 = 1;
 const HOURS: f64 = 3.0;
@@ -119,6 +121,76 @@ fn falseticker() {
             packets: 3672,   // 2448
         },
     );
+}
+
+#[test]
+fn multicast() {
+    check(
+        "multicast",
+        &Bounds {
+            lock_s: 635.0,    // 423 s
+            rms_us: 19.5,     // 13.03 µs
+            max_us: 28.4,     // 18.9 µs
+            freq_ppm: 0.0158, // 0.0105 ppm
+            packets: 18,      // 12: three calibration volleys (start, 1 h, 2 h)
+        },
+    );
+}
+
+#[test]
+fn multicast_reaches_members_only_and_requests_only_while_calibrating() {
+    let mut sim = Sim::new(7);
+    let server = Node::new(NodeConfig {
+        local_stratum: Some(1),
+        seed: sim.node_seed(0),
+        ..NodeConfig::default()
+    });
+    let s = sim.add_host("server", server, ClockModel::perfect());
+    let mut clients = Vec::new();
+    for (i, name) in ["member", "non-member"].into_iter().enumerate() {
+        let node = Node::new(NodeConfig {
+            discipline: client_discipline(),
+            seed: sim.node_seed(i + 1),
+            ..NodeConfig::default()
+        });
+        let c = sim.add_host(name, node, ClockModel::offset(0.2, 20.0));
+        sim.connect(c, s, Path::symmetric(100e-6)).expect("path");
+        sim.set_multicast_client(
+            c,
+            BroadcastClientConfig {
+                allow_unauthenticated: true,
+                ..BroadcastClientConfig::default()
+            },
+        )
+        .expect("host");
+        clients.push(c);
+    }
+    sim.join(clients[0], GROUP.ip()).expect("host");
+    sim.add_multicast_server(s, GROUP, 4).expect("host");
+    sim.record(clients[0]).expect("host");
+    sim.run_until(1800.0).expect("runs");
+    let member = sim.host(clients[0]).expect("host");
+    let after_calibration = member.sent;
+    assert_eq!(after_calibration, 4, "one 4-request calibration volley");
+    let session = member
+        .node
+        .sessions(strata_engine::Instant::from_secs_f64(sim.now()))
+        .next()
+        .expect("mobilised");
+    assert_eq!(session.calibrations, 1);
+    let (delay, _) = session.calibrated.expect("calibrated");
+    assert!((delay - 200e-6).abs() < 1e-6, "delay {delay}");
+    let error = member.clock.error(sim.now());
+    assert!(error.abs() < 1e-3, "member error {error}");
+    let outsider = sim.host(clients[1]).expect("host");
+    assert_eq!(outsider.sent, 0, "never heard the group");
+    assert_eq!(
+        outsider.node.sessions(strata_engine::Instant::ZERO).count(),
+        0
+    );
+    // Listening costs no requests: a further hour within the recalibration period.
+    sim.run_until(3500.0).expect("runs");
+    assert_eq!(sim.host(clients[0]).expect("host").sent, after_calibration);
 }
 
 fn lan_sim(seed: u64, path: Path) -> (Sim, strata_sim::HostId) {
