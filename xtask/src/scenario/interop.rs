@@ -311,25 +311,25 @@ impl Tracking {
 
 /// One line of `chronyc -c sources`.
 #[derive(Debug, Clone, PartialEq)]
-struct Source {
+pub(crate) struct Source {
     /// `^` server, `=` peer, `#` refclock.
-    mode: char,
+    pub(crate) mode: char,
     /// `*` selected, `+` combined, `?` unusable, …
-    state: char,
+    pub(crate) state: char,
     /// Address.
-    name: String,
+    pub(crate) name: String,
     /// The source's stratum.
-    stratum: u8,
+    pub(crate) stratum: u8,
     /// Reach register (printed in octal).
-    reach: u8,
+    pub(crate) reach: u8,
     /// Adjusted offset of the last sample, seconds.
-    offset_s: f64,
+    pub(crate) offset_s: f64,
 }
 
 impl Source {
     /// Parses every line: mode, state, name, stratum, poll, reach, last rx,
     /// adjusted offset, measured offset, error.
-    fn parse_all(csv: &str) -> Result<Vec<Source>> {
+    pub(crate) fn parse_all(csv: &str) -> Result<Vec<Source>> {
         csv.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|line| {
@@ -359,7 +359,7 @@ impl Source {
             .collect()
     }
 
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{}{}{} stratum={} reach={:o} offset_s={}",
             self.mode, self.state, self.name, self.stratum, self.reach, self.offset_s

@@ -28,6 +28,24 @@
 //!    (gone from `b`'s sessions) within [`DEMOBILISE_TIMEOUT`], while `b`
 //!    keeps stratum 4.
 //!
+//! `interop-symmetric`: strata and chrony's `chronyd -x` as symmetric peers,
+//! four namespaces on bridge `lan` (10.200.5.0/24). chronyd has symmetric
+//! active (`peer`) but no passive associations, so:
+//!
+//! 1. `chronyp` (.1, `local stratum 3`) names `stratap` (.2) as `peer`;
+//!    `stratap` has no sources of its own and lets 10.200.5.0/24 peer, so
+//!    chronyd's mode-1 packets mobilise a symmetric passive association,
+//!    from which `stratap` synchronises (stratum 4).
+//! 2. `chronya` (.3, `local stratum 3`) names `strataa` (.4) as `peer`, and
+//!    `strataa` has `chronya` as its `[[peer]]` (symmetric active, no access
+//!    rule needed for a configured peer).
+//!
+//! Each pair passes when `chronyc sources` lists the strata peer in mode `=`
+//! with a nonzero reach and an offset under 1 ms, and strata's session to
+//! chronyd is `symmetric-passive` (resp. `symmetric-active`) with a nonzero
+//! reach, and strata's true error is under 1 ms at stratum 4. chronyd runs
+//! as in `interop-chrony`: `-x`, no `CAP_SYS_TIME`, checked before use.
+//!
 //! [`start_daemon`] starts a `stratad` from a check (rather than when the
 //! topology is built) so the check knows its PID and can stop it.
 
@@ -459,6 +477,255 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     }
     Ok(Outcome {
         pass: failure.is_none(),
+        values,
+    })
+}
+
+/// The longest wait for both interop pairs.
+pub const INTEROP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `stratap`: no sources; chronyd's mode 1 mobilises a passive association.
+const STRATA_PASSIVE_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+initial-offset = "30ms"
+
+[discipline]
+step-threshold = "10ms"
+stepout = "2s"
+
+[[access]]
+level = "peer"
+prefixes = ["10.200.5.0/24"]
+
+[[listen]]
+address = "10.200.5.2:123"
+"#;
+
+/// `strataa`: chronyd as its symmetric active peer.
+const STRATA_ACTIVE_CONFIG: &str = r#"
+[clock]
+backend = "virtual"
+initial-offset = "-30ms"
+
+[discipline]
+step-threshold = "10ms"
+stepout = "2s"
+
+[[peer]]
+address = "10.200.5.3:123"
+minpoll = -2
+maxpoll = 0
+
+[[listen]]
+address = "10.200.5.4:123"
+"#;
+
+/// chronyd directives: serve `local stratum 3` and name `peer` as a peer.
+fn chrony_peer_directives(peer: &str) -> String {
+    format!("local stratum 3\nallow 10.200.0.0/16\nport 123\npeer {peer} minpoll -2 maxpoll 0\n")
+}
+
+/// `cargo xtask scenario interop-symmetric`; see the module doc.
+///
+/// Not in `all()` yet: it fails on two engine gaps. (1) A passive
+/// association polls on its own poll (64 s when the node has no other
+/// sources) instead of RFC 5905's `max(min(ppoll, hpoll), minpoll)`, so
+/// chronyd (polling every 0.25 s) hears from strata once a minute and never
+/// fills its reach. (2) strata's active peer toward chronyd stays in
+/// `calibrating` (reach 40) and chronyd's peer never reaches it.
+#[allow(dead_code)] // registered in `defs::all()` once both gaps are fixed
+pub fn interop_symmetric() -> Scenario {
+    let nodes = [
+        ("chronyp", None, "10.200.5.1/24"),
+        ("stratap", Some(STRATA_PASSIVE_CONFIG), "10.200.5.2/24"),
+        ("chronya", None, "10.200.5.3/24"),
+        ("strataa", Some(STRATA_ACTIVE_CONFIG), "10.200.5.4/24"),
+    ];
+    Scenario {
+        name: "interop-symmetric",
+        about: "chronyd -x peer -> strata passive; strata [[peer]] <-> chronyd -x peer",
+        nodes: nodes
+            .iter()
+            .map(|(name, config, _)| Node {
+                name,
+                config: config.map(str::to_owned),
+            })
+            .collect(),
+        bridges: vec!["lan"],
+        links: nodes
+            .iter()
+            .map(|(name, _, _)| Link::BridgePort {
+                bridge: "lan",
+                end: end(name),
+            })
+            .collect(),
+        addrs: nodes
+            .iter()
+            .map(|(node, _, cidr)| Addr {
+                end: end(node),
+                cidr,
+            })
+            .collect(),
+        check: interop_check,
+    }
+}
+
+/// One strata/chronyd pair at one poll.
+#[derive(Debug, Default, Clone)]
+struct PairObs {
+    /// chronyd's view of the strata peer.
+    chrony: Option<super::interop::Source>,
+    /// strata's session to chronyd.
+    strata: Option<super::Session>,
+    /// strata's true error and served stratum.
+    probe: Option<(f64, u8)>,
+}
+
+impl PairObs {
+    fn ok(&self, strata_mode: &str) -> bool {
+        self.chrony
+            .as_ref()
+            .is_some_and(|c| c.mode == '=' && c.reach != 0 && c.offset_s.abs() < MAX_ERROR_S)
+            && self
+                .strata
+                .as_ref()
+                .is_some_and(|s| s.mode == strata_mode && s.reach.is_some_and(|r| r != 0))
+            && self
+                .probe
+                .is_some_and(|(e, stratum)| e.abs() < MAX_ERROR_S && stratum == 4)
+    }
+
+    fn values(&self, tag: &'static [&'static str; 5]) -> Vec<(&'static str, String)> {
+        let none = || "none".to_owned();
+        vec![
+            (
+                tag[0],
+                self.chrony
+                    .as_ref()
+                    .map_or_else(none, |c| format!("{}{}", c.mode, c.state)),
+            ),
+            (
+                tag[1],
+                self.chrony
+                    .as_ref()
+                    .map_or_else(none, |c| format!("{:o}", c.reach)),
+            ),
+            (
+                tag[2],
+                self.chrony
+                    .as_ref()
+                    .map_or_else(none, |c| format!("{:.1}", c.offset_s * 1e6)),
+            ),
+            (
+                tag[3],
+                self.strata.as_ref().map_or_else(none, |s| {
+                    format!(
+                        "{}/{}",
+                        s.mode,
+                        s.reach.map_or_else(none, |r| format!("{r:o}"))
+                    )
+                }),
+            ),
+            (tag[4], us(self.probe.map(|p| p.0))),
+        ]
+    }
+}
+
+fn observe_pair(
+    run: &Run<'_>,
+    chronyc: &std::path::Path,
+    chronyd: &super::interop::Chronyd,
+    strata_node: &str,
+    strata_ip: &str,
+    chrony_ip: &str,
+) -> PairObs {
+    PairObs {
+        chrony: super::interop::chronyc(chronyc, chronyd, "sources")
+            .and_then(|o| super::interop::Source::parse_all(&o))
+            .ok()
+            .and_then(|v| v.into_iter().find(|s| s.name == strata_ip)),
+        strata: session_to(run, strata_node, chrony_ip).ok().flatten(),
+        probe: probe(run, strata_node, strata_ip),
+    }
+}
+
+fn interop_check(run: &Run<'_>) -> Result<Outcome> {
+    let chronyd = super::interop::find_program("chronyd")?;
+    let chronyc = super::interop::find_program("chronyc")?;
+    let started = Instant::now();
+    let cp = super::interop::start_chronyd(
+        run,
+        &chronyd,
+        "chronyp",
+        &chrony_peer_directives("10.200.5.2"),
+    )?;
+    let ca = super::interop::start_chronyd(
+        run,
+        &chronyd,
+        "chronya",
+        &chrony_peer_directives("10.200.5.4"),
+    )?;
+    let (mut passive, mut active) = (PairObs::default(), PairObs::default());
+    let (mut passive_s, mut active_s) = (None, None);
+    let done = guard::wait_until(INTEROP_TIMEOUT, Duration::from_secs(1), || {
+        passive = observe_pair(run, &chronyc, &cp, "stratap", "10.200.5.2", "10.200.5.1");
+        active = observe_pair(run, &chronyc, &ca, "strataa", "10.200.5.4", "10.200.5.3");
+        let t = started.elapsed().as_secs_f64();
+        if passive.ok("symmetric-passive") {
+            passive_s.get_or_insert(t);
+        }
+        if active.ok("symmetric-active") {
+            active_s.get_or_insert(t);
+        }
+        (passive.ok("symmetric-passive") && active.ok("symmetric-active")).then_some(())
+    });
+    let mut values = passive.values(&[
+        "chrony_to_passive",
+        "chrony_reach_p",
+        "chrony_offset_p_us",
+        "strata_passive",
+        "strata_p_error_us",
+    ]);
+    values.extend(active.values(&[
+        "chrony_to_active",
+        "chrony_reach_a",
+        "chrony_offset_a_us",
+        "strata_active",
+        "strata_a_error_us",
+    ]));
+    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
+    values.push(("passive_ok_s", show(passive_s)));
+    values.push(("active_ok_s", show(active_s)));
+    if done.is_err() {
+        for (tag, obs) in [("last_passive", &passive), ("last_active", &active)] {
+            values.push((
+                tag,
+                format!(
+                    "{:?}",
+                    format!(
+                        "chrony={} strata={} probe={:?}",
+                        obs.chrony
+                            .as_ref()
+                            .map_or("none".to_owned(), super::interop::Source::summary),
+                        obs.strata
+                            .as_ref()
+                            .map_or("none".to_owned(), super::Session::summary),
+                        obs.probe
+                    )
+                ),
+            ));
+        }
+        values.push((
+            "error",
+            format!(
+                "\"not both pairs reachable in symmetric mode within {}s\"",
+                INTEROP_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    Ok(Outcome {
+        pass: done.is_ok(),
         values,
     })
 }
