@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod flags;
 mod fuzz;
 mod probe;
@@ -56,6 +57,7 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
+        flags::XtaskCmd::Dist(_) => dist::cli(&sh).map(drop),
         flags::XtaskCmd::Fuzz(cmd) => fuzz::cli(
             &sh,
             &fuzz::Options {
@@ -83,7 +85,32 @@ fn run() -> Result<()> {
                     seconds: a.seconds.unwrap_or(bench::accuracy::DEFAULT_SECONDS),
                 },
             ),
+            flags::BenchCmd::Server(s) => bench::server::cli(
+                &sh,
+                &bench::server::Options {
+                    quick: s.quick,
+                    build: !s.no_build,
+                    batch: s.batch.unwrap_or(bench::server::DEFAULT_BATCH),
+                    servers: bench::server::Kind::parse_list(
+                        s.servers.as_deref().unwrap_or("reflector,strata,chronyd"),
+                    )?,
+                },
+            ),
         },
+        flags::XtaskCmd::Reflector(cmd) => {
+            let cfg = bench::reflector::Config {
+                addr: cmd
+                    .addr
+                    .parse()
+                    .with_context(|| format!("bad address {:?}", cmd.addr))?,
+                batch: cmd.batch.unwrap_or(bench::server::DEFAULT_BATCH),
+                max_duration: Duration::from_secs(cmd.max_seconds.unwrap_or(60)),
+                max_packets: cmd.max_packets.unwrap_or(100_000_000),
+            };
+            let answered = bench::reflector::run(&cfg)?;
+            eprintln!("reflector: answered {answered} requests");
+            Ok(())
+        }
         flags::XtaskCmd::Relay(cmd) => relay_cmd(&cmd),
         flags::XtaskCmd::NtpResponder(cmd) => {
             let addr: std::net::SocketAddr = cmd

@@ -1,0 +1,839 @@
+//! `cargo xtask bench server`: strata's server throughput against chronyd
+//! and the bare reference reflector, on loopback.
+//!
+//! The servers run one after the other on their own 127.0.0.1 port, each
+//! pinned to core 1 (`taskset -c 1`); the generator ([`super::loadgen`])
+//! pins itself to core 0. With fewer than two cores nothing is pinned, and
+//! the output says so. Servers:
+//!
+//! * `reflector`: `xtask reflector ADDR --batch N` ([`super::reflector`]),
+//!   the practical limit of one core, and the generator's proven ceiling;
+//! * `strata`: release `stratad`, virtual clock, `[local-reference]
+//!   stratum = 1`, one `[[listen]]`, control socket and drift file in the
+//!   run directory (no rate limiting: the daemon has no `[rate-limit]` yet);
+//! * `chronyd`: `chronyd -x -d -f CONF` with `local stratum 1`, `allow
+//!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, no
+//!   `ratelimit`; the run checks it logged "Disabled control of system
+//!   clock" and holds no `CAP_SYS_TIME` before loading it.
+//!
+//! Per server: the closed-loop maximum (median of 3 runs), the highest
+//! open-loop rate with ≤ 0.1% loss (bisection, median of 3 runs per
+//! step), p50/p99 response time and server CPU per reply (`/proc/PID/stat`
+//! utime + stime) at a fixed 20,000 requests/s, and the server's RSS after
+//! 100,000 distinct clients (source addresses) have each sent a request.
+//! Then `ratio=<strata/chronyd>` and `ratio_reflector=<strata/reflector>`.
+//!
+//! Run from a debug `cargo xtask`, the command builds release `stratad`
+//! and `xtask` and re-runs itself from the release `xtask` (the generator
+//! and the reflector must not be debug builds); `--no-build` reuses them.
+//! Everything it starts lives in a run directory under /tmp with the
+//! `strata-bench-` prefix and is killed and removed at the end, also on
+//! failure.
+
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::{sched::CpuSet, unistd::Pid};
+use xshell::{cmd, Shell};
+
+use super::loadgen::{self, Load, LoadGen, Stats};
+use crate::scenario::interop;
+
+/// The fixed open-loop rate of the latency and CPU figures.
+pub const FIXED_RATE: f64 = 20_000.0;
+/// The loss a rate may have and still count.
+pub const MAX_LOSS: f64 = 0.001;
+/// Distinct clients for the memory figure.
+pub const CLIENTS: u32 = 100_000;
+/// The core the servers run on; the generator takes [`GEN_CORE`].
+pub const SERVER_CORE: usize = 1;
+/// The generator's core.
+pub const GEN_CORE: usize = 0;
+/// Default datagrams per batch (generator and reflector).
+pub const DEFAULT_BATCH: usize = 32;
+/// Generator sockets (distinct source addresses) for the throughput runs.
+const GEN_SOCKETS: usize = 256;
+/// Requests outstanding in closed-loop runs.
+const WINDOW: usize = 512;
+/// chronyd's log line when started with `-x`.
+const CLOCK_CONTROL_DISABLED: &str = "Disabled control of system clock";
+/// `CAP_SYS_TIME` in a capability mask.
+const CAP_SYS_TIME_BIT: u64 = 1 << 25;
+/// chronyd's user after it drops root (Debian's chrony package).
+const CHRONY_USER: &str = "_chrony";
+
+/// Options of `bench server`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// About 1 minute instead of about 5.
+    pub quick: bool,
+    /// Build release binaries (and re-run from the release xtask).
+    pub build: bool,
+    /// Datagrams per batch.
+    pub batch: usize,
+    /// Servers to measure, in order.
+    pub servers: Vec<Kind>,
+}
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The reference reflector.
+    Reflector,
+    /// stratad.
+    Strata,
+    /// chronyd -x.
+    Chronyd,
+}
+
+impl Kind {
+    /// The name used in flags and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Reflector => "reflector",
+            Kind::Strata => "strata",
+            Kind::Chronyd => "chronyd",
+        }
+    }
+
+    /// Parses `reflector,strata,chronyd` (any subset, in order).
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn parse_list(s: &str) -> Result<Vec<Kind>> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| match n {
+                "reflector" => Ok(Kind::Reflector),
+                "strata" => Ok(Kind::Strata),
+                "chronyd" => Ok(Kind::Chronyd),
+                _ => bail!("unknown server {n:?} (reflector, strata, chronyd)"),
+            })
+            .collect()
+    }
+}
+
+/// Run lengths of one invocation.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// Sending phase of each closed-loop run.
+    pub closed: Duration,
+    /// Sending phase of each open-loop ramp run.
+    pub ramp: Duration,
+    /// Bisection steps of the ramp.
+    pub steps: u32,
+    /// Runs per measurement (the median counts).
+    pub repeats: usize,
+    /// Sending phase of the fixed-rate run.
+    pub fixed: Duration,
+}
+
+impl Profile {
+    /// `--quick` (about a minute for three servers) or the default (about five).
+    pub fn new(quick: bool) -> Profile {
+        if quick {
+            Profile {
+                closed: Duration::from_millis(1000),
+                ramp: Duration::from_millis(600),
+                steps: 5,
+                repeats: 3,
+                fixed: Duration::from_secs(2),
+            }
+        } else {
+            Profile {
+                closed: Duration::from_secs(3),
+                ramp: Duration::from_secs(2),
+                steps: 6,
+                repeats: 3,
+                fixed: Duration::from_secs(6),
+            }
+        }
+    }
+}
+
+/// One server's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    /// Closed-loop replies/s (median).
+    pub max_rps: f64,
+    /// Replies/s at the highest open-loop rate with ≤ 0.1% loss (median).
+    pub rps_at_loss: f64,
+    /// p50 response time at [`FIXED_RATE`], seconds.
+    pub p50_s: Option<f64>,
+    /// p99 response time at [`FIXED_RATE`], seconds.
+    pub p99_s: Option<f64>,
+    /// Server CPU per reply at [`FIXED_RATE`], seconds.
+    pub cpu_per_reply_s: Option<f64>,
+    /// Loss at [`FIXED_RATE`].
+    pub fixed_loss: f64,
+    /// Generator's achieved send rate at [`FIXED_RATE`].
+    pub fixed_sent_rps: f64,
+    /// RSS before the distinct clients, KiB.
+    pub rss_before_kib: Option<u64>,
+    /// RSS after [`CLIENTS`] distinct clients, KiB.
+    pub rss_after_kib: Option<u64>,
+    /// Clients that got an answer in the memory phase.
+    pub clients_answered: u64,
+}
+
+impl Figures {
+    /// The `bench server NAME:` line.
+    pub fn line(&self, name: &str) -> String {
+        let us = |v: Option<f64>| v.map_or("n/a".to_owned(), |s| format!("{:.1}", s * 1e6));
+        let kib = |v: Option<u64>| v.map_or("n/a".to_owned(), |k| k.to_string());
+        format!(
+            "bench server {name}: max_rps={:.0} rps_at_0.1pct_loss={:.0} p50_us={} p99_us={} \
+             cpu_us_per_reply={} (at {FIXED_RATE:.0}/s: sent {:.0}/s, loss {:.3}%) \
+             rss_kib={} rss_kib_after_{CLIENTS}_clients={} (answered {})",
+            self.max_rps,
+            self.rps_at_loss,
+            us(self.p50_s),
+            us(self.p99_s),
+            us(self.cpu_per_reply_s),
+            self.fixed_sent_rps,
+            self.fixed_loss * 100.0,
+            kib(self.rss_before_kib),
+            kib(self.rss_after_kib),
+            self.clients_answered,
+        )
+    }
+}
+
+/// `a / b` when both are finite and `b` is positive.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
+}
+
+/// The `ratio…=<a/b>` line comparing two servers' figures.
+pub fn ratio_line(label: &str, a: &Figures, b: &Figures) -> String {
+    let r = |v: Option<f64>| v.map_or("n/a".to_owned(), |x| format!("{x:.2}"));
+    let opt = |x: Option<f64>, y: Option<f64>| x.zip(y).and_then(|(x, y)| ratio(x, y));
+    format!(
+        "{label} max_rps={} rps_at_0.1pct_loss={} p99={} cpu_per_reply={}",
+        r(ratio(a.max_rps, b.max_rps)),
+        r(ratio(a.rps_at_loss, b.rps_at_loss)),
+        r(opt(a.p99_s, b.p99_s)),
+        r(opt(a.cpu_per_reply_s, b.cpu_per_reply_s)),
+    )
+}
+
+/// The median of `values` (the lower middle for an even count).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// Bisects `[lo, hi]` for the highest rate `probe` passes, `steps` times.
+/// `probe(rate)` returns whether the rate passed and the figure to keep.
+/// Returns the highest passing rate and its figure (`(0, 0)` if none passed).
+///
+/// # Errors
+/// The first error of `probe`.
+pub fn bisect(
+    mut lo: f64,
+    mut hi: f64,
+    steps: u32,
+    mut probe: impl FnMut(f64) -> Result<(bool, f64)>,
+) -> Result<(f64, f64)> {
+    let mut best = (0.0, 0.0);
+    for _ in 0..steps {
+        let mid = (lo + hi) / 2.0;
+        let (pass, figure) = probe(mid)?;
+        if pass {
+            best = (mid, figure);
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(best)
+}
+
+/// utime + stime of a process in clock ticks, from `/proc/PID/stat` text.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line; `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `VmRSS` in KiB from `/proc/PID/status` text.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    v.split_whitespace().next()?.parse().ok()
+}
+
+/// The effective capability mask from `/proc/PID/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// `Cpus_allowed_list` from `/proc/PID/status` text.
+fn cpus_allowed(status: &str) -> Option<String> {
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    Some(v.trim().to_owned())
+}
+
+/// A started server, killed when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn status(&self) -> Result<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .with_context(|| format!("{} is gone; log: {}", self.name, self.log.display()))
+    }
+
+    /// The distinct `Cpus_allowed_list` values of the server's threads.
+    fn threads_cpus_allowed(&self) -> Vec<String> {
+        let mut all: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|s| cpus_allowed(&s))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn cpu_ticks(&self) -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .with_context(|| format!("{} is gone; log: {}", self.name, self.log.display()))?;
+        cpu_ticks(&stat).context("parse /proc/PID/stat")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The run directory, removed when dropped.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cargo xtask bench server`.
+///
+/// # Errors
+/// A build, a server that does not start or answer, or a generator error.
+pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
+    if opts.build {
+        cmd!(sh, "cargo build --release -p strata-daemon -p xtask").run()?;
+        let xtask = crate::target_dir().join("release/xtask");
+        let mut args = vec![
+            "bench".to_owned(),
+            "server".to_owned(),
+            "--no-build".to_owned(),
+            "--batch".to_owned(),
+            opts.batch.to_string(),
+            "--servers".to_owned(),
+            opts.servers
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        ];
+        if opts.quick {
+            args.push("--quick".to_owned());
+        }
+        let status = Command::new(&xtask)
+            .args(&args)
+            .current_dir(crate::project_root())
+            .status()
+            .with_context(|| format!("run {}", xtask.display()))?;
+        ensure!(status.success(), "release xtask bench server: {status}");
+        return Ok(());
+    }
+    let release = crate::target_dir().join("release");
+    let profile = Profile::new(opts.quick);
+    let cores = online_cores();
+    let pinned = cores > SERVER_CORE;
+    let gen_pin = if pinned {
+        pin_self(GEN_CORE)
+    } else {
+        Err(anyhow::anyhow!("only {cores} core(s)"))
+    };
+    println!(
+        "bench server: {} online core(s); generator pinned to core {GEN_CORE}: {}; \
+         servers pinned to core {SERVER_CORE}: {}",
+        cores,
+        match &gen_pin {
+            Ok(set) => format!("yes (allowed: {set})"),
+            Err(e) => format!("no ({e:#})"),
+        },
+        if pinned { "requested (taskset)" } else { "no" }
+    );
+    println!(
+        "bench server: batch {}, {GEN_SOCKETS} client sockets on 127.20.0.1.., window {WINDOW}, \
+         runs: closed {:?} x{}, ramp {} steps of {:?} x{}, fixed {FIXED_RATE:.0}/s for {:?}",
+        opts.batch,
+        profile.closed,
+        profile.repeats,
+        profile.steps,
+        profile.ramp,
+        profile.repeats,
+        profile.fixed
+    );
+    let dir = RunDir(make_run_dir()?);
+    let tck = clock_ticks_per_s();
+    let mut results: Vec<(Kind, Figures)> = Vec::new();
+    for (i, &kind) in opts.servers.iter().enumerate() {
+        let port = free_port()?;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let sub = dir.0.join(kind.name());
+        std::fs::create_dir_all(&sub)?;
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755))?;
+        let server = start(kind, &release, &sub, addr, opts.batch, pinned)?;
+        let first = Ipv4Addr::new(127, 20 + u8::try_from(i % 8)?, 0, 1);
+        let figures = measure(&server, addr, first, opts.batch, &profile, tck)?;
+        println!("{}", figures.line(kind.name()));
+        drop(server);
+        results.push((kind, figures));
+    }
+    let get = |k: Kind| results.iter().find(|(kind, _)| *kind == k).map(|(_, f)| f);
+    if let Some(reflector) = get(Kind::Reflector) {
+        println!(
+            "bench server: generator ceiling >= {:.0} replies/s (closed loop against the reflector)",
+            reflector.max_rps
+        );
+    }
+    if let (Some(s), Some(c)) = (get(Kind::Strata), get(Kind::Chronyd)) {
+        println!("{}", ratio_line("ratio=<strata/chronyd>", s, c));
+    }
+    if let (Some(s), Some(r)) = (get(Kind::Strata), get(Kind::Reflector)) {
+        println!("{}", ratio_line("ratio_reflector=<strata/reflector>", s, r));
+    }
+    println!("bench server: ntpsec skipped (not driven by this harness yet)");
+    Ok(())
+}
+
+/// All figures of one running server.
+fn measure(
+    server: &Server,
+    addr: SocketAddrV4,
+    first: Ipv4Addr,
+    batch: usize,
+    profile: &Profile,
+    tck: f64,
+) -> Result<Figures> {
+    let mut gen = LoadGen::new(&loadgen::Config {
+        target: addr,
+        sockets: GEN_SOCKETS,
+        batch,
+        first_source: first,
+    })?;
+    gen.wait_ready(Duration::from_secs(15))
+        .with_context(|| format!("{}; log: {}", server.name, server.log.display()))?;
+    // Read once it answers: taskset has set the affinity and exec'd by then.
+    let allowed = server.threads_cpus_allowed();
+    let pinned = !allowed.is_empty() && allowed.iter().all(|c| *c == SERVER_CORE.to_string());
+    println!(
+        "bench server {}: pid {} on {addr}, threads' cpus allowed: {allowed:?} (pinned to core \
+         {SERVER_CORE}: {}); load average before: {}",
+        server.name,
+        server.pid(),
+        if pinned { "yes" } else { "no" },
+        load_average()
+    );
+    let mut f = Figures::default();
+    let runs = |gen: &mut LoadGen, load: Load, d: Duration| -> Result<Vec<Stats>> {
+        (0..profile.repeats)
+            .map(|_| {
+                gen.run(&loadgen::Run {
+                    load,
+                    duration: d,
+                    max_requests: 20_000_000,
+                })
+            })
+            .collect()
+    };
+    let closed = runs(&mut gen, Load::Closed { window: WINDOW }, profile.closed)?;
+    f.max_rps =
+        median(&mut closed.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+    let (rate, rps) = bisect(f.max_rps * 0.1, f.max_rps * 1.2, profile.steps, |rate| {
+        let st = runs(&mut gen, Load::Open { rate }, profile.ramp)?;
+        let loss = median(&mut st.iter().map(Stats::loss).collect::<Vec<_>>()).unwrap_or(1.0);
+        let rps =
+            median(&mut st.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+        let sent = median(&mut st.iter().map(Stats::sent_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+        // A rate the generator did not reach does not count as passed.
+        let pass = loss <= MAX_LOSS && sent >= rate * 0.97;
+        println!(
+            "  ramp {}: rate {rate:.0}/s sent {sent:.0}/s replies {rps:.0}/s loss {:.3}% {}",
+            server.name,
+            loss * 100.0,
+            if pass { "ok" } else { "over" }
+        );
+        Ok((pass, rps))
+    })?;
+    f.rps_at_loss = rps;
+    if rate == 0.0 {
+        // Below the search range: the server loses more than 0.1% even at a
+        // fifth of its closed-loop maximum.
+        println!(
+            "  ramp {}: no rate in the range passed (<= 0.1% loss)",
+            server.name
+        );
+    }
+    let before = server.cpu_ticks()?;
+    let st = gen.run(&loadgen::Run {
+        load: Load::Open { rate: FIXED_RATE },
+        duration: profile.fixed,
+        max_requests: 20_000_000,
+    })?;
+    let after = server.cpu_ticks()?;
+    f.p50_s = st.percentile_s(50.0);
+    f.p99_s = st.percentile_s(99.0);
+    f.fixed_loss = st.loss();
+    f.fixed_sent_rps = st.sent_per_s();
+    if st.replies > 0 {
+        let cpu_s = to_f64(after.saturating_sub(before)) / tck;
+        f.cpu_per_reply_s = Some(cpu_s / to_f64(st.replies));
+    }
+    drop(gen);
+    f.rss_before_kib = server.status().ok().and_then(|s| vm_rss_kib(&s));
+    let clients = loadgen::distinct_clients(
+        addr,
+        Ipv4Addr::new(127, 100, 0, 1),
+        CLIENTS,
+        1000,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    )?;
+    f.clients_answered = clients.answered;
+    f.rss_after_kib = server.status().ok().and_then(|s| vm_rss_kib(&s));
+    Ok(f)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn to_f64(n: u64) -> f64 {
+    n as f64
+}
+
+/// Starts `kind` on `addr`, pinned to [`SERVER_CORE`] when `pin`.
+fn start(
+    kind: Kind,
+    release: &Path,
+    dir: &Path,
+    addr: SocketAddrV4,
+    batch: usize,
+    pin: bool,
+) -> Result<Server> {
+    let log = dir.join(format!("{}.log", kind.name()));
+    let (program, args): (PathBuf, Vec<String>) = match kind {
+        Kind::Reflector => (
+            release.join("xtask"),
+            vec![
+                "reflector".to_owned(),
+                addr.to_string(),
+                "--batch".to_owned(),
+                batch.to_string(),
+                "--max-seconds".to_owned(),
+                "600".to_owned(),
+                "--max-packets".to_owned(),
+                "1000000000".to_owned(),
+            ],
+        ),
+        Kind::Strata => {
+            let conf = dir.join("stratad.toml");
+            std::fs::write(&conf, strata_config(dir, addr))?;
+            (
+                release.join("stratad"),
+                vec!["-c".to_owned(), conf.display().to_string()],
+            )
+        }
+        Kind::Chronyd => {
+            let chrony_dir = dir.join("chrony");
+            std::fs::create_dir_all(&chrony_dir)?;
+            let status = Command::new("chown")
+                .arg(format!("{CHRONY_USER}:{CHRONY_USER}"))
+                .arg(&chrony_dir)
+                .status()?;
+            ensure!(
+                status.success(),
+                "chown {CHRONY_USER} {}",
+                chrony_dir.display()
+            );
+            std::fs::set_permissions(&chrony_dir, std::fs::Permissions::from_mode(0o770))?;
+            let conf = dir.join("chronyd.conf");
+            std::fs::write(&conf, chronyd_config(&chrony_dir, addr))?;
+            let args = interop::chronyd_args(&conf);
+            ensure!(args.iter().any(|a| a == "-x"), "chronyd must run with -x");
+            (interop::find_program("chronyd")?, args)
+        }
+    };
+    ensure!(program.is_file(), "{} not built", program.display());
+    let mut command = if pin {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(SERVER_CORE.to_string()).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    let out = std::fs::File::create(&log)?;
+    let child = command
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("start {}", program.display()))?;
+    let mut server = Server {
+        name: kind.name(),
+        child,
+        log,
+    };
+    if kind == Kind::Chronyd {
+        confirm_chronyd_x(&mut server)?;
+    }
+    Ok(server)
+}
+
+/// Waits until chronyd logged that clock control is disabled and holds no
+/// `CAP_SYS_TIME`.
+fn confirm_chronyd_x(server: &mut Server) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "chronyd exited early ({status}); log: {}",
+                server.log.display()
+            );
+        }
+        let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+        let no_sys_time = server
+            .status()
+            .ok()
+            .and_then(|s| cap_eff(&s))
+            .is_some_and(|caps| caps & CAP_SYS_TIME_BIT == 0);
+        if text.contains(CLOCK_CONTROL_DISABLED) && no_sys_time {
+            println!("bench server chronyd: -x confirmed (log line and no CAP_SYS_TIME)");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "chronyd did not confirm -x and drop CAP_SYS_TIME; log: {}",
+        server.log.display()
+    )
+}
+
+/// stratad's config: virtual clock, local reference, one listener.
+pub fn strata_config(dir: &Path, addr: SocketAddrV4) -> String {
+    let dir = dir.display();
+    format!(
+        "[clock]\n\
+         backend = \"virtual\"\n\
+         drift-file = \"{dir}/drift\"\n\
+         \n\
+         [local-reference]\n\
+         stratum = 1\n\
+         \n\
+         [control]\n\
+         socket = \"{dir}/control.sock\"\n\
+         \n\
+         [[listen]]\n\
+         address = \"{addr}\"\n"
+    )
+}
+
+/// chronyd's config: local stratum 1, loopback clients, no rate limiting.
+pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
+    let d = dir.display();
+    let mut conf = String::new();
+    // Infallible: writing to a String.
+    let _ = write!(
+        conf,
+        "local stratum 1\n\
+         allow 127.0.0.0/8\n\
+         bindaddress {}\n\
+         port {}\n\
+         cmdport 0\n\
+         bindcmdaddress {d}/chronyd.sock\n\
+         pidfile {d}/chronyd.pid\n\
+         driftfile {d}/chronyd.drift\n",
+        addr.ip(),
+        addr.port()
+    );
+    conf
+}
+
+/// A fresh `/tmp/strata-bench-PID-N` directory (world-searchable so that
+/// chronyd can reach its own directory inside after dropping root).
+fn make_run_dir() -> Result<PathBuf> {
+    for n in 0..100 {
+        let dir = std::env::temp_dir().join(format!("strata-bench-{}-{n}", std::process::id()));
+        if std::fs::create_dir(&dir).is_ok() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "cannot create a run directory in {}",
+        std::env::temp_dir().display()
+    )
+}
+
+/// A UDP port free on 127.0.0.1 right now.
+fn free_port() -> Result<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// Online CPUs (from `/sys/devices/system/cpu/online`, e.g. `0-1`).
+fn online_cores() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    text.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .unwrap_or(0)
+                    .saturating_sub(a.parse().unwrap_or(0))
+                    + 1
+            }
+            None => 1,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Pins this thread to `core` and reads the affinity back.
+fn pin_self(core: usize) -> Result<String> {
+    let mut set = CpuSet::new();
+    set.set(core).context("cpu set")?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set).context("sched_setaffinity")?;
+    let got = nix::sched::sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+    let cores: Vec<String> = (0..CpuSet::count())
+        .filter(|&c| got.is_set(c).unwrap_or(false))
+        .map(|c| c.to_string())
+        .collect();
+    ensure!(cores == [core.to_string()], "affinity is {cores:?}");
+    Ok(cores.join(","))
+}
+
+/// The first three fields of `/proc/loadavg` (other work on the machine
+/// skews every figure: runs compare servers within one invocation).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `getconf CLK_TCK` (100 when it cannot be read).
+fn clock_ticks_per_s() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_cpu_ticks() {
+        let stat = "1234 (chrony d) S 1 1234 1234 0 -1 4194560 300 0 0 0 57 31 0 0 20 0 1 0 \
+                    100 10000000 500 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(88));
+        assert_eq!(cpu_ticks("garbage"), None);
+        assert_eq!(cpu_ticks("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn reads_own_proc_files() {
+        let pid = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        assert!(cpu_ticks(&stat).is_some());
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        assert!(vm_rss_kib(&status).is_some_and(|k| k > 0));
+        assert!(cpus_allowed(&status).is_some());
+        assert!(cap_eff(&status).is_some());
+    }
+
+    #[test]
+    fn median_and_ratio() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut []), None);
+        assert_eq!(ratio(1.0, 2.0), Some(0.5));
+        assert_eq!(ratio(1.0, 0.0), None);
+    }
+
+    #[test]
+    fn bisection_finds_the_highest_passing_rate() {
+        let mut probes = Vec::new();
+        let (rate, fig) = bisect(0.0, 1000.0, 6, |r| {
+            probes.push(r);
+            Ok((r <= 300.0, r * 0.99))
+        })
+        .expect("bisect");
+        assert_eq!(probes.len(), 6);
+        assert!(rate <= 300.0 && rate > 300.0 - 1000.0 / 64.0, "{rate}");
+        assert!((fig - rate * 0.99).abs() < 1e-9);
+        let (none, _) = bisect(10.0, 20.0, 3, |_| Ok((false, 1.0))).expect("bisect");
+        assert_eq!(none, 0.0);
+    }
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(
+            Kind::parse_list("reflector, strata,chronyd").expect("list"),
+            vec![Kind::Reflector, Kind::Strata, Kind::Chronyd]
+        );
+        assert!(Kind::parse_list("ntpd").is_err());
+    }
+
+    #[test]
+    fn configs_hold_the_address_and_no_rate_limit() {
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12345);
+        let s = strata_config(Path::new("/tmp/x"), addr);
+        assert!(s.contains("address = \"127.0.0.1:12345\""));
+        assert!(s.contains("backend = \"virtual\""));
+        assert!(s.contains("stratum = 1"));
+        assert!(!s.contains("rate-limit"));
+        let c = chronyd_config(Path::new("/tmp/x/chrony"), addr);
+        assert!(c.contains("port 12345\n") && c.contains("local stratum 1\n"));
+        assert!(c.contains("cmdport 0\n") && !c.contains("ratelimit"));
+    }
+}
