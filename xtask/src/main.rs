@@ -5,7 +5,6 @@
 
 mod bench;
 mod demo;
-mod dist;
 mod flags;
 mod fuzz;
 mod probe;
@@ -57,7 +56,6 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
-        flags::XtaskCmd::Dist(_) => dist::cli(&sh).map(drop),
         flags::XtaskCmd::Fuzz(cmd) => fuzz::cli(
             &sh,
             &fuzz::Options {
