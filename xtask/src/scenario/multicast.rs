@@ -24,7 +24,8 @@
 //!    has heard nothing for [`OUTAGE_S`] (over 3 intervals: a silence that
 //!    calls for a new calibration, short of the 8 that demobilise): each
 //!    client recalibrates exactly once (calibrations 1 → 2, still after
-//!    another [`LISTEN_PACKETS`] packets) and is back under 1 ms.
+//!    another [`LISTEN_PACKETS`] packets) and is back under 1 ms, and still
+//!    under 1 ms after those packets.
 //!
 //! `interop-multicast` has chronyd (`chronyd -x`, `local stratum 2`,
 //! `allow`) send mode 5 both to 224.0.1.1 and to the subnet broadcast
@@ -624,6 +625,12 @@ fn mode5_phases(
         "after the restart: {}",
         describe(&end)
     );
+    // And still synchronised at the end of that stretch.
+    let last = wait_synced(run, v, Duration::from_secs(5))?;
+    values.push((
+        "final_error_us",
+        join_f(&last.iter().map(|e| e * 1e6).collect::<Vec<_>>()),
+    ));
     let dropped = counters(run, "server")?.dropped;
     ensure!(dropped.is_empty(), "server dropped packets: {dropped:?}");
     Ok(())
