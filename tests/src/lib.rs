@@ -83,6 +83,15 @@ impl Daemon {
     /// When the daemon does not come up within 20 s.
     #[must_use]
     pub fn start(dir: &Path, name: &str, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, name, config, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    ///
+    /// # Panics
+    /// When the daemon does not come up within 20 s.
+    #[must_use]
+    pub fn start_with_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
         let socket = dir.join(format!("{name}.sock"));
         let drift = dir.join(format!("{name}.drift"));
         let text = config.replace("@DRIFT@", &drift.display().to_string())
@@ -94,6 +103,7 @@ impl Daemon {
             .arg("-c")
             .arg(&cfg)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

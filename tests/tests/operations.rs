@@ -59,13 +59,19 @@ fn reload_keeps_state_and_rejects_bad_files() {
     let _s2 = server(&s2_dir, p2);
     let mut client = Daemon::start(dir.path(), "client", &client_config(p1, ""));
     assert!(
-        wait_until(Duration::from_secs(30), Duration::from_millis(100), || (reach(&client) == 0o377).then_some(())).is_some(),
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            (reach(&client) == 0o377).then_some(())
+        })
+        .is_some(),
         "reach 377 before reload"
     );
 
     // A good reload: same source (other maxpoll), plus a second server.
     let extra = format!("[[server]]\naddress = \"127.0.0.1:{p2}\"\nminpoll = -2\nmaxpoll = -1\n");
-    rewrite(&client, &client_config(p1, &extra).replace("maxpoll = -1\niburst", "maxpoll = 0\niburst"));
+    rewrite(
+        &client,
+        &client_config(p1, &extra).replace("maxpoll = -1\niburst", "maxpoll = 0\niburst"),
+    );
     client.signal("HUP");
     let both = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
         let s = client.sessions();
@@ -76,7 +82,23 @@ fn reload_keeps_state_and_rejects_bad_files() {
         .iter()
         .find(|s| s.address == format!("127.0.0.1:{p1}"))
         .expect("first source kept");
-    assert_eq!(kept.reach, 0o377, "unchanged source keeps its reach across the reload");
+    assert_eq!(
+        kept.reach, 0o377,
+        "unchanged source keeps its reach across the reload"
+    );
+
+    // stratactl reload: nothing changed, every source kept.
+    let out = std::process::Command::new(strata_tests::binary("stratactl"))
+        .arg("--socket")
+        .arg(&client.socket)
+        .arg("reload")
+        .output()
+        .expect("stratactl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("sources +0 -0 ~0"),
+        "{text}"
+    );
 
     // A bad reload: rejected, the daemon keeps running the old config.
     std::fs::write(client.config_path(), "[[server]]\naddress = \"nowhere\"\n").expect("write");
@@ -106,9 +128,42 @@ fn drift_file_carries_the_frequency_across_a_restart() {
         .trim()
         .parse()
         .expect("a number");
-    assert!((saved - locked).abs() < 0.5, "saved {saved}, locked {locked}");
+    assert!(
+        (saved - locked).abs() < 0.5,
+        "saved {saved}, locked {locked}"
+    );
     // Restarted, the frequency is there before any sample.
     let again = Daemon::start(dir.path(), "client", &client_config(p1, ""));
     let first = again.status().frequency_ppm;
     assert!((first + 40.0).abs() < 1.0, "frequency at start {first}");
+}
+
+#[test]
+fn tells_systemd_when_ready_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sd-notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let port = free_udp_port();
+    let mut d = Daemon::start_with_env(
+        dir.path(),
+        "notify",
+        &format!("[[listen]]\naddress = \"127.0.0.1:{port}\"\n"),
+        &[("NOTIFY_SOCKET", path.to_str().expect("utf-8 path"))],
+    );
+    let mut buf = [0u8; 512];
+    let n = listener.recv(&mut buf).expect("a notification");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(d.stop());
+    let mut seen = String::new();
+    while let Ok(n) = listener.recv(&mut buf) {
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if seen.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(seen.contains("STOPPING=1"), "{seen}");
 }

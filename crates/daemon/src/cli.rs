@@ -94,6 +94,9 @@ pub enum StratactlCommand {
         /// The file to check.
         file: PathBuf,
     },
+    /// Make the daemon re-read its configuration file (as SIGHUP does);
+    /// unchanged associations keep their state, a bad file is rejected.
+    Reload,
 }
 
 /// One man page: its file name (`stratad.8`) and its roff text.

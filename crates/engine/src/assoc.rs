@@ -261,6 +261,8 @@ pub(crate) struct Association {
     pub(crate) last_rx: Option<Instant>,
     /// The remote's advertised poll exponent.
     ppoll: i8,
+    /// The system poll exponent last applied.
+    sys_poll: i8,
     /// Symmetric associations: the listening socket, local address and
     /// interface the peer's packets last arrived on. Our packets leave the
     /// same way, so the peer sees them come from the address and port it
@@ -322,6 +324,7 @@ impl Association {
             peer: None,
             last_rx: None,
             ppoll: config.minpoll,
+            sys_poll: config.minpoll,
             via: None,
             config,
         }
@@ -385,9 +388,29 @@ impl Association {
 
     /// Follows the system poll within this association's bounds.
     pub(crate) fn set_system_poll(&mut self, sys_poll: i8) {
-        let p = sys_poll
+        self.sys_poll = sys_poll;
+        self.apply_poll();
+    }
+
+    /// The poll exponent: the system poll within this association's
+    /// bounds (and above a RATE kiss's floor); a symmetric association
+    /// follows its peer's poll when that is faster (RFC 5905 poll_update:
+    /// `max(min(ppoll, hpoll), minpoll)`), so both sides exchange at the
+    /// pace of the faster one.
+    fn apply_poll(&mut self) {
+        let host = self
+            .sys_poll
             .clamp(self.config.minpoll, self.config.maxpoll)
             .max(self.kod_floor);
+        let symmetric = matches!(
+            self.mode,
+            AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+        );
+        let p = if symmetric && self.peer.is_some() {
+            self.ppoll.min(host).max(self.config.minpoll)
+        } else {
+            host
+        };
         if p < self.poll && self.burst == 0 && self.calibration.is_none() {
             // Poll faster at once rather than waiting out a long interval.
             let shorter = self.next_poll.as_nanos().saturating_sub(
@@ -397,6 +420,23 @@ impl Association {
             self.next_poll = Instant::from_nanos(shorter);
         }
         self.poll = p;
+    }
+
+    /// Whether a symmetric peer was heard within three of its own or our
+    /// intervals, whichever is longer. A peer that sends more slowly than we
+    /// poll (chronyd backs off toward an unsynchronised peer) leaves gaps in
+    /// our reach register that are not losses; only a real silence counts
+    /// as a missed sample.
+    fn heard_lately(&self, now: Instant) -> bool {
+        let symmetric = matches!(
+            self.mode,
+            AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+        );
+        let interval = poll_interval(self.poll.max(self.ppoll));
+        symmetric
+            && self
+                .last_rx
+                .is_some_and(|t| now.saturating_duration_since(t) < interval * 3)
     }
 
     fn spacing(&self) -> Duration {
@@ -414,7 +454,7 @@ impl Association {
         let mut changed = Polled::Nothing;
         // A request still outstanding is a miss.
         self.reach <<= 1;
-        if self.reach & 0x7 == 0 && self.filter.last().is_some() {
+        if self.reach & 0x7 == 0 && self.filter.last().is_some() && !self.heard_lately(now) {
             self.filter.add_missing(now.as_secs_f64());
         }
         if self.reach == 0 && self.state == AssociationState::Reachable {
@@ -620,6 +660,9 @@ impl Association {
         ) {
             self.state = AssociationState::Reachable;
         }
+        if pkt.poll != self.poll {
+            self.apply_poll();
+        }
     }
 
     /// Header checks shared by every mode: unsynchronised senders and
@@ -750,6 +793,7 @@ impl Association {
             // The peer is active too: stop calibrating, answer at once.
             self.calibration = None;
             self.calibrations += 1;
+            self.state = AssociationState::Reachable;
             self.reply_now = true;
             self.pending_send = true;
         }

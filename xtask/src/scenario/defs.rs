@@ -22,6 +22,7 @@ pub fn all() -> Vec<Scenario> {
         super::multicast::broadcast(),
         super::multicast::interop_multicast(),
         super::symmetric::symmetric(),
+        super::symmetric::interop_symmetric(),
     ]
 }
 

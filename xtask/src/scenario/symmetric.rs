@@ -526,15 +526,12 @@ fn chrony_peer_directives(peer: &str) -> String {
     format!("local stratum 3\nallow 10.200.0.0/16\nport 123\npeer {peer} minpoll -2 maxpoll 0\n")
 }
 
-/// `cargo xtask scenario interop-symmetric`; see the module doc.
-///
-/// Not in `all()` yet: it fails on two engine gaps. (1) A passive
-/// association polls on its own poll (64 s when the node has no other
-/// sources) instead of RFC 5905's `max(min(ppoll, hpoll), minpoll)`, so
-/// chronyd (polling every 0.25 s) hears from strata once a minute and never
-/// fills its reach. (2) strata's active peer toward chronyd stays in
-/// `calibrating` (reach 40) and chronyd's peer never reaches it.
-#[allow(dead_code)] // registered in `defs::all()` once both gaps are fixed
+/// `cargo xtask scenario interop-symmetric`; see the module doc. chronyd
+/// (no passive mode) peers with a strata passive association, and a strata
+/// `[[peer]]` peers with a chronyd `peer`: both strata sides synchronise,
+/// and chronyd counts strata's packets valid (reach). chronyd does not
+/// select strata as its source here, since strata is synchronised to it
+/// (a loop chronyd refuses, as it should).
 pub fn interop_symmetric() -> Scenario {
     let nodes = [
         ("chronyp", None, "10.200.5.1/24"),

@@ -27,6 +27,13 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Command::CheckConfig { file } => check_config(file),
+        Command::Reload => match query(&args, Request::Reload)? {
+            Reply::Done(message) => {
+                println!("{message}");
+                Ok(ExitCode::SUCCESS)
+            }
+            other => bail!("unexpected reply to reload: {other:?}"),
+        },
         Command::Status { json } => {
             let status = match query(&args, Request::Status)? {
                 Reply::Status(status) => status,

@@ -258,6 +258,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(clock = backend_name, "stratad running");
+    crate::notify::ready(&format!("serving, clock {backend_name}"));
 
     daemon.flush()?;
     let result = loop {
@@ -294,8 +295,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let _ = req.reply.send(reply);
             }
             _ = sighup.recv() => {
-                if let Err(why) = daemon.reload() {
-                    tracing::error!("reload rejected, the running configuration stays: {why}");
+                crate::notify::status("reloading");
+                match daemon.reload() {
+                    Ok(summary) => crate::notify::status(&summary),
+                    Err(why) => {
+                        tracing::error!("reload rejected, the running configuration stays: {why}");
+                        crate::notify::status("reload rejected; running the previous configuration");
+                    }
                 }
             }
             _ = drift_timer.tick() => daemon.save_drift(),
@@ -306,6 +312,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             break Err(e);
         }
     };
+    crate::notify::stopping();
     daemon.save_drift();
     let _ = std::fs::remove_file(&control_path);
     tracing::info!("stratad stopped");
