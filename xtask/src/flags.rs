@@ -32,6 +32,9 @@ xflags::xflags! {
         }
         /// Delete leftover strata scenario namespaces (`st<4 hex>-*`) and their processes.
         cmd clean-netns {}
+        /// Build the Debian package (release binaries, man pages, unit, sample config) into
+        /// target/debian/ with cargo-deb and list it (needs `cargo install cargo-deb`).
+        cmd dist {}
         /// Run the cargo-fuzz targets in fuzz/ for SECS each (default 60) and report
         /// execs and findings (needs `cargo install cargo-fuzz`; not part of `test`).
         cmd fuzz {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod flags;
 mod fuzz;
 mod probe;
@@ -56,6 +57,7 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::CleanNetns(_) => scenario::clean_netns(),
+        flags::XtaskCmd::Dist(_) => dist::cli(&sh).map(drop),
         flags::XtaskCmd::Fuzz(cmd) => fuzz::cli(
             &sh,
             &fuzz::Options {

@@ -119,15 +119,28 @@ fn render(cmd: clap::Command, section: &str) -> io::Result<ManPage> {
     Ok(ManPage { file_name, roff })
 }
 
-/// The man pages of both binaries: `stratad.8` (a system daemon) and `stratactl.1`.
+/// `cmd`'s page and one per visible subcommand (`stratactl-status.1`, …), which the
+/// SUBCOMMANDS section of the main page refers to.
+fn render_all(cmd: clap::Command, section: &str, out: &mut Vec<ManPage>) -> io::Result<()> {
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    out.push(render(cmd.clone(), section)?);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out.push(render(sub.clone(), section)?);
+    }
+    Ok(())
+}
+
+/// The man pages of both binaries: `stratad.8` (a system daemon) and `stratactl.1`, each
+/// followed by a page per subcommand (`stratad-check-config.8`, `stratactl-status.1`, …).
 ///
 /// # Errors
 /// Only when rendering into memory fails (it does not in practice).
 pub fn man_pages() -> io::Result<Vec<ManPage>> {
-    Ok(vec![
-        render(StratadArgs::command(), "8")?,
-        render(StratactlArgs::command(), "1")?,
-    ])
+    let mut pages = Vec::new();
+    render_all(StratadArgs::command(), "8", &mut pages)?;
+    render_all(StratactlArgs::command(), "1", &mut pages)?;
+    Ok(pages)
 }
 
 /// Writes [`man_pages`] into `dir` (created when missing) and returns the paths written.
@@ -188,20 +201,59 @@ mod tests {
     fn man_pages_cover_subcommands_and_options() {
         let pages = man_pages().unwrap();
         let names: Vec<&str> = pages.iter().map(|p| p.file_name.as_str()).collect();
-        assert_eq!(names, ["stratad.8", "stratactl.1"]);
-        let stratad = String::from_utf8(pages[0].roff.clone()).unwrap();
+        // A page per binary and per visible subcommand, whatever subcommands exist.
+        for (cmd, section) in [
+            (StratadArgs::command(), "8"),
+            (StratactlArgs::command(), "1"),
+        ] {
+            let top = cmd.get_name().to_owned();
+            assert!(names.contains(&format!("{top}.{section}").as_str()));
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let page = format!("{top}-{}.{section}", sub.get_name());
+                assert!(names.contains(&page.as_str()), "no {page} in {names:?}");
+            }
+        }
+        for page in [
+            "stratad.8",
+            "stratad-check-config.8",
+            "stratactl.1",
+            "stratactl-status.1",
+            "stratactl-sessions.1",
+            "stratactl-check-config.1",
+        ] {
+            assert!(names.contains(&page), "no {page} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("generate-man")));
+        let text = |name: &str| {
+            let page = pages.iter().find(|p| p.file_name == name).unwrap();
+            String::from_utf8(page.roff.clone()).unwrap()
+        };
+        let stratad = text("stratad.8");
         assert!(stratad.contains(".TH stratad 8"), "{stratad}");
-        assert!(stratad.contains("check\\-config"), "{stratad}");
+        assert!(stratad.contains("stratad\\-check\\-config(8)"), "{stratad}");
         assert!(stratad.contains("\\-\\-config"), "{stratad}");
         assert!(
             !stratad.contains("generate\\-man"),
             "the packaging helper stays hidden"
         );
-        let stratactl = String::from_utf8(pages[1].roff.clone()).unwrap();
+        let stratactl = text("stratactl.1");
         assert!(stratactl.contains(".TH stratactl 1"), "{stratactl}");
         for sub in ["status", "sessions", "check\\-config", "\\-\\-socket"] {
             assert!(stratactl.contains(sub), "{sub} missing:\n{stratactl}");
         }
+        // Every page the main pages refer to exists.
+        for (page, section) in [(&stratad, "8"), (&stratactl, "1")] {
+            for line in page
+                .lines()
+                .filter(|l| l.ends_with(&format!("({section})")))
+            {
+                let name = line.trim_start_matches(".TP").trim().replace("\\-", "-");
+                let file = name.replace(&format!("({section})"), &format!(".{section}"));
+                assert!(names.contains(&file.as_str()), "{line}: no page {file}");
+            }
+        }
+        let sessions = text("stratactl-sessions.1");
+        assert!(sessions.contains("\\-\\-instance"), "{sessions}");
     }
 
     #[test]
@@ -209,7 +261,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("man");
         let written = write_man_pages(&out).unwrap();
-        assert_eq!(written, [out.join("stratad.8"), out.join("stratactl.1")]);
+        assert_eq!(written.len(), man_pages().unwrap().len());
+        assert_eq!(written[0], out.join("stratad.8"));
         for path in written {
             assert!(std::fs::metadata(&path).unwrap().len() > 200, "{path:?}");
         }

@@ -33,7 +33,10 @@ fn client_steps_once_then_locks_frequency() {
     let c = &net.hosts[1];
     let status = c.node.status();
     let err = c.clock.error(net.t);
-    eprintln!("engine sim: final error {err:e}, freq {}", status.frequency_ppm);
+    eprintln!(
+        "engine sim: final error {err:e}, freq {}",
+        status.frequency_ppm
+    );
     assert_eq!(c.clock.steps, 1, "exactly one step");
     assert!(err.abs() < 1e-3, "true error {err}");
     assert!(
