@@ -31,8 +31,9 @@
 //! `allow`) send mode 5 both to 224.0.1.1 and to the subnet broadcast
 //! address every second, a strata multicast client and a strata broadcast
 //! client listening; both must calibrate against chronyd (which answers the
-//! volley as an ordinary server) and get within 1 ms of the host clock
-//! (which `chronyd -x` serves unchanged).
+//! volley as an ordinary server), get within 1 ms of the host clock (which
+//! `chronyd -x` serves unchanged), send nothing while they hear another
+//! [`LISTEN_PACKETS`] mode-5 packets, and still be within 1 ms after them.
 
 use std::{
     collections::BTreeMap,
@@ -804,6 +805,44 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
     })
     .with_context(|| format!("true errors (multicast, broadcast) not below 1 ms: {errs:?}"))?;
     values.push(("error_us", join_f(&errors)));
+    // Keep listening for a stretch of chronyd's mode 5 (no probes: the
+    // clients must send nothing), then look again.
+    let start: Vec<Counters> = INTEROP_CLIENTS
+        .iter()
+        .map(|(node, _, _)| counters(run, node))
+        .collect::<Result<_>>()?;
+    let heard: Vec<u64> = start.iter().map(|c| c.received).collect();
+    guard::wait_until(
+        Duration::from_secs(LISTEN_PACKETS * 2 + 10),
+        Duration::from_millis(250),
+        || {
+            INTEROP_CLIENTS
+                .iter()
+                .zip(&heard)
+                .all(|((node, _, _), from)| {
+                    counters(run, node).is_ok_and(|c| c.received >= from + LISTEN_PACKETS)
+                })
+                .then_some(())
+        },
+    )
+    .context("clients stopped hearing chronyd's mode 5")?;
+    let after: Vec<u64> = INTEROP_CLIENTS
+        .iter()
+        .map(|(node, _, _)| counters(run, node).map(|c| c.sent))
+        .collect::<Result<_>>()?;
+    let mut finals: Vec<Option<f64>> = Vec::new();
+    let finals = guard::wait_until(Duration::from_secs(5), Duration::from_millis(250), || {
+        finals = targets
+            .iter()
+            .map(|(node, addr)| run.true_offset(node, *addr).ok().map(|s| s.offset_s))
+            .collect();
+        finals
+            .iter()
+            .all(|e| e.is_some_and(|e| e.abs() < MAX_ERROR_S))
+            .then(|| finals.iter().flatten().map(|e| e * 1e6).collect::<Vec<_>>())
+    })
+    .with_context(|| format!("no longer below 1 ms after listening: {finals:?}"))?;
+    values.push(("final_error_us", join_f(&finals)));
     let end: Vec<ClientView> = INTEROP_CLIENTS
         .iter()
         .map(|(node, _, mode)| one(node, mode))
@@ -818,6 +857,16 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
             |r| (u64::from(CALIBRATION_REPLIES)..=u64::from(CALIBRATION_ATTEMPTS)).contains(r)
         ),
         "calibration requests {requests:?}"
+    );
+    let extra: Vec<u64> = after
+        .iter()
+        .zip(&start)
+        .map(|(a, s)| a.saturating_sub(s.sent))
+        .collect();
+    values.push(("listening_requests", join(&extra)));
+    ensure!(
+        extra.iter().all(|&e| e == 0),
+        "clients sent {extra:?} packets while listening"
     );
     Ok(())
 }
