@@ -47,11 +47,17 @@ pub enum DropReason {
     /// Broadcast/multicast packets are refused without authentication
     /// unless `allow-unauthenticated` is set.
     Unauthenticated,
+    /// The client is over its rate limit and was already sent a KoD RATE
+    /// in this interval.
+    RateLimited,
+    /// An NTP control (mode 6) or private (mode 7) packet: strata has no
+    /// network control protocol.
+    ControlMode,
 }
 
 impl DropReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnexpectedMode,
@@ -69,6 +75,8 @@ impl DropReason {
         DropReason::Replay,
         DropReason::Spike,
         DropReason::Unauthenticated,
+        DropReason::RateLimited,
+        DropReason::ControlMode,
     ];
 
     /// A stable, kebab-case name for status output.
@@ -92,6 +100,8 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::Spike => "spike",
             DropReason::Unauthenticated => "unauthenticated",
+            DropReason::RateLimited => "rate-limited",
+            DropReason::ControlMode => "control-mode",
         }
     }
 

@@ -31,9 +31,10 @@ pub use assoc::{
 };
 pub use counters::{Counters, DropReason};
 pub use node::{
-    BroadcastServerConfig, Event, InstanceId, Node, NodeConfig, RecvMeta, SessionStatus, SocketId,
-    SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
+    BroadcastServerConfig, DenyPolicy, Event, InstanceId, Node, NodeConfig, RecvMeta,
+    SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
 };
-pub use server::{respond, ServerState};
+pub use ratelimit::RateLimitConfig;
+pub use server::{kiss_of_death, respond, ServerState};
 pub use strata_clock::discipline::ClockCommand;
 pub use time::Instant;

@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
 use strata_clock::select::{is_eligible, select, Candidate, SelectConfig};
 use strata_wire::{
-    Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
+    KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
 
 use crate::access::{level_for, AccessLevel, AccessRule};
@@ -33,7 +33,8 @@ use crate::assoc::{
     ClientConfig, Polled, Received, Via, MAXDISP, PHI,
 };
 use crate::counters::{Counters, DropReason};
-use crate::server::{respond, wire_drop_reason, ServerState, MAX_STRATUM};
+use crate::ratelimit::{Decision, RateLimitConfig, RateLimiter};
+use crate::server::{kiss_of_death, respond, wire_drop_reason, ServerState, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
 /// Default `max-dynamic-sessions` of an instance.
@@ -149,6 +150,19 @@ pub struct BroadcastServerConfig {
     pub poll: i8,
 }
 
+/// What the server does with a client request from a source its access
+/// rules give no time service (no rule matches, or a `query`-only rule).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DenyPolicy {
+    /// Send nothing (the default).
+    #[default]
+    Drop,
+    /// Answer a mode-3 request with a KoD DENY, itself subject to the rate
+    /// limiter (at most one per interval per client while it is over its
+    /// rate). Mode-1 packets are still dropped.
+    Kod,
+}
+
 /// Node-wide settings.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -255,6 +269,8 @@ pub struct SessionStatus {
 struct PendingReply {
     meta: RecvMeta,
     header: [u8; HEADER_LEN],
+    /// Answer with this kiss-o'-death instead of the time.
+    kod: Option<KissCode>,
 }
 
 struct System {
@@ -325,6 +341,9 @@ pub struct Node {
     last_clock: NtpTimestamp,
     /// When the node first saw time pass (the startup hold starts here).
     started: Option<Instant>,
+    /// Per-client rate limiting of the server side; `None` is off.
+    rate_limiter: Option<RateLimiter>,
+    deny_policy: DenyPolicy,
 }
 
 impl Node {
@@ -363,6 +382,8 @@ impl Node {
             },
             last_clock: NtpTimestamp::ZERO,
             started: None,
+            rate_limiter: None,
+            deny_policy: DenyPolicy::Drop,
             config,
         }
     }
@@ -492,6 +513,31 @@ impl Node {
         });
     }
 
+    /// Turns per-client rate limiting of requests on (or with `None` off),
+    /// keyed by (instance, source IP). Changing the settings forgets every
+    /// client's state; setting the same settings again keeps it.
+    pub fn set_rate_limit(&mut self, config: Option<RateLimitConfig>) {
+        let same = match (&self.rate_limiter, config) {
+            (Some(l), Some(c)) => l.config() == c,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.rate_limiter = config.map(RateLimiter::new);
+        }
+    }
+
+    /// The rate limiter's settings, if limiting is on.
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimitConfig> {
+        self.rate_limiter.as_ref().map(RateLimiter::config)
+    }
+
+    /// Sets what happens to requests from sources the access rules refuse.
+    pub fn set_deny_policy(&mut self, policy: DenyPolicy) {
+        self.deny_policy = policy;
+    }
+
     /// Sets an instance's access rules (see [`crate::access`]).
     pub fn set_access(&mut self, instance: InstanceId, rules: Vec<AccessRule>) {
         if let Some(i) = self.instance_mut(instance) {
@@ -573,6 +619,13 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
+        if data
+            .first()
+            .is_some_and(|b| matches!(Mode::from(*b), Mode::Control | Mode::Private))
+        {
+            // strata has no network control protocol.
+            return Err(DropReason::ControlMode);
+        }
         let (pkt, _layout) = strata_wire::parse_datagram(data).map_err(wire_drop_reason)?;
         let existing = self.by_addr.get(&(meta.instance, meta.src)).copied();
         match pkt.mode {
@@ -580,7 +633,7 @@ impl Node {
                 if !meta.listener {
                     return Err(DropReason::UnexpectedMode);
                 }
-                self.queue_reply(meta, data)
+                self.queue_reply(now, meta, data, true)
             }
             Mode::Server => {
                 let idx = existing.ok_or(DropReason::NoAssociation)?;
@@ -610,13 +663,39 @@ impl Node {
         }
     }
 
-    fn queue_reply(&mut self, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
-        if !self
+    /// Queues the answer to a request: the time, a KoD RATE (over the
+    /// rate limit), a KoD DENY (refused by the access rules with the `kod`
+    /// deny policy; `client` requests only) or nothing.
+    fn queue_reply(
+        &mut self,
+        now: Instant,
+        meta: &RecvMeta,
+        data: &[u8],
+        client: bool,
+    ) -> Result<(), DropReason> {
+        let allowed = self
             .access_level(meta.instance, meta.src.ip())
-            .is_some_and(AccessLevel::serves_time)
-        {
+            .is_some_and(AccessLevel::serves_time);
+        let deny_kod = client && self.deny_policy == DenyPolicy::Kod;
+        if !(allowed || deny_kod) {
             return Err(DropReason::AccessDenied);
         }
+        let decision = match &mut self.rate_limiter {
+            Some(l) => l.check(now, (meta.instance, meta.src.ip())),
+            None => Decision::Allow,
+        };
+        let kod = match (allowed, decision) {
+            (_, Decision::Drop) => {
+                return Err(if allowed {
+                    DropReason::RateLimited
+                } else {
+                    DropReason::AccessDenied
+                });
+            }
+            (true, Decision::Allow) => None,
+            (true, Decision::KissRate) => Some(KissCode::Rate),
+            (false, _) => Some(KissCode::Deny),
+        };
         if self.replies.len() >= self.config.max_pending_replies {
             return Err(DropReason::Overload);
         }
@@ -625,8 +704,14 @@ impl Node {
         self.replies.push_back(PendingReply {
             meta: *meta,
             header,
+            kod,
         });
-        Ok(())
+        if allowed {
+            Ok(())
+        } else {
+            // Refused all the same: counted, and answered with a KoD DENY.
+            Err(DropReason::AccessDenied)
+        }
     }
 
     /// A mode-1 packet from an unknown address: a passive association when
@@ -642,7 +727,7 @@ impl Node {
         let level = self.access_level(meta.instance, meta.src.ip());
         if level != Some(AccessLevel::Peer) {
             return if meta.listener {
-                self.queue_reply(meta, data)
+                self.queue_reply(now, meta, data, false)
             } else {
                 Err(DropReason::AccessDenied)
             };
@@ -969,9 +1054,17 @@ impl Node {
         self.last_clock = clock_now;
         while let Some(r) = self.replies.pop_front() {
             let state = self.server_state(clock_now);
-            match respond(&r.header, r.meta.rx_time, clock_now, &state, buf) {
+            let result = match r.kod {
+                None => respond(&r.header, r.meta.rx_time, clock_now, &state, buf),
+                Some(code) => kiss_of_death(&r.header, code, self.config.precision, buf),
+            };
+            match result {
                 Ok(len) => {
-                    self.counters(r.meta.instance).sent += 1;
+                    let counters = self.counters(r.meta.instance);
+                    counters.sent += 1;
+                    if r.kod.is_some() {
+                        counters.kod_sent += 1;
+                    }
                     return Some(Transmit {
                         instance: r.meta.instance,
                         socket: Some(r.meta.socket),

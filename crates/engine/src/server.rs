@@ -10,7 +10,7 @@
 //! bytes for a request of at least 48), so answering cannot amplify.
 
 use strata_wire::{
-    Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
+    KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
 
 use crate::counters::DropReason;
@@ -107,6 +107,46 @@ pub fn respond(
         transmit_timestamp: tx_time,
     };
     reply.emit(&mut NtpPacket::new_unchecked(&mut *out));
+    Ok(HEADER_LEN)
+}
+
+/// Builds a kiss-o'-death answer to a client (mode 3) or symmetric active
+/// (mode 1) request: leap 3, stratum 0, the kiss `code` as reference id,
+/// the request's transmit timestamp as origin and no other timestamp.
+/// Writes it to the front of `out` and returns its length, never more than
+/// the request's.
+///
+/// # Errors
+/// As [`respond`].
+pub fn kiss_of_death(
+    request: &[u8],
+    code: KissCode,
+    precision: i8,
+    out: &mut [u8],
+) -> Result<usize, DropReason> {
+    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
+    let mode = match req.mode {
+        Mode::Client => Mode::Server,
+        Mode::SymmetricActive => Mode::SymmetricPassive,
+        _ => return Err(DropReason::UnexpectedMode),
+    };
+    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let kod = NtpRepr {
+        leap: Leap::Unsynchronized,
+        version: req.version,
+        mode,
+        stratum: 0,
+        poll: req.poll,
+        precision,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::ZERO,
+        reference_id: ReferenceId::from_kiss(code),
+        reference_timestamp: NtpTimestamp::ZERO,
+        origin_timestamp: req.transmit_timestamp,
+        receive_timestamp: NtpTimestamp::ZERO,
+        transmit_timestamp: NtpTimestamp::ZERO,
+    };
+    kod.emit(&mut NtpPacket::new_unchecked(&mut *out));
     Ok(HEADER_LEN)
 }
 
@@ -225,6 +265,29 @@ mod tests {
             respond(&ok, t, t, &st, &mut out[..40]),
             Err(DropReason::Malformed)
         );
+    }
+
+    #[test]
+    fn kiss_of_death_carries_only_the_origin() {
+        let xmt = NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
+        let req = request(4, Mode::Client, xmt, HEADER_LEN);
+        let mut out = [0u8; 64];
+        let n = kiss_of_death(&req, KissCode::Rate, -20, &mut out).expect("kod");
+        assert_eq!(n, HEADER_LEN);
+        let (kod, _) = strata_wire::parse_datagram(&out[..n]).expect("parse");
+        assert_eq!(kod.mode, Mode::Server);
+        assert_eq!(kod.stratum, 0);
+        assert_eq!(kod.leap, Leap::Unsynchronized);
+        assert_eq!(kod.reference_id.kiss_code(), KissCode::Rate);
+        assert_eq!(kod.origin_timestamp, xmt);
+        assert_eq!(kod.receive_timestamp, NtpTimestamp::ZERO);
+        assert_eq!(kod.transmit_timestamp, NtpTimestamp::ZERO);
+        assert_eq!(kod.reference_timestamp, NtpTimestamp::ZERO);
+        let sym = request(4, Mode::SymmetricActive, xmt, HEADER_LEN);
+        let n = kiss_of_death(&sym, KissCode::Deny, -20, &mut out).expect("kod");
+        let (kod, _) = strata_wire::parse_datagram(&out[..n]).expect("parse");
+        assert_eq!(kod.mode, Mode::SymmetricPassive);
+        assert_eq!(kod.reference_id.kiss_code(), KissCode::Deny);
     }
 
     proptest::proptest! {

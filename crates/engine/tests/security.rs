@@ -1,0 +1,252 @@
+//! Server-side protection: per-client rate limiting with KoD RATE, the
+//! access refusal policy (KoD DENY) and the refusal of NTP control modes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use strata_engine::{
+    AccessLevel, AccessRule, DenyPolicy, DropReason, InstanceId, Instant, Node, NodeConfig,
+    RateLimitConfig, RecvMeta, SocketId,
+};
+use strata_wire::{KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpTimestamp, HEADER_LEN};
+
+fn server() -> Node {
+    Node::new(NodeConfig {
+        local_stratum: Some(1),
+        ..NodeConfig::default()
+    })
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 200, 0, last))
+}
+
+fn meta(src: IpAddr, port: u16) -> RecvMeta {
+    RecvMeta {
+        instance: InstanceId::DEFAULT,
+        socket: SocketId(1),
+        listener: true,
+        src: SocketAddr::new(src, port),
+        dst_ip: Some(ip(1)),
+        ifindex: None,
+        rx_time: NtpTimestamp::from_unix(1_800_000_000, 0),
+    }
+}
+
+fn request(mode: Mode, xmt: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    let repr = NtpRepr {
+        mode,
+        ..NtpRepr::client_request(6, NtpTimestamp::from_bits(xmt))
+    };
+    repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
+    buf
+}
+
+/// What came back for one request.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Time,
+    Kod(KissCode),
+    Nothing,
+}
+
+/// Feeds one request and drains the answer, checking it never amplifies
+/// and always echoes the request's transmit timestamp.
+fn ask(node: &mut Node, now: Instant, src: IpAddr, mode: Mode, xmt: u64) -> Answer {
+    let req = request(mode, xmt);
+    node.handle_datagram(now, &meta(src, 40_000), &req);
+    let mut buf = [0u8; 1500];
+    let Some(t) = node.poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf) else {
+        return Answer::Nothing;
+    };
+    assert!(node
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 2), &mut buf)
+        .is_none());
+    assert!(
+        t.len <= req.len(),
+        "a reply is never larger than its request"
+    );
+    assert_eq!(t.dst.ip(), src);
+    let (reply, _) = strata_wire::parse_datagram(&buf[..t.len]).expect("reply parses");
+    assert_eq!(reply.origin_timestamp, NtpTimestamp::from_bits(xmt));
+    if reply.stratum == 0 {
+        assert_eq!(reply.leap, Leap::Unsynchronized);
+        assert_eq!(reply.receive_timestamp, NtpTimestamp::ZERO);
+        assert_eq!(reply.transmit_timestamp, NtpTimestamp::ZERO);
+        Answer::Kod(reply.reference_id.kiss_code())
+    } else {
+        Answer::Time
+    }
+}
+
+fn limit(interval_s: u64, burst: u32) -> RateLimitConfig {
+    RateLimitConfig {
+        interval: Duration::from_secs(interval_s),
+        burst,
+        max_clients: 1000,
+    }
+}
+
+fn counters(node: &Node) -> strata_engine::Counters {
+    node.instances().next().expect("default").2.clone()
+}
+
+#[test]
+fn abuser_gets_one_kod_per_interval_and_others_are_unaffected() {
+    let mut node = server();
+    node.set_rate_limit(Some(limit(2, 8)));
+    let abuser = ip(66);
+    let (mut time, mut kods, mut nothing) = (0u64, 0u64, 0u64);
+    let mut good_answers = 0u32;
+    let mut xmt = 1u64;
+    // 10 s of 1000 requests/s from the abuser; 5 clients polling every 1 s
+    // at well under the limit's burst.
+    for ms in 0..10_000u64 {
+        let now = Instant::from_secs_f64(ms as f64 / 1000.0);
+        xmt += 1;
+        match ask(&mut node, now, abuser, Mode::Client, xmt) {
+            Answer::Time => time += 1,
+            Answer::Kod(code) => {
+                assert_eq!(code, KissCode::Rate);
+                kods += 1;
+            }
+            Answer::Nothing => nothing += 1,
+        }
+        if ms % 2000 == 0 {
+            for c in 10..15 {
+                xmt += 1;
+                assert_eq!(ask(&mut node, now, ip(c), Mode::Client, xmt), Answer::Time);
+                good_answers += 1;
+            }
+        }
+    }
+    eprintln!("abuser: {time} time, {kods} KoD, {nothing} nothing");
+    assert_eq!(good_answers, 25);
+    assert_eq!(time, 8, "only the first burst is answered");
+    assert_eq!(kods, 5, "one KoD RATE per 2 s interval over 10 s");
+    assert_eq!(nothing, 10_000 - 8 - 5);
+    let c = counters(&node);
+    assert_eq!(c.kod_sent, 5);
+    assert_eq!(c.dropped(DropReason::RateLimited), nothing);
+    assert_eq!(c.sent, 8 + 5 + 25);
+}
+
+#[test]
+fn stateless_symmetric_answers_are_limited_too() {
+    let mut node = server();
+    node.set_rate_limit(Some(limit(60, 1)));
+    let now = Instant::ZERO;
+    assert_eq!(
+        ask(&mut node, now, ip(7), Mode::SymmetricActive, 1),
+        Answer::Time
+    );
+    assert_eq!(
+        ask(&mut node, now, ip(7), Mode::SymmetricActive, 2),
+        Answer::Kod(KissCode::Rate)
+    );
+    assert_eq!(
+        ask(&mut node, now, ip(7), Mode::SymmetricActive, 3),
+        Answer::Nothing
+    );
+}
+
+#[test]
+fn off_by_default() {
+    let mut node = server();
+    assert_eq!(node.rate_limit(), None);
+    for i in 0..100 {
+        assert_eq!(
+            ask(&mut node, Instant::ZERO, ip(9), Mode::Client, i + 1),
+            Answer::Time
+        );
+    }
+}
+
+#[test]
+fn refused_sources_get_kod_deny_only_with_the_kod_policy() {
+    let mut node = server();
+    node.set_access(
+        InstanceId::DEFAULT,
+        vec![
+            AccessRule {
+                prefix: ip(0),
+                prefix_len: 28,
+                level: AccessLevel::Synchronization,
+            },
+            AccessRule {
+                prefix: ip(16),
+                prefix_len: 28,
+                level: AccessLevel::Query,
+            },
+        ],
+    );
+    let now = Instant::ZERO;
+    // Default policy: refused silently.
+    assert_eq!(
+        ask(&mut node, now, ip(100), Mode::Client, 1),
+        Answer::Nothing
+    );
+    assert_eq!(
+        ask(&mut node, now, ip(17), Mode::Client, 2),
+        Answer::Nothing
+    );
+    assert_eq!(ask(&mut node, now, ip(2), Mode::Client, 3), Answer::Time);
+    node.set_deny_policy(DenyPolicy::Kod);
+    assert_eq!(
+        ask(&mut node, now, ip(100), Mode::Client, 4),
+        Answer::Kod(KissCode::Deny)
+    );
+    assert_eq!(
+        ask(&mut node, now, ip(17), Mode::Client, 5),
+        Answer::Kod(KissCode::Deny)
+    );
+    // Mode 1 from a refused source stays silent.
+    assert_eq!(
+        ask(&mut node, now, ip(100), Mode::SymmetricActive, 6),
+        Answer::Nothing
+    );
+    let c = counters(&node);
+    assert_eq!(c.kod_sent, 2);
+    assert_eq!(c.dropped(DropReason::AccessDenied), 5);
+
+    // With a rate limiter the DENYs are limited like any answer.
+    node.set_rate_limit(Some(limit(4, 2)));
+    let answers: Vec<Answer> = (0..6)
+        .map(|i| ask(&mut node, now, ip(101), Mode::Client, 10 + i))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            Answer::Kod(KissCode::Deny),
+            Answer::Kod(KissCode::Deny),
+            Answer::Kod(KissCode::Deny),
+            Answer::Nothing,
+            Answer::Nothing,
+            Answer::Nothing,
+        ]
+    );
+}
+
+#[test]
+fn control_and_private_modes_are_dropped_and_counted() {
+    let mut node = server();
+    for (i, byte) in [0x16u8, 0x17, 0x26, 0x27].into_iter().enumerate() {
+        let mut pkt = vec![0u8; 12];
+        pkt[0] = byte;
+        node.handle_datagram(Instant::ZERO, &meta(ip(5), 123), &pkt);
+        let mut long = request(Mode::Client, 1);
+        long[0] = byte;
+        node.handle_datagram(Instant::ZERO, &meta(ip(5), 123), &long);
+        assert_eq!(
+            counters(&node).dropped(DropReason::ControlMode),
+            2 * (i as u64 + 1)
+        );
+    }
+    let mut buf = [0u8; 64];
+    assert!(node
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+        .is_none());
+    assert_eq!(DropReason::ControlMode.as_str(), "control-mode");
+    assert_eq!(DropReason::RateLimited.as_str(), "rate-limited");
+}
