@@ -66,16 +66,15 @@ pub(crate) fn cli(sh: &Shell, opts: &Options) -> Result<()> {
     check_cargo_fuzz(sh)?;
     let root = crate::project_root();
     let fuzz_target_dir = crate::target_dir().join("fuzz");
-    let target_dir = fuzz_target_dir.display().to_string();
-    println!("xtask fuzz: building {} target(s)", targets.len());
-    cmd!(sh, "cargo fuzz build -s none --target-dir {target_dir}")
-        .env("RUSTC_BOOTSTRAP", "1")
-        .run()
-        .context("cargo fuzz build failed")?;
-
     let mut outcomes = Vec::new();
     for target in targets {
-        println!("xtask fuzz: running {target} for {} s", opts.secs);
+        // `cargo fuzz run` builds the target itself (a separate `cargo fuzz
+        // build` uses another debuginfo setting and would build twice);
+        // the first target builds the dependencies for all.
+        println!(
+            "xtask fuzz: building and running {target} for {} s",
+            opts.secs
+        );
         outcomes.push(run_target(sh, &root, &fuzz_target_dir, target, opts.secs)?);
     }
 
