@@ -2,6 +2,7 @@
 //! state.
 
 use super::*;
+use strata_engine::AssociationState;
 
 impl Daemon {
     pub(super) fn instance_name(&self, id: InstanceId) -> String {
@@ -85,7 +86,9 @@ impl Daemon {
                         instance: self.instance_name(s.instance),
                         address: s.address.to_string(),
                         mode: s.mode.as_str().to_owned(),
-                        state: if s.selected {
+                        // The phase (calibrating, listening, …) wins over
+                        // "selected", which stands for a plain reachable source.
+                        state: if s.selected && s.state == AssociationState::Reachable {
                             "selected".to_owned()
                         } else {
                             s.state.as_str().to_owned()
