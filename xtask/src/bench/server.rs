@@ -374,7 +374,12 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         ensure!(status.success(), "release xtask bench server: {status}");
         return Ok(());
     }
-    let release = crate::target_dir().join("release");
+    // The release xtask runs from the directory that holds the release stratad.
+    let release = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .filter(|dir| dir.join("stratad").is_file())
+        .unwrap_or_else(|| crate::target_dir().join("release"));
     let profile = Profile::new(opts.quick);
     let cores = online_cores();
     let pinned = cores > SERVER_CORE;
