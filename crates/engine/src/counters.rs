@@ -53,11 +53,14 @@ pub enum DropReason {
     /// An NTP control (mode 6) or private (mode 7) packet: strata has no
     /// network control protocol.
     ControlMode,
+    /// A MAC that does not authenticate (unknown or untrusted key, bad
+    /// digest), or a crypto-NAK where none is expected.
+    BadMac,
 }
 
 impl DropReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnexpectedMode,
@@ -77,6 +80,7 @@ impl DropReason {
         DropReason::Unauthenticated,
         DropReason::RateLimited,
         DropReason::ControlMode,
+        DropReason::BadMac,
     ];
 
     /// A stable, kebab-case name for status output.
@@ -102,6 +106,7 @@ impl DropReason {
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::RateLimited => "rate-limited",
             DropReason::ControlMode => "control-mode",
+            DropReason::BadMac => "bad-mac",
         }
     }
 

@@ -32,6 +32,7 @@ use crate::assoc::{
     Association, AssociationId, AssociationMode, AssociationState, BroadcastClientConfig,
     ClientConfig, Polled, Received, Via, MAXDISP, PHI,
 };
+use crate::auth::{self, KeyStore, Verdict};
 use crate::counters::{Counters, DropReason};
 use crate::ratelimit::{Decision, RateLimitConfig, RateLimiter};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, ServerState, MAX_STRATUM};
@@ -271,6 +272,18 @@ struct PendingReply {
     header: [u8; HEADER_LEN],
     /// Answer with this kiss-o'-death instead of the time.
     kod: Option<KissCode>,
+    /// How to authenticate the answer.
+    mac: ReplyMac,
+}
+
+/// The MAC appended to an answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplyMac {
+    None,
+    /// Sign with this key (the request's).
+    Key(u32),
+    /// A crypto-NAK: the request's MAC did not authenticate.
+    CryptoNak,
 }
 
 struct System {
@@ -344,6 +357,8 @@ pub struct Node {
     /// Per-client rate limiting of the server side; `None` is off.
     rate_limiter: Option<RateLimiter>,
     deny_policy: DenyPolicy,
+    /// Symmetric keys for MACs.
+    keys: KeyStore,
 }
 
 impl Node {
@@ -384,6 +399,7 @@ impl Node {
             started: None,
             rate_limiter: None,
             deny_policy: DenyPolicy::Drop,
+            keys: KeyStore::new_empty(),
             config,
         }
     }
@@ -531,6 +547,14 @@ impl Node {
     #[must_use]
     pub fn rate_limit(&self) -> Option<RateLimitConfig> {
         self.rate_limiter.as_ref().map(RateLimiter::config)
+    }
+
+    /// Sets the symmetric keys. A request with a MAC from a trusted key is
+    /// answered with a MAC from the same key (the answer is then as long
+    /// as the request); a request whose MAC does not authenticate gets a
+    /// crypto-NAK (counted as `bad-mac`).
+    pub fn set_keys(&mut self, keys: KeyStore) {
+        self.keys = keys;
     }
 
     /// Sets what happens to requests from sources the access rules refuse.
@@ -699,14 +723,25 @@ impl Node {
         if self.replies.len() >= self.config.max_pending_replies {
             return Err(DropReason::Overload);
         }
+        let mac = match auth::verify(&self.keys, data) {
+            Verdict::None => ReplyMac::None,
+            Verdict::Ok { key_id } => ReplyMac::Key(key_id),
+            // A client never sends a crypto-NAK.
+            Verdict::CryptoNak => return Err(DropReason::BadMac),
+            Verdict::Bad(_) => ReplyMac::CryptoNak,
+        };
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(data.get(..HEADER_LEN).ok_or(DropReason::Malformed)?);
         self.replies.push_back(PendingReply {
             meta: *meta,
             header,
             kod,
+            mac,
         });
-        if allowed {
+        if mac == ReplyMac::CryptoNak {
+            // Answered with a crypto-NAK, but not served.
+            Err(DropReason::BadMac)
+        } else if allowed {
             Ok(())
         } else {
             // Refused all the same: counted, and answered with a KoD DENY.
@@ -1054,9 +1089,21 @@ impl Node {
         self.last_clock = clock_now;
         while let Some(r) = self.replies.pop_front() {
             let state = self.server_state(clock_now);
-            let result = match r.kod {
-                None => respond(&r.header, r.meta.rx_time, clock_now, &state, buf),
-                Some(code) => kiss_of_death(&r.header, code, self.config.precision, buf),
+            let result = match (r.kod, r.mac) {
+                (Some(code), _) => kiss_of_death(&r.header, code, self.config.precision, buf),
+                (None, ReplyMac::CryptoNak) => crypto_nak(&r.header, buf),
+                (None, ReplyMac::None) => {
+                    respond(&r.header, r.meta.rx_time, clock_now, &state, buf)
+                }
+                (None, ReplyMac::Key(key_id)) => {
+                    let mut plain = [0u8; HEADER_LEN];
+                    respond(&r.header, r.meta.rx_time, clock_now, &state, &mut plain).and_then(
+                        |n| {
+                            auth::sign(&self.keys, key_id, &plain[..n], buf)
+                                .map_err(|_| DropReason::BadMac)
+                        },
+                    )
+                }
             };
             match result {
                 Ok(len) => {
@@ -1206,6 +1253,16 @@ impl Node {
             }
         })
     }
+}
+
+/// Writes a crypto-NAK answer to a client request: a server header with
+/// stratum 0 and the request's transmit timestamp as origin, then a 4-byte
+/// MAC of key id 0 (RFC 5905).
+fn crypto_nak(request: &[u8], buf: &mut [u8]) -> Result<usize, DropReason> {
+    let n = kiss_of_death(request, KissCode::Cryp, 0, buf)?;
+    let mac = buf.get_mut(n..n + 4).ok_or(DropReason::Malformed)?;
+    mac.fill(0);
+    Ok(n + 4)
 }
 
 /// Writes a mode-5 packet announcing `state` with `clock_now` as its

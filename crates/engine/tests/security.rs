@@ -250,3 +250,68 @@ fn control_and_private_modes_are_dropped_and_counted() {
     assert_eq!(DropReason::ControlMode.as_str(), "control-mode");
     assert_eq!(DropReason::RateLimited.as_str(), "rate-limited");
 }
+
+fn keys() -> strata_engine::auth::KeyStore {
+    use strata_engine::auth::{Key, KeyStore, KeyType};
+    KeyStore::new(
+        [
+            Key::new(1, KeyType::Sha256, b"correct horse battery".to_vec()).expect("key"),
+            Key::new(2, KeyType::Aes128Cmac, vec![7u8; 16]).expect("key"),
+            Key::new(3, KeyType::Md5, b"untrusted".to_vec()).expect("key"),
+        ],
+        [1, 2],
+    )
+    .expect("store")
+}
+
+/// Sends `req` and returns the raw answer, if any.
+fn exchange(node: &mut Node, src: IpAddr, req: &[u8]) -> Option<Vec<u8>> {
+    node.handle_datagram(Instant::ZERO, &meta(src, 40_000), req);
+    let mut buf = [0u8; 1500];
+    let t = node.poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf)?;
+    assert!(t.len <= req.len(), "never larger than the request");
+    Some(buf[..t.len].to_vec())
+}
+
+#[test]
+fn signed_requests_get_signed_replies_and_bad_macs_a_crypto_nak() {
+    use strata_engine::auth::{sign, verify, Verdict};
+    let store = keys();
+    let mut node = server();
+    node.set_keys(keys());
+    let plain = request(Mode::Client, 42);
+    for key in [1u32, 2] {
+        let mut req = [0u8; 128];
+        let n = sign(&store, key, &plain, &mut req).expect("sign");
+        let reply = exchange(&mut node, ip(3), &req[..n]).expect("reply");
+        assert_eq!(reply.len(), n, "a signed reply is as long as the request");
+        assert_eq!(verify(&store, &reply), Verdict::Ok { key_id: key });
+        let (r, _) = strata_wire::parse_datagram(&reply).expect("parse");
+        assert_eq!(r.stratum, 1);
+        assert_eq!(r.origin_timestamp, NtpTimestamp::from_bits(42));
+    }
+    // A corrupted digest, and an untrusted key: a crypto-NAK, no time.
+    let mut req = [0u8; 128];
+    let n = sign(&store, 1, &plain, &mut req).expect("sign");
+    req[n - 1] ^= 1;
+    let nak = exchange(&mut node, ip(3), &req[..n]).expect("crypto-NAK");
+    assert_eq!(nak.len(), HEADER_LEN + 4);
+    assert_eq!(verify(&store, &nak), Verdict::CryptoNak);
+    let (r, _) = strata_wire::parse_datagram(&nak).expect("parse");
+    assert_eq!(r.stratum, 0);
+    assert_eq!(r.transmit_timestamp, NtpTimestamp::ZERO);
+    assert_eq!(r.origin_timestamp, NtpTimestamp::from_bits(42));
+    let n = sign(&store, 3, &plain, &mut req).expect("sign");
+    let nak = exchange(&mut node, ip(3), &req[..n]).expect("crypto-NAK");
+    assert_eq!(verify(&store, &nak), Verdict::CryptoNak);
+    // A client sending a crypto-NAK is dropped.
+    let mut nak_req = plain.clone();
+    nak_req.extend_from_slice(&[0; 4]);
+    assert_eq!(exchange(&mut node, ip(3), &nak_req), None);
+    // Unsigned requests are still served, unsigned.
+    let reply = exchange(&mut node, ip(3), &plain).expect("reply");
+    assert_eq!(verify(&store, &reply), Verdict::None);
+    let c = counters(&node);
+    assert_eq!(c.dropped(DropReason::BadMac), 3);
+    assert_eq!(c.sent, 5);
+}
