@@ -97,6 +97,21 @@ pub enum StratactlCommand {
     /// Make the daemon re-read its configuration file (as SIGHUP does);
     /// unchanged associations keep their state, a bad file is rejected.
     Reload,
+    /// Follow the chain of reference IDs up to stratum 1 with plain mode-3 queries, sent by
+    /// the daemon through the instance's own sockets (at most 16 hops, 2 s per query, 30 s
+    /// in all; an IPv6 reference ID is a hash and ends the trace).
+    Trace {
+        /// The first server, `ip` or `ip:port` (default: the system peer).
+        #[arg(value_name = "ADDRESS")]
+        address: Option<String>,
+        /// The instance whose sockets send the queries (default: the system peer's, else
+        /// `default`).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// Print the trace object as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One man page: its file name (`stratad.8`) and its roff text.

@@ -55,6 +55,9 @@ pub struct Config {
     pub local_reference: Option<LocalReference>,
     /// `[control]`: the stratactl socket.
     pub control: ControlConfig,
+    /// `[metrics] listen`: where the Prometheus endpoint is served; `None` (the default)
+    /// serves none.
+    pub metrics: Option<SocketAddr>,
     /// `[[listen]]`: where requests are answered.
     pub listen: Vec<Listen>,
     /// `[[server]]`: unicast time sources.
@@ -462,6 +465,7 @@ pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> 
         return Ok(true);
     }
     for d in &diagnostics {
+            metrics: None,
         println!("{d}");
     }
     eprintln!(

@@ -62,7 +62,7 @@ pub enum ControlError {
 /// A request from stratactl.
 ///
 /// Fields besides `command` are ignored, so later requests can add parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     /// `{"command":"status"}`: the system status.
@@ -71,6 +71,46 @@ pub enum Request {
     Sessions,
     /// `{"command":"reload"}`: re-read the configuration file (as SIGHUP).
     Reload,
+    /// `{"command":"trace","address":"192.0.2.1","instance":"vpn1"}`: follow the chain of
+    /// reference IDs from `address` (default: the system peer) up to stratum 1 with plain
+    /// mode-3 queries sent through `instance`'s client socket (default: the system peer's
+    /// instance, else `default`).
+    Trace {
+        /// The first server to query, `ip` or `ip:port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// The instance whose sockets send the queries.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+    },
+}
+
+/// One server queried by a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceHop {
+    /// The server, `ip:port`.
+    pub address: String,
+    /// Its stratum (0 for a kiss-o'-death or an unsynchronized server).
+    pub stratum: u8,
+    /// Its offset from this host's clock, seconds (positive when this host is behind).
+    pub offset_s: f64,
+    /// The round-trip delay to it, seconds.
+    pub delay_s: f64,
+    /// Its root distance (root delay / 2 + root dispersion), seconds.
+    pub root_distance_s: f64,
+    /// Its reference ID, as text.
+    pub refid: String,
+}
+
+/// The result of a trace (`stratactl trace --json` prints this object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The instance whose sockets sent the queries.
+    pub instance: String,
+    /// The servers queried, in order.
+    pub hops: Vec<TraceHop>,
+    /// Why the trace ended (for example `"stratum 1 (GPS)"`).
+    pub end: String,
 }
 
 /// The daemon's system status (`stratactl status --json` prints this object).
@@ -191,6 +231,8 @@ pub enum Reply {
     Sessions(Vec<Session>),
     /// `{"ok":true,"message":"..."}`: an action was carried out.
     Done(String),
+    /// `{"ok":true,"trace":{...}}`.
+    Trace(Trace),
     /// `{"ok":false,"error":"..."}`.
     Error(String),
 }
@@ -207,6 +249,8 @@ struct WireReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<Trace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -222,6 +266,12 @@ pub fn encode_request(request: &Request) -> String {
         Request::Status => "{\"command\":\"status\"}\n".to_owned(),
         Request::Sessions => "{\"command\":\"sessions\"}\n".to_owned(),
         Request::Reload => "{\"command\":\"reload\"}\n".to_owned(),
+        Request::Trace { .. } => {
+            // Serializing strings cannot fail.
+            let mut line = serde_json::to_string(request).unwrap_or_default();
+            line.push('\n');
+            line
+        }
     }
 }
 
@@ -242,6 +292,7 @@ pub fn encode_reply(reply: &Reply) -> String {
             status: Some(status.clone()),
             sessions: None,
             message: None,
+            trace: None,
             error: None,
         },
         Reply::Sessions(sessions) => WireReply {
@@ -249,6 +300,7 @@ pub fn encode_reply(reply: &Reply) -> String {
             status: None,
             sessions: Some(sessions.clone()),
             message: None,
+            trace: None,
             error: None,
         },
         Reply::Done(message) => WireReply {
@@ -256,6 +308,15 @@ pub fn encode_reply(reply: &Reply) -> String {
             status: None,
             sessions: None,
             message: Some(message.clone()),
+            trace: None,
+            error: None,
+        },
+        Reply::Trace(trace) => WireReply {
+            ok: true,
+            status: None,
+            sessions: None,
+            message: None,
+            trace: Some(trace.clone()),
             error: None,
         },
         Reply::Error(message) => WireReply {
@@ -263,6 +324,7 @@ pub fn encode_reply(reply: &Reply) -> String {
             status: None,
             sessions: None,
             message: None,
+            trace: None,
             error: Some(message.clone()),
         },
     };
@@ -283,6 +345,7 @@ pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
             status: Some(status),
             sessions: None,
             message: None,
+            trace: None,
             error: None,
         } => Ok(Reply::Status(status)),
         WireReply {
@@ -290,6 +353,7 @@ pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
             status: None,
             sessions: Some(sessions),
             message: None,
+            trace: None,
             error: None,
         } => Ok(Reply::Sessions(sessions)),
         WireReply {
@@ -297,17 +361,28 @@ pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
             status: None,
             sessions: None,
             message: Some(message),
+            trace: None,
             error: None,
         } => Ok(Reply::Done(message)),
+        WireReply {
+            ok: true,
+            status: None,
+            sessions: None,
+            message: None,
+            trace: Some(trace),
+            error: None,
+        } => Ok(Reply::Trace(trace)),
         WireReply {
             ok: false,
             status: None,
             sessions: None,
             message: None,
+            trace: None,
             error: Some(error),
         } => Ok(Reply::Error(error)),
         WireReply { ok: true, .. } => Err(ControlError::Invalid(
-            "an ok reply needs exactly one of \"status\", \"sessions\" or \"message\"".to_owned(),
+            "an ok reply needs exactly one of \"status\", \"sessions\", \"message\" or \"trace\""
+                .to_owned(),
         )),
         WireReply { ok: false, .. } => Err(ControlError::Invalid(
             "an error reply needs \"error\" and nothing else".to_owned(),
@@ -532,4 +607,141 @@ pub fn render_sessions(sessions: &[Session]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The trace as a table, one row per hop, and the reason it ended.
+pub fn render_trace(trace: &Trace) -> String {
+    let mut rows: Vec<[String; 6]> =
+        vec![["ADDRESS", "ST", "OFFSET", "DELAY", "ROOT DIST", "REFID"].map(str::to_owned)];
+    for h in &trace.hops {
+        rows.push([
+            h.address.clone(),
+            h.stratum.to_string(),
+            format_seconds(h.offset_s),
+            format_span(h.delay_s),
+            format_span(h.root_distance_s),
+            h.refid.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            // Address and refid left, numbers right.
+            if i == 0 || i == 5 {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let _ = writeln!(out, "end: {} (instance {})", trace.end, trace.instance);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace() -> Trace {
+        Trace {
+            instance: "vpn1".into(),
+            hops: vec![
+                TraceHop {
+                    address: "10.200.1.2:123".into(),
+                    stratum: 2,
+                    offset_s: 0.000_5,
+                    delay_s: 0.000_2,
+                    root_distance_s: 0.001,
+                    refid: "10.200.2.1".into(),
+                },
+                TraceHop {
+                    address: "10.200.2.1:123".into(),
+                    stratum: 1,
+                    offset_s: -0.002,
+                    delay_s: 0.000_4,
+                    root_distance_s: 0.000_01,
+                    refid: "GPS".into(),
+                },
+            ],
+            end: "stratum 1 (GPS)".into(),
+        }
+    }
+
+    #[test]
+    fn trace_request_round_trips_with_and_without_parameters() {
+        for request in [
+            Request::Trace {
+                address: None,
+                instance: None,
+            },
+            Request::Trace {
+                address: Some("192.0.2.1".into()),
+                instance: Some("vpn1".into()),
+            },
+        ] {
+            let line = encode_request(&request);
+            assert!(
+                line.ends_with('\n') && line.starts_with("{\"command\":\"trace\""),
+                "{line}"
+            );
+            assert_eq!(decode_request(&line).unwrap(), request);
+        }
+        assert_eq!(
+            decode_request(r#"{"command":"trace"}"#).unwrap(),
+            Request::Trace {
+                address: None,
+                instance: None
+            }
+        );
+        assert!(decode_request(r#"{"command":"trace","address":7}"#).is_err());
+    }
+
+    #[test]
+    fn trace_reply_round_trips() {
+        let reply = Reply::Trace(trace());
+        let line = encode_reply(&reply);
+        assert!(line.contains("\"trace\":{\"instance\":\"vpn1\""), "{line}");
+        assert!(line.contains("\"root_distance_s\":0.001"), "{line}");
+        assert_eq!(decode_reply(&line).unwrap(), reply);
+        assert!(decode_reply(
+            r#"{"ok":true,"message":"x","trace":{"instance":"a","hops":[],"end":"e"}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn trace_table_lines_up() {
+        let text = render_trace(&trace());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("ADDRESS"), "{text}");
+        assert!(
+            lines[1].starts_with("10.200.1.2:123  ") && lines[1].ends_with("10.200.2.1"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("-2.000 ms") && lines[2].ends_with("GPS"),
+            "{text}"
+        );
+        // The stratum column is right-aligned under its header.
+        let col = lines[0].find("ST").unwrap() + 1;
+        assert_eq!(&lines[1][col..=col], "2", "{text}");
+        assert_eq!(&lines[2][col..=col], "1", "{text}");
+        assert_eq!(lines[3], "end: stratum 1 (GPS) (instance vpn1)");
+    }
 }

@@ -366,6 +366,7 @@ fn client_talks_to_a_socket() {
                 Ok(Request::Status) => Reply::Status(status()),
                 Ok(Request::Sessions) => Reply::Sessions(vec![session()]),
                 Ok(Request::Reload) => Reply::Done("reloaded".to_owned()),
+                Ok(Request::Trace { .. }) => Reply::Error("no trace here".to_owned()),
                 Err(e) => Reply::Error(e.to_string()),
             };
             (&stream)

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
-use strata_daemon::control::{encode_reply, read_request, Reply, Request, Session, Status};
+use strata_daemon::control::{
+    encode_reply, read_request, Reply, Request, Session, Status, Trace, TraceHop,
+};
 
 fn stratactl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stratactl"))
@@ -80,6 +82,18 @@ fn serve(dir: &Path, n: usize) -> (PathBuf, JoinHandle<()>) {
                 Ok(Request::Status) => Reply::Status(status()),
                 Ok(Request::Sessions) => Reply::Sessions(vec![session()]),
                 Ok(Request::Reload) => Reply::Done("reloaded".to_owned()),
+                Ok(Request::Trace { address, instance }) => Reply::Trace(Trace {
+                    instance: instance.unwrap_or_else(|| "default".to_owned()),
+                    hops: vec![TraceHop {
+                        address: address.unwrap_or_else(|| "10.200.1.1:123".to_owned()),
+                        stratum: 1,
+                        offset_s: 0.001,
+                        delay_s: 0.000_3,
+                        root_distance_s: 0.000_02,
+                        refid: "GPS".to_owned(),
+                    }],
+                    end: "stratum 1 (GPS)".to_owned(),
+                }),
                 Err(e) => Reply::Error(e.to_string()),
             };
             let _ = (&stream).write_all(encode_reply(&reply).as_bytes());
@@ -175,4 +189,38 @@ fn unreachable_daemon_exits_1_with_a_message() {
     // --socket and -c together are a usage error.
     let out = stratactl(&["--socket", "/x", "-c", "/y", "status"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn trace_passes_address_and_instance_and_prints_hops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, server) = serve(dir.path(), 2);
+    let socket = socket.to_str().unwrap();
+
+    let out = stratactl(&[
+        "--socket",
+        socket,
+        "trace",
+        "192.0.2.7",
+        "--instance",
+        "vpn1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ADDRESS"), "{text}");
+    assert!(
+        lines[1].starts_with("192.0.2.7 ") && lines[1].ends_with("GPS"),
+        "{text}"
+    );
+    assert_eq!(lines[2], "end: stratum 1 (GPS) (instance vpn1)", "{text}");
+
+    let out = stratactl(&["--socket", socket, "trace", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
+    assert_eq!(v["instance"], "default");
+    assert_eq!(v["hops"][0]["address"], "10.200.1.1:123");
+    assert_eq!(v["hops"][0]["stratum"], 1);
+    assert_eq!(v["hops"][0]["root_distance_s"], 0.000_02);
+    server.join().unwrap();
 }

@@ -2,11 +2,12 @@
 //!
 //! `stratactl [--socket PATH | -c CONFIG] status [--json]`, `sessions [--instance NAME]
 //! [--json]`, and
-//! `check-config FILE`. The socket is `--socket`, else the `[control] socket` of `-c CONFIG`,
+//! `check-config FILE`, `reload`, `trace [ADDRESS] [--instance NAME] [--json]`. The socket is `--socket`, else the `[control] socket` of `-c CONFIG`,
 //! else the default `/run/strata/control.sock`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser as _;
@@ -34,6 +35,27 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             other => bail!("unexpected reply to reload: {other:?}"),
         },
+        Command::Trace {
+            address,
+            instance,
+            json,
+        } => {
+            let request = Request::Trace {
+                address: address.clone(),
+                instance: instance.clone(),
+            };
+            // The daemon bounds a trace to 30 s; leave it room to answer.
+            let trace = match query_with(&args, request, Duration::from_secs(40))? {
+                Reply::Trace(trace) => trace,
+                other => bail!("unexpected reply to trace: {other:?}"),
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print!("{}", control::render_trace(&trace));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let status = match query(&args, Request::Status)? {
                 Reply::Status(status) => status,
@@ -92,8 +114,13 @@ fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
 
 /// Send one request; a daemon-side error becomes an error here.
 fn query(args: &Args, request: Request) -> anyhow::Result<Reply> {
+    query_with(args, request, control::DEFAULT_TIMEOUT)
+}
+
+/// [`query`] with a longer wait for the reply.
+fn query_with(args: &Args, request: Request, timeout: Duration) -> anyhow::Result<Reply> {
     let socket = socket_path(args)?;
-    let reply = control::request(&socket, &request, control::DEFAULT_TIMEOUT)
+    let reply = control::request(&socket, &request, timeout)
         .with_context(|| format!("talking to stratad at {}", socket.display()))?;
     if let Reply::Error(message) = reply {
         bail!("stratad refused the request: {message}");

@@ -177,6 +177,7 @@ const DISCIPLINE: &[Field] = &[
 ];
 const LOCAL_REFERENCE: &[Field] = &[field("stratum", Kind::Int)];
 const CONTROL: &[Field] = &[field("socket", Kind::Str)];
+const METRICS: &[Field] = &[field("listen", Kind::Str)];
 const LOG: &[Field] = &[field("level", Kind::Str)];
 const LISTEN: &[Field] = &[field("address", Kind::Str), field("instance", Kind::Str)];
 const SERVER: &[Field] = &[
@@ -238,6 +239,7 @@ const ROOT: &[Field] = &[
     field("peer", Kind::TableArray(SERVER)),
     field("multicast-server", Kind::TableArray(MULTICAST_SERVER)),
     field("broadcast-server", Kind::TableArray(BROADCAST_SERVER)),
+    field("metrics", Kind::Table(METRICS)),
     field("multicast-client", Kind::TableArray(MULTICAST_CLIENT)),
     field("broadcast-client", Kind::TableArray(BROADCAST_CLIENT)),
     field("instance", Kind::TableArray(INSTANCE)),

@@ -90,6 +90,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) listen: Vec<RawListen>,
     #[serde(default)]
+    pub(crate) metrics: Option<RawMetrics>,
     pub(crate) server: Vec<RawServer>,
     #[serde(default)]
     pub(crate) peer: Vec<RawServer>,
@@ -181,6 +182,13 @@ pub(crate) struct RawServer {
     pub(crate) address: Option<String>,
     pub(crate) instance: Option<String>,
     pub(crate) minpoll: Option<i64>,
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<String>,
+}
+
     pub(crate) maxpoll: Option<i64>,
     pub(crate) iburst: Option<bool>,
 }
@@ -767,6 +775,20 @@ impl RawConfig {
             let address = address(&mut errors, base.key("address"), raw.address.as_ref());
             let instance = instance(
                 &mut errors,
+        let metrics = match self.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
+            None => None,
+            Some(text) => match text.trim().parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(
+                        KeyPath::keys(&["metrics", "listen"]),
+                        format!("bad address {text:?} (expected ip:port, e.g. \"127.0.0.1:9975\")"),
+                    );
+                    None
+                }
+            },
+        };
+
                 base.key("instance"),
                 raw.instance.as_ref(),
                 &instances,
@@ -813,6 +835,7 @@ impl RawConfig {
             let name = match raw.name.as_deref() {
                 None => {
                     errors.push(base.key("name"), "missing required key");
+                metrics,
                     None
                 }
                 Some(DEFAULT_INSTANCE) => {

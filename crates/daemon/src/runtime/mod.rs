@@ -22,9 +22,11 @@
 //! instance.
 
 mod instances;
+pub mod metrics;
 mod mode5;
 mod reload;
 mod status;
+pub mod trace;
 
 use self::instances::*;
 use self::mode5::*;
@@ -146,6 +148,8 @@ struct Daemon {
     config: Config,
     /// The file it came from; `None` for the embedded default.
     config_path: Option<PathBuf>,
+    /// Pending `stratactl trace` queries.
+    probes: trace::Probes,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -193,6 +197,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         backend_name,
         config: config.clone(),
         config_path,
+        probes: trace::Probes::default(),
     };
 
     daemon.setup_instances(&config);
@@ -248,6 +253,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let control_path = config.control.socket.clone();
     let control_listener = bind_control(&control_path)?;
+    if let Some(address) = config.metrics {
+        tokio::spawn(metrics::serve(
+            metrics::bind(address).await?,
+            ctl_tx.clone(),
+        ));
+        tracing::info!(%address, "serving metrics");
+    }
     tokio::spawn(serve_control(control_listener, ctl_tx));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -290,6 +302,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                             Reply::Error(format!("reload rejected, the running configuration stays: {why}"))
                         }
                     },
+                    Request::Trace { ref address, ref instance } => {
+                        daemon.start_trace(address.as_deref(), instance.as_deref(), req.reply);
+                        continue;
+                    }
                     ref other => daemon.answer(other),
                 };
                 let _ = req.reply.send(reply);
@@ -427,6 +443,12 @@ impl Daemon {
             ifindex: d.meta.ifindex,
             rx_time: self.clock.from_host(host),
         };
+        if self
+            .probes
+            .deliver(d.socket, d.meta.src, &d.data, meta.rx_time)
+        {
+            return;
+        }
         let now = self.now();
         self.node.handle_datagram(now, &meta, &d.data);
     }

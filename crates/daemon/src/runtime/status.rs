@@ -17,6 +17,7 @@ impl Daemon {
         match request {
             // Carried out by the event loop, which owns the reload.
             Request::Reload => Reply::Error("reload is not a query".to_owned()),
+            Request::Trace { .. } => Reply::Error("trace is not a query".to_owned()),
             Request::Status => {
                 let s = self.node.status();
                 let instances = self
