@@ -420,6 +420,7 @@ impl Config {
             control: ControlConfig {
                 socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             },
+            metrics: None,
             listen: Vec::new(),
             server: Vec::new(),
             peer: Vec::new(),
@@ -465,7 +466,6 @@ pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> 
         return Ok(true);
     }
     for d in &diagnostics {
-            metrics: None,
         println!("{d}");
     }
     eprintln!(

@@ -86,11 +86,11 @@ pub(crate) struct RawConfig {
     pub(crate) discipline: Option<RawDiscipline>,
     pub(crate) local_reference: Option<RawLocalReference>,
     pub(crate) control: Option<RawControl>,
+    pub(crate) metrics: Option<RawMetrics>,
     pub(crate) log: Option<RawLog>,
     #[serde(default)]
     pub(crate) listen: Vec<RawListen>,
     #[serde(default)]
-    pub(crate) metrics: Option<RawMetrics>,
     pub(crate) server: Vec<RawServer>,
     #[serde(default)]
     pub(crate) peer: Vec<RawServer>,
@@ -160,6 +160,13 @@ pub(crate) struct RawControl {
     pub(crate) socket: Option<String>,
 }
 
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<String>,
+}
+
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -182,13 +189,6 @@ pub(crate) struct RawServer {
     pub(crate) address: Option<String>,
     pub(crate) instance: Option<String>,
     pub(crate) minpoll: Option<i64>,
-/// `[metrics]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub(crate) struct RawMetrics {
-    pub(crate) listen: Option<String>,
-}
-
     pub(crate) maxpoll: Option<i64>,
     pub(crate) iburst: Option<bool>,
 }
@@ -753,6 +753,20 @@ impl RawConfig {
             },
         };
 
+        let metrics = match self.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
+            None => None,
+            Some(text) => match text.trim().parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(
+                        KeyPath::keys(&["metrics", "listen"]),
+                        format!("bad address {text:?} (expected ip:port, e.g. \"127.0.0.1:9975\")"),
+                    );
+                    None
+                }
+            },
+        };
+
         let log = match self.log.as_ref().and_then(|l| l.level.as_ref()) {
             None => defaults.log.clone(),
             Some(level) => match check_log_level(level) {
@@ -775,20 +789,6 @@ impl RawConfig {
             let address = address(&mut errors, base.key("address"), raw.address.as_ref());
             let instance = instance(
                 &mut errors,
-        let metrics = match self.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
-            None => None,
-            Some(text) => match text.trim().parse::<SocketAddr>() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    errors.push(
-                        KeyPath::keys(&["metrics", "listen"]),
-                        format!("bad address {text:?} (expected ip:port, e.g. \"127.0.0.1:9975\")"),
-                    );
-                    None
-                }
-            },
-        };
-
                 base.key("instance"),
                 raw.instance.as_ref(),
                 &instances,
@@ -811,6 +811,7 @@ impl RawConfig {
                 discipline,
                 local_reference,
                 control,
+                metrics,
                 listen,
                 server,
                 peer,
@@ -835,7 +836,6 @@ impl RawConfig {
             let name = match raw.name.as_deref() {
                 None => {
                     errors.push(base.key("name"), "missing required key");
-                metrics,
                     None
                 }
                 Some(DEFAULT_INSTANCE) => {
