@@ -78,6 +78,13 @@ pub struct Config {
     pub instance: Vec<Instance>,
     /// `[[access]]`: access rules, in file order (first match wins per instance).
     pub access: Vec<Access>,
+    /// `[access-policy]`: what refused sources get.
+    pub access_policy: AccessPolicy,
+    /// `[rate-limit]`: per-client rate limiting of requests; `None` (off) when the table is
+    /// absent.
+    pub rate_limit: Option<RateLimit>,
+    /// `[auth]`: symmetric keys; `None` when the table is absent.
+    pub auth: Option<AuthConfig>,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -378,6 +385,90 @@ pub struct Access {
     pub prefixes: Vec<Prefix>,
 }
 
+/// `[access-policy]`: what a source gets when the access rules of its instance refuse it
+/// time service (no rule matches, or its rule is `query`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccessPolicy {
+    /// `deny = "drop"` (default): send nothing; `deny = "kod"`: answer a client request with a
+    /// KoD DENY (rate limited like any answer).
+    pub deny: DenyAction,
+}
+
+/// The `deny` value of `[access-policy]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenyAction {
+    /// Refuse silently.
+    #[default]
+    Drop,
+    /// Answer client requests with a kiss-o'-death DENY.
+    Kod,
+}
+
+/// `[auth]`: the keys file and which keys authenticate incoming packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `keys-file`: lines `ID TYPE KEY`; must not be readable by group or others.
+    pub keys_file: PathBuf,
+    /// `trusted-keys`: the key ids that authenticate incoming packets.
+    pub trusted_keys: Vec<u32>,
+}
+
+impl AuthConfig {
+    /// Reads and parses the keys file into a key store.
+    ///
+    /// # Errors
+    /// A message naming the file: unreadable, readable by group or others, a parse error
+    /// (with its line), or a trusted key id that is not in the file.
+    pub fn load_keys(&self) -> Result<strata_engine::auth::KeyStore, String> {
+        let path = self.keys_file.display();
+        let metadata =
+            std::fs::metadata(&self.keys_file).map_err(|e| format!("keys file {path}: {e}"))?;
+        if group_or_world_readable(&metadata) {
+            return Err(format!(
+                "keys file {path} is readable by group or others (run chmod 600 {path})"
+            ));
+        }
+        let text = std::fs::read_to_string(&self.keys_file)
+            .map_err(|e| format!("keys file {path}: {e}"))?;
+        let keys =
+            strata_engine::auth::parse_keys_file(&text).map_err(|e| format!("{path}: {e}"))?;
+        strata_engine::auth::KeyStore::new(keys, self.trusted_keys.iter().copied())
+            .map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+#[cfg(unix)]
+fn group_or_world_readable(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o044 != 0
+}
+
+#[cfg(not(unix))]
+fn group_or_world_readable(_metadata: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// `[rate-limit]`: a token bucket per (instance, client IP address).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// A client's sustained rate is one request per `interval` seconds; it gets at most one
+    /// KoD RATE per interval (default 2 s).
+    pub interval: f64,
+    /// How many requests may arrive at once (default 8).
+    pub burst: u32,
+    /// The most clients tracked: the limiter's memory cap (default 100000).
+    pub max_clients: usize,
+}
+
+impl RateLimit {
+    /// The defaults of an empty `[rate-limit]` table.
+    pub const DEFAULT: RateLimit = RateLimit {
+        interval: 2.0,
+        burst: 8,
+        max_clients: 100_000,
+    };
+}
+
 impl Config {
     /// The access rules of `instance`, in order (first match wins); none means everyone
     /// gets [`AccessLevel::Server`].
@@ -433,6 +524,9 @@ impl Config {
             },
             instance: Vec::new(),
             access: Vec::new(),
+            access_policy: AccessPolicy::default(),
+            rate_limit: None,
+            auth: None,
             warnings: Vec::new(),
         }
     }

@@ -91,7 +91,7 @@ fn bad_file_reports_every_error_with_key_and_line() {
             (22, "server[0].minpoll"),
             (27, "server[1].maxpoll"),
             (28, "server[1].iburst"),
-            (30, "rate-limit"),
+            (31, "rate-limit.interval"),
         ],
         "{diagnostics:#?}"
     );
@@ -119,7 +119,7 @@ fn bad_file_reports_every_error_with_key_and_line() {
     );
     assert!(message("server[1].maxpoll").contains("out of range (-4..=17)"));
     assert!(message("server[1].iburst").contains("expected a boolean"));
-    assert!(message("rate-limit").contains("not supported"));
+    assert!(message("rate-limit.interval").contains("out of range (1ms..=1d)"));
     // Display: FILE:LINE: KEY: MESSAGE
     let first = diagnostics[0].to_string();
     assert!(

@@ -308,3 +308,93 @@ fn stratad_check_config_names_an_unknown_instance() {
         "{stdout}"
     );
 }
+
+#[test]
+fn rate_limit_and_access_policy() {
+    let c = parse("");
+    assert_eq!(c.rate_limit, None, "off unless present");
+    assert_eq!(c.access_policy.deny, config::DenyAction::Drop);
+    let c = parse("[rate-limit]\n");
+    assert_eq!(c.rate_limit, Some(config::RateLimit::DEFAULT));
+    let c = parse(
+        "[rate-limit]\ninterval = \"500ms\"\nburst = 4\nmax-clients = 10\n\n[access-policy]\ndeny = \"kod\"\n",
+    );
+    assert_eq!(
+        c.rate_limit,
+        Some(config::RateLimit {
+            interval: 0.5,
+            burst: 4,
+            max_clients: 10
+        })
+    );
+    assert_eq!(c.access_policy.deny, config::DenyAction::Kod);
+    let bad = "[rate-limit]\ninterval = \"2 weeks\"\nburst = 0\nmax-clients = -1\nrate = 5\n\n[access-policy]\ndeny = \"tarpit\"\n";
+    let d = config::check_str(bad);
+    let f = found(&d);
+    assert_eq!(
+        f.iter().map(|(l, k, _)| (*l, *k)).collect::<Vec<_>>(),
+        vec![
+            (2, "rate-limit.interval"),
+            (3, "rate-limit.burst"),
+            (4, "rate-limit.max-clients"),
+            (5, "rate-limit.rate"),
+            (8, "access-policy.deny"),
+        ],
+        "{d:#?}"
+    );
+    assert!(f[1].2.contains("out of range (1..=1000)"));
+    assert!(f[4].2.contains("\"drop\" or \"kod\""));
+}
+
+#[test]
+fn auth_keys_file_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("ntp.keys");
+    let write = |text: &str, mode: u32| {
+        std::fs::write(&keys, text).expect("write");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let conf = format!(
+        "[auth]\nkeys-file = \"{}\"\ntrusted-keys = [1, 2]\n",
+        keys.display()
+    );
+    write("1 SHA256 HEX:00112233445566778899aabbccddeeff\n2 AES128-CMAC HEX:000102030405060708090a0b0c0d0e0f\n", 0o600);
+    let c = parse(&conf);
+    let auth = c.auth.expect("auth");
+    assert_eq!(auth.trusted_keys, vec![1, 2]);
+    let store = auth.load_keys().expect("keys");
+    assert!(store.is_trusted(1) && store.is_trusted(2));
+
+    write(
+        "1 SHA256 HEX:00112233445566778899aabbccddeeff\n2 AES128-CMAC HEX:0001\n",
+        0o600,
+    );
+    let d = config::check_str(&conf);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].key, "auth.keys-file");
+    assert_eq!(d[0].line, 2);
+    assert!(d[0].message.contains("line 2"), "{}", d[0].message);
+
+    write(
+        "1 SHA256 HEX:00112233445566778899aabbccddeeff\n2 SHA1 ASCII:secret\n",
+        0o640,
+    );
+    let d = config::check_str(&conf);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].message.contains("readable by group or others")
+            && d[0].message.contains(&keys.display().to_string()),
+        "{}",
+        d[0].message
+    );
+
+    let d = config::check_str("[auth]\ntrusted-keys = [0, \"x\"]\n");
+    let f = found(&d);
+    assert!(
+        f.iter().any(|(l, k, m)| *l == 2
+            && *k == "auth.trusted-keys[1]"
+            && m.contains("expected an integer")),
+        "{d:#?}"
+    );
+}

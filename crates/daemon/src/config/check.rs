@@ -136,6 +136,8 @@ enum Kind {
     Bool,
     /// An array of strings.
     StrArray,
+    /// An array of integers.
+    IntArray,
     Table(&'static [Field]),
     TableArray(&'static [Field]),
 }
@@ -148,6 +150,7 @@ impl Kind {
             Kind::Number => "a number",
             Kind::Bool => "a boolean",
             Kind::StrArray => "an array of strings",
+            Kind::IntArray => "an array of integers",
             Kind::Table(_) => "a table",
             Kind::TableArray(_) => "an array of tables",
         }
@@ -228,6 +231,16 @@ const ACCESS: &[Field] = &[
     field("level", Kind::Str),
     field("prefixes", Kind::StrArray),
 ];
+const RATE_LIMIT: &[Field] = &[
+    field("interval", Kind::Str),
+    field("burst", Kind::Int),
+    field("max-clients", Kind::Int),
+];
+const ACCESS_POLICY: &[Field] = &[field("deny", Kind::Str)];
+const AUTH: &[Field] = &[
+    field("keys-file", Kind::Str),
+    field("trusted-keys", Kind::IntArray),
+];
 const ROOT: &[Field] = &[
     field("clock", Kind::Table(CLOCK)),
     field("discipline", Kind::Table(DISCIPLINE)),
@@ -244,10 +257,13 @@ const ROOT: &[Field] = &[
     field("broadcast-client", Kind::TableArray(BROADCAST_CLIENT)),
     field("instance", Kind::TableArray(INSTANCE)),
     field("access", Kind::TableArray(ACCESS)),
+    field("access-policy", Kind::Table(ACCESS_POLICY)),
+    field("rate-limit", Kind::Table(RATE_LIMIT)),
+    field("auth", Kind::Table(AUTH)),
 ];
 
 /// Keys of features this version does not have yet.
-const NOT_YET: &[&str] = &["rate-limit", "key"];
+const NOT_YET: &[&str] = &["key"];
 
 /// Byte offset → 1-based line.
 struct Lines(Vec<usize>);
@@ -318,6 +334,20 @@ impl Checker<'_> {
                         if !matches!(item.get_ref(), Node::Str(_)) {
                             let message =
                                 format!("expected a string, found {}", item.get_ref().kind_name());
+                            self.report(&key_path.index(i), item.span().start, message);
+                            ok = false;
+                        }
+                    }
+                    ok.then(|| value.get_ref().clone())
+                }
+                (Kind::IntArray, Node::Array(items)) => {
+                    let mut ok = true;
+                    for (i, item) in items.iter().enumerate() {
+                        if !matches!(item.get_ref(), Node::Int(_)) {
+                            let message = format!(
+                                "expected an integer, found {}",
+                                item.get_ref().kind_name()
+                            );
                             self.report(&key_path.index(i), item.span().start, message);
                             ok = false;
                         }

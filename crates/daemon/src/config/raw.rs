@@ -12,10 +12,14 @@ use serde::Deserialize;
 
 use super::duration::parse_duration;
 use super::{
-    Access, AccessLevel, ClockBackend, ClockConfig, Config, ControlConfig, DisciplineConfig,
-    Instance, InstancePlacement, Listen, LocalReference, LogConfig, Prefix, Server,
-    DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS,
+    Access, AccessLevel, AccessPolicy, AuthConfig, ClockBackend, ClockConfig, Config,
+    ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement, Listen,
+    LocalReference, LogConfig, Prefix, RateLimit, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE,
+    DEFAULT_NTP_PORT, LOG_LEVELS,
 };
+
+/// The most clients `[rate-limit] max-clients` may track (the engine's hard cap).
+const MAX_RATE_LIMIT_CLIENTS: usize = 1 << 24;
 
 /// The lowest accepted poll exponent (1/16 s).
 pub(crate) const MIN_POLL: i64 = -4;
@@ -106,6 +110,33 @@ pub(crate) struct RawConfig {
     pub(crate) instance: Vec<RawInstance>,
     #[serde(default)]
     pub(crate) access: Vec<RawAccess>,
+    pub(crate) access_policy: Option<RawAccessPolicy>,
+    pub(crate) rate_limit: Option<RawRateLimit>,
+    pub(crate) auth: Option<RawAuth>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub(crate) keys_file: Option<String>,
+    pub(crate) trusted_keys: Option<Vec<i64>>,
+}
+
+/// `[access-policy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawAccessPolicy {
+    pub(crate) deny: Option<String>,
+}
+
+/// `[rate-limit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub(crate) interval: Option<String>,
+    pub(crate) burst: Option<i64>,
+    pub(crate) max_clients: Option<i64>,
 }
 
 /// One `[[instance]]`.
@@ -782,6 +813,9 @@ impl RawConfig {
 
         let instances = self.validate_instances(&mut errors);
         let access = self.validate_access(&mut errors, &instances);
+        let access_policy = self.validate_access_policy(&mut errors);
+        let rate_limit = self.validate_rate_limit(&mut errors);
+        let auth = self.validate_auth(&mut errors);
 
         let mut listen = Vec::new();
         for (i, raw) in self.listen.iter().enumerate() {
@@ -822,6 +856,9 @@ impl RawConfig {
                 log,
                 instance: instances,
                 access,
+                access_policy,
+                rate_limit,
+                auth,
                 warnings: Vec::new(),
             })
         } else {
@@ -914,6 +951,102 @@ impl RawConfig {
             }
         }
         out
+    }
+
+    fn validate_access_policy(&self, errors: &mut Errors) -> AccessPolicy {
+        let deny = match self.access_policy.as_ref().and_then(|p| p.deny.as_deref()) {
+            None | Some("drop") => DenyAction::Drop,
+            Some("kod") => DenyAction::Kod,
+            Some(other) => {
+                errors.push(
+                    KeyPath::keys(&["access-policy", "deny"]),
+                    format!("unknown deny action \"{other}\" (expected \"drop\" or \"kod\")"),
+                );
+                DenyAction::Drop
+            }
+        };
+        AccessPolicy { deny }
+    }
+
+    fn validate_auth(&self, errors: &mut Errors) -> Option<AuthConfig> {
+        let raw = self.auth.as_ref()?;
+        let path = KeyPath::keys(&["auth"]);
+        let before = errors.0.len();
+        let keys_file = match raw.keys_file.as_deref() {
+            None => {
+                errors.push(path.key("keys-file"), "missing required key");
+                None
+            }
+            Some(text) => non_empty_path(errors, path.key("keys-file"), text),
+        };
+        let mut trusted_keys = Vec::new();
+        for (i, id) in raw.trusted_keys.iter().flatten().enumerate() {
+            match u32::try_from(*id) {
+                Ok(id) if (1..=65_535).contains(&id) => trusted_keys.push(id),
+                _ => errors.push(
+                    path.key("trusted-keys").index(i),
+                    format!("key id {id} is out of range (1..=65535)"),
+                ),
+            }
+        }
+        let auth = AuthConfig {
+            keys_file: keys_file?,
+            trusted_keys,
+        };
+        if errors.0.len() == before {
+            // The keys file is part of the configuration: a bad one is a startup error.
+            if let Err(message) = auth.load_keys() {
+                errors.push(path.key("keys-file"), message);
+            }
+        }
+        Some(auth)
+    }
+
+    fn validate_rate_limit(&self, errors: &mut Errors) -> Option<RateLimit> {
+        let raw = self.rate_limit.as_ref()?;
+        let defaults = RateLimit::DEFAULT;
+        let path = KeyPath::keys(&["rate-limit"]);
+        let interval = duration(
+            errors,
+            path.key("interval"),
+            raw.interval.as_ref(),
+            defaults.interval,
+            false,
+        );
+        if !(0.001..=86_400.0).contains(&interval) {
+            errors.push(
+                path.key("interval"),
+                format!("{interval} s is out of range (1ms..=1d)"),
+            );
+        }
+        let burst = match raw.burst {
+            None => defaults.burst,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    errors.push(path.key("burst"), format!("{n} is out of range (1..=1000)"));
+                    defaults.burst
+                }
+            },
+        };
+        let max_clients = match raw.max_clients {
+            None => defaults.max_clients,
+            Some(n) => match usize::try_from(n) {
+                Ok(n) if (1..=MAX_RATE_LIMIT_CLIENTS).contains(&n) => n,
+                _ => {
+                    errors.push(
+                        path.key("max-clients"),
+                        format!("{n} is out of range (1..={MAX_RATE_LIMIT_CLIENTS})"),
+                    );
+                    defaults.max_clients
+                }
+            },
+        };
+        Some(RateLimit {
+            interval,
+            burst,
+            max_clients,
+        })
     }
 
     fn validate_access(&self, errors: &mut Errors, instances: &[Instance]) -> Vec<Access> {

@@ -8,6 +8,7 @@ impl Daemon {
     /// addresses); named instances start down and are brought up by
     /// [`Daemon::maintain`].
     pub(super) fn setup_instances(&mut self, config: &Config) {
+        self.apply_protection(config);
         let now = std::time::Instant::now();
         let named = config.instance.iter().map(|i| {
             let placement = match &i.placement {
@@ -171,6 +172,42 @@ pub(super) fn placement_name(placement: &Placement) -> String {
         Placement::Default => "default".to_owned(),
         Placement::Device(d) => format!("device {d}"),
         Placement::Netns(n) => format!("netns {n}"),
+    }
+}
+
+impl Daemon {
+    /// Applies `[rate-limit]` and `[access-policy]` to the node.
+    pub(super) fn apply_protection(&mut self, config: &Config) {
+        self.node
+            .set_rate_limit(config.rate_limit.map(engine_rate_limit));
+        self.node.set_deny_policy(match config.access_policy.deny {
+            crate::config::DenyAction::Drop => strata_engine::DenyPolicy::Drop,
+            crate::config::DenyAction::Kod => strata_engine::DenyPolicy::Kod,
+        });
+        let keys = match config
+            .auth
+            .as_ref()
+            .map(crate::config::AuthConfig::load_keys)
+        {
+            None => strata_engine::auth::KeyStore::new_empty(),
+            Some(Ok(keys)) => keys,
+            Some(Err(why)) => {
+                // Validated when the configuration was loaded; the file changed since.
+                tracing::warn!("keeping the previous keys: {why}");
+                return;
+            }
+        };
+        self.node.set_keys(keys);
+    }
+}
+
+/// The engine's rate limiter settings for `[rate-limit]`.
+pub(super) fn engine_rate_limit(r: crate::config::RateLimit) -> strata_engine::RateLimitConfig {
+    strata_engine::RateLimitConfig {
+        // Validated to 1ms..=1d, so the conversion cannot fail.
+        interval: Duration::try_from_secs_f64(r.interval).unwrap_or(Duration::from_secs(2)),
+        burst: r.burst,
+        max_clients: r.max_clients,
     }
 }
 
