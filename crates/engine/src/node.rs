@@ -359,6 +359,8 @@ pub struct Node {
     deny_policy: DenyPolicy,
     /// Symmetric keys for MACs.
     keys: KeyStore,
+    /// Associations that sign with, and require, a key.
+    assoc_keys: HashMap<AssociationId, u32>,
 }
 
 impl Node {
@@ -400,6 +402,7 @@ impl Node {
             rate_limiter: None,
             deny_policy: DenyPolicy::Drop,
             keys: KeyStore::new_empty(),
+            assoc_keys: HashMap::new(),
             config,
         }
     }
@@ -468,6 +471,7 @@ impl Node {
 
     fn remove(&mut self, idx: usize) {
         let a = self.assocs.remove(idx);
+        self.assoc_keys.remove(&a.id);
         if self.sys.peer == Some(a.id) {
             self.sys.peer = None;
             self.events.push_back(Event::SystemPeer(None));
@@ -555,6 +559,21 @@ impl Node {
     /// crypto-NAK (counted as `bad-mac`).
     pub fn set_keys(&mut self, keys: KeyStore) {
         self.keys = keys;
+    }
+
+    /// Makes an association sign its packets with key `key_id` and accept
+    /// only packets authenticated with that key (anything else is dropped
+    /// as `bad-mac` or `unauthenticated`); `None` turns that off. Returns
+    /// whether the association exists.
+    pub fn set_association_key(&mut self, id: AssociationId, key_id: Option<u32>) -> bool {
+        if !self.assocs.iter().any(|a| a.id == id) {
+            return false;
+        }
+        match key_id {
+            Some(k) => self.assoc_keys.insert(id, k),
+            None => self.assoc_keys.remove(&id),
+        };
+        true
     }
 
     /// Sets what happens to requests from sources the access rules refuse.
@@ -652,6 +671,20 @@ impl Node {
         }
         let (pkt, _layout) = strata_wire::parse_datagram(data).map_err(wire_drop_reason)?;
         let existing = self.by_addr.get(&(meta.instance, meta.src)).copied();
+        if pkt.mode != Mode::Client {
+            let verdict = auth::verify(&self.keys, data);
+            if let Some(idx) = existing {
+                self.check_mac(idx, verdict)?;
+            }
+            if existing.is_none() {
+                return match pkt.mode {
+                    Mode::SymmetricActive => self.mobilize_passive(now, meta, &pkt, data, verdict),
+                    Mode::Broadcast => self.mobilize_broadcast(now, meta, &pkt, verdict),
+                    Mode::Server | Mode::SymmetricPassive => Err(DropReason::NoAssociation),
+                    _ => Err(DropReason::UnexpectedMode),
+                };
+            }
+        }
         match pkt.mode {
             Mode::Client => {
                 if !meta.listener {
@@ -673,15 +706,14 @@ impl Node {
                     self.receive(now, idx, meta, &pkt)
                 }
                 Some(_) => Err(DropReason::UnexpectedMode),
-                None if pkt.mode == Mode::SymmetricPassive => Err(DropReason::NoAssociation),
-                None => self.mobilize_passive(now, meta, &pkt, data),
+                None => Err(DropReason::NoAssociation),
             },
             Mode::Broadcast => match existing {
                 Some(idx) if self.assocs[idx].mode.is_dynamic() => {
                     self.receive(now, idx, meta, &pkt)
                 }
                 Some(_) => Err(DropReason::UnexpectedMode),
-                None => self.mobilize_broadcast(now, meta, &pkt),
+                None => Err(DropReason::NoAssociation),
             },
             _ => Err(DropReason::UnexpectedMode),
         }
@@ -749,18 +781,38 @@ impl Node {
         }
     }
 
+    /// Whether a packet for association `idx` carries the MAC it needs.
+    fn check_mac(&self, idx: usize, verdict: Verdict) -> Result<(), DropReason> {
+        let Some(&key) = self.assoc_keys.get(&self.assocs[idx].id) else {
+            return Ok(());
+        };
+        match verdict {
+            Verdict::Ok { key_id } if key_id == key => Ok(()),
+            Verdict::None => Err(DropReason::Unauthenticated),
+            // A crypto-NAK is not acted on: the association keeps polling
+            // and its reach decays.
+            _ => Err(DropReason::BadMac),
+        }
+    }
+
     /// A mode-1 packet from an unknown address: a passive association when
-    /// the source may peer, a stateless mode-2 answer when it may only get
-    /// time, nothing otherwise.
+    /// the source may peer (or authenticates with a trusted key), a
+    /// stateless mode-2 answer when it may only get time, nothing
+    /// otherwise.
     fn mobilize_passive(
         &mut self,
         now: Instant,
         meta: &RecvMeta,
         pkt: &NtpRepr,
         data: &[u8],
+        verdict: Verdict,
     ) -> Result<(), DropReason> {
         let level = self.access_level(meta.instance, meta.src.ip());
-        if level != Some(AccessLevel::Peer) {
+        let key = match verdict {
+            Verdict::Ok { key_id } => Some(key_id),
+            _ => None,
+        };
+        if level != Some(AccessLevel::Peer) && key.is_none() {
             return if meta.listener {
                 self.queue_reply(now, meta, data, false)
             } else {
@@ -783,6 +835,9 @@ impl Node {
             maxpoll: poll.max(10),
             iburst: false,
         };
+        if let Some(k) = key {
+            self.assoc_keys.insert(id, k);
+        }
         let mut a = Association::new(id, config, AssociationMode::SymmetricPassive, now);
         // Answer at once, then poll on our own timer.
         a.pending_send = true;
@@ -802,6 +857,7 @@ impl Node {
         now: Instant,
         meta: &RecvMeta,
         pkt: &NtpRepr,
+        verdict: Verdict,
     ) -> Result<(), DropReason> {
         let Some(inst) = self.instances.get(usize::from(meta.instance.0)) else {
             return Err(DropReason::UnexpectedMode);
@@ -809,7 +865,12 @@ impl Node {
         let Some(settings) = inst.broadcast_client.clone() else {
             return Err(DropReason::UnexpectedMode);
         };
-        if !settings.allow_unauthenticated {
+        let key = match verdict {
+            Verdict::Ok { key_id } => Some(key_id),
+            Verdict::None => None,
+            _ => return Err(DropReason::BadMac),
+        };
+        if !settings.allow_unauthenticated && key.is_none() {
             return Err(DropReason::Unauthenticated);
         }
         if pkt.leap == Leap::Unsynchronized || pkt.stratum == 0 || pkt.stratum >= MAX_STRATUM {
@@ -834,6 +895,9 @@ impl Node {
             maxpoll: poll,
             iburst: false,
         };
+        if let Some(k) = key {
+            self.assoc_keys.insert(id, k);
+        }
         let a = Association::new_broadcast(id, config, multicast, settings, now);
         let mode = a.mode;
         self.insert(a);
@@ -1143,8 +1207,14 @@ impl Node {
         }
         let i = self.assocs.iter().position(|a| a.pending_send)?;
         let a = &mut self.assocs[i];
-        let len = a.build_packet(clock_now, &state, &mut self.rng, buf)?;
+        let mut len = a.build_packet(clock_now, &state, &mut self.rng, buf)?;
         let (instance, dst, via) = (a.config.instance, a.config.address, a.via);
+        if let Some(&key) = self.assoc_keys.get(&a.id) {
+            // Fails closed: a packet that cannot be signed is not sent.
+            let mut plain = [0u8; HEADER_LEN];
+            plain.copy_from_slice(buf.get(..HEADER_LEN)?);
+            len = auth::sign(&self.keys, key, plain.get(..len)?, buf).ok()?;
+        }
         self.counters(instance).sent += 1;
         Some(Transmit {
             instance,

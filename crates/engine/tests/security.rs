@@ -315,3 +315,122 @@ fn signed_requests_get_signed_replies_and_bad_macs_a_crypto_nak() {
     assert_eq!(c.dropped(DropReason::BadMac), 3);
     assert_eq!(c.sent, 5);
 }
+
+fn client_to(server: IpAddr) -> strata_engine::ClientConfig {
+    strata_engine::ClientConfig {
+        instance: InstanceId::DEFAULT,
+        address: SocketAddr::new(server, 123),
+        minpoll: 4,
+        maxpoll: 4,
+        iburst: false,
+    }
+}
+
+/// Runs the client's timers until its next request is due.
+fn next_poll(client: &mut Node) {
+    for _ in 0..100 {
+        if client.has_transmit() {
+            return;
+        }
+        let t = client.poll_timeout().expect("a deadline");
+        client.handle_timeout(t);
+    }
+    panic!("no request due");
+}
+
+/// One client poll through `server`, with `tamper` applied to the reply.
+fn keyed_poll(client: &mut Node, server: &mut Node, tamper: impl Fn(&mut Vec<u8>)) {
+    let mut buf = [0u8; 256];
+    let now = Instant::ZERO;
+    let t = client
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+        .expect("request");
+    let req = buf[..t.len].to_vec();
+    let mut reply = exchange(server, ip(2), &req).expect("reply");
+    tamper(&mut reply);
+    let m = RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(1), 123),
+        dst_ip: Some(ip(2)),
+        ..meta(ip(1), 123)
+    };
+    client.handle_datagram(now, &m, &reply);
+}
+
+#[test]
+fn keyed_associations_sign_and_require_the_key() {
+    use strata_engine::auth::{verify, Verdict};
+    let mut server = server();
+    server.set_keys(keys());
+    let mut client = Node::new(NodeConfig::default());
+    client.set_keys(keys());
+    let id = client.add_client(client_to(ip(1)), Instant::ZERO);
+    assert!(client.set_association_key(id, Some(2)));
+
+    next_poll(&mut client);
+    let mut buf = [0u8; 256];
+    let t = client
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+        .expect("request");
+    assert_eq!(t.len, HEADER_LEN + 20, "48 + key id + 16-byte CMAC");
+    assert_eq!(verify(&keys(), &buf[..t.len]), Verdict::Ok { key_id: 2 });
+
+    // A signed reply is accepted.
+    let reach = |c: &Node| c.sessions(Instant::ZERO).next().expect("session").reach;
+    next_poll(&mut client);
+    keyed_poll(&mut client, &mut server, |_| {});
+    assert_eq!(
+        counters(&client).dropped_total(),
+        0,
+        "{:?}",
+        counters(&client)
+    );
+    assert_eq!(reach(&client) & 1, 1);
+    // A tampered, a stripped and an unsigned reply are not.
+    next_poll(&mut client);
+    keyed_poll(&mut client, &mut server, |r| {
+        let n = r.len();
+        r[n - 1] ^= 0x80;
+    });
+    assert_eq!(counters(&client).dropped(DropReason::BadMac), 1);
+    next_poll(&mut client);
+    keyed_poll(&mut client, &mut server, |r| r.truncate(HEADER_LEN));
+    assert_eq!(counters(&client).dropped(DropReason::Unauthenticated), 1);
+    // A server that does not know the key answers with a crypto-NAK,
+    // which is dropped too.
+    let mut stranger = self::server();
+    next_poll(&mut client);
+    keyed_poll(&mut client, &mut stranger, |_| {});
+    assert_eq!(counters(&client).dropped(DropReason::BadMac), 2);
+    assert_eq!(counters(&stranger).dropped(DropReason::BadMac), 1);
+}
+
+#[test]
+fn trusted_mode1_mobilises_a_passive_peer_without_a_peer_rule() {
+    use strata_engine::auth::{sign, verify, Verdict};
+    let mut node = server();
+    node.set_keys(keys());
+    node.set_access(
+        InstanceId::DEFAULT,
+        vec![AccessRule {
+            prefix: ip(0),
+            prefix_len: 24,
+            level: AccessLevel::Synchronization,
+        }],
+    );
+    let plain = request(Mode::SymmetricActive, 77);
+    // Unsigned: a stateless mode-2 answer, no association.
+    let reply = exchange(&mut node, ip(4), &plain).expect("stateless answer");
+    assert_eq!(verify(&keys(), &reply), Verdict::None);
+    assert_eq!(node.sessions(Instant::ZERO).count(), 0);
+    // Signed with a trusted key: a passive association that signs.
+    let mut req = [0u8; 128];
+    let n = sign(&keys(), 1, &plain, &mut req).expect("sign");
+    let answer = exchange(&mut node, ip(5), &req[..n]).expect("passive answer");
+    assert_eq!(node.sessions(Instant::ZERO).count(), 1);
+    assert_eq!(verify(&keys(), &answer), Verdict::Ok { key_id: 1 });
+    // An untrusted key mobilises nothing.
+    let n = sign(&keys(), 3, &plain, &mut req).expect("sign");
+    let _ = exchange(&mut node, ip(6), &req[..n]);
+    assert_eq!(node.sessions(Instant::ZERO).count(), 1);
+}
