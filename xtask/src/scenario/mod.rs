@@ -21,6 +21,7 @@ mod defs;
 pub mod guard;
 pub(crate) mod interop;
 mod multicast;
+mod ntpsec;
 mod symmetric;
 mod vpn;
 
