@@ -187,6 +187,9 @@ pub struct Server {
     pub maxpoll: i8,
     /// Send a burst of packets at start (default false).
     pub iburst: bool,
+    /// Sign packets with this key of `[auth] keys-file` and accept only replies signed with
+    /// it (default none).
+    pub key: Option<u32>,
 }
 
 impl Server {

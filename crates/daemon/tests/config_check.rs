@@ -148,6 +148,9 @@ fn unknown_key_is_reported_at_its_line() {
     assert_eq!(where_(&d), vec![(5, "clock.bogus")]);
     let d = config::check_str("[[server]]\naddress = \"127.0.0.1\"\nkey = 1\n");
     assert_eq!(where_(&d), vec![(3, "server[0].key")]);
+    assert!(d[0].message.contains("needs an [auth] keys-file"));
+    let d = config::check_str("[[broadcast-client]]\nkey = 1\n");
+    assert_eq!(where_(&d), vec![(2, "broadcast-client[0].key")]);
     assert!(d[0].message.contains("not supported"));
 }
 

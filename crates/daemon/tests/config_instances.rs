@@ -398,3 +398,34 @@ fn auth_keys_file_is_checked() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn server_and_peer_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("ntp.keys");
+    std::fs::write(&keys, "5 SHA256 ASCII:secret\n").expect("write");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let auth = format!(
+        "[auth]\nkeys-file = \"{}\"\ntrusted-keys = [5]\n",
+        keys.display()
+    );
+    let c = parse(&format!(
+        "{auth}\n[[server]]\naddress = \"10.200.1.1\"\nkey = 5\n\n[[peer]]\naddress = \"10.200.1.2\"\n"
+    ));
+    assert_eq!(c.server[0].key, Some(5));
+    assert_eq!(c.peer[0].key, None);
+    let d = config::check_str(&format!(
+        "{auth}\n[[server]]\naddress = \"10.200.1.1\"\nkey = 6\n\n[[peer]]\naddress = \"10.200.1.2\"\nkey = 0\n"
+    ));
+    let f = found(&d);
+    assert_eq!(
+        f.iter().map(|(l, k, _)| (*l, *k)).collect::<Vec<_>>(),
+        vec![(7, "server[0].key"), (11, "peer[0].key")],
+        "{d:#?}"
+    );
+    assert!(f[0].2.contains("key 6 is not in"));
+    assert!(f[1].2.contains("out of range"));
+    let d = config::check_str("[[server]]\naddress = \"10.200.1.1\"\nkey = 6\n");
+    assert!(d[0].message.contains("needs an [auth] keys-file"), "{d:#?}");
+}

@@ -189,6 +189,7 @@ const SERVER: &[Field] = &[
     field("minpoll", Kind::Int),
     field("maxpoll", Kind::Int),
     field("iburst", Kind::Bool),
+    field("key", Kind::Int),
 ];
 const MULTICAST_SERVER: &[Field] = &[
     field("group", Kind::Str),

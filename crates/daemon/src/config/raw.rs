@@ -222,6 +222,7 @@ pub(crate) struct RawServer {
     pub(crate) minpoll: Option<i64>,
     pub(crate) maxpoll: Option<i64>,
     pub(crate) iburst: Option<bool>,
+    pub(crate) key: Option<i64>,
 }
 
 /// One `[[multicast-server]]` or `[[multicast-client]]` (each rejects the
@@ -514,13 +515,29 @@ fn sources(
                 );
             }
         }
-        if let (Some(address), Some(minpoll), Some(maxpoll)) = (address, minpoll, maxpoll) {
+        let key = match raw.key {
+            None => Some(None),
+            Some(k) => match u32::try_from(k) {
+                Ok(k) if (1..=65_535).contains(&k) => Some(Some(k)),
+                _ => {
+                    errors.push(
+                        base.key("key"),
+                        format!("key id {k} is out of range (1..=65535)"),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(address), Some(minpoll), Some(maxpoll), Some(key)) =
+            (address, minpoll, maxpoll, key)
+        {
             out.push(Server {
                 address,
                 instance,
                 minpoll,
                 maxpoll,
                 iburst: raw.iburst.unwrap_or(false),
+                key,
             });
         }
     }
@@ -834,6 +851,26 @@ impl RawConfig {
 
         let server = sources(&mut errors, "server", &self.server, &instances);
         let peer = sources(&mut errors, "peer", &self.peer, &instances);
+        let store = auth.as_ref().and_then(|a| a.load_keys().ok());
+        for (table, list) in [("server", &self.server), ("peer", &self.peer)] {
+            for (i, raw) in list.iter().enumerate() {
+                let Some(k) = raw
+                    .key
+                    .and_then(|k| u32::try_from(k).ok())
+                    .filter(|k| (1..=65_535).contains(k))
+                else {
+                    continue;
+                };
+                let path = KeyPath::keys(&[table]).index(i).key("key");
+                match (&auth, &store) {
+                    (None, _) => errors.push(path, format!("key {k} needs an [auth] keys-file")),
+                    (Some(a), Some(store)) if store.get(k).is_none() => {
+                        errors.push(path, format!("key {k} is not in {}", a.keys_file.display()))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let multicast_server = self.validate_multicast_servers(&mut errors, &instances);
         let broadcast_server = self.validate_broadcast_servers(&mut errors, &instances);
         let multicast_client = self.validate_multicast_clients(&mut errors, &instances);

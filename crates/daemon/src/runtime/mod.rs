@@ -223,7 +223,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let now = daemon.now();
     for peer in &config.peer {
         let instance = daemon.instance(&peer.instance);
-        daemon.node.add_peer(
+        let id = daemon.node.add_peer(
             ClientConfig {
                 instance,
                 address: peer.address,
@@ -233,11 +233,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             },
             now,
         );
+        daemon.node.set_association_key(id, peer.key);
         tracing::info!(address = %peer.address, instance = %peer.instance, "added symmetric peer");
     }
     for server in &config.server {
         let instance = daemon.instance(&server.instance);
-        daemon.node.add_client(
+        let id = daemon.node.add_client(
             ClientConfig {
                 instance,
                 address: server.address,
@@ -247,6 +248,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             },
             now,
         );
+        daemon.node.set_association_key(id, server.key);
         tracing::info!(address = %server.address, instance = %server.instance, "added server");
     }
 
