@@ -30,6 +30,7 @@ impl Daemon {
         };
         note(new.clock != old.clock, "[clock]");
         note(new.control != old.control, "[control]");
+        note(new.metrics != old.metrics, "[metrics]");
         note(new.instance != old.instance, "[[instance]]");
         note(new.discipline != old.discipline, "[discipline]");
         note(
@@ -57,6 +58,7 @@ impl Daemon {
         self.config = Config {
             clock: old.clock,
             control: old.control,
+            metrics: old.metrics,
             instance: old.instance,
             discipline: old.discipline,
             local_reference: old.local_reference,
