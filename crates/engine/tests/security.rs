@@ -434,3 +434,46 @@ fn trusted_mode1_mobilises_a_passive_peer_without_a_peer_rule() {
     let _ = exchange(&mut node, ip(6), &req[..n]);
     assert_eq!(node.sessions(Instant::ZERO).count(), 1);
 }
+
+#[test]
+fn trusted_mode5_is_accepted_without_allow_unauthenticated() {
+    use strata_engine::auth::sign;
+    use strata_engine::BroadcastClientConfig;
+    let mut node = Node::new(NodeConfig::default());
+    node.set_keys(keys());
+    node.set_broadcast_client(InstanceId::DEFAULT, Some(BroadcastClientConfig::default()));
+    let mode5 = |xmt: u32| {
+        let mut buf = vec![0u8; HEADER_LEN];
+        let repr = NtpRepr {
+            leap: Leap::NoWarning,
+            mode: Mode::Broadcast,
+            stratum: 2,
+            reference_timestamp: NtpTimestamp::from_unix(1_799_999_000, 0),
+            ..NtpRepr::client_request(6, NtpTimestamp::from_unix(1_800_000_000, xmt))
+        };
+        repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
+        buf
+    };
+    let from = |last: u8| RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(last), 123),
+        dst_ip: Some("224.0.1.1".parse().expect("ip")),
+        ..meta(ip(last), 123)
+    };
+    // Unsigned, and signed with an untrusted key: refused.
+    node.handle_datagram(Instant::ZERO, &from(1), &mode5(1));
+    let mut signed = [0u8; 128];
+    let n = sign(&keys(), 3, &mode5(2), &mut signed).expect("sign");
+    node.handle_datagram(Instant::ZERO, &from(1), &signed[..n]);
+    assert_eq!(node.sessions(Instant::ZERO).count(), 0);
+    let c = counters(&node);
+    assert_eq!(c.dropped(DropReason::Unauthenticated), 1);
+    assert_eq!(c.dropped(DropReason::BadMac), 1);
+    // Signed with a trusted key: a broadcast client association that then
+    // refuses the same server's unsigned packets.
+    let n = sign(&keys(), 1, &mode5(3), &mut signed).expect("sign");
+    node.handle_datagram(Instant::ZERO, &from(1), &signed[..n]);
+    assert_eq!(node.sessions(Instant::ZERO).count(), 1);
+    node.handle_datagram(Instant::from_secs_f64(64.0), &from(1), &mode5(4));
+    assert_eq!(counters(&node).dropped(DropReason::Unauthenticated), 2);
+}
