@@ -171,6 +171,11 @@ stepout = "2s"
 level = "peer"
 prefixes = ["10.200.4.1/32"]
 
+# Time service for the rest (the scenario's probe runs from CE5 itself).
+[[access]]
+level = "synchronization"
+prefixes = ["0.0.0.0/0"]
+
 [[listen]]
 address = "10.200.4.2:123"
 "#;

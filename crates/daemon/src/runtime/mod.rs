@@ -481,6 +481,12 @@ impl Daemon {
             let (socket, ifindex) = match (tx.socket, sender) {
                 (Some(s), _) => (Some(s), tx.ifindex),
                 (None, Some((s, ifindex))) => (Some(s), ifindex),
+                // Symmetric packets (modes 1 and 2) leave from a listener, so
+                // the peer sees them come from the port it sends to (123),
+                // also before the peer's first packet has arrived.
+                (None, None) if matches!(buf[0] & 7, 1 | 2) => {
+                    (self.listener_for(tx.instance, tx.dst), tx.ifindex)
+                }
                 (None, None) => (None, tx.ifindex),
             };
             let socket = match socket {

@@ -157,8 +157,27 @@ impl Daemon {
             .filter_map(|(id, _)| Some((*id, self.local_addr(*id)?)))
             .filter(|(_, a)| a.is_ipv4() == dst.is_ipv4())
             .collect();
-        candidates.sort_by_key(|(id, a)| (a.port() != DEFAULT_NTP_PORT, id.0));
+        // Port 123 first; then a wildcard listener (the routing table picks
+        // the source address), else the address sharing the longest prefix
+        // with the destination (the interface that faces it).
+        candidates.sort_by_key(|(id, a)| {
+            (
+                a.port() != DEFAULT_NTP_PORT,
+                !a.ip().is_unspecified(),
+                std::cmp::Reverse(common_prefix(a.ip(), dst.ip())),
+                id.0,
+            )
+        });
         candidates.first().map(|(id, _)| *id)
+    }
+}
+
+/// The number of leading bits two addresses of one family share.
+fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+        _ => 0,
     }
 }
 
