@@ -672,7 +672,10 @@ impl Association {
             return Err(DropReason::Unsynchronized);
         }
         if pkt.root_delay.to_seconds() / 2.0 + pkt.root_dispersion.to_seconds() >= MAXDISP
-            || (pkt.transmit_timestamp - pkt.reference_timestamp) < NtpDuration::ZERO
+            // A zero reference time means "never set" (ntpsec in orphan
+            // mode sends it), not a time after the transmit time.
+            || (!pkt.reference_timestamp.is_zero()
+                && (pkt.transmit_timestamp - pkt.reference_timestamp) < NtpDuration::ZERO)
         {
             return Err(DropReason::BadHeader);
         }

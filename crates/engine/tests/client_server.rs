@@ -284,3 +284,25 @@ proptest::proptest! {
         proptest::prop_assert_eq!(c.received, 1);
     }
 }
+
+#[test]
+fn zero_reference_time_is_not_a_bad_header() {
+    // ntpsec in orphan mode serves with a zero reference timestamp.
+    let (mut node, cookie, t1) = client_with_request();
+    let t2 = t1 + NtpDuration::from_seconds(0.0005);
+    let mut r = reply(cookie, t2, 5, ReferenceId::new([127, 0, 0, 1]));
+    r[16..24].fill(0);
+    node.handle_datagram(Instant::ZERO, &meta(addr(1), t2), &r);
+    assert_eq!(dropped(&node, DropReason::BadHeader), 0);
+    assert_eq!(node.sessions(Instant::ZERO).next().expect("s").reach, 1);
+    // A reference time after the transmit time still is one.
+    let (mut node, cookie, t1) = client_with_request();
+    let t2 = t1 + NtpDuration::from_seconds(0.0005);
+    let mut r = reply(cookie, t2, 5, ReferenceId::new([127, 0, 0, 1]));
+    let later = (t2 + NtpDuration::from_seconds(10.0))
+        .to_bits()
+        .to_be_bytes();
+    r[16..24].copy_from_slice(&later);
+    node.handle_datagram(Instant::ZERO, &meta(addr(1), t2), &r);
+    assert_eq!(dropped(&node, DropReason::BadHeader), 1);
+}
