@@ -307,41 +307,9 @@ impl Instance {
     pub const DEFAULT_MAX_DYNAMIC_SESSIONS: usize = 100;
 }
 
-/// What a matching source may do, least restrictive first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccessLevel {
-    /// May be a symmetric peer, and everything below.
-    Peer,
-    /// May get time (client requests are answered), and everything below.
-    Server,
-    /// May be used to synchronise our clock (its replies are accepted), and query.
-    Synchronization,
-    /// May only query status; time requests are not answered.
-    Query,
-}
-
-impl AccessLevel {
-    /// The configuration name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessLevel::Peer => "peer",
-            AccessLevel::Server => "server",
-            AccessLevel::Synchronization => "synchronization",
-            AccessLevel::Query => "query",
-        }
-    }
-
-    /// Parse a configuration name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "peer" => Some(AccessLevel::Peer),
-            "server" => Some(AccessLevel::Server),
-            "synchronization" => Some(AccessLevel::Synchronization),
-            "query" => Some(AccessLevel::Query),
-            _ => None,
-        }
-    }
-}
+/// What a matching source may do: the engine's access levels (`peer`,
+/// `server`, `synchronization`, `query`).
+pub use strata_engine::AccessLevel;
 
 /// An address prefix such as `10.200.1.0/24` (host bits are zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -353,21 +321,11 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// Whether `ip` lies in this prefix (an address of the other family never does).
+    /// Whether `ip` lies in this prefix, as the engine matches access
+    /// rules.
+    #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        strata_engine::access::prefix_contains(self.addr, self.len, ip)
     }
 }
 

@@ -31,6 +31,18 @@ impl AccessLevel {
         self >= AccessLevel::Synchronization
     }
 
+    /// The level named `name` in the configuration, if any.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "peer" => Some(AccessLevel::Peer),
+            "server" => Some(AccessLevel::Server),
+            "synchronization" => Some(AccessLevel::Synchronization),
+            "query" => Some(AccessLevel::Query),
+            _ => None,
+        }
+    }
+
     /// The config name of the level.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -61,22 +73,26 @@ impl AccessRule {
     /// are matched as IPv4).
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        match (self.prefix, ip) {
-            (IpAddr::V4(p), IpAddr::V4(a)) => prefix_eq(
-                u128::from(u32::from(p)),
-                u128::from(u32::from(a)),
-                32,
-                self.prefix_len,
-            ),
-            (IpAddr::V6(p), IpAddr::V6(a)) => {
-                prefix_eq(u128::from(p), u128::from(a), 128, self.prefix_len)
-            }
-            _ => false,
+        prefix_contains(self.prefix, self.prefix_len, ip)
+    }
+}
+
+/// Whether `ip` lies within `prefix/len`. An IPv4 prefix never matches an
+/// IPv6 address and vice versa, except that IPv4-mapped IPv6 addresses are
+/// matched as IPv4; lengths beyond the family's width match the address
+/// only.
+#[must_use]
+pub fn prefix_contains(prefix: IpAddr, len: u8, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    match (prefix, ip) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => {
+            prefix_eq(u128::from(u32::from(p)), u128::from(u32::from(a)), 32, len)
         }
+        (IpAddr::V6(p), IpAddr::V6(a)) => prefix_eq(u128::from(p), u128::from(a), 128, len),
+        _ => false,
     }
 }
 

@@ -219,19 +219,9 @@ pub(super) fn access_rules(config: &Config, name: &str) -> Vec<AccessRule> {
         .map(|(p, level)| AccessRule {
             prefix: p.addr,
             prefix_len: p.len,
-            level: engine_level(level),
+            level,
         })
         .collect()
-}
-
-pub(super) fn engine_level(level: crate::config::AccessLevel) -> EngineAccess {
-    use crate::config::AccessLevel as L;
-    match level {
-        L::Peer => EngineAccess::Peer,
-        L::Server => EngineAccess::Server,
-        L::Synchronization => EngineAccess::Synchronization,
-        L::Query => EngineAccess::Query,
-    }
 }
 
 /// Whether a placement is usable now; for a device, its ifindex followed

@@ -42,9 +42,8 @@ use anyhow::{bail, Context as _};
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
-    AccessLevel as EngineAccess, AccessRule, AssociationId, AssociationMode, BroadcastClientConfig,
-    BroadcastServerConfig, ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta,
-    SocketId,
+    AccessRule, AssociationId, AssociationMode, BroadcastClientConfig, BroadcastServerConfig,
+    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
