@@ -62,6 +62,32 @@ xflags::xflags! {
             /// Exit after this many seconds (default 60).
             optional --max-seconds max_seconds: u64
         }
+        /// NTP traffic from inside a scenario namespace, counted at the sender (scenario
+        /// helper; bounded in time and requests): `poll` (one client per source address,
+        /// polling like a normal client), `flood` (one address at a fixed rate) or `once`
+        /// (one datagram of mode 1, 3, 6 or 7). Prints one line of counts.
+        cmd ntp-load {
+            /// `poll`, `flood` or `once`.
+            required kind: String
+            /// Server address, `ip:port`.
+            required target: String
+            /// Source addresses, comma-separated (poll: one client each; default any).
+            optional --sources sources: String
+            /// flood: requests per second (default 10000).
+            optional --rate rate: f64
+            /// poll: seconds between one client's requests, at least (default 2).
+            optional --interval interval: f64
+            /// poll: up to this many seconds more, at random (default 1).
+            optional --jitter jitter: f64
+            /// Seconds to send for (default 10, at most 300).
+            optional --seconds seconds: f64
+            /// Requests in all, at most (default 200000, at most 1000000).
+            optional --max-requests max_requests: u64
+            /// once: the datagram's mode (default 3).
+            optional --mode mode: u8
+            /// once: milliseconds to wait for an answer (default 1000).
+            optional --timeout-ms timeout_ms: u64
+        }
         /// Measurements with real daemons in namespaces (root only).
         cmd bench {
             /// strata (observe-only) and chronyd -x behind one impairment relay:

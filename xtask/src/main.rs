@@ -8,6 +8,7 @@ mod demo;
 mod dist;
 mod flags;
 mod fuzz;
+mod ntpload;
 mod probe;
 mod scenario;
 mod sim;
@@ -112,6 +113,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         flags::XtaskCmd::Relay(cmd) => relay_cmd(&cmd),
+        flags::XtaskCmd::NtpLoad(cmd) => ntp_load_cmd(&cmd),
         flags::XtaskCmd::NtpResponder(cmd) => {
             let addr: std::net::SocketAddr = cmd
                 .addr
@@ -203,6 +205,45 @@ fn test_cmd(sh: &Shell) -> Result<()> {
         println!("xtask test: skipped: scenario all (requires root for network namespaces)");
     }
     println!("xtask test: all steps passed");
+    Ok(())
+}
+
+/// `xtask ntp-load`: runs one bounded load and prints its counts.
+fn ntp_load_cmd(cmd: &flags::NtpLoad) -> Result<()> {
+    let secs = |v: Option<f64>, default: f64| -> Result<Duration> {
+        let v = v.unwrap_or(default);
+        anyhow::ensure!(
+            (0.0..=ntpload::MAX_SECONDS).contains(&v),
+            "{v} s is out of range (0..={})",
+            ntpload::MAX_SECONDS
+        );
+        Ok(Duration::from_secs_f64(v))
+    };
+    let kind = match cmd.kind.as_str() {
+        "poll" => ntpload::Kind::Poll {
+            interval: secs(cmd.interval, 2.0)?,
+            jitter: secs(cmd.jitter, 1.0)?,
+        },
+        "flood" => ntpload::Kind::Flood {
+            rate: cmd.rate.unwrap_or(10_000.0),
+        },
+        "once" => ntpload::Kind::Once {
+            mode: cmd.mode.unwrap_or(3),
+            timeout: Duration::from_millis(cmd.timeout_ms.unwrap_or(1000)),
+        },
+        other => bail!("unknown kind {other:?}: want poll, flood or once"),
+    };
+    let cfg = ntpload::Config {
+        kind,
+        target: cmd
+            .target
+            .parse()
+            .with_context(|| format!("bad address {:?}", cmd.target))?,
+        sources: ntpload::parse_sources(cmd.sources.as_deref().unwrap_or(""))?,
+        duration: secs(cmd.seconds, 10.0)?,
+        max_requests: cmd.max_requests.unwrap_or(200_000),
+    };
+    println!("{}", ntpload::run(&cfg)?.to_line());
     Ok(())
 }
 
