@@ -16,8 +16,10 @@
 //! bytes, so `ifname` is at most 8). Addresses must lie in 10.200.0.0/16 or
 //! fd00:200::/48 (IPv6 without duplicate address detection).
 
+mod access;
 pub mod config;
 mod defs;
+mod flood;
 pub mod guard;
 pub(crate) mod interop;
 mod multicast;
