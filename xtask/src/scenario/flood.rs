@@ -189,6 +189,26 @@ fn rss_kb(pid: &str) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// CPU time of process `pid` (all threads, user and system), seconds.
+fn cpu_s(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("bad /proc/{pid}/stat"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // USER_HZ, the unit of these fields, is 100 on Linux.
+    #[allow(clippy::cast_precision_loss)] // tick counts far below 2^53
+    Ok(total as f64 / 100.0)
+}
+
 /// The PID of the `stratad` in `node`'s namespace.
 fn stratad_pid(run: &Run<'_>, node: &str) -> Result<String> {
     let pids = guard::ip(&["netns", "pids", &run.ns(node)])?;
@@ -276,6 +296,8 @@ struct Measured {
     rcvbuf_errors: u64,
     rss_idle_kb: u64,
     rss_max_kb: u64,
+    /// The daemon's CPU use over the load, percent of one core.
+    cpu_pct: f64,
     /// Server interfaces, deltas over the load: (rx, tx) toward the
     /// clients and toward the abuser.
     legit_link: (u64, u64),
@@ -345,6 +367,7 @@ fn values(m: &Measured) -> Vec<(&'static str, String)> {
         ("server_kod_sent", m.kod_sent.to_string()),
         ("rate_limited", m.rate_limited.to_string()),
         ("rcvbuf_errors", m.rcvbuf_errors.to_string()),
+        ("stratad_cpu_pct", format!("{:.0}", m.cpu_pct)),
         ("rss_idle_kb", m.rss_idle_kb.to_string()),
         ("rss_max_kb", m.rss_max_kb.to_string()),
         (
@@ -388,6 +411,7 @@ fn flood_check(run: &Run<'_>) -> Result<Outcome> {
     let sources = sources.join(",");
     let poll_secs = POLL_SECONDS.to_string();
     let xtask = &run.bins.xtask;
+    let cpu_before = cpu_s(&pid)?;
     let started = Instant::now();
     let poller = run.spawn_in(
         "cl",
@@ -450,6 +474,7 @@ fn flood_check(run: &Run<'_>) -> Result<Outcome> {
     let flooder = flooder.context("the flood never started")??;
     done.context("the load did not finish")?;
 
+    let cpu_pct = (cpu_s(&pid)? - cpu_before) * 100.0 / started.elapsed().as_secs_f64();
     let legit = counts_of(run, poller, "cl", "poll")?;
     let abuser = counts_of(run, flooder, "ab", "flood")?;
     let legit_after = link_bytes(run, "srv", "s1")?;
@@ -470,6 +495,7 @@ fn flood_check(run: &Run<'_>) -> Result<Outcome> {
         rcvbuf_errors: rcvbuf_errors(run, "srv")?.saturating_sub(rcvbuf_before),
         rss_idle_kb,
         rss_max_kb,
+        cpu_pct,
         legit_link: (
             legit_after.0.saturating_sub(legit_before.0),
             legit_after.1.saturating_sub(legit_before.1),
@@ -483,6 +509,12 @@ fn flood_check(run: &Run<'_>) -> Result<Outcome> {
     let mut values = values(&m);
     if !failed.is_empty() {
         values.push(("failed", failed.join(",")));
+        if failed.contains(&"legit_replies") && m.rcvbuf_errors > 0 {
+            values.push((
+                "note",
+                "\"requests were dropped at the server socket's full receive buffer: the daemon did not keep up (see stratad_cpu_pct)\"".to_owned(),
+            ));
+        }
     }
     Ok(Outcome {
         pass: failed.is_empty(),
@@ -519,6 +551,7 @@ mod tests {
             rcvbuf_errors: 0,
             rss_idle_kb: 10_000,
             rss_max_kb: 11_000,
+            cpu_pct: 30.0,
             legit_link: (140 * 90, 140 * 90),
             abuser_link: (9_000_000, 18 * 90),
         }
