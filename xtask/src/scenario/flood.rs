@@ -10,8 +10,8 @@
 //! Everyone sends to the one listener, 10.200.1.1:123 (the abuser through
 //! `s2`, routed), so the abuser and the clients share the server's socket
 //! and its receive buffer, while each side's bytes show on its own
-//! interface. `srv` runs `stratad` as a stratum-1 local reference with `[rate-limit]`
-//! on ([`INTERVAL_S`] s, burst [`BURST`], `max-clients` [`MAX_CLIENTS`]:
+//! interface. `srv` runs `stratad` as a stratum-1 local reference with
+//! `[rate-limit]` on ([`INTERVAL_S`] s, burst [`BURST`], `max-clients` [`MAX_CLIENTS`]:
 //! fewer than the 21 clients, so the table is full and evicts while the
 //! abuser floods). `xtask ntp-load` does the sending, counting every
 //! answer at the sender: in `cl`, one client per address polls every 1 to
@@ -27,13 +27,18 @@
 //! - the abuser sent at least 90% of its requests, got at most [`BURST`]
 //!   normal answers, at least one and at most ⌈[`FLOOD_SECONDS`] /
 //!   [`INTERVAL_S`]⌉ + 1 KoD RATE (and the server counted as many KoDs
-//!   sent), and nothing else; the server counted the rest as
-//!   `rate-limited`;
+//!   sent), and nothing else;
 //! - the daemon's resident memory (`VmRSS`, sampled every 100 ms) stayed
 //!   under its idle value plus [`QUEUE_ALLOWANCE_KB`] plus
-//!   [`BYTES_PER_CLIENT`] per `max-clients` entry (see [`rss_cap_kb`]);
+//!   [`BYTES_PER_CLIENT`] per `max-clients` entry (see [`rss_cap_kb`]; a
+//!   debug build idles at about 12.5 MiB, so the cap is about 20.5 MiB);
 //! - no answer was longer than its request, and on the server's interfaces
 //!   (`ip -s link`) bytes out ≤ bytes in, in all and toward the abuser.
+//!
+//! The summary line also shows the server's `rate-limited` drops, the
+//! UDP receive-buffer drops in its namespace (`RcvbufErrors`: requests the
+//! kernel dropped because the daemon fell behind) and the daemon's CPU use
+//! over the load.
 
 use std::{
     collections::BTreeMap,
