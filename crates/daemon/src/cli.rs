@@ -74,13 +74,20 @@ pub struct StratactlArgs {
 /// `stratactl`'s subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StratactlCommand {
-    /// Show the daemon's system status.
+    /// Show the daemon's system status: synchronisation, stratum, reference and its
+    /// instance, leap, precision, root delay and dispersion, offset, jitter, frequency, poll,
+    /// time since the last update, and each instance's packet counters.
     Status {
         /// Print the status object as JSON.
         #[arg(long)]
         json: bool,
+        /// Only this instance's counters (`default`, or an `[[instance]]` name).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
     },
-    /// Show every association.
+    /// Show every association: one row each with instance, address, mode, state, stratum,
+    /// poll, reach (octal), offset, delay, dispersion, jitter, refid and time since the last
+    /// packet.
     Sessions {
         /// Print the sessions array as JSON.
         #[arg(long)]
@@ -88,6 +95,14 @@ pub enum StratactlCommand {
         /// Only the sessions of this instance (`default`, or an `[[instance]]` name).
         #[arg(long, value_name = "NAME")]
         instance: Option<String>,
+        /// One block per association adding its clock filter register (offset, delay,
+        /// dispersion, age of up to 8 samples), its part in source selection, its
+        /// authentication (key id, authenticated or not), the remote's leap, root delay,
+        /// root dispersion and poll, the next poll, a kiss-o'-death received, and the
+        /// calibration of symmetric active and broadcast/multicast clients. With `--json`,
+        /// these fields are added to each session object.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Validate a configuration file and report every error with its key and line.
     CheckConfig {
@@ -202,7 +217,22 @@ mod tests {
         .unwrap();
         assert!(matches!(
             a.command,
-            StratactlCommand::Sessions { json: true, instance: Some(ref i) } if i == "vpna"
+            StratactlCommand::Sessions { json: true, instance: Some(ref i), verbose: false } if i == "vpna"
+        ));
+        let a = StratactlArgs::try_parse_from(["stratactl", "sessions", "-v"]).unwrap();
+        assert!(matches!(
+            a.command,
+            StratactlCommand::Sessions {
+                verbose: true,
+                json: false,
+                instance: None
+            }
+        ));
+        let a =
+            StratactlArgs::try_parse_from(["stratactl", "status", "--instance", "vpnb"]).unwrap();
+        assert!(matches!(
+            a.command,
+            StratactlCommand::Status { json: false, instance: Some(ref i) } if i == "vpnb"
         ));
         assert!(
             StratactlArgs::try_parse_from(["stratactl", "--socket", "s", "-c", "c", "status"])
@@ -269,6 +299,7 @@ mod tests {
         }
         let sessions = text("stratactl-sessions.1");
         assert!(sessions.contains("\\-\\-instance"), "{sessions}");
+        assert!(sessions.contains("\\-\\-verbose"), "{sessions}");
     }
 
     #[test]
