@@ -27,6 +27,10 @@ pub struct StratadArgs {
     /// Configuration file (TOML). Without it, the embedded default config.
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How log lines are written to stderr (overrides `[log] format`): `auto` is
+    /// human-readable on a terminal and JSON lines otherwise.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// A subcommand; none runs the daemon.
     #[command(subcommand)]
     pub command: Option<StratadCommand>,
@@ -203,6 +207,10 @@ mod tests {
         let a = StratadArgs::try_parse_from(["stratad", "-c", "/etc/strata/strata.toml"]).unwrap();
         assert_eq!(a.config, Some(PathBuf::from("/etc/strata/strata.toml")));
         assert!(a.command.is_none());
+        assert_eq!(a.log_format, None);
+        let a = StratadArgs::try_parse_from(["stratad", "--log-format", "json"]).unwrap();
+        assert_eq!(a.log_format, Some(crate::logging::LogFormat::Json));
+        assert!(StratadArgs::try_parse_from(["stratad", "--log-format", "xml"]).is_err());
         let a = StratadArgs::try_parse_from(["stratad", "check-config", "x.toml"]).unwrap();
         assert!(
             matches!(a.command, Some(StratadCommand::CheckConfig { file }) if file == Path::new("x.toml"))

@@ -1,10 +1,11 @@
 //! The control socket: answering `status` and `sessions` from the node's
-//! state.
+//! state; and the association log, one line per change.
 
 use super::*;
-use strata_engine::{AssociationState, SessionStatus};
+use strata_engine::{AssociationState, SelectionRole, SessionStatus};
 
 use crate::control::{FilterSample, SessionDetail};
+use crate::logging::AssociationView;
 
 impl Daemon {
     pub(super) fn instance_name(&self, id: InstanceId) -> String {
@@ -114,6 +115,48 @@ impl Daemon {
                     })
                     .collect(),
             ),
+        }
+    }
+}
+
+impl Daemon {
+    /// Logs what changed in the associations since the last call: one
+    /// line per change (see [`crate::logging::AssociationLog`]).
+    pub(super) fn log_associations(&mut self) {
+        let now = self.now();
+        let views: Vec<AssociationView> = self
+            .node
+            .sessions(now)
+            .map(|s| AssociationView {
+                id: s.id.0,
+                instance: self.instance_name(s.instance),
+                address: s.address.to_string(),
+                mode: s.mode.as_str(),
+                state: s.state.as_str(),
+                selected: s.selected,
+                selection: s.selection.map(SelectionRole::as_str),
+            })
+            .collect();
+        for c in self.association_log.update(views) {
+            if c.info {
+                tracing::info!(
+                    instance = %c.instance,
+                    address = %c.address,
+                    mode = c.mode,
+                    event = c.event,
+                    "{}",
+                    c.message
+                );
+            } else {
+                tracing::debug!(
+                    instance = %c.instance,
+                    address = %c.address,
+                    mode = c.mode,
+                    event = c.event,
+                    "{}",
+                    c.message
+                );
+            }
         }
     }
 }
