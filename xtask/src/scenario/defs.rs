@@ -24,6 +24,7 @@ pub fn all() -> Vec<Scenario> {
         super::symmetric::symmetric(),
         super::symmetric::interop_symmetric(),
         super::ntpsec::interop_ntpsec(),
+        super::ops::ops(),
     ]
 }
 
