@@ -119,4 +119,21 @@ fn human_lines_when_configured() {
         !line.contains('\u{1b}'),
         "no colour codes in a file: {line}"
     );
+
+    // The log set-up is fixed at start: a reload names [log] as needing a restart.
+    let text = std::fs::read_to_string(client.config_path())
+        .expect("config")
+        .replace("format = \"human\"", "format = \"json\"");
+    std::fs::write(client.config_path(), text).expect("rewrite config");
+    let out = std::process::Command::new(strata_tests::binary("stratactl"))
+        .arg("--socket")
+        .arg(&client.socket)
+        .arg("reload")
+        .output()
+        .expect("stratactl");
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && reply.contains("changes to [log] need a restart"),
+        "{reply}"
+    );
 }
