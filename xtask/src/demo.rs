@@ -410,15 +410,24 @@ fn render_view(elapsed: Duration, views: &[NodeView]) -> String {
         } else {
             let _ = writeln!(
                 out,
-                "    {:<9} {:<21} {:<10} {:>7} {:>5} {:>4} {:>10} {:>9}",
-                "instance", "address", "state", "stratum", "reach", "poll", "offset ms", "delay ms"
+                "    {:<9} {:<21} {:<17} {:<11} {:>7} {:>5} {:>4} {:>10} {:>9}",
+                "instance",
+                "address",
+                "mode",
+                "state",
+                "stratum",
+                "reach",
+                "poll",
+                "offset ms",
+                "delay ms"
             );
             for s in &view.sessions {
                 let _ = writeln!(
                     out,
-                    "    {:<9} {:<21} {:<10} {:>7} {:>5} {:>4} {:>10} {:>9}",
+                    "    {:<9} {:<21} {:<17} {:<11} {:>7} {:>5} {:>4} {:>10} {:>9}",
                     s.instance,
                     s.address,
+                    s.mode,
                     s.state,
                     show_opt(s.stratum),
                     show_reach(s.reach),
@@ -777,6 +786,7 @@ mod tests {
             "377",
             "+0.101",
             "0.080",
+            "client",
             "synced",
             "! probe: timed out",
         ] {

@@ -200,6 +200,19 @@ impl ClockFilter {
             .count()
     }
 
+    /// The register's samples, newest first (at most [`NSTAGE`]), each
+    /// with its dispersion aged to `now`. A missed poll shows as a sample
+    /// with [`MAXDISP`] delay and dispersion, as [`ClockFilter::add_missing`]
+    /// shifted it in. For status output.
+    pub fn register(&self, now: f64) -> impl Iterator<Item = Sample> + '_ {
+        self.stages.iter().flatten().map(move |s| Sample {
+            offset: s.offset,
+            delay: s.delay,
+            dispersion: s.aged_dispersion(now),
+            time: s.time,
+        })
+    }
+
     fn shift(&mut self, stage: Stage) {
         if let Some(prev) = self.newest {
             let i = stage.time - prev;
@@ -289,6 +302,26 @@ mod tests {
             dispersion: 1e-6,
             time,
         }
+    }
+
+    #[test]
+    fn register_lists_stages_newest_first_with_aged_dispersion() {
+        let mut f = ClockFilter::new();
+        assert_eq!(f.register(0.0).count(), 0);
+        for i in 0..10u32 {
+            let t = f64::from(i);
+            f.add(s(t * 1e-3, 0.002, t), 1e-6);
+        }
+        f.add_missing(10.0);
+        let reg: Vec<Sample> = f.register(20.0).collect();
+        assert_eq!(reg.len(), NSTAGE, "at most NSTAGE stages");
+        assert_eq!((reg[0].delay, reg[0].dispersion), (MAXDISP, MAXDISP));
+        assert_eq!(reg[1].time, 9.0);
+        assert!((reg[1].offset - 9e-3).abs() < 1e-12);
+        assert!((reg[1].dispersion - (1e-6 + PHI * 11.0)).abs() < 1e-12);
+        assert_eq!(reg[7].time, 3.0, "the oldest kept stage");
+        f.reset();
+        assert_eq!(f.register(20.0).count(), 0);
     }
 
     #[test]

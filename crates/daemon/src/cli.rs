@@ -27,6 +27,10 @@ pub struct StratadArgs {
     /// Configuration file (TOML). Without it, the embedded default config.
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How log lines are written to stderr (overrides `[log] format`): `auto` is
+    /// human-readable on a terminal and JSON lines otherwise.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// A subcommand; none runs the daemon.
     #[command(subcommand)]
     pub command: Option<StratadCommand>,
@@ -74,13 +78,20 @@ pub struct StratactlArgs {
 /// `stratactl`'s subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StratactlCommand {
-    /// Show the daemon's system status.
+    /// Show the daemon's system status: synchronisation, stratum, reference and its
+    /// instance, leap, precision, root delay and dispersion, offset, jitter, frequency, poll,
+    /// time since the last update, and each instance's packet counters.
     Status {
         /// Print the status object as JSON.
         #[arg(long)]
         json: bool,
+        /// Only this instance's counters (`default`, or an `[[instance]]` name).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
     },
-    /// Show every association.
+    /// Show every association: one row each with instance, address, mode, state, stratum,
+    /// poll, reach (octal), offset, delay, dispersion, jitter, refid and time since the last
+    /// packet.
     Sessions {
         /// Print the sessions array as JSON.
         #[arg(long)]
@@ -88,6 +99,14 @@ pub enum StratactlCommand {
         /// Only the sessions of this instance (`default`, or an `[[instance]]` name).
         #[arg(long, value_name = "NAME")]
         instance: Option<String>,
+        /// One block per association adding its clock filter register (offset, delay,
+        /// dispersion, age of up to 8 samples), its part in source selection, its
+        /// authentication (key id, authenticated or not), the remote's leap, root delay,
+        /// root dispersion and poll, the next poll, a kiss-o'-death received, and the
+        /// calibration of symmetric active and broadcast/multicast clients. With `--json`,
+        /// these fields are added to each session object.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Validate a configuration file and report every error with its key and line.
     CheckConfig {
@@ -188,6 +207,10 @@ mod tests {
         let a = StratadArgs::try_parse_from(["stratad", "-c", "/etc/strata/strata.toml"]).unwrap();
         assert_eq!(a.config, Some(PathBuf::from("/etc/strata/strata.toml")));
         assert!(a.command.is_none());
+        assert_eq!(a.log_format, None);
+        let a = StratadArgs::try_parse_from(["stratad", "--log-format", "json"]).unwrap();
+        assert_eq!(a.log_format, Some(crate::logging::LogFormat::Json));
+        assert!(StratadArgs::try_parse_from(["stratad", "--log-format", "xml"]).is_err());
         let a = StratadArgs::try_parse_from(["stratad", "check-config", "x.toml"]).unwrap();
         assert!(
             matches!(a.command, Some(StratadCommand::CheckConfig { file }) if file == Path::new("x.toml"))
@@ -202,7 +225,22 @@ mod tests {
         .unwrap();
         assert!(matches!(
             a.command,
-            StratactlCommand::Sessions { json: true, instance: Some(ref i) } if i == "vpna"
+            StratactlCommand::Sessions { json: true, instance: Some(ref i), verbose: false } if i == "vpna"
+        ));
+        let a = StratactlArgs::try_parse_from(["stratactl", "sessions", "-v"]).unwrap();
+        assert!(matches!(
+            a.command,
+            StratactlCommand::Sessions {
+                verbose: true,
+                json: false,
+                instance: None
+            }
+        ));
+        let a =
+            StratactlArgs::try_parse_from(["stratactl", "status", "--instance", "vpnb"]).unwrap();
+        assert!(matches!(
+            a.command,
+            StratactlCommand::Status { json: false, instance: Some(ref i) } if i == "vpnb"
         ));
         assert!(
             StratactlArgs::try_parse_from(["stratactl", "--socket", "s", "-c", "c", "status"])
@@ -269,6 +307,7 @@ mod tests {
         }
         let sessions = text("stratactl-sessions.1");
         assert!(sessions.contains("\\-\\-instance"), "{sessions}");
+        assert!(sessions.contains("\\-\\-verbose"), "{sessions}");
     }
 
     #[test]

@@ -451,6 +451,9 @@ pub struct LogConfig {
     /// The log filter, a tracing directive list such as `"info"` or
     /// `"info,strata_engine=debug"` (default `"info"`).
     pub level: String,
+    /// `format`: `"auto"` (default: human-readable on a terminal, JSON lines
+    /// otherwise), `"human"` or `"json"`.
+    pub format: crate::logging::LogFormat,
 }
 
 impl Config {
@@ -482,6 +485,7 @@ impl Config {
             broadcast_client: Vec::new(),
             log: LogConfig {
                 level: "info".to_owned(),
+                format: crate::logging::LogFormat::Auto,
             },
             instance: Vec::new(),
             access: Vec::new(),

@@ -125,11 +125,18 @@ pub struct Status {
     pub offset_s: f64,
     /// The frequency correction applied, ppm.
     pub frequency_ppm: f64,
+    /// The system jitter, seconds.
+    #[serde(default)]
+    pub jitter_s: f64,
     /// The reference ID served, as text (an IPv4 address, a hashed IPv6 address, or an ASCII
     /// code such as `LOCL` or `INIT`).
     pub refid: String,
-    /// The system peer, `ip:port`, if any.
+    /// The system peer, `ip:port` (followed by `%INSTANCE` when it is not in the default
+    /// instance), if any.
     pub reference: Option<String>,
+    /// The instance the system peer is reached through, if any.
+    #[serde(default)]
+    pub reference_instance: Option<String>,
     /// The leap indicator: `"none"`, `"insert"`, `"delete"` or `"unsynchronized"`.
     pub leap: String,
     /// The clock precision, log2 seconds.
@@ -220,6 +227,59 @@ pub struct Session {
     /// symmetric active peers).
     #[serde(default)]
     pub calibrations: u32,
+    /// The details `stratactl sessions --verbose` shows, as further fields of the same
+    /// object (absent in plain `stratactl sessions --json`).
+    #[serde(flatten)]
+    pub detail: Option<SessionDetail>,
+}
+
+/// An association's details (`stratactl sessions --verbose --json` adds these fields to each
+/// session).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    /// Its part in the last source selection: `"system-peer"`, `"candidate"` (combined),
+    /// `"outlier"` (dropped by clustering), `"falseticker"` or `"rejected"` (too far); `null`
+    /// when it was not a candidate (unreachable, unsynchronised, a loop, no sample yet).
+    pub selection: Option<String>,
+    /// The clock filter register, newest first (at most 8 samples).
+    pub filter: Vec<FilterSample>,
+    /// The key its packets are signed with and must be authenticated with; `null` without
+    /// authentication.
+    pub key_id: Option<u32>,
+    /// Whether a key is required and a packet authenticated with it has been accepted.
+    /// Packets that fail are counted per instance (`bad-mac`, `unauthenticated`).
+    pub authenticated: bool,
+    /// The remote's leap indicator (as `leap` in the status), once heard.
+    pub remote_leap: Option<String>,
+    /// The remote's root delay, seconds (0 until heard).
+    pub root_delay_s: f64,
+    /// The remote's root dispersion, seconds (0 until heard).
+    pub root_dispersion_s: f64,
+    /// The remote's advertised poll exponent, once heard.
+    pub remote_poll: Option<i8>,
+    /// Seconds until it sends next; `null` when it sends nothing of its own (denied, or a
+    /// broadcast client listening).
+    pub next_poll_s: Option<f64>,
+    /// The poll floor a kiss-o'-death RATE imposed (log2 s), if one did; a DENY or RSTR
+    /// shows as the state `"denied"`.
+    pub kod_poll_floor: Option<i8>,
+    /// During a calibration volley: requests sent so far.
+    pub calibration_requests: Option<u8>,
+    /// During a calibration volley: good replies so far.
+    pub calibration_replies: Option<u8>,
+}
+
+/// One sample of an association's clock filter register.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FilterSample {
+    /// The offset, seconds.
+    pub offset_s: f64,
+    /// The round-trip delay, seconds (16 for a missed poll).
+    pub delay_s: f64,
+    /// The dispersion aged to now, seconds (16 for a missed poll).
+    pub dispersion_s: f64,
+    /// Seconds since the sample was taken.
+    pub age_s: f64,
 }
 
 /// A reply from the daemon.
@@ -483,12 +543,10 @@ pub fn render_status(status: &Status) -> String {
             if status.synchronized { "yes" } else { "no" }.into(),
         ),
         ("stratum".into(), status.stratum.to_string()),
-        (
-            "reference".into(),
-            status.reference.clone().unwrap_or_else(|| "-".into()),
-        ),
+        ("reference".into(), reference_text(status)),
         ("refid".into(), status.refid.clone()),
         ("offset".into(), format_seconds(status.offset_s)),
+        ("jitter".into(), format_span(status.jitter_s)),
         (
             "frequency".into(),
             format!("{:+.3} ppm", status.frequency_ppm),
@@ -535,22 +593,75 @@ pub fn render_status(status: &Status) -> String {
         }
         rows.push((format!("instance {name}"), value));
     }
+    let mut out = String::new();
+    for line in name_value_lines(&rows) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The system peer and its instance: `192.0.2.1:123 (instance vpna)`, or `-`.
+fn reference_text(status: &Status) -> String {
+    let Some(reference) = &status.reference else {
+        return "-".to_owned();
+    };
+    match &status.reference_instance {
+        Some(instance) => {
+            // `reference` carries `%INSTANCE` outside the default instance.
+            let address = reference
+                .strip_suffix(&format!("%{instance}"))
+                .unwrap_or(reference);
+            format!("{address} (instance {instance})")
+        }
+        None => reference.clone(),
+    }
+}
+
+/// `name: value` lines with the values lined up.
+fn name_value_lines(rows: &[(String, String)]) -> Vec<String> {
     let width = rows
         .iter()
         .map(|(n, _)| n.chars().count())
         .max()
         .unwrap_or(0);
-    let mut out = String::new();
-    for (name, value) in rows {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {}",
-            format!("{name}:"),
-            value,
-            width = width + 1
-        );
+    rows.iter()
+        .map(|(name, value)| {
+            format!("{:<width$}  {value}", format!("{name}:"), width = width + 1)
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Rows of cells as lines with the columns lined up (two spaces apart); columns whose
+/// `right` flag is set are right-aligned. Trailing blanks are trimmed.
+fn align<const N: usize>(rows: &[[String; N]], right: [bool; N]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
-    out
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                if right[i] {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
 }
 
 /// The sessions as an aligned table, one row per association.
@@ -581,32 +692,156 @@ pub fn render_sessions(sessions: &[Session]) -> String {
             format_age(s.last_s),
         ]);
     }
-    let mut widths = [0usize; 13];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
     let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if RIGHT[i] {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
+    for line in align(&rows, RIGHT) {
+        out.push_str(&line);
         out.push('\n');
     }
     out
+}
+
+/// `2^6 s`.
+fn format_poll(poll: i8) -> String {
+    format!("2^{poll} s")
+}
+
+/// Every session as a block of aligned `name: value` lines followed by its clock filter
+/// register, blocks separated by a blank line (`stratactl sessions --verbose`). Sessions
+/// without details (from a daemon that sends none) show the plain fields only.
+pub fn render_sessions_verbose(sessions: &[Session]) -> String {
+    let mut blocks = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let mut rows: Vec<(String, String)> = vec![
+            ("mode".into(), s.mode.clone()),
+            ("state".into(), s.state.clone()),
+        ];
+        let d = s.detail.as_ref();
+        if let Some(d) = d {
+            rows.push((
+                "selection".into(),
+                d.selection
+                    .clone()
+                    .unwrap_or_else(|| "not a candidate".into()),
+            ));
+        }
+        rows.push(("stratum".into(), s.stratum.to_string()));
+        rows.push(("refid".into(), s.refid.clone()));
+        rows.push(("reach".into(), format!("{:03o}", s.reach)));
+        let mut poll = format_poll(s.poll);
+        if let Some(d) = d {
+            if let Some(remote) = d.remote_poll {
+                let _ = write!(poll, ", remote {}", format_poll(remote));
+            }
+            match d.next_poll_s {
+                Some(next) => {
+                    let _ = write!(poll, ", next in {}", format_age(Some(next.max(0.0))));
+                }
+                None => poll.push_str(", sends nothing"),
+            }
+        }
+        rows.push(("poll".into(), poll));
+        rows.push((
+            "last".into(),
+            match s.last_s {
+                Some(_) => format!("{} ago", format_age(s.last_s)),
+                None => "never".into(),
+            },
+        ));
+        rows.push(("offset".into(), format_seconds(s.offset_s)));
+        rows.push(("delay".into(), format_span(s.delay_s)));
+        rows.push(("dispersion".into(), format_span(s.dispersion_s)));
+        rows.push(("jitter".into(), format_span(s.jitter_s)));
+        if let Some(d) = d {
+            rows.push((
+                "remote leap".into(),
+                d.remote_leap.clone().unwrap_or_else(|| "-".into()),
+            ));
+            rows.push(("root delay".into(), format_span(d.root_delay_s)));
+            rows.push(("root dispersion".into(), format_span(d.root_dispersion_s)));
+            rows.push((
+                "authentication".into(),
+                match d.key_id {
+                    Some(key) if d.authenticated => format!("key {key}, authenticated"),
+                    Some(key) => format!("key {key}, nothing authenticated yet"),
+                    None => "none".into(),
+                },
+            ));
+            rows.push((
+                "kiss-o'-death".into(),
+                match d.kod_poll_floor {
+                    Some(floor) => format!("RATE: polls at least every {}", format_poll(floor)),
+                    None if s.state == "denied" => "DENY or RSTR: no more requests".into(),
+                    None => "none".into(),
+                },
+            ));
+        }
+        if let Some(calibration) = calibration_text(s) {
+            rows.push(("calibration".into(), calibration));
+        }
+        let mut block = format!("{} {}\n", s.instance, s.address);
+        for line in name_value_lines(&rows) {
+            let _ = writeln!(block, "  {line}");
+        }
+        if let Some(d) = d {
+            if d.filter.is_empty() {
+                block.push_str("  filter register: empty\n");
+            } else {
+                block.push_str("  filter register (newest first):\n");
+                let mut table: Vec<[String; 5]> =
+                    vec![["#", "OFFSET", "DELAY", "DISP", "AGE"].map(str::to_owned)];
+                for (i, f) in d.filter.iter().enumerate() {
+                    table.push([
+                        (i + 1).to_string(),
+                        format_seconds(f.offset_s),
+                        format_span(f.delay_s),
+                        format_span(f.dispersion_s),
+                        format_age(Some(f.age_s)),
+                    ]);
+                }
+                for line in align(&table, [true; 5]) {
+                    let _ = writeln!(block, "    {line}");
+                }
+            }
+        }
+        blocks.push(block);
+    }
+    blocks.join("\n")
+}
+
+/// The calibration line of a session whose mode calibrates (or that has calibrated).
+fn calibration_text(s: &Session) -> Option<String> {
+    let progress = s
+        .detail
+        .as_ref()
+        .and_then(|d| d.calibration_requests.zip(d.calibration_replies));
+    let calibrates = matches!(
+        s.mode.as_str(),
+        "symmetric-active" | "broadcast-client" | "multicast-client"
+    );
+    if !calibrates && progress.is_none() && s.calibrations == 0 {
+        return None;
+    }
+    let plural = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut parts = Vec::new();
+    if let Some((requests, replies)) = progress {
+        parts.push(format!(
+            "volley in progress ({}, {})",
+            plural(requests.into(), "request", "requests"),
+            plural(replies.into(), "reply", "replies")
+        ));
+    }
+    if let Some(delay) = s.calibrated_delay_s {
+        parts.push(format!(
+            "delay {}, measured {} ago",
+            format_span(delay),
+            format_age(s.calibration_age_s)
+        ));
+    }
+    parts.push(format!(
+        "{} done",
+        plural(s.calibrations, "volley", "volleys")
+    ));
+    Some(parts.join(", "))
 }
 
 /// The trace as a table, one row per hop, and the reason it ended.
@@ -623,30 +858,10 @@ pub fn render_trace(trace: &Trace) -> String {
             h.refid.clone(),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
     let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            // Address and refid left, numbers right.
-            if i == 0 || i == 5 {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
+    // Address and refid left, numbers right.
+    for line in align(&rows, [false, true, true, true, true, false]) {
+        out.push_str(&line);
         out.push('\n');
     }
     let _ = writeln!(out, "end: {} (instance {})", trace.end, trace.instance);
@@ -680,6 +895,319 @@ mod tests {
             ],
             end: "stratum 1 (GPS)".into(),
         }
+    }
+
+    fn status() -> Status {
+        let mut instances = BTreeMap::new();
+        instances.insert(
+            "default".to_owned(),
+            InstanceCounters {
+                received: 1200,
+                sent: 1190,
+                dropped: BTreeMap::from([
+                    ("access-denied".to_owned(), 3),
+                    ("rate-limited".to_owned(), 7),
+                ]),
+                kod_sent: 2,
+                state: "up".to_owned(),
+                placement: "default".to_owned(),
+                error: None,
+            },
+        );
+        instances.insert(
+            "vpna".to_owned(),
+            InstanceCounters {
+                received: 40,
+                sent: 40,
+                state: "down".to_owned(),
+                placement: "netns pe1-vpna".to_owned(),
+                error: Some("network namespace \"pe1-vpna\" is gone".to_owned()),
+                ..InstanceCounters::default()
+            },
+        );
+        Status {
+            synchronized: true,
+            stratum: 3,
+            offset_s: -0.000_012_5,
+            frequency_ppm: -12.345,
+            jitter_s: 0.000_004,
+            refid: "10.200.1.1".to_owned(),
+            reference: Some("10.200.1.1:123%vpna".to_owned()),
+            reference_instance: Some("vpna".to_owned()),
+            leap: "none".to_owned(),
+            precision: -20,
+            root_delay_s: 0.000_45,
+            root_dispersion_s: 0.002_5,
+            poll: 4,
+            last_update_s: Some(9.6),
+            clock_steps: 1,
+            clock_backend: "virtual".to_owned(),
+            instances,
+        }
+    }
+
+    fn sessions() -> Vec<Session> {
+        let plain = Session {
+            instance: "vpna".to_owned(),
+            address: "10.200.1.1:123".to_owned(),
+            mode: "client".to_owned(),
+            state: "selected".to_owned(),
+            stratum: 2,
+            reach: 0o377,
+            poll: 4,
+            offset_s: -0.000_012_5,
+            delay_s: 0.000_21,
+            dispersion_s: 0.001_5,
+            jitter_s: 0.000_004,
+            refid: "10.200.9.9".to_owned(),
+            last_s: Some(3.2),
+            calibrated_delay_s: None,
+            calibration_age_s: None,
+            calibrations: 0,
+            detail: Some(SessionDetail {
+                selection: Some("system-peer".to_owned()),
+                filter: vec![
+                    FilterSample {
+                        offset_s: -0.000_012_5,
+                        delay_s: 0.000_21,
+                        dispersion_s: 0.000_001,
+                        age_s: 3.2,
+                    },
+                    FilterSample {
+                        offset_s: 0.0,
+                        delay_s: 16.0,
+                        dispersion_s: 16.0,
+                        age_s: 19.2,
+                    },
+                    FilterSample {
+                        offset_s: 0.000_150,
+                        delay_s: 0.001_2,
+                        dispersion_s: 0.000_3,
+                        age_s: 35.0,
+                    },
+                ],
+                key_id: Some(7),
+                authenticated: true,
+                remote_leap: Some("none".to_owned()),
+                root_delay_s: 0.000_24,
+                root_dispersion_s: 0.001,
+                remote_poll: Some(4),
+                next_poll_s: Some(12.8),
+                kod_poll_floor: None,
+                calibration_requests: None,
+                calibration_replies: None,
+            }),
+        };
+        let listening = Session {
+            instance: "default".to_owned(),
+            address: "10.200.3.1:123".to_owned(),
+            mode: "multicast-client".to_owned(),
+            state: "calibrating".to_owned(),
+            stratum: 16,
+            reach: 0,
+            poll: 6,
+            offset_s: 0.0,
+            delay_s: 0.0,
+            dispersion_s: 16.0,
+            jitter_s: 0.0,
+            refid: "0.0.0.0".to_owned(),
+            last_s: None,
+            calibrated_delay_s: Some(0.000_8),
+            calibration_age_s: Some(4000.0),
+            calibrations: 1,
+            detail: Some(SessionDetail {
+                selection: None,
+                filter: Vec::new(),
+                key_id: None,
+                authenticated: false,
+                remote_leap: None,
+                root_delay_s: 0.0,
+                root_dispersion_s: 0.0,
+                remote_poll: None,
+                next_poll_s: Some(0.5),
+                kod_poll_floor: Some(8),
+                calibration_requests: Some(3),
+                calibration_replies: Some(1),
+            }),
+        };
+        vec![plain, listening]
+    }
+
+    #[test]
+    fn status_text_is_exact() {
+        let expected = "\
+synchronized:      yes
+stratum:           3
+reference:         10.200.1.1:123 (instance vpna)
+refid:             10.200.1.1
+offset:            -12.5 µs
+jitter:            4.0 µs
+frequency:         -12.345 ppm
+leap:              none
+precision:         2^-20 s
+root delay:        450.0 µs
+root dispersion:   2.500 ms
+poll:              2^4 s
+last update:       10s ago
+clock steps:       1
+clock backend:     virtual
+instance default:  up (default), received 1200, sent 1190, dropped 10, kod sent 2 (access-denied 3, rate-limited 7)
+instance vpna:     down (netns pe1-vpna), received 40, sent 40, dropped 0, kod sent 0; network namespace \"pe1-vpna\" is gone
+";
+        assert_eq!(render_status(&status()), expected);
+        // The default instance's reference has no suffix.
+        let mut local = status();
+        local.reference = Some("10.200.1.1:123".to_owned());
+        local.reference_instance = Some("default".to_owned());
+        assert!(render_status(&local)
+            .contains("reference:         10.200.1.1:123 (instance default)\n"));
+        local.reference = None;
+        local.reference_instance = None;
+        assert!(render_status(&local).contains("reference:         -\n"));
+    }
+
+    #[test]
+    fn sessions_table_is_exact() {
+        let expected = "\
+INSTANCE  ADDRESS         MODE              STATE        ST  POLL  REACH    OFFSET     DELAY      DISP  JITTER  REFID       LAST
+vpna      10.200.1.1:123  client            selected      2     4    377  -12.5 µs  210.0 µs  1.500 ms  4.0 µs  10.200.9.9    3s
+default   10.200.3.1:123  multicast-client  calibrating  16     6    000   +0.0 µs    0.0 µs  16.000 s  0.0 µs  0.0.0.0        -
+";
+        assert_eq!(render_sessions(&sessions()), expected);
+    }
+
+    #[test]
+    fn verbose_sessions_are_exact_blocks() {
+        let expected = "\
+vpna 10.200.1.1:123
+  mode:             client
+  state:            selected
+  selection:        system-peer
+  stratum:          2
+  refid:            10.200.9.9
+  reach:            377
+  poll:             2^4 s, remote 2^4 s, next in 13s
+  last:             3s ago
+  offset:           -12.5 µs
+  delay:            210.0 µs
+  dispersion:       1.500 ms
+  jitter:           4.0 µs
+  remote leap:      none
+  root delay:       240.0 µs
+  root dispersion:  1.000 ms
+  authentication:   key 7, authenticated
+  kiss-o'-death:    none
+  filter register (newest first):
+    #     OFFSET     DELAY      DISP  AGE
+    1   -12.5 µs  210.0 µs    1.0 µs   3s
+    2    +0.0 µs  16.000 s  16.000 s  19s
+    3  +150.0 µs  1.200 ms  300.0 µs  35s
+
+default 10.200.3.1:123
+  mode:             multicast-client
+  state:            calibrating
+  selection:        not a candidate
+  stratum:          16
+  refid:            0.0.0.0
+  reach:            000
+  poll:             2^6 s, next in 0s
+  last:             never
+  offset:           +0.0 µs
+  delay:            0.0 µs
+  dispersion:       16.000 s
+  jitter:           0.0 µs
+  remote leap:      -
+  root delay:       0.0 µs
+  root dispersion:  0.0 µs
+  authentication:   none
+  kiss-o'-death:    RATE: polls at least every 2^8 s
+  calibration:      volley in progress (3 requests, 1 reply), delay 800.0 µs, measured 67m ago, 1 volley done
+  filter register: empty
+";
+        let text = render_sessions_verbose(&sessions());
+        assert_eq!(text, expected, "\n{text}");
+        // Without details (an older daemon), the plain fields only.
+        let mut bare = sessions();
+        bare.truncate(1);
+        bare[0].detail = None;
+        let text = render_sessions_verbose(&bare);
+        assert!(
+            text.starts_with("vpna 10.200.1.1:123\n  mode:        client\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("filter") && !text.contains("selection"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn verbose_session_json_adds_stable_fields_and_round_trips() {
+        let all = sessions();
+        let v: serde_json::Value =
+            serde_json::from_str(&encode_reply(&Reply::Sessions(all.clone()))).unwrap();
+        let s = &v["sessions"][0];
+        let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "authenticated",
+                "calibrated_delay_s",
+                "calibration_age_s",
+                "calibration_replies",
+                "calibration_requests",
+                "calibrations",
+                "delay_s",
+                "dispersion_s",
+                "filter",
+                "instance",
+                "jitter_s",
+                "key_id",
+                "kod_poll_floor",
+                "last_s",
+                "mode",
+                "next_poll_s",
+                "offset_s",
+                "poll",
+                "reach",
+                "refid",
+                "remote_leap",
+                "remote_poll",
+                "root_delay_s",
+                "root_dispersion_s",
+                "selection",
+                "state",
+                "stratum",
+            ]
+        );
+        let mut sample: Vec<&str> = s["filter"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        sample.sort_unstable();
+        assert_eq!(sample, ["age_s", "delay_s", "dispersion_s", "offset_s"]);
+        assert_eq!(s["key_id"], 7);
+        assert_eq!(s["selection"], "system-peer");
+        assert_eq!(v["sessions"][1]["selection"], serde_json::Value::Null);
+        assert_eq!(
+            decode_reply(&encode_reply(&Reply::Sessions(all.clone()))).unwrap(),
+            Reply::Sessions(all.clone())
+        );
+        // Without details the object has the plain fields only, and decodes back to none.
+        let mut plain = all;
+        for s in &mut plain {
+            s.detail = None;
+        }
+        let line = encode_reply(&Reply::Sessions(plain.clone()));
+        assert!(
+            !line.contains("filter") && !line.contains("key_id"),
+            "{line}"
+        );
+        assert_eq!(decode_reply(&line).unwrap(), Reply::Sessions(plain));
     }
 
     #[test]

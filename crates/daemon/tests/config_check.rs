@@ -229,6 +229,11 @@ fn durations_addresses_and_polls() {
         vec![(3, "server[0].minpoll")]
     );
     assert_eq!(c("[log]\nlevel = \"info,strata_engine=debug\"\n"), vec![]);
+    assert_eq!(c("[log]\nformat = \"json\"\n"), vec![]);
+    assert_eq!(
+        where_(&c("[log]\nlevel = \"info\"\nformat = \"xml\"\n")),
+        vec![(3, "log.format")]
+    );
     assert_eq!(
         where_(&c("[log]\nlevel = \"strata=loud\"\n")),
         vec![(2, "log.level")]
@@ -264,6 +269,7 @@ fn default_config_is_valid() {
         PathBuf::from(config::DEFAULT_CONTROL_SOCKET)
     );
     assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, strata_daemon::logging::LogFormat::Auto);
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
         assert_eq!(config::load(None).expect("default loads"), c);
@@ -280,7 +286,9 @@ fn environment_overrides_the_file_and_the_default() {
         jail.set_env("STRATA_CLOCK__FREQUENCY_ERROR_PPM", "12");
         jail.set_env("STRATA_LOCAL_REFERENCE__STRATUM", "3");
         jail.set_env("STRATA_CONTROL__SOCKET", "/tmp/strata-test.sock");
+        jail.set_env("STRATA_LOG__FORMAT", "json");
         let c = config::load(None).expect("default + env loads");
+        assert_eq!(c.log.format, strata_daemon::logging::LogFormat::Json);
         assert_eq!(c.clock.backend, ClockBackend::Virtual);
         assert!((c.clock.initial_offset + 0.2).abs() < 1e-12);
         assert!((c.clock.frequency_error_ppm - 12.0).abs() < 1e-12);

@@ -43,8 +43,10 @@ fn status() -> Status {
         stratum: 2,
         offset_s: -0.012_345,
         frequency_ppm: 12.5,
+        jitter_s: 0.0,
         refid: "127.0.0.1".to_owned(),
         reference: Some("127.0.0.1:11123".to_owned()),
+        reference_instance: Some("default".to_owned()),
         leap: "none".to_owned(),
         precision: -20,
         root_delay_s: 0.000_25,
@@ -75,6 +77,7 @@ fn session() -> Session {
         calibrated_delay_s: None,
         calibration_age_s: None,
         calibrations: 0,
+        detail: None,
     }
 }
 
@@ -104,12 +107,14 @@ fn status_reply_has_the_documented_field_names() {
             "clock_steps",
             "frequency_ppm",
             "instances",
+            "jitter_s",
             "last_update_s",
             "leap",
             "offset_s",
             "poll",
             "precision",
             "reference",
+            "reference_instance",
             "refid",
             "root_delay_s",
             "root_dispersion_s",

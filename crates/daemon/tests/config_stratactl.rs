@@ -33,8 +33,10 @@ fn status() -> Status {
         stratum: 16,
         offset_s: 0.0,
         frequency_ppm: 0.0,
+        jitter_s: 0.0,
         refid: "INIT".to_owned(),
         reference: None,
+        reference_instance: None,
         leap: "unsynchronized".to_owned(),
         precision: -20,
         root_delay_s: 0.0,
@@ -65,6 +67,7 @@ fn session() -> Session {
         calibrated_delay_s: None,
         calibration_age_s: None,
         calibrations: 0,
+        detail: None,
     }
 }
 

@@ -103,6 +103,7 @@ const KEYS: &[&str] = &[
     "local-reference.stratum",
     "control.socket",
     "log.level",
+    "log.format",
     "listen.address",
     "listen.instance",
     "server.address",

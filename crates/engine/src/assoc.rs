@@ -386,6 +386,28 @@ impl Association {
         self.listen.map(|l| (l.delay, l.since))
     }
 
+    /// The poll floor a RATE kiss imposed, if one did.
+    pub(crate) fn kod_poll_floor(&self) -> Option<i8> {
+        (self.kod_floor != i8::MIN).then_some(self.kod_floor)
+    }
+
+    /// The remote's advertised poll exponent, once it has been heard.
+    pub(crate) fn remote_poll(&self) -> Option<i8> {
+        self.peer.map(|_| self.ppoll)
+    }
+
+    /// During a calibration volley: requests sent and good replies so far.
+    pub(crate) fn calibration_progress(&self) -> Option<(u8, u8)> {
+        self.calibration.map(|c| (c.attempts, c.replies))
+    }
+
+    /// When the association sends next; `None` when it sends nothing of
+    /// its own (denied, or a broadcast client listening).
+    pub(crate) fn next_send(&self) -> Option<Instant> {
+        let listening = self.listen.is_some() && self.calibration.is_none();
+        (self.state != AssociationState::Denied && !listening).then_some(self.next_poll)
+    }
+
     /// Follows the system poll within this association's bounds.
     pub(crate) fn set_system_poll(&mut self, sys_poll: i8) {
         self.sys_poll = sys_poll;

@@ -32,7 +32,7 @@ pub use assoc::{
 pub use counters::{Counters, DropReason};
 pub use node::{
     BroadcastServerConfig, DenyPolicy, Event, InstanceId, Node, NodeConfig, RecvMeta,
-    SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
+    SelectionRole, SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
 };
 pub use ratelimit::RateLimitConfig;
 pub use server::{kiss_of_death, respond, ServerState};

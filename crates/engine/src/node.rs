@@ -22,7 +22,8 @@ use core::net::{IpAddr, SocketAddr};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
-use strata_clock::select::{is_eligible, select, Candidate, SelectConfig};
+use strata_clock::filter::Sample;
+use strata_clock::select::{is_eligible, select, Candidate, SelectConfig, Selection};
 use strata_wire::{
     KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
@@ -265,6 +266,61 @@ pub struct SessionStatus {
     pub calibrated: Option<(f64, Instant)>,
     /// Completed calibration volleys.
     pub calibrations: u32,
+    /// The clock filter register, newest first (at most 8 samples), each
+    /// with its dispersion aged to the time asked; sample times are on the
+    /// caller's monotonic timebase, in seconds.
+    pub filter: Vec<Sample>,
+    /// The key its packets are signed with and must be authenticated
+    /// with; `None` when it does not use authentication.
+    pub key_id: Option<u32>,
+    /// The remote's leap indicator, once heard.
+    pub remote_leap: Option<Leap>,
+    /// The remote's root delay, seconds (0 until heard).
+    pub root_delay: f64,
+    /// The remote's root dispersion, seconds (0 until heard).
+    pub root_dispersion: f64,
+    /// The remote's advertised poll exponent, once heard.
+    pub remote_poll: Option<i8>,
+    /// When it sends next; `None` when it sends nothing of its own
+    /// (denied, or a broadcast client listening).
+    pub next_poll: Option<Instant>,
+    /// The poll floor a kiss-o'-death RATE imposed, if one did.
+    pub kod_poll_floor: Option<i8>,
+    /// During a calibration volley: requests sent and good replies so far.
+    pub calibration_progress: Option<(u8, u8)>,
+    /// Its part in the last source selection; `None` when it was not a
+    /// candidate (not reachable, unsynchronised, a loop, no sample yet).
+    pub selection: Option<SelectionRole>,
+}
+
+/// What the last source selection made of a candidate (ntpq's tally codes:
+/// `*`, `+`, `-`, `x` and a blank for a rejected candidate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SelectionRole {
+    /// Not eligible: its root distance exceeds the limit.
+    Rejected,
+    /// Outside the majority intersection (or no majority was found).
+    Falseticker,
+    /// A truechimer dropped by clustering.
+    Outlier,
+    /// A survivor, combined into the system offset.
+    Candidate,
+    /// The system peer.
+    SystemPeer,
+}
+
+impl SelectionRole {
+    /// A stable name for status output.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SelectionRole::Rejected => "rejected",
+            SelectionRole::Falseticker => "falseticker",
+            SelectionRole::Outlier => "outlier",
+            SelectionRole::Candidate => "candidate",
+            SelectionRole::SystemPeer => "system-peer",
+        }
+    }
 }
 
 struct PendingReply {
@@ -361,6 +417,8 @@ pub struct Node {
     keys: KeyStore,
     /// Associations that sign with, and require, a key.
     assoc_keys: HashMap<AssociationId, u32>,
+    /// What the last source selection made of each candidate.
+    selection_roles: HashMap<AssociationId, SelectionRole>,
 }
 
 impl Node {
@@ -403,6 +461,7 @@ impl Node {
             deny_policy: DenyPolicy::Drop,
             keys: KeyStore::new_empty(),
             assoc_keys: HashMap::new(),
+            selection_roles: HashMap::new(),
             config,
         }
     }
@@ -987,7 +1046,9 @@ impl Node {
         if self.sys.last_update.is_none() && !self.startup_quorum(now, ready) {
             return; // the first clock update waits for enough sources
         }
-        let Some(sel) = select(&candidates, &self.config.select) else {
+        let sel = select(&candidates, &self.config.select);
+        self.note_selection(&candidates, sel.as_ref());
+        let Some(sel) = sel else {
             if self.sys.peer.take().is_some() {
                 self.events.push_back(Event::SystemPeer(None));
             }
@@ -1051,6 +1112,30 @@ impl Node {
             }
         }
         self.drain_discipline();
+    }
+
+    /// Records what a selection made of each candidate, for status output.
+    fn note_selection(&mut self, candidates: &[Candidate], sel: Option<&Selection>) {
+        self.selection_roles.clear();
+        for c in candidates {
+            let role = if !is_eligible(c, &self.config.select) {
+                SelectionRole::Rejected
+            } else if let Some(sel) = sel {
+                if sel.system_peer == c.id {
+                    SelectionRole::SystemPeer
+                } else if sel.survivors.contains(&c.id) {
+                    SelectionRole::Candidate
+                } else if sel.truechimers.contains(&c.id) {
+                    SelectionRole::Outlier
+                } else {
+                    SelectionRole::Falseticker
+                }
+            } else {
+                // Eligible, yet no majority agrees with it.
+                SelectionRole::Falseticker
+            };
+            self.selection_roles.insert(self.assocs[c.id].id, role);
+        }
     }
 
     /// Before the first clock update (which may step the clock), wait
@@ -1320,6 +1405,16 @@ impl Node {
                 last_rx: a.last_rx,
                 calibrated: a.calibrated(),
                 calibrations: a.calibrations,
+                filter: a.filter.register(now_s).collect(),
+                key_id: self.assoc_keys.get(&a.id).copied(),
+                remote_leap: a.peer.map(|p| p.leap),
+                root_delay: a.peer.map_or(0.0, |p| p.root_delay),
+                root_dispersion: a.peer.map_or(0.0, |p| p.root_dispersion),
+                remote_poll: a.remote_poll(),
+                next_poll: a.next_send(),
+                kod_poll_floor: a.kod_poll_floor(),
+                calibration_progress: a.calibration_progress(),
+                selection: self.selection_roles.get(&a.id).copied(),
             }
         })
     }

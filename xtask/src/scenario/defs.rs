@@ -26,6 +26,7 @@ pub fn all() -> Vec<Scenario> {
         super::ntpsec::interop_ntpsec(),
         super::access::access(),
         super::flood::flood(),
+        super::ops::ops(),
     ]
 }
 

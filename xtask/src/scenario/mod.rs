@@ -24,6 +24,7 @@ pub mod guard;
 pub(crate) mod interop;
 mod multicast;
 mod ntpsec;
+mod ops;
 mod symmetric;
 mod vpn;
 

@@ -1,9 +1,9 @@
 //! `stratactl`: the strata control client.
 //!
-//! `stratactl [--socket PATH | -c CONFIG] status [--json]`, `sessions [--instance NAME]
-//! [--json]`, and
-//! `check-config FILE`, `reload`, `trace [ADDRESS] [--instance NAME] [--json]`. The socket is `--socket`, else the `[control] socket` of `-c CONFIG`,
-//! else the default `/run/strata/control.sock`.
+//! `stratactl [--socket PATH | -c CONFIG] status [--instance NAME] [--json]`,
+//! `sessions [--instance NAME] [--verbose] [--json]`, `check-config FILE`, `reload`, and
+//! `trace [ADDRESS] [--instance NAME] [--json]`. The socket is `--socket`, else the
+//! `[control] socket` of `-c CONFIG`, else the default `/run/strata/control.sock`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,11 +56,20 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
-            let status = match query(&args, Request::Status)? {
+        Command::Status { json, instance } => {
+            let mut status = match query(&args, Request::Status)? {
                 Reply::Status(status) => status,
                 other => bail!("unexpected reply to status: {other:?}"),
             };
+            if let Some(name) = instance {
+                if !status.instances.contains_key(name) {
+                    bail!(
+                        "unknown instance {name:?} (the daemon has: {})",
+                        known_instances(&status)
+                    );
+                }
+                status.instances.retain(|n, _| n == name);
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -68,7 +77,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sessions { json, instance } => {
+        Command::Sessions {
+            json,
+            instance,
+            verbose,
+        } => {
             let mut sessions = match query(&args, Request::Sessions)? {
                 Reply::Sessions(sessions) => sessions,
                 other => bail!("unexpected reply to sessions: {other:?}"),
@@ -77,26 +90,44 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 sessions.retain(|s| &s.instance == name);
                 if sessions.is_empty() {
                     // An empty list is fine for a known instance; a typo is an error.
-                    let known = match query(&args, Request::Status)? {
-                        Reply::Status(status) => status.instances.into_keys().collect::<Vec<_>>(),
+                    let status = match query(&args, Request::Status)? {
+                        Reply::Status(status) => status,
                         other => bail!("unexpected reply to status: {other:?}"),
                     };
-                    if !known.contains(name) {
+                    if !status.instances.contains_key(name) {
                         bail!(
                             "unknown instance {name:?} (the daemon has: {})",
-                            known.join(", ")
+                            known_instances(&status)
                         );
                     }
                 }
             }
+            if !*verbose {
+                // The plain listing keeps the plain fields.
+                for s in &mut sessions {
+                    s.detail = None;
+                }
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else if *verbose {
+                print!("{}", control::render_sessions_verbose(&sessions));
             } else {
                 print!("{}", control::render_sessions(&sessions));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The daemon's instance names, for an error message.
+fn known_instances(status: &control::Status) -> String {
+    status
+        .instances
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The socket to talk to: `--socket`, else `-c CONFIG`'s `[control] socket`, else the default.

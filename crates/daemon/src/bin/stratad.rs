@@ -1,8 +1,8 @@
 //! `stratad`: the strata NTP daemon.
 //!
-//! `stratad [-c FILE]` runs the daemon (the embedded default config when no
-//! file is given); `stratad check-config FILE` validates a file and prints
-//! every error with its key and line.
+//! `stratad [-c FILE] [--log-format auto|human|json]` runs the daemon (the
+//! embedded default config when no file is given); `stratad check-config
+//! FILE` validates a file and prints every error with its key and line.
 
 use std::process::ExitCode;
 
@@ -36,7 +36,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => {}
     }
     let config = config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    strata_daemon::logging::init(&config.log.level);
+    strata_daemon::logging::init(
+        &config.log.level,
+        args.log_format.unwrap_or(config.log.format),
+    );
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

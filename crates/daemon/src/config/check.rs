@@ -181,7 +181,7 @@ const DISCIPLINE: &[Field] = &[
 const LOCAL_REFERENCE: &[Field] = &[field("stratum", Kind::Int)];
 const CONTROL: &[Field] = &[field("socket", Kind::Str)];
 const METRICS: &[Field] = &[field("listen", Kind::Str)];
-const LOG: &[Field] = &[field("level", Kind::Str)];
+const LOG: &[Field] = &[field("level", Kind::Str), field("format", Kind::Str)];
 const LISTEN: &[Field] = &[field("address", Kind::Str), field("instance", Kind::Str)];
 const SERVER: &[Field] = &[
     field("address", Kind::Str),

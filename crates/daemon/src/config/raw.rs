@@ -14,7 +14,7 @@ use super::duration::parse_duration;
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, ClockBackend, ClockConfig, Config,
     ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement, Listen,
-    LocalReference, LogConfig, Prefix, RateLimit, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE,
+    LocalReference, Prefix, RateLimit, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE,
     DEFAULT_NTP_PORT, LOG_LEVELS,
 };
 
@@ -203,6 +203,7 @@ pub(crate) struct RawMetrics {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) struct RawLog {
     pub(crate) level: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
 /// One `[[listen]]`.
@@ -815,18 +816,25 @@ impl RawConfig {
             },
         };
 
-        let log = match self.log.as_ref().and_then(|l| l.level.as_ref()) {
-            None => defaults.log.clone(),
-            Some(level) => match check_log_level(level) {
-                Ok(()) => LogConfig {
-                    level: level.clone(),
-                },
-                Err(message) => {
-                    errors.push(KeyPath::keys(&["log", "level"]), message);
-                    defaults.log.clone()
-                }
-            },
-        };
+        let mut log = defaults.log.clone();
+        if let Some(level) = self.log.as_ref().and_then(|l| l.level.as_ref()) {
+            match check_log_level(level) {
+                Ok(()) => log.level.clone_from(level),
+                Err(message) => errors.push(KeyPath::keys(&["log", "level"]), message),
+            }
+        }
+        if let Some(format) = self.log.as_ref().and_then(|l| l.format.as_ref()) {
+            match crate::logging::LogFormat::from_name(format) {
+                Some(f) => log.format = f,
+                None => errors.push(
+                    KeyPath::keys(&["log", "format"]),
+                    format!(
+                        "unknown log format \"{format}\" (expected one of: {})",
+                        crate::logging::LogFormat::NAMES.join(", ")
+                    ),
+                ),
+            }
+        }
 
         let instances = self.validate_instances(&mut errors);
         let access = self.validate_access(&mut errors, &instances);

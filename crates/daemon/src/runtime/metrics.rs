@@ -344,8 +344,10 @@ mod tests {
             stratum: 2,
             offset_s: 0.000_125,
             frequency_ppm: -12.5,
+            jitter_s: 0.0,
             refid: "10.0.0.1".into(),
             reference: Some("10.0.0.1:123".into()),
+            reference_instance: Some("default".to_owned()),
             leap: "none".into(),
             precision: -20,
             root_delay_s: 0.001,
@@ -385,6 +387,7 @@ mod tests {
             calibrated_delay_s: None,
             calibration_age_s: None,
             calibrations: 0,
+            detail: None,
         }
     }
 

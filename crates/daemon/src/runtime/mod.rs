@@ -149,6 +149,8 @@ struct Daemon {
     config_path: Option<PathBuf>,
     /// Pending `stratactl trace` queries.
     probes: trace::Probes,
+    /// The associations as last logged.
+    association_log: crate::logging::AssociationLog,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -197,6 +199,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         config: config.clone(),
         config_path,
         probes: trace::Probes::default(),
+        association_log: crate::logging::AssociationLog::default(),
     };
 
     daemon.setup_instances(&config);
@@ -293,7 +296,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let now = daemon.now();
                 daemon.node.handle_timeout(now);
             }
-            _ = maintenance.tick() => daemon.maintain(),
+            _ = maintenance.tick() => {
+                daemon.maintain();
+                // Selection roles change without an event.
+                daemon.log_associations();
+            }
             Some(req) = ctl_rx.recv() => {
                 let reply = match req.request {
                     Request::Reload => match daemon.reload() {
@@ -510,6 +517,7 @@ impl Daemon {
                 tracing::debug!(dst = %tx.dst, "send failed: {e}");
             }
         }
+        let mut associations_changed = false;
         while let Some(event) = self.node.poll_event() {
             match event {
                 Event::Clock(ClockCommand::Step { offset }) => {
@@ -522,27 +530,15 @@ impl Daemon {
                 Event::Panic { offset } => {
                     bail!("clock offset {offset:.3} s exceeds the panic threshold; not adjusting the clock (set [discipline] panic-threshold = \"0s\" to allow)");
                 }
-                Event::Association { id, state } => {
-                    tracing::info!(
-                        association = id.0,
-                        state = state.as_str(),
-                        "association state"
-                    );
-                }
-                Event::SystemPeer(peer) => {
-                    tracing::info!(association = ?peer.map(|p| p.0), "system peer changed");
-                }
-                Event::Mobilized { id, mode } => {
-                    tracing::info!(
-                        association = id.0,
-                        mode = mode.as_str(),
-                        "association mobilised"
-                    );
-                }
-                Event::Demobilized { id } => {
-                    tracing::info!(association = id.0, "association demobilised");
-                }
+                // Logged with the association's address by log_associations.
+                Event::Association { .. }
+                | Event::SystemPeer(_)
+                | Event::Mobilized { .. }
+                | Event::Demobilized { .. } => associations_changed = true,
             }
+        }
+        if associations_changed {
+            self.log_associations();
         }
         Ok(())
     }

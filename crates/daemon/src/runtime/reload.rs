@@ -6,8 +6,9 @@
 //! applied in place, removed ones are dropped and new ones added. Listeners
 //! are opened and closed to match, and access rules and session limits are
 //! replaced. Keys whose change needs a restart (the clock, the control
-//! socket, instances, broadcast/multicast, discipline, local reference) keep
-//! their running values and are named in the reply and the log.
+//! socket, metrics, logging, instances, broadcast/multicast, discipline,
+//! local reference) keep their running values and are named in the reply
+//! and the log.
 
 use super::*;
 
@@ -31,6 +32,7 @@ impl Daemon {
         note(new.clock != old.clock, "[clock]");
         note(new.control != old.control, "[control]");
         note(new.metrics != old.metrics, "[metrics]");
+        note(new.log != old.log, "[log]");
         note(new.instance != old.instance, "[[instance]]");
         note(new.discipline != old.discipline, "[discipline]");
         note(
@@ -59,6 +61,7 @@ impl Daemon {
             clock: old.clock,
             control: old.control,
             metrics: old.metrics,
+            log: old.log,
             instance: old.instance,
             discipline: old.discipline,
             local_reference: old.local_reference,

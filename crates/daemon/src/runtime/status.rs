@@ -1,8 +1,11 @@
 //! The control socket: answering `status` and `sessions` from the node's
-//! state.
+//! state; and the association log, one line per change.
 
 use super::*;
-use strata_engine::AssociationState;
+use strata_engine::{AssociationState, SelectionRole, SessionStatus};
+
+use crate::control::{FilterSample, SessionDetail};
+use crate::logging::AssociationView;
 
 impl Daemon {
     pub(super) fn instance_name(&self, id: InstanceId) -> String {
@@ -69,6 +72,8 @@ impl Daemon {
                             format!("{addr}%{}", self.instance_name(inst))
                         }
                     }),
+                    reference_instance: s.system_peer.map(|(_, inst, _)| self.instance_name(inst)),
+                    jitter_s: s.jitter,
                     leap: leap_name(s.server.leap).to_owned(),
                     precision: s.server.precision,
                     root_delay_s: s.server.root_delay.to_seconds(),
@@ -106,10 +111,84 @@ impl Daemon {
                         calibrated_delay_s: s.calibrated.map(|(d, _)| d),
                         calibration_age_s: s.calibrated.map(|(_, t)| (now - t).as_secs_f64()),
                         calibrations: s.calibrations,
+                        detail: Some(session_detail(&s, now)),
                     })
                     .collect(),
             ),
         }
+    }
+}
+
+impl Daemon {
+    /// Logs what changed in the associations since the last call: one
+    /// line per change (see [`crate::logging::AssociationLog`]).
+    pub(super) fn log_associations(&mut self) {
+        let now = self.now();
+        let views: Vec<AssociationView> = self
+            .node
+            .sessions(now)
+            .map(|s| AssociationView {
+                id: s.id.0,
+                instance: self.instance_name(s.instance),
+                address: s.address.to_string(),
+                mode: s.mode.as_str(),
+                state: s.state.as_str(),
+                selected: s.selected,
+                selection: s.selection.map(SelectionRole::as_str),
+            })
+            .collect();
+        for c in self.association_log.update(views) {
+            if c.info {
+                tracing::info!(
+                    instance = %c.instance,
+                    address = %c.address,
+                    mode = c.mode,
+                    event = c.event,
+                    "{}",
+                    c.message
+                );
+            } else {
+                tracing::debug!(
+                    instance = %c.instance,
+                    address = %c.address,
+                    mode = c.mode,
+                    event = c.event,
+                    "{}",
+                    c.message
+                );
+            }
+        }
+    }
+}
+
+/// What `stratactl sessions --verbose` adds to a session.
+fn session_detail(s: &SessionStatus, now: Instant) -> SessionDetail {
+    let now_s = now.as_secs_f64();
+    SessionDetail {
+        selection: s.selection.map(|r| r.as_str().to_owned()),
+        filter: s
+            .filter
+            .iter()
+            .map(|f| FilterSample {
+                offset_s: f.offset,
+                delay_s: f.delay,
+                dispersion_s: f.dispersion,
+                age_s: (now_s - f.time).max(0.0),
+            })
+            .collect(),
+        key_id: s.key_id,
+        // A keyed association accepts only packets authenticated with its key.
+        authenticated: s.key_id.is_some() && s.last_rx.is_some(),
+        remote_leap: s.remote_leap.map(|l| leap_name(l).to_owned()),
+        root_delay_s: s.root_delay,
+        root_dispersion_s: s.root_dispersion,
+        remote_poll: s.remote_poll,
+        next_poll_s: s
+            .next_poll
+            .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+        kod_poll_floor: s.kod_poll_floor,
+        calibration_requests: s.calibration_progress.map(|(requests, _)| requests),
+        calibration_replies: s.calibration_progress.map(|(_, replies)| replies),
     }
 }
 
