@@ -149,6 +149,10 @@ pub struct BroadcastServerConfig {
     pub ifindex: Option<u32>,
     /// Poll exponent: the send interval is 2^`poll` s.
     pub poll: i8,
+    /// Sign every packet with this key (clients then accept only packets
+    /// signed with it); `None` sends unsigned packets. A packet that cannot
+    /// be signed (the key is missing from [`Node::set_keys`]) is not sent.
+    pub key: Option<u32>,
 }
 
 /// What the server does with a client request from a source its access
@@ -361,6 +365,8 @@ pub struct Node {
     keys: KeyStore,
     /// Associations that sign with, and require, a key.
     assoc_keys: HashMap<AssociationId, u32>,
+    /// Listening sockets that answer only requests signed with a key.
+    listener_keys: HashMap<SocketId, u32>,
 }
 
 impl Node {
@@ -403,6 +409,7 @@ impl Node {
             deny_policy: DenyPolicy::Drop,
             keys: KeyStore::new_empty(),
             assoc_keys: HashMap::new(),
+            listener_keys: HashMap::new(),
             config,
         }
     }
@@ -576,6 +583,38 @@ impl Node {
         true
     }
 
+    /// The key an association signs with and requires, if any.
+    #[must_use]
+    pub fn association_key(&self, id: AssociationId) -> Option<u32> {
+        self.assoc_keys.get(&id).copied()
+    }
+
+    /// Makes a listening socket answer only packets signed with key
+    /// `key_id` (`None`: any packet, signed or not). On such a socket an
+    /// unsigned client request or mode-1 packet from an unknown peer is
+    /// dropped (counted as `unauthenticated`); one signed with another key
+    /// or with a MAC that fails gets a crypto-NAK (mode 3) or nothing
+    /// (mode 1), counted as `bad-mac`. Packets of existing associations
+    /// are judged by the association's own key.
+    pub fn set_listener_key(&mut self, socket: SocketId, key_id: Option<u32>) {
+        match key_id {
+            Some(k) => self.listener_keys.insert(socket, k),
+            None => self.listener_keys.remove(&socket),
+        };
+    }
+
+    /// The key a listening socket requires, if any.
+    #[must_use]
+    pub fn listener_key(&self, socket: SocketId) -> Option<u32> {
+        self.listener_keys.get(&socket).copied()
+    }
+
+    /// The symmetric keys in use.
+    #[must_use]
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
     /// Sets what happens to requests from sources the access rules refuse.
     pub fn set_deny_policy(&mut self, policy: DenyPolicy) {
         self.deny_policy = policy;
@@ -674,7 +713,7 @@ impl Node {
         if pkt.mode != Mode::Client {
             let verdict = auth::verify(&self.keys, data);
             if let Some(idx) = existing {
-                self.check_mac(idx, verdict)?;
+                self.check_mac(idx, pkt.mode, verdict)?;
             }
             if existing.is_none() {
                 return match pkt.mode {
@@ -729,6 +768,9 @@ impl Node {
         data: &[u8],
         client: bool,
     ) -> Result<(), DropReason> {
+        // Unsigned requests to a listener that requires a key are dropped
+        // before they cost a rate-limiter token.
+        let mac = self.request_mac(meta, auth::verify(&self.keys, data))?;
         let allowed = self
             .access_level(meta.instance, meta.src.ip())
             .is_some_and(AccessLevel::serves_time);
@@ -755,13 +797,6 @@ impl Node {
         if self.replies.len() >= self.config.max_pending_replies {
             return Err(DropReason::Overload);
         }
-        let mac = match auth::verify(&self.keys, data) {
-            Verdict::None => ReplyMac::None,
-            Verdict::Ok { key_id } => ReplyMac::Key(key_id),
-            // A client never sends a crypto-NAK.
-            Verdict::CryptoNak => return Err(DropReason::BadMac),
-            Verdict::Bad(_) => ReplyMac::CryptoNak,
-        };
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(data.get(..HEADER_LEN).ok_or(DropReason::Malformed)?);
         self.replies.push_back(PendingReply {
@@ -782,16 +817,33 @@ impl Node {
     }
 
     /// Whether a packet for association `idx` carries the MAC it needs.
-    fn check_mac(&self, idx: usize, verdict: Verdict) -> Result<(), DropReason> {
+    /// A crypto-NAK in a server reply goes on to the association, which
+    /// counts it only when it answers our last request.
+    fn check_mac(&self, idx: usize, mode: Mode, verdict: Verdict) -> Result<(), DropReason> {
         let Some(&key) = self.assoc_keys.get(&self.assocs[idx].id) else {
             return Ok(());
         };
         match verdict {
             Verdict::Ok { key_id } if key_id == key => Ok(()),
+            Verdict::CryptoNak if mode == Mode::Server => Ok(()),
             Verdict::None => Err(DropReason::Unauthenticated),
-            // A crypto-NAK is not acted on: the association keeps polling
-            // and its reach decays.
             _ => Err(DropReason::BadMac),
+        }
+    }
+
+    /// The MAC a request arriving on a listener must carry: `Err` when the
+    /// listener requires a key and the request is unsigned; otherwise how
+    /// to authenticate the answer.
+    fn request_mac(&self, meta: &RecvMeta, verdict: Verdict) -> Result<ReplyMac, DropReason> {
+        let required = self.listener_keys.get(&meta.socket).copied();
+        match (verdict, required) {
+            (Verdict::None, Some(_)) => Err(DropReason::Unauthenticated),
+            (Verdict::None, None) => Ok(ReplyMac::None),
+            // A client never sends a crypto-NAK.
+            (Verdict::CryptoNak, _) => Err(DropReason::BadMac),
+            (Verdict::Ok { key_id }, Some(k)) if key_id != k => Ok(ReplyMac::CryptoNak),
+            (Verdict::Ok { key_id }, _) => Ok(ReplyMac::Key(key_id)),
+            (Verdict::Bad(_), _) => Ok(ReplyMac::CryptoNak),
         }
     }
 
@@ -808,6 +860,15 @@ impl Node {
         verdict: Verdict,
     ) -> Result<(), DropReason> {
         let level = self.access_level(meta.instance, meta.src.ip());
+        if meta.listener {
+            if let Some(&required) = self.listener_keys.get(&meta.socket) {
+                match verdict {
+                    Verdict::Ok { key_id } if key_id == required => {}
+                    Verdict::None => return Err(DropReason::Unauthenticated),
+                    _ => return Err(DropReason::BadMac),
+                }
+            }
+        }
         let key = match verdict {
             Verdict::Ok { key_id } => Some(key_id),
             _ => None,
@@ -866,8 +927,9 @@ impl Node {
             return Err(DropReason::UnexpectedMode);
         };
         let key = match verdict {
-            Verdict::Ok { key_id } => Some(key_id),
+            Verdict::Ok { key_id } if settings.key.is_none_or(|k| k == key_id) => Some(key_id),
             Verdict::None => None,
+            // Unknown, untrusted or another key, a failed digest, a crypto-NAK.
             _ => return Err(DropReason::BadMac),
         };
         if !settings.allow_unauthenticated && key.is_none() {
@@ -914,13 +976,16 @@ impl Node {
         pkt: &NtpRepr,
     ) -> Result<(), DropReason> {
         let precision = self.config.precision;
+        let authenticated = self.assoc_keys.contains_key(&self.assocs[idx].id);
         let a = &mut self.assocs[idx];
         let result = match pkt.mode {
             Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
             Mode::SymmetricActive | Mode::SymmetricPassive => {
                 a.receive_symmetric(now, meta.rx_time, pkt, precision)
             }
-            Mode::Broadcast => a.receive_broadcast(now, meta.rx_time, pkt, precision),
+            Mode::Broadcast => {
+                a.receive_broadcast(now, meta.rx_time, pkt, precision, authenticated)
+            }
             _ => Err(DropReason::UnexpectedMode),
         };
         let id = a.id;
@@ -1193,7 +1258,13 @@ impl Node {
             b.due = false;
             let config = b.config.clone();
             if state.is_synchronized() {
-                let len = broadcast_packet(&state, config.poll, clock_now, buf)?;
+                let mut len = broadcast_packet(&state, config.poll, clock_now, buf)?;
+                if let Some(key) = config.key {
+                    // Fails closed: a packet that cannot be signed is not sent.
+                    let mut plain = [0u8; HEADER_LEN];
+                    plain.copy_from_slice(buf.get(..HEADER_LEN)?);
+                    len = auth::sign(&self.keys, key, plain.get(..len)?, buf).ok()?;
+                }
                 self.counters(config.instance).sent += 1;
                 return Some(Transmit {
                     instance: config.instance,

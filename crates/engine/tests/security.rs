@@ -396,13 +396,121 @@ fn keyed_associations_sign_and_require_the_key() {
     next_poll(&mut client);
     keyed_poll(&mut client, &mut server, |r| r.truncate(HEADER_LEN));
     assert_eq!(counters(&client).dropped(DropReason::Unauthenticated), 1);
-    // A server that does not know the key answers with a crypto-NAK,
-    // which is dropped too.
+    // A server that does not know the key answers with a crypto-NAK: it
+    // answers our request, so it is counted as such (and gives no time).
     let mut stranger = self::server();
     next_poll(&mut client);
     keyed_poll(&mut client, &mut stranger, |_| {});
-    assert_eq!(counters(&client).dropped(DropReason::BadMac), 2);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(counters(&client).dropped(DropReason::BadMac), 1);
     assert_eq!(counters(&stranger).dropped(DropReason::BadMac), 1);
+}
+
+#[test]
+fn a_crypto_nak_counts_only_when_it_answers_our_request() {
+    let mut client = Node::new(NodeConfig::default());
+    client.set_keys(keys());
+    let id = client.add_client(client_to(ip(1)), Instant::ZERO);
+    assert!(client.set_association_key(id, Some(1)));
+    let mut server = server();
+    server.set_keys(keys());
+    let mut stranger = self::server();
+    let reach = |c: &Node| c.sessions(Instant::ZERO).next().expect("session").reach;
+    let from_server = RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(1), 123),
+        dst_ip: Some(ip(2)),
+        ..meta(ip(1), 123)
+    };
+
+    next_poll(&mut client);
+    let mut buf = [0u8; 256];
+    let t = client
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+        .expect("request");
+    let req = buf[..t.len].to_vec();
+    // A crypto-NAK echoing another origin is a spoofed KoD.
+    let mut other = req.clone();
+    other[40..48].copy_from_slice(&[0xaa; 8]);
+    let forged = exchange(&mut stranger, ip(2), &other).expect("crypto-NAK");
+    client.handle_datagram(Instant::ZERO, &from_server, &forged);
+    assert_eq!(counters(&client).dropped(DropReason::SpoofedKod), 1);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 0);
+    // One that answers our request is counted; the request stays
+    // outstanding, so the genuine signed reply is still taken.
+    let nak = exchange(&mut stranger, ip(2), &req).expect("crypto-NAK");
+    client.handle_datagram(Instant::ZERO, &from_server, &nak);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(reach(&client) & 1, 0);
+    let reply = exchange(&mut server, ip(2), &req).expect("reply");
+    client.handle_datagram(Instant::ZERO, &from_server, &reply);
+    assert_eq!(reach(&client) & 1, 1);
+    assert_eq!(counters(&client).dropped_total(), 2);
+}
+
+#[test]
+fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
+    use strata_engine::auth::{sign, verify, Verdict};
+    let store = keys();
+    let mut node = server();
+    node.set_keys(keys());
+    node.set_listener_key(SocketId(1), Some(1));
+    assert_eq!(node.listener_key(SocketId(1)), Some(1));
+    let signed = |key: u32, mode: Mode, xmt: u64| {
+        let mut out = [0u8; 128];
+        let n = sign(&store, key, &request(mode, xmt), &mut out).expect("sign");
+        out[..n].to_vec()
+    };
+    // Unsigned: dropped, not answered.
+    assert_eq!(exchange(&mut node, ip(3), &request(Mode::Client, 1)), None);
+    assert_eq!(
+        counters(&node).dropped(DropReason::Unauthenticated),
+        1,
+        "{:?}",
+        counters(&node)
+    );
+    // Signed with the listener's key: a signed answer.
+    let reply = exchange(&mut node, ip(3), &signed(1, Mode::Client, 2)).expect("reply");
+    assert_eq!(verify(&store, &reply), Verdict::Ok { key_id: 1 });
+    // Another trusted key, an untrusted one, a bad digest: crypto-NAKs.
+    let mut bad = signed(1, Mode::Client, 3);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    for req in [signed(2, Mode::Client, 4), signed(3, Mode::Client, 5), bad] {
+        let nak = exchange(&mut node, ip(3), &req).expect("crypto-NAK");
+        assert_eq!(verify(&store, &nak), Verdict::CryptoNak);
+    }
+    assert_eq!(counters(&node).dropped(DropReason::BadMac), 3);
+    // Mode 1 from an unknown peer: unsigned or with another key, nothing
+    // and no association; with the listener's key, a passive association.
+    assert_eq!(
+        exchange(&mut node, ip(4), &request(Mode::SymmetricActive, 6)),
+        None
+    );
+    assert_eq!(
+        exchange(&mut node, ip(4), &signed(2, Mode::SymmetricActive, 7)),
+        None
+    );
+    assert_eq!(node.sessions(Instant::ZERO).count(), 0);
+    let answer = exchange(&mut node, ip(4), &signed(1, Mode::SymmetricActive, 8)).expect("mode 2");
+    assert_eq!(verify(&store, &answer), Verdict::Ok { key_id: 1 });
+    assert_eq!(node.sessions(Instant::ZERO).count(), 1);
+    let c = counters(&node);
+    assert_eq!(c.dropped(DropReason::Unauthenticated), 2);
+    assert_eq!(c.dropped(DropReason::BadMac), 4);
+    // Another listener of the same node serves everyone, and the key can
+    // be taken off again.
+    let other = RecvMeta {
+        socket: SocketId(2),
+        ..meta(ip(5), 40_000)
+    };
+    node.handle_datagram(Instant::ZERO, &other, &request(Mode::Client, 9));
+    let mut buf = [0u8; 128];
+    assert!(node
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf)
+        .is_some());
+    node.set_listener_key(SocketId(1), None);
+    assert!(exchange(&mut node, ip(3), &request(Mode::Client, 10)).is_some());
 }
 
 #[test]
