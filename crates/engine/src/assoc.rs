@@ -804,6 +804,16 @@ impl Association {
         sys_precision: i8,
     ) -> Result<(Received, Option<AssociationState>), DropReason> {
         let before = self.state;
+        if pkt.stratum == 0 && pkt.reference_id.kiss_code() == KissCode::Cryp {
+            // A crypto-NAK (mode 2, from a server that could not
+            // authenticate our mode 1): counted only when it answers our
+            // last packet.
+            return Err(if !self.xmt.is_zero() && pkt.origin_timestamp == self.xmt {
+                DropReason::CryptoNak
+            } else {
+                DropReason::SpoofedKod
+            });
+        }
         if pkt.transmit_timestamp.is_zero() {
             return Err(DropReason::ZeroTimestamp);
         }

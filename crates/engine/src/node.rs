@@ -817,15 +817,15 @@ impl Node {
     }
 
     /// Whether a packet for association `idx` carries the MAC it needs.
-    /// A crypto-NAK in a server reply goes on to the association, which
-    /// counts it only when it answers our last request.
+    /// A crypto-NAK (mode 4 or 2) goes on to the association, which counts
+    /// it only when it answers our last packet.
     fn check_mac(&self, idx: usize, mode: Mode, verdict: Verdict) -> Result<(), DropReason> {
         let Some(&key) = self.assoc_keys.get(&self.assocs[idx].id) else {
             return Ok(());
         };
         match verdict {
             Verdict::Ok { key_id } if key_id == key => Ok(()),
-            Verdict::CryptoNak if mode == Mode::Server => Ok(()),
+            Verdict::CryptoNak if matches!(mode, Mode::Server | Mode::SymmetricPassive) => Ok(()),
             Verdict::None => Err(DropReason::Unauthenticated),
             _ => Err(DropReason::BadMac),
         }

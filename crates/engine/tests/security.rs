@@ -585,3 +585,44 @@ fn trusted_mode5_is_accepted_without_allow_unauthenticated() {
     node.handle_datagram(Instant::from_secs_f64(64.0), &from(1), &mode5(4));
     assert_eq!(counters(&node).dropped(DropReason::Unauthenticated), 2);
 }
+
+#[test]
+fn a_keyed_peer_counts_the_crypto_nak_that_answers_its_mode_1() {
+    let mut peer = Node::new(NodeConfig::default());
+    peer.set_keys(keys());
+    let id = peer.add_peer(client_to(ip(1)), Instant::ZERO);
+    assert!(peer.set_association_key(id, Some(2)));
+    let mut stranger = server();
+    let from_stranger = RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(1), 123),
+        dst_ip: Some(ip(2)),
+        ..meta(ip(1), 123)
+    };
+    // The calibration volley goes unanswered; then mode 1.
+    let mut buf = [0u8; 256];
+    let mode1 = (0..20)
+        .find_map(|_| {
+            next_poll(&mut peer);
+            let t = peer.poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)?;
+            (buf[0] & 7 == 1).then(|| buf[..t.len].to_vec())
+        })
+        .expect("a mode-1 packet after the volley");
+    assert_eq!(mode1.len(), HEADER_LEN + 20, "signed with the CMAC key");
+    // A crypto-NAK for another packet is a spoofed KoD.
+    let mut other = mode1.clone();
+    other[40..48].copy_from_slice(&[0x55; 8]);
+    let forged = exchange(&mut stranger, ip(2), &other).expect("crypto-NAK");
+    assert_eq!(forged[0] & 7, 2, "mode 2");
+    peer.handle_datagram(Instant::ZERO, &from_stranger, &forged);
+    assert_eq!(counters(&peer).dropped(DropReason::SpoofedKod), 1);
+    // The one answering our mode 1 is counted as a crypto-NAK.
+    let nak = exchange(&mut stranger, ip(2), &mode1).expect("crypto-NAK");
+    peer.handle_datagram(Instant::ZERO, &from_stranger, &nak);
+    assert_eq!(counters(&peer).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(counters(&stranger).dropped(DropReason::BadMac), 2);
+    assert_eq!(
+        peer.sessions(Instant::ZERO).next().expect("session").reach,
+        0
+    );
+}
