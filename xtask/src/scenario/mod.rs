@@ -16,6 +16,7 @@
 //! bytes, so `ifname` is at most 8). Addresses must lie in 10.200.0.0/16 or
 //! fd00:200::/48 (IPv6 without duplicate address detection).
 
+mod auth;
 pub mod config;
 mod defs;
 pub mod guard;
