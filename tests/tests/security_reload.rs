@@ -287,6 +287,22 @@ fn reload_applies_rate_limit_access_policy_and_listener_keys() {
         "{summary}"
     );
     assert_eq!(ask(&sock, addr, next()), Answer::Kod(KissCode::Deny));
+    // A malformed access rule: refused, naming its key and line; the
+    // running rules and policy stay.
+    rewrite(
+        &server,
+        &server_config(
+            d,
+            port,
+            "[[access]]\nlevel = \"server\"\nprefixes = [\"10.200.1.1/24\"]\n",
+        ),
+    );
+    let why = reload(&server).expect_err("bad prefix");
+    assert!(
+        why.contains("server.toml:12: access[0].prefixes") && why.contains("10.200.1.0/24"),
+        "{why}"
+    );
+    assert_eq!(ask(&sock, addr, next()), Answer::Kod(KissCode::Deny));
 
     // A listener key on reload: unsigned requests are no longer answered.
     let keyed = server_config(d, port, "").replace(

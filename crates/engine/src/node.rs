@@ -603,6 +603,12 @@ impl Node {
         };
     }
 
+    /// Forgets every listener's key (before setting those of the sockets
+    /// now open, so closed sockets leave nothing behind).
+    pub fn clear_listener_keys(&mut self) {
+        self.listener_keys.clear();
+    }
+
     /// The key a listening socket requires, if any.
     #[must_use]
     pub fn listener_key(&self, socket: SocketId) -> Option<u32> {

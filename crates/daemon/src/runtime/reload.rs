@@ -251,6 +251,7 @@ impl Daemon {
             .filter(|(_, s)| s.listener)
             .map(|(id, s)| (*id, s.instance))
             .collect();
+        self.node.clear_listener_keys();
         for (socket, instance) in listeners {
             let name = self.instance_name(instance);
             let local = self.local_addr(socket);
