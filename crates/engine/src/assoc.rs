@@ -796,12 +796,21 @@ impl Association {
 
     /// A symmetric (mode 1 or 2) packet from our peer (RFC 5905 receive
     /// and packet processing).
+    ///
+    /// A packet whose origin does not match our last transmit is bogus and
+    /// gives no sample. On an `authenticated` association (its MAC already
+    /// checked by the node) it still updates the origin and receive
+    /// timestamps we echo, as RFC 5905 does: when both peers send at once
+    /// (crossing packets), each then echoes the other's latest packet and
+    /// the exchange recovers at the next poll. Without authentication the
+    /// state is left alone, so that spoofed packets cannot derail it.
     pub(crate) fn receive_symmetric(
         &mut self,
         now: Instant,
         rx_time: NtpTimestamp,
         pkt: &NtpRepr,
         sys_precision: i8,
+        authenticated: bool,
     ) -> Result<(Received, Option<AssociationState>), DropReason> {
         let before = self.state;
         if pkt.stratum == 0 && pkt.reference_id.kiss_code() == KissCode::Cryp {
@@ -830,8 +839,10 @@ impl Association {
         }
         let first = pkt.origin_timestamp.is_zero();
         if !first && (self.xmt.is_zero() || pkt.origin_timestamp != self.xmt) {
-            // Bogus: our state is left alone, so spoofed packets cannot
-            // derail the exchange.
+            if authenticated {
+                self.org = pkt.transmit_timestamp;
+                self.rec = rx_time;
+            }
             return Err(DropReason::Bogus);
         }
         self.org = pkt.transmit_timestamp;

@@ -987,7 +987,7 @@ impl Node {
         let result = match pkt.mode {
             Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
             Mode::SymmetricActive | Mode::SymmetricPassive => {
-                a.receive_symmetric(now, meta.rx_time, pkt, precision)
+                a.receive_symmetric(now, meta.rx_time, pkt, precision, authenticated)
             }
             Mode::Broadcast => {
                 a.receive_broadcast(now, meta.rx_time, pkt, precision, authenticated)

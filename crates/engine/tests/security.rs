@@ -1,5 +1,9 @@
 //! Server-side protection: per-client rate limiting with KoD RATE, the
-//! access refusal policy (KoD DENY) and the refusal of NTP control modes.
+//! access refusal policy (KoD DENY) and the refusal of NTP control modes;
+//! symmetric-key authentication in client/server, symmetric and keyed
+//! listener exchanges.
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -625,4 +629,90 @@ fn a_keyed_peer_counts_the_crypto_nak_that_answers_its_mode_1() {
         peer.sessions(Instant::ZERO).next().expect("session").reach,
         0
     );
+}
+
+/// Runs host `i`'s timers until it has a symmetric (mode 1 or 2) packet to
+/// send, and returns it (other packets are lost).
+fn next_symmetric(net: &mut support::Net, i: usize) -> Vec<u8> {
+    let t = net.t;
+    let h = &mut net.hosts[i];
+    for _ in 0..200 {
+        let mut buf = [0u8; 256];
+        while let Some(tx) = h.node.poll_transmit(h.clock.stamp(t), &mut buf) {
+            if matches!(buf[0] & 7, 1 | 2) {
+                return buf[..tx.len].to_vec();
+            }
+        }
+        let deadline = h.node.poll_timeout().expect("a deadline");
+        h.node.handle_timeout(deadline);
+    }
+    panic!("no symmetric packet");
+}
+
+#[test]
+fn keyed_peers_recover_from_crossing_packets() {
+    use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
+    // a: client of a stratum-1 server and keyed symmetric active toward b;
+    // b: no sources, its passive association mobilised by a's signed mode 1.
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_client(lab_config(addr(1), true), Instant::ZERO);
+    let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
+    a.set_keys(keys());
+    assert!(a.set_association_key(id, Some(2)));
+    let mut b = lab_node(0.128, 2.0, 2);
+    b.set_keys(keys());
+    let mut net = Net::new(
+        vec![
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(a, SimClock::new(0.3, 25.0), 2),
+            Host::new(b, SimClock::new(-0.2, -10.0), 3),
+        ],
+        0.000_1,
+    );
+    net.run_until(30.0);
+    let events_before = net.hosts[2].events.len();
+    let bogus_before = counters(&net.hosts[2].node).dropped(DropReason::Bogus);
+    // Both peers send at the same moment: each packet echoes the other's
+    // previous one, so both are bogus on arrival.
+    let from_a = next_symmetric(&mut net, 1);
+    let from_b = next_symmetric(&mut net, 2);
+    let t = net.t;
+    for (to, src, packet) in [(2usize, 2u8, &from_a), (1, 3, &from_b)] {
+        let h = &mut net.hosts[to];
+        let m = RecvMeta {
+            src: addr(src),
+            dst_ip: Some(h.addr.ip()),
+            rx_time: h.clock.stamp(t),
+            ..meta(addr(src).ip(), 123)
+        };
+        h.node
+            .handle_datagram(Instant::from_secs_f64(t), &m, packet);
+    }
+    assert_eq!(
+        counters(&net.hosts[2].node).dropped(DropReason::Bogus),
+        bogus_before + 1
+    );
+    // The next exchange echoes the crossing packets: no lasting loss, the
+    // passive association stays.
+    net.run_until(40.0);
+    let b = &net.hosts[2];
+    assert!(
+        !b.events[events_before..]
+            .iter()
+            .any(|e| matches!(e, strata_engine::Event::Demobilized { .. })),
+        "{:?}",
+        &b.events[events_before..]
+    );
+    assert_eq!(
+        counters(&b.node).dropped(DropReason::Bogus),
+        bogus_before + 1
+    );
+    let s = b
+        .node
+        .sessions(net.now())
+        .next()
+        .expect("passive association");
+    assert_eq!(s.mode, strata_engine::AssociationMode::SymmetricPassive);
+    assert!(s.reach.count_ones() >= 7, "reach {:o}", s.reach);
+    assert!(b.clock.error(net.t).abs() < 1e-3);
 }
