@@ -454,8 +454,24 @@ impl Association {
         BURST_SPACING.min(poll_interval(self.poll))
     }
 
-    /// Runs the poll process when `now` reaches `next_poll`.
-    pub(crate) fn on_poll(&mut self, now: Instant) -> Polled {
+    /// Whether the association is due to run its poll process at `now`
+    /// and exchanges symmetric packets (its next interval takes jitter).
+    pub(crate) fn symmetric_poll_due(&self, now: Instant) -> bool {
+        now >= self.next_poll
+            && self.state != AssociationState::Denied
+            && matches!(
+                self.mode,
+                AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+            )
+    }
+
+    /// Runs the poll process when `now` reaches `next_poll`. `jitter`
+    /// lengthens a symmetric association's next interval by `jitter`/4096
+    /// of it (up to 6 %, as the reference ntpd does), so two peers polling
+    /// at the same rate drift apart instead of sending at the same moment
+    /// poll after poll (crossing packets, each bogus on arrival). The node
+    /// passes 0 for other associations.
+    pub(crate) fn on_poll(&mut self, now: Instant, jitter: u8) -> Polled {
         if self.state == AssociationState::Denied || now < self.next_poll {
             return Polled::Nothing;
         }
@@ -500,11 +516,17 @@ impl Association {
         } else if self.config.iburst && self.reach == 0 {
             self.burst = BURST_COUNT - 1;
         }
-        let interval = if self.burst > 0 {
+        let mut interval = if self.burst > 0 {
             self.spacing()
         } else {
             poll_interval(self.poll)
         };
+        if matches!(
+            self.mode,
+            AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+        ) {
+            interval += interval * u32::from(jitter) / 4096;
+        }
         self.next_poll = now + interval;
         changed
     }

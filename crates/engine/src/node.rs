@@ -20,7 +20,7 @@ use core::time::Duration;
 use core::net::{IpAddr, SocketAddr};
 
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
 use strata_clock::select::{is_eligible, select, Candidate, SelectConfig};
 use strata_wire::{
@@ -1177,8 +1177,19 @@ impl Node {
         }
         let mut i = 0;
         while i < self.assocs.len() {
+            // Keyed symmetric associations take poll jitter (they also
+            // recover from crossing packets, which jitter makes occasional
+            // rather than never or always). Randomness is drawn only for the
+            // polls that use it, so other modes keep their cookie sequence.
+            let jitter = if self.assocs[i].symmetric_poll_due(now)
+                && self.assoc_keys.contains_key(&self.assocs[i].id)
+            {
+                self.rng.next_u32().to_le_bytes()[0]
+            } else {
+                0
+            };
             let a = &mut self.assocs[i];
-            match a.on_poll(now) {
+            match a.on_poll(now, jitter) {
                 Polled::Nothing => {}
                 Polled::State(state) => {
                     self.events

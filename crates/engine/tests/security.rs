@@ -715,4 +715,53 @@ fn keyed_peers_recover_from_crossing_packets() {
     assert_eq!(s.mode, strata_engine::AssociationMode::SymmetricPassive);
     assert!(s.reach.count_ones() >= 7, "reach {:o}", s.reach);
     assert!(b.clock.error(net.t).abs() < 1e-3);
+    // Over a long run the jittered polls cross now and then; each costs a
+    // sample, never the association.
+    net.run_until(600.0);
+    let b = &net.hosts[2];
+    assert!(!b.events[events_before..]
+        .iter()
+        .any(|e| matches!(e, strata_engine::Event::Demobilized { .. })));
+    assert!(b.clock.error(net.t).abs() < 1e-3);
+}
+
+#[test]
+fn keyed_symmetric_polls_take_jitter() {
+    use support::{addr, lab_config, lab_node};
+    let mut a = lab_node(0.128, 2.0, 7);
+    a.set_keys(keys());
+    let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
+    assert!(a.set_association_key(id, Some(2)));
+    // Nobody answers: after the calibration volley, mode 1 every poll.
+    let mut sends = Vec::new();
+    let mut buf = [0u8; 256];
+    for _ in 0..400 {
+        let deadline = a.poll_timeout().expect("deadline");
+        a.handle_timeout(deadline);
+        while a
+            .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+            .is_some()
+        {
+            if buf[0] & 7 == 1 {
+                sends.push(deadline.as_secs_f64());
+            }
+        }
+    }
+    let gaps: Vec<f64> = sends.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() > 50, "{} mode-1 packets", sends.len());
+    // poll -2: 0.25 s, lengthened by up to 255/4096 of it, never shortened.
+    let longest = 0.25 * (1.0 + 255.0 / 4096.0);
+    assert!(
+        gaps.iter()
+            .all(|g| (0.25 - 1e-9..=longest + 1e-9).contains(g)),
+        "{gaps:?}"
+    );
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
+    assert!(
+        sorted.len() > 20,
+        "{} distinct gaps: {gaps:?}",
+        sorted.len()
+    );
 }
