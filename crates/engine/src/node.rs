@@ -1271,17 +1271,24 @@ impl Node {
             }
         }
         let state = self.server_state(clock_now);
-        if let Some(b) = self.broadcast_servers.iter_mut().find(|b| b.due) {
+        while let Some(b) = self.broadcast_servers.iter_mut().find(|b| b.due) {
             b.due = false;
             let config = b.config.clone();
-            if state.is_synchronized() {
-                let mut len = broadcast_packet(&state, config.poll, clock_now, buf)?;
-                if let Some(key) = config.key {
-                    // Fails closed: a packet that cannot be signed is not sent.
-                    let mut plain = [0u8; HEADER_LEN];
-                    plain.copy_from_slice(buf.get(..HEADER_LEN)?);
-                    len = auth::sign(&self.keys, key, plain.get(..len)?, buf).ok()?;
-                }
+            // Fails closed: a packet that cannot be signed (a key missing
+            // from the store) is not sent.
+            let packet = state
+                .is_synchronized()
+                .then(|| broadcast_packet(&state, config.poll, clock_now, buf))
+                .flatten()
+                .and_then(|len| match config.key {
+                    None => Some(len),
+                    Some(key) => {
+                        let mut plain = [0u8; HEADER_LEN];
+                        plain.copy_from_slice(buf.get(..HEADER_LEN)?);
+                        auth::sign(&self.keys, key, plain.get(..len)?, buf).ok()
+                    }
+                });
+            if let Some(len) = packet {
                 self.counters(config.instance).sent += 1;
                 return Some(Transmit {
                     instance: config.instance,

@@ -491,3 +491,33 @@ fn authenticated_mode5_replays_are_rejected_without_recalibrating() {
     assert!(h.clock.error(net.t).abs() < 1e-3);
     assert_eq!(dropped(&h.node, DropReason::Replay), 5);
 }
+
+#[test]
+fn a_mode5_packet_that_cannot_be_signed_is_not_sent() {
+    let mut node = server_node(1);
+    node.set_keys(mode5_keys(b"group secret"));
+    for key in [Some(9), Some(3)] {
+        node.add_broadcast_server(
+            BroadcastServerConfig {
+                instance: InstanceId::DEFAULT,
+                destination: GROUP,
+                socket: None,
+                ifindex: None,
+                poll: 0,
+                key,
+            },
+            Instant::ZERO,
+        );
+    }
+    node.handle_timeout(Instant::ZERO);
+    let mut buf = [0u8; 128];
+    let mut sent = Vec::new();
+    while let Some(tx) = node.poll_transmit(NtpTimestamp::from_unix(EPOCH, 0), &mut buf) {
+        sent.push(buf[..tx.len].to_vec());
+    }
+    // Key 9 is not in the store: only the packet signed with key 3 leaves.
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].len(), 48 + 20);
+    assert_eq!(sent[0][48..52], 3u32.to_be_bytes());
+    assert_eq!(node.instances().next().expect("default").2.sent, 1);
+}
