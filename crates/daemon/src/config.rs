@@ -34,6 +34,9 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/strata/control.sock";
 /// The name of the instance every listener and server belongs to unless told otherwise.
 pub const DEFAULT_INSTANCE: &str = "default";
 
+/// The largest key id `key = ID` and `trusted-keys` accept.
+pub const MAX_KEY_ID: u32 = strata_engine::auth::MAX_KEY_ID;
+
 /// The NTP port, used when an address has none.
 pub const DEFAULT_NTP_PORT: u16 = 123;
 
@@ -172,6 +175,9 @@ pub struct Listen {
     pub address: SocketAddr,
     /// The instance it belongs to (default `"default"`).
     pub instance: String,
+    /// Answer only requests signed with this key of `[auth] keys-file` (default none: signed
+    /// and unsigned requests are answered).
+    pub key: Option<u32>,
 }
 
 /// One `[[server]]`: a unicast time source (client/server mode).
@@ -228,6 +234,8 @@ pub struct MulticastServer {
     pub ttl: u32,
     /// The instance it belongs to.
     pub instance: String,
+    /// Sign every packet with this key (default none).
+    pub key: Option<u32>,
 }
 
 /// One `[[broadcast-server]]`: mode 5 to a broadcast address.
@@ -241,6 +249,8 @@ pub struct BroadcastServer {
     pub poll: i8,
     /// The instance it belongs to.
     pub instance: String,
+    /// Sign every packet with this key (default none).
+    pub key: Option<u32>,
 }
 
 /// One `[[multicast-client]]`.
@@ -252,6 +262,8 @@ pub struct MulticastClient {
     pub interface: Option<String>,
     /// Accept unauthenticated servers (default false).
     pub allow_unauthenticated: bool,
+    /// Follow only servers signing with this key (default none: any trusted key).
+    pub key: Option<u32>,
     /// Recalibrate this often, s (default 3600).
     pub recalibrate: f64,
     /// The instance it belongs to.
@@ -266,6 +278,8 @@ pub struct BroadcastClient {
     pub interface: Option<String>,
     /// Accept unauthenticated servers (default false).
     pub allow_unauthenticated: bool,
+    /// Follow only servers signing with this key (default none: any trusted key).
+    pub key: Option<u32>,
     /// Recalibrate this often, s (default 3600).
     pub recalibrate: f64,
     /// The instance it belongs to.

@@ -151,7 +151,12 @@ fn unknown_key_is_reported_at_its_line() {
     assert!(d[0].message.contains("needs an [auth] keys-file"));
     let d = config::check_str("[[broadcast-client]]\nkey = 1\n");
     assert_eq!(where_(&d), vec![(2, "broadcast-client[0].key")]);
-    assert!(d[0].message.contains("not supported"));
+    assert!(d[0].message.contains("needs an [auth] keys-file"));
+    let d = config::check_str("[[listen]]\naddress = \"127.0.0.1\"\nsecret = 1\n");
+    assert_eq!(where_(&d), vec![(3, "listen[0].secret")]);
+    assert!(d[0]
+        .message
+        .contains("expected one of: address, instance, key"));
 }
 
 #[test]

@@ -429,3 +429,73 @@ fn server_and_peer_keys() {
     let d = config::check_str("[[server]]\naddress = \"10.200.1.1\"\nkey = 6\n");
     assert!(d[0].message.contains("needs an [auth] keys-file"), "{d:#?}");
 }
+
+#[test]
+fn every_table_key_must_be_a_trusted_key_of_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("ntp.keys");
+    std::fs::write(
+        &keys,
+        "5 SHA256 ASCII:secret\n6 MD5 ASCII:other\n7 SHA1 ASCII:third\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let auth = format!(
+        "[auth]\nkeys-file = \"{}\"\ntrusted-keys = [5, 7]\n",
+        keys.display()
+    );
+    let c = parse(&format!(
+        "{auth}\n[[listen]]\naddress = \"10.200.1.1\"\nkey = 5\n\n\
+         [[multicast-server]]\nkey = 7\n\n[[broadcast-server]]\naddress = \"10.200.1.255\"\nkey = 5\n\n\
+         [[multicast-client]]\nkey = 7\n\n[[broadcast-client]]\nkey = 7\n"
+    ));
+    assert_eq!(c.listen[0].key, Some(5));
+    assert_eq!(c.multicast_server[0].key, Some(7));
+    assert_eq!(c.broadcast_server[0].key, Some(5));
+    assert_eq!(c.multicast_client[0].key, Some(7));
+    assert!(!c.multicast_client[0].allow_unauthenticated);
+    assert_eq!(c.broadcast_client[0].key, Some(7));
+
+    // Lines: 1-3 [auth], 5-7 listen, 9-10 multicast-server, 12-14
+    // broadcast-server, 16-18 and 20-21 multicast-client, 23 broadcast-client.
+    // The two multicast clients differ, and the broadcast client differs.
+    let d = config::check_str(&format!(
+        "{auth}\n[[listen]]\naddress = \"10.200.1.1\"\nkey = 6\n\n\
+         [[multicast-server]]\nkey = 9\n\n[[broadcast-server]]\naddress = \"10.200.1.255\"\nkey = 70000\n\n\
+         [[multicast-client]]\nkey = 5\nallow-unauthenticated = true\n\n\
+         [[multicast-client]]\nkey = 7\n\n[[broadcast-client]]\n"
+    ));
+    let f = found(&d);
+    assert_eq!(
+        f.iter().map(|(l, k, _)| (*l, *k)).collect::<Vec<_>>(),
+        vec![
+            (7, "listen[0].key"),
+            (10, "multicast-server[0].key"),
+            (14, "broadcast-server[0].key"),
+            (18, "multicast-client[0].allow-unauthenticated"),
+            (21, "multicast-client[1].key"),
+            (23, "broadcast-client[0].key"),
+        ],
+        "{d:#?}"
+    );
+    assert!(f[0].2.contains("key 6 is not trusted"), "{}", f[0].2);
+    assert!(
+        f[1].2.contains("key 9 is not in the keys file"),
+        "{}",
+        f[1].2
+    );
+    assert!(f[2].2.contains("out of range (1..=65535)"), "{}", f[2].2);
+    assert!(f[3].2.contains("contradicts `key`"), "{}", f[3].2);
+    assert!(
+        f[4].2.contains("must name the same key")
+            && f[4].2.contains("multicast-client[0] has 5, this one 7"),
+        "{}",
+        f[4].2
+    );
+    assert!(
+        f[5].2.contains("multicast-client[0] has 5, this one none"),
+        "{}",
+        f[5].2
+    );
+}

@@ -77,11 +77,21 @@ pub struct ClientConfig {
 }
 
 /// Settings of an instance's broadcast/multicast client.
+///
+/// A server is followed only when its mode-5 packets are signed with a
+/// trusted key ([`BroadcastClientConfig::key`] when set), unless
+/// `allow_unauthenticated` is set. The association then signs its
+/// calibration requests with that key and accepts only packets signed with
+/// it; a packet whose transmit timestamp is not newer than the last
+/// accepted one is a replay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BroadcastClientConfig {
-    /// Accept servers without authentication (required until keys are
-    /// configured: unauthenticated mode 5 is a known attack vector).
+    /// Accept servers without authentication (off by default, as in the
+    /// reference ntpd: unauthenticated mode 5 is a known attack vector).
     pub allow_unauthenticated: bool,
+    /// Accept only servers signing with this key (it must be trusted);
+    /// `None` accepts any trusted key.
+    pub key: Option<u32>,
     /// Re-run the calibration volley this long after the last one.
     pub recalibrate_after: Duration,
     /// Two consecutive packets whose offset differs from the last accepted
@@ -93,6 +103,7 @@ impl Default for BroadcastClientConfig {
     fn default() -> Self {
         BroadcastClientConfig {
             allow_unauthenticated: false,
+            key: None,
             recalibrate_after: Duration::from_secs(3600),
             offset_jump: 0.05,
         }
@@ -465,8 +476,24 @@ impl Association {
         BURST_SPACING.min(poll_interval(self.poll))
     }
 
-    /// Runs the poll process when `now` reaches `next_poll`.
-    pub(crate) fn on_poll(&mut self, now: Instant) -> Polled {
+    /// Whether the association is due to run its poll process at `now`
+    /// and exchanges symmetric packets (its next interval takes jitter).
+    pub(crate) fn symmetric_poll_due(&self, now: Instant) -> bool {
+        now >= self.next_poll
+            && self.state != AssociationState::Denied
+            && matches!(
+                self.mode,
+                AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+            )
+    }
+
+    /// Runs the poll process when `now` reaches `next_poll`. `jitter`
+    /// lengthens a symmetric association's next interval by `jitter`/4096
+    /// of it (up to 6 %, as the reference ntpd does), so two peers polling
+    /// at the same rate drift apart instead of sending at the same moment
+    /// poll after poll (crossing packets, each bogus on arrival). The node
+    /// passes 0 for other associations.
+    pub(crate) fn on_poll(&mut self, now: Instant, jitter: u8) -> Polled {
         if self.state == AssociationState::Denied || now < self.next_poll {
             return Polled::Nothing;
         }
@@ -511,11 +538,17 @@ impl Association {
         } else if self.config.iburst && self.reach == 0 {
             self.burst = BURST_COUNT - 1;
         }
-        let interval = if self.burst > 0 {
+        let mut interval = if self.burst > 0 {
             self.spacing()
         } else {
             poll_interval(self.poll)
         };
+        if matches!(
+            self.mode,
+            AssociationMode::SymmetricActive | AssociationMode::SymmetricPassive
+        ) {
+            interval += interval * u32::from(jitter) / 4096;
+        }
         self.next_poll = now + interval;
         changed
     }
@@ -744,9 +777,16 @@ impl Association {
             return Err(DropReason::NoAssociation);
         }
         if pkt.stratum == 0 {
-            // Kiss-o'-death: obeyed only when it answers our own request.
+            // Kiss-o'-death (a crypto-NAK is one too): obeyed only when it
+            // answers our own request.
             if self.cookie.is_zero() || pkt.origin_timestamp != self.cookie {
                 return Err(DropReason::SpoofedKod);
+            }
+            if pkt.reference_id.kiss_code() == KissCode::Cryp {
+                // The server could not authenticate our request. Counted;
+                // the request stays outstanding, so a forged copy cannot
+                // suppress a genuine reply, and reach decays as for a loss.
+                return Err(DropReason::CryptoNak);
             }
             self.cookie = NtpTimestamp::ZERO;
             return match pkt.reference_id.kiss_code() {
@@ -800,14 +840,33 @@ impl Association {
 
     /// A symmetric (mode 1 or 2) packet from our peer (RFC 5905 receive
     /// and packet processing).
+    ///
+    /// A packet whose origin does not match our last transmit is bogus and
+    /// gives no sample. On an `authenticated` association (its MAC already
+    /// checked by the node) it still updates the origin and receive
+    /// timestamps we echo, as RFC 5905 does: when both peers send at once
+    /// (crossing packets), each then echoes the other's latest packet and
+    /// the exchange recovers at the next poll. Without authentication the
+    /// state is left alone, so that spoofed packets cannot derail it.
     pub(crate) fn receive_symmetric(
         &mut self,
         now: Instant,
         rx_time: NtpTimestamp,
         pkt: &NtpRepr,
         sys_precision: i8,
+        authenticated: bool,
     ) -> Result<(Received, Option<AssociationState>), DropReason> {
         let before = self.state;
+        if pkt.stratum == 0 && pkt.reference_id.kiss_code() == KissCode::Cryp {
+            // A crypto-NAK (mode 2, from a server that could not
+            // authenticate our mode 1): counted only when it answers our
+            // last packet.
+            return Err(if !self.xmt.is_zero() && pkt.origin_timestamp == self.xmt {
+                DropReason::CryptoNak
+            } else {
+                DropReason::SpoofedKod
+            });
+        }
         if pkt.transmit_timestamp.is_zero() {
             return Err(DropReason::ZeroTimestamp);
         }
@@ -824,8 +883,10 @@ impl Association {
         }
         let first = pkt.origin_timestamp.is_zero();
         if !first && (self.xmt.is_zero() || pkt.origin_timestamp != self.xmt) {
-            // Bogus: our state is left alone, so spoofed packets cannot
-            // derail the exchange.
+            if authenticated {
+                self.org = pkt.transmit_timestamp;
+                self.rec = rx_time;
+            }
             return Err(DropReason::Bogus);
         }
         self.org = pkt.transmit_timestamp;
@@ -849,13 +910,18 @@ impl Association {
         Ok((Received::Sample(out), changed(self)))
     }
 
-    /// A broadcast (mode 5) packet from our server.
+    /// A broadcast (mode 5) packet from our server. `authenticated`: the
+    /// association requires a MAC (already checked by the node), so a
+    /// packet not newer than the last accepted one is always a replay; an
+    /// unauthenticated association takes several in a row for a server
+    /// restart (its clock stepped back).
     pub(crate) fn receive_broadcast(
         &mut self,
         now: Instant,
         rx_time: NtpTimestamp,
         pkt: &NtpRepr,
         sys_precision: i8,
+        authenticated: bool,
     ) -> Result<(Received, Option<AssociationState>), DropReason> {
         let before = self.state;
         let changed = |s: &Self| (s.state != before).then_some(s.state);
@@ -866,6 +932,12 @@ impl Association {
             .peer
             .is_some_and(|p| p.stratum != pkt.stratum || p.reference_id != pkt.reference_id);
         let Some(listen) = &mut self.listen else {
+            if authenticated
+                && !self.seen_xmt.is_zero()
+                && (pkt.transmit_timestamp - self.seen_xmt) <= NtpDuration::ZERO
+            {
+                return Err(DropReason::Replay);
+            }
             // Calibrating: remember the server's clock for the replay check.
             self.listen_seed(pkt.transmit_timestamp);
             self.note_valid(now, pkt);
@@ -873,8 +945,11 @@ impl Association {
         };
         let advance = pkt.transmit_timestamp - listen.last_xmt;
         if !listen.last_xmt.is_zero() && advance <= NtpDuration::ZERO {
-            listen.backwards += 1;
-            if listen.backwards < RESTART_BACKWARDS {
+            listen.backwards = listen.backwards.saturating_add(1);
+            if authenticated || listen.backwards < RESTART_BACKWARDS {
+                // An authenticated server whose clock really went back is
+                // silent to us until the association is demobilised (eight
+                // intervals) and mobilised afresh by its next packet.
                 return Err(DropReason::Replay);
             }
             // Backwards several times running: the server restarted.

@@ -54,13 +54,18 @@ pub enum DropReason {
     /// network control protocol.
     ControlMode,
     /// A MAC that does not authenticate (unknown or untrusted key, bad
-    /// digest), or a crypto-NAK where none is expected.
+    /// digest, another key than the one required), or a crypto-NAK where
+    /// none is expected.
     BadMac,
+    /// A crypto-NAK answering our last request: the server could not
+    /// authenticate it (it does not have our key, or has another secret
+    /// under its id).
+    CryptoNak,
 }
 
 impl DropReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnexpectedMode,
@@ -81,6 +86,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::ControlMode,
         DropReason::BadMac,
+        DropReason::CryptoNak,
     ];
 
     /// A stable, kebab-case name for status output.
@@ -107,6 +113,7 @@ impl DropReason {
             DropReason::RateLimited => "rate-limited",
             DropReason::ControlMode => "control-mode",
             DropReason::BadMac => "bad-mac",
+            DropReason::CryptoNak => "crypto-nak",
         }
     }
 

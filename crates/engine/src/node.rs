@@ -20,7 +20,7 @@ use core::time::Duration;
 use core::net::{IpAddr, SocketAddr};
 
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
 use strata_clock::filter::Sample;
 use strata_clock::select::{is_eligible, select, Candidate, SelectConfig, Selection};
@@ -150,6 +150,10 @@ pub struct BroadcastServerConfig {
     pub ifindex: Option<u32>,
     /// Poll exponent: the send interval is 2^`poll` s.
     pub poll: i8,
+    /// Sign every packet with this key (clients then accept only packets
+    /// signed with it); `None` sends unsigned packets. A packet that cannot
+    /// be signed (the key is missing from [`Node::set_keys`]) is not sent.
+    pub key: Option<u32>,
 }
 
 /// What the server does with a client request from a source its access
@@ -419,6 +423,8 @@ pub struct Node {
     assoc_keys: HashMap<AssociationId, u32>,
     /// What the last source selection made of each candidate.
     selection_roles: HashMap<AssociationId, SelectionRole>,
+    /// Listening sockets that answer only requests signed with a key.
+    listener_keys: HashMap<SocketId, u32>,
 }
 
 impl Node {
@@ -462,6 +468,7 @@ impl Node {
             keys: KeyStore::new_empty(),
             assoc_keys: HashMap::new(),
             selection_roles: HashMap::new(),
+            listener_keys: HashMap::new(),
             config,
         }
     }
@@ -635,6 +642,44 @@ impl Node {
         true
     }
 
+    /// The key an association signs with and requires, if any.
+    #[must_use]
+    pub fn association_key(&self, id: AssociationId) -> Option<u32> {
+        self.assoc_keys.get(&id).copied()
+    }
+
+    /// Makes a listening socket answer only packets signed with key
+    /// `key_id` (`None`: any packet, signed or not). On such a socket an
+    /// unsigned client request or mode-1 packet from an unknown peer is
+    /// dropped (counted as `unauthenticated`); one signed with another key
+    /// or with a MAC that fails gets a crypto-NAK (mode 3) or nothing
+    /// (mode 1), counted as `bad-mac`. Packets of existing associations
+    /// are judged by the association's own key.
+    pub fn set_listener_key(&mut self, socket: SocketId, key_id: Option<u32>) {
+        match key_id {
+            Some(k) => self.listener_keys.insert(socket, k),
+            None => self.listener_keys.remove(&socket),
+        };
+    }
+
+    /// Forgets every listener's key (before setting those of the sockets
+    /// now open, so closed sockets leave nothing behind).
+    pub fn clear_listener_keys(&mut self) {
+        self.listener_keys.clear();
+    }
+
+    /// The key a listening socket requires, if any.
+    #[must_use]
+    pub fn listener_key(&self, socket: SocketId) -> Option<u32> {
+        self.listener_keys.get(&socket).copied()
+    }
+
+    /// The symmetric keys in use.
+    #[must_use]
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
     /// Sets what happens to requests from sources the access rules refuse.
     pub fn set_deny_policy(&mut self, policy: DenyPolicy) {
         self.deny_policy = policy;
@@ -733,7 +778,7 @@ impl Node {
         if pkt.mode != Mode::Client {
             let verdict = auth::verify(&self.keys, data);
             if let Some(idx) = existing {
-                self.check_mac(idx, verdict)?;
+                self.check_mac(idx, pkt.mode, verdict)?;
             }
             if existing.is_none() {
                 return match pkt.mode {
@@ -788,6 +833,9 @@ impl Node {
         data: &[u8],
         client: bool,
     ) -> Result<(), DropReason> {
+        // Unsigned requests to a listener that requires a key are dropped
+        // before they cost a rate-limiter token.
+        let mac = self.request_mac(meta, auth::verify(&self.keys, data))?;
         let allowed = self
             .access_level(meta.instance, meta.src.ip())
             .is_some_and(AccessLevel::serves_time);
@@ -814,13 +862,6 @@ impl Node {
         if self.replies.len() >= self.config.max_pending_replies {
             return Err(DropReason::Overload);
         }
-        let mac = match auth::verify(&self.keys, data) {
-            Verdict::None => ReplyMac::None,
-            Verdict::Ok { key_id } => ReplyMac::Key(key_id),
-            // A client never sends a crypto-NAK.
-            Verdict::CryptoNak => return Err(DropReason::BadMac),
-            Verdict::Bad(_) => ReplyMac::CryptoNak,
-        };
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(data.get(..HEADER_LEN).ok_or(DropReason::Malformed)?);
         self.replies.push_back(PendingReply {
@@ -841,16 +882,33 @@ impl Node {
     }
 
     /// Whether a packet for association `idx` carries the MAC it needs.
-    fn check_mac(&self, idx: usize, verdict: Verdict) -> Result<(), DropReason> {
+    /// A crypto-NAK (mode 4 or 2) goes on to the association, which counts
+    /// it only when it answers our last packet.
+    fn check_mac(&self, idx: usize, mode: Mode, verdict: Verdict) -> Result<(), DropReason> {
         let Some(&key) = self.assoc_keys.get(&self.assocs[idx].id) else {
             return Ok(());
         };
         match verdict {
             Verdict::Ok { key_id } if key_id == key => Ok(()),
+            Verdict::CryptoNak if matches!(mode, Mode::Server | Mode::SymmetricPassive) => Ok(()),
             Verdict::None => Err(DropReason::Unauthenticated),
-            // A crypto-NAK is not acted on: the association keeps polling
-            // and its reach decays.
             _ => Err(DropReason::BadMac),
+        }
+    }
+
+    /// The MAC a request arriving on a listener must carry: `Err` when the
+    /// listener requires a key and the request is unsigned; otherwise how
+    /// to authenticate the answer.
+    fn request_mac(&self, meta: &RecvMeta, verdict: Verdict) -> Result<ReplyMac, DropReason> {
+        let required = self.listener_keys.get(&meta.socket).copied();
+        match (verdict, required) {
+            (Verdict::None, Some(_)) => Err(DropReason::Unauthenticated),
+            (Verdict::None, None) => Ok(ReplyMac::None),
+            // A client never sends a crypto-NAK.
+            (Verdict::CryptoNak, _) => Err(DropReason::BadMac),
+            (Verdict::Ok { key_id }, Some(k)) if key_id != k => Ok(ReplyMac::CryptoNak),
+            (Verdict::Ok { key_id }, _) => Ok(ReplyMac::Key(key_id)),
+            (Verdict::Bad(_), _) => Ok(ReplyMac::CryptoNak),
         }
     }
 
@@ -867,6 +925,15 @@ impl Node {
         verdict: Verdict,
     ) -> Result<(), DropReason> {
         let level = self.access_level(meta.instance, meta.src.ip());
+        if meta.listener {
+            if let Some(&required) = self.listener_keys.get(&meta.socket) {
+                match verdict {
+                    Verdict::Ok { key_id } if key_id == required => {}
+                    Verdict::None => return Err(DropReason::Unauthenticated),
+                    _ => return Err(DropReason::BadMac),
+                }
+            }
+        }
         let key = match verdict {
             Verdict::Ok { key_id } => Some(key_id),
             _ => None,
@@ -925,8 +992,9 @@ impl Node {
             return Err(DropReason::UnexpectedMode);
         };
         let key = match verdict {
-            Verdict::Ok { key_id } => Some(key_id),
+            Verdict::Ok { key_id } if settings.key.is_none_or(|k| k == key_id) => Some(key_id),
             Verdict::None => None,
+            // Unknown, untrusted or another key, a failed digest, a crypto-NAK.
             _ => return Err(DropReason::BadMac),
         };
         if !settings.allow_unauthenticated && key.is_none() {
@@ -973,13 +1041,16 @@ impl Node {
         pkt: &NtpRepr,
     ) -> Result<(), DropReason> {
         let precision = self.config.precision;
+        let authenticated = self.assoc_keys.contains_key(&self.assocs[idx].id);
         let a = &mut self.assocs[idx];
         let result = match pkt.mode {
             Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
             Mode::SymmetricActive | Mode::SymmetricPassive => {
-                a.receive_symmetric(now, meta.rx_time, pkt, precision)
+                a.receive_symmetric(now, meta.rx_time, pkt, precision, authenticated)
             }
-            Mode::Broadcast => a.receive_broadcast(now, meta.rx_time, pkt, precision),
+            Mode::Broadcast => {
+                a.receive_broadcast(now, meta.rx_time, pkt, precision, authenticated)
+            }
             _ => Err(DropReason::UnexpectedMode),
         };
         let id = a.id;
@@ -1191,8 +1262,19 @@ impl Node {
         }
         let mut i = 0;
         while i < self.assocs.len() {
+            // Keyed symmetric associations take poll jitter (they also
+            // recover from crossing packets, which jitter makes occasional
+            // rather than never or always). Randomness is drawn only for the
+            // polls that use it, so other modes keep their cookie sequence.
+            let jitter = if self.assocs[i].symmetric_poll_due(now)
+                && self.assoc_keys.contains_key(&self.assocs[i].id)
+            {
+                self.rng.next_u32().to_le_bytes()[0]
+            } else {
+                0
+            };
             let a = &mut self.assocs[i];
-            match a.on_poll(now) {
+            match a.on_poll(now, jitter) {
                 Polled::Nothing => {}
                 Polled::State(state) => {
                     self.events
@@ -1274,11 +1356,24 @@ impl Node {
             }
         }
         let state = self.server_state(clock_now);
-        if let Some(b) = self.broadcast_servers.iter_mut().find(|b| b.due) {
+        while let Some(b) = self.broadcast_servers.iter_mut().find(|b| b.due) {
             b.due = false;
             let config = b.config.clone();
-            if state.is_synchronized() {
-                let len = broadcast_packet(&state, config.poll, clock_now, buf)?;
+            // Fails closed: a packet that cannot be signed (a key missing
+            // from the store) is not sent.
+            let packet = state
+                .is_synchronized()
+                .then(|| broadcast_packet(&state, config.poll, clock_now, buf))
+                .flatten()
+                .and_then(|len| match config.key {
+                    None => Some(len),
+                    Some(key) => {
+                        let mut plain = [0u8; HEADER_LEN];
+                        plain.copy_from_slice(buf.get(..HEADER_LEN)?);
+                        auth::sign(&self.keys, key, plain.get(..len)?, buf).ok()
+                    }
+                });
+            if let Some(len) = packet {
                 self.counters(config.instance).sent += 1;
                 return Some(Transmit {
                     instance: config.instance,

@@ -26,6 +26,7 @@ fn multicast_server(last: u8, poll: i8, clock: SimClock) -> Host {
             socket: None,
             ifindex: None,
             poll,
+            key: None,
         },
         Instant::ZERO,
     );
@@ -38,6 +39,7 @@ fn listening_client(last: u8, clock: SimClock, seed: u64) -> Host {
         InstanceId::DEFAULT,
         Some(BroadcastClientConfig {
             allow_unauthenticated: true,
+            key: None,
             recalibrate_after: Duration::from_secs(3600),
             offset_jump: 0.05,
         }),
@@ -133,6 +135,7 @@ fn server_restart_triggers_one_recalibration() {
                 socket: None,
                 ifindex: None,
                 poll: 0,
+                key: None,
             },
             Instant::from_secs_f64(t),
         );
@@ -296,6 +299,7 @@ fn broadcast_server_sends_nothing_until_synchronised() {
             socket: Some(SocketId(9)),
             ifindex: Some(3),
             poll: 0,
+            key: None,
         },
         Instant::ZERO,
     );
@@ -315,6 +319,7 @@ fn broadcast_server_sends_nothing_until_synchronised() {
             socket: Some(SocketId(9)),
             ifindex: Some(3),
             poll: 0,
+            key: None,
         },
         Instant::ZERO,
     );
@@ -328,4 +333,191 @@ fn broadcast_server_sends_nothing_until_synchronised() {
     let (p, _) = strata_wire::parse_datagram(&buf[..tx.len]).expect("parse");
     assert_eq!(p.mode, Mode::Broadcast);
     assert_eq!(p.stratum, 3);
+}
+
+// ---- authenticated mode 5 ------------------------------------------------
+
+use strata_engine::auth::{sign, Key, KeyStore, KeyType};
+
+/// Keys 3 (MD5) and 4 (SHA1), both trusted; key 3's secret is `secret3`.
+fn mode5_keys(secret3: &[u8]) -> KeyStore {
+    KeyStore::new(
+        [
+            Key::new(3, KeyType::Md5, secret3.to_vec()).expect("key"),
+            Key::new(4, KeyType::Sha1, b"sha1 key four".to_vec()).expect("key"),
+        ],
+        [3, 4],
+    )
+    .expect("store")
+}
+
+/// A stratum-1 multicast server signing with key 3.
+fn signing_server(last: u8) -> Host {
+    let mut node = server_node(1);
+    node.set_keys(mode5_keys(b"group secret"));
+    node.add_broadcast_server(
+        BroadcastServerConfig {
+            instance: InstanceId::DEFAULT,
+            destination: GROUP,
+            socket: None,
+            ifindex: None,
+            poll: 0,
+            key: Some(3),
+        },
+        Instant::ZERO,
+    );
+    Host::new(node, SimClock::new(0.0, 0.0), last)
+}
+
+/// A multicast client with `keys` that requires `key` (or any trusted key).
+fn keyed_client(last: u8, keys: Option<KeyStore>, key: Option<u32>, seed: u64) -> Host {
+    let mut node = lab_node(0.128, 2.0, seed);
+    if let Some(keys) = keys {
+        node.set_keys(keys);
+    }
+    node.set_broadcast_client(
+        InstanceId::DEFAULT,
+        Some(BroadcastClientConfig {
+            key,
+            ..BroadcastClientConfig::default()
+        }),
+    );
+    let mut h = Host::new(node, SimClock::new(0.3, 30.0), last);
+    h.hears_broadcast = true;
+    h
+}
+
+#[test]
+fn signed_mode5_is_followed_only_with_the_right_key() {
+    let mut net = Net::new(
+        vec![
+            signing_server(1),
+            // The right key, required by id.
+            keyed_client(2, Some(mode5_keys(b"group secret")), Some(3), 2),
+            // Same id, another secret.
+            keyed_client(3, Some(mode5_keys(b"wrong secret")), Some(3), 3),
+            // The right keys, but requiring key 4.
+            keyed_client(4, Some(mode5_keys(b"group secret")), Some(4), 4),
+            // No keys at all.
+            keyed_client(5, None, None, 5),
+        ],
+        0.000_2,
+    );
+    net.run_until(120.0);
+    let now = net.now();
+    let server = &net.hosts[0];
+    assert!(server.sent_by_mode[5] > 100);
+    assert_eq!(
+        server
+            .node
+            .instances()
+            .next()
+            .expect("default")
+            .2
+            .dropped_total(),
+        0,
+        "every calibration request was signed with a key the server trusts"
+    );
+    let good = &net.hosts[1];
+    let s = good.node.sessions(now).next().expect("mobilised");
+    assert_eq!(s.mode, AssociationMode::MulticastClient);
+    assert_eq!(s.state.as_str(), "listening");
+    assert_eq!(s.calibrations, 1);
+    // The association signs its calibration requests and takes only
+    // replies signed with key 3: calibrating at all shows the exchange
+    // was authenticated.
+    assert_eq!(good.node.association_key(s.id), Some(3));
+    assert!(good.sent_by_mode[3] >= 4);
+    assert_eq!(dropped(&good.node, DropReason::Unauthenticated), 0);
+    assert_eq!(dropped(&good.node, DropReason::BadMac), 0);
+    assert!(
+        good.clock.error(net.t).abs() < 1e-3,
+        "{}",
+        good.clock.error(net.t)
+    );
+    for h in &net.hosts[2..] {
+        assert_eq!(h.node.sessions(now).count(), 0, "host {}", h.addr);
+        assert!(
+            dropped(&h.node, DropReason::BadMac) > 100,
+            "host {}: {}",
+            h.addr,
+            dropped(&h.node, DropReason::BadMac)
+        );
+        assert_eq!(
+            h.sent_by_mode[3], 0,
+            "no calibration toward an unauthenticated server"
+        );
+        assert!(h.clock.error(net.t) > 0.29, "untouched clock");
+    }
+}
+
+#[test]
+fn authenticated_mode5_replays_are_rejected_without_recalibrating() {
+    let mut net = Net::new(
+        vec![
+            signing_server(1),
+            keyed_client(2, Some(mode5_keys(b"group secret")), Some(3), 2),
+        ],
+        0.000_2,
+    );
+    net.run_until(60.0);
+    let keys = mode5_keys(b"group secret");
+    let t = net.t;
+    let h = &mut net.hosts[1];
+    let rx = h.clock.stamp(t);
+    let now = Instant::from_secs_f64(t);
+    // Authentic packets recorded earlier, replayed: each is older than the
+    // last one accepted. An unauthenticated client would take three in a
+    // row for a server restart; an authenticated one never does.
+    for age in [30.0, 20.0, 10.0, 5.0, 2.0] {
+        let old = mode5(rx - NtpDuration::from_seconds(age), 1, Leap::NoWarning);
+        let mut signed = [0u8; 128];
+        let n = sign(&keys, 3, &old, &mut signed).expect("sign");
+        h.node
+            .handle_datagram(now, &meta(addr(1), rx), &signed[..n]);
+    }
+    assert_eq!(dropped(&h.node, DropReason::Replay), 5);
+    let s = h.node.sessions(now).next().expect("session");
+    assert_eq!(s.state.as_str(), "listening");
+    assert_eq!(s.calibrations, 1);
+    // The same replays unsigned are not even looked at.
+    let old = mode5(rx - NtpDuration::from_seconds(1.0), 1, Leap::NoWarning);
+    h.node.handle_datagram(now, &meta(addr(1), rx), &old);
+    assert_eq!(dropped(&h.node, DropReason::Unauthenticated), 1);
+    net.run_until(120.0);
+    let h = &net.hosts[1];
+    let s = h.node.sessions(net.now()).next().expect("session");
+    assert_eq!(s.calibrations, 1, "no recalibration");
+    assert!(h.clock.error(net.t).abs() < 1e-3);
+    assert_eq!(dropped(&h.node, DropReason::Replay), 5);
+}
+
+#[test]
+fn a_mode5_packet_that_cannot_be_signed_is_not_sent() {
+    let mut node = server_node(1);
+    node.set_keys(mode5_keys(b"group secret"));
+    for key in [Some(9), Some(3)] {
+        node.add_broadcast_server(
+            BroadcastServerConfig {
+                instance: InstanceId::DEFAULT,
+                destination: GROUP,
+                socket: None,
+                ifindex: None,
+                poll: 0,
+                key,
+            },
+            Instant::ZERO,
+        );
+    }
+    node.handle_timeout(Instant::ZERO);
+    let mut buf = [0u8; 128];
+    let mut sent = Vec::new();
+    while let Some(tx) = node.poll_transmit(NtpTimestamp::from_unix(EPOCH, 0), &mut buf) {
+        sent.push(buf[..tx.len].to_vec());
+    }
+    // Key 9 is not in the store: only the packet signed with key 3 leaves.
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].len(), 48 + 20);
+    assert_eq!(sent[0][48..52], 3u32.to_be_bytes());
+    assert_eq!(node.instances().next().expect("default").2.sent, 1);
 }

@@ -1,5 +1,9 @@
 //! Server-side protection: per-client rate limiting with KoD RATE, the
-//! access refusal policy (KoD DENY) and the refusal of NTP control modes.
+//! access refusal policy (KoD DENY) and the refusal of NTP control modes;
+//! symmetric-key authentication in client/server, symmetric and keyed
+//! listener exchanges.
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -396,13 +400,121 @@ fn keyed_associations_sign_and_require_the_key() {
     next_poll(&mut client);
     keyed_poll(&mut client, &mut server, |r| r.truncate(HEADER_LEN));
     assert_eq!(counters(&client).dropped(DropReason::Unauthenticated), 1);
-    // A server that does not know the key answers with a crypto-NAK,
-    // which is dropped too.
+    // A server that does not know the key answers with a crypto-NAK: it
+    // answers our request, so it is counted as such (and gives no time).
     let mut stranger = self::server();
     next_poll(&mut client);
     keyed_poll(&mut client, &mut stranger, |_| {});
-    assert_eq!(counters(&client).dropped(DropReason::BadMac), 2);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(counters(&client).dropped(DropReason::BadMac), 1);
     assert_eq!(counters(&stranger).dropped(DropReason::BadMac), 1);
+}
+
+#[test]
+fn a_crypto_nak_counts_only_when_it_answers_our_request() {
+    let mut client = Node::new(NodeConfig::default());
+    client.set_keys(keys());
+    let id = client.add_client(client_to(ip(1)), Instant::ZERO);
+    assert!(client.set_association_key(id, Some(1)));
+    let mut server = server();
+    server.set_keys(keys());
+    let mut stranger = self::server();
+    let reach = |c: &Node| c.sessions(Instant::ZERO).next().expect("session").reach;
+    let from_server = RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(1), 123),
+        dst_ip: Some(ip(2)),
+        ..meta(ip(1), 123)
+    };
+
+    next_poll(&mut client);
+    let mut buf = [0u8; 256];
+    let t = client
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+        .expect("request");
+    let req = buf[..t.len].to_vec();
+    // A crypto-NAK echoing another origin is a spoofed KoD.
+    let mut other = req.clone();
+    other[40..48].copy_from_slice(&[0xaa; 8]);
+    let forged = exchange(&mut stranger, ip(2), &other).expect("crypto-NAK");
+    client.handle_datagram(Instant::ZERO, &from_server, &forged);
+    assert_eq!(counters(&client).dropped(DropReason::SpoofedKod), 1);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 0);
+    // One that answers our request is counted; the request stays
+    // outstanding, so the genuine signed reply is still taken.
+    let nak = exchange(&mut stranger, ip(2), &req).expect("crypto-NAK");
+    client.handle_datagram(Instant::ZERO, &from_server, &nak);
+    assert_eq!(counters(&client).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(reach(&client) & 1, 0);
+    let reply = exchange(&mut server, ip(2), &req).expect("reply");
+    client.handle_datagram(Instant::ZERO, &from_server, &reply);
+    assert_eq!(reach(&client) & 1, 1);
+    assert_eq!(counters(&client).dropped_total(), 2);
+}
+
+#[test]
+fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
+    use strata_engine::auth::{sign, verify, Verdict};
+    let store = keys();
+    let mut node = server();
+    node.set_keys(keys());
+    node.set_listener_key(SocketId(1), Some(1));
+    assert_eq!(node.listener_key(SocketId(1)), Some(1));
+    let signed = |key: u32, mode: Mode, xmt: u64| {
+        let mut out = [0u8; 128];
+        let n = sign(&store, key, &request(mode, xmt), &mut out).expect("sign");
+        out[..n].to_vec()
+    };
+    // Unsigned: dropped, not answered.
+    assert_eq!(exchange(&mut node, ip(3), &request(Mode::Client, 1)), None);
+    assert_eq!(
+        counters(&node).dropped(DropReason::Unauthenticated),
+        1,
+        "{:?}",
+        counters(&node)
+    );
+    // Signed with the listener's key: a signed answer.
+    let reply = exchange(&mut node, ip(3), &signed(1, Mode::Client, 2)).expect("reply");
+    assert_eq!(verify(&store, &reply), Verdict::Ok { key_id: 1 });
+    // Another trusted key, an untrusted one, a bad digest: crypto-NAKs.
+    let mut bad = signed(1, Mode::Client, 3);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    for req in [signed(2, Mode::Client, 4), signed(3, Mode::Client, 5), bad] {
+        let nak = exchange(&mut node, ip(3), &req).expect("crypto-NAK");
+        assert_eq!(verify(&store, &nak), Verdict::CryptoNak);
+    }
+    assert_eq!(counters(&node).dropped(DropReason::BadMac), 3);
+    // Mode 1 from an unknown peer: unsigned or with another key, nothing
+    // and no association; with the listener's key, a passive association.
+    assert_eq!(
+        exchange(&mut node, ip(4), &request(Mode::SymmetricActive, 6)),
+        None
+    );
+    assert_eq!(
+        exchange(&mut node, ip(4), &signed(2, Mode::SymmetricActive, 7)),
+        None
+    );
+    assert_eq!(node.sessions(Instant::ZERO).count(), 0);
+    let answer = exchange(&mut node, ip(4), &signed(1, Mode::SymmetricActive, 8)).expect("mode 2");
+    assert_eq!(verify(&store, &answer), Verdict::Ok { key_id: 1 });
+    assert_eq!(node.sessions(Instant::ZERO).count(), 1);
+    let c = counters(&node);
+    assert_eq!(c.dropped(DropReason::Unauthenticated), 2);
+    assert_eq!(c.dropped(DropReason::BadMac), 4);
+    // Another listener of the same node serves everyone, and the key can
+    // be taken off again.
+    let other = RecvMeta {
+        socket: SocketId(2),
+        ..meta(ip(5), 40_000)
+    };
+    node.handle_datagram(Instant::ZERO, &other, &request(Mode::Client, 9));
+    let mut buf = [0u8; 128];
+    assert!(node
+        .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf)
+        .is_some());
+    node.set_listener_key(SocketId(1), None);
+    assert!(exchange(&mut node, ip(3), &request(Mode::Client, 10)).is_some());
 }
 
 #[test]
@@ -476,4 +588,180 @@ fn trusted_mode5_is_accepted_without_allow_unauthenticated() {
     assert_eq!(node.sessions(Instant::ZERO).count(), 1);
     node.handle_datagram(Instant::from_secs_f64(64.0), &from(1), &mode5(4));
     assert_eq!(counters(&node).dropped(DropReason::Unauthenticated), 2);
+}
+
+#[test]
+fn a_keyed_peer_counts_the_crypto_nak_that_answers_its_mode_1() {
+    let mut peer = Node::new(NodeConfig::default());
+    peer.set_keys(keys());
+    let id = peer.add_peer(client_to(ip(1)), Instant::ZERO);
+    assert!(peer.set_association_key(id, Some(2)));
+    let mut stranger = server();
+    let from_stranger = RecvMeta {
+        listener: false,
+        src: SocketAddr::new(ip(1), 123),
+        dst_ip: Some(ip(2)),
+        ..meta(ip(1), 123)
+    };
+    // The calibration volley goes unanswered; then mode 1.
+    let mut buf = [0u8; 256];
+    let mode1 = (0..20)
+        .find_map(|_| {
+            next_poll(&mut peer);
+            let t = peer.poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)?;
+            (buf[0] & 7 == 1).then(|| buf[..t.len].to_vec())
+        })
+        .expect("a mode-1 packet after the volley");
+    assert_eq!(mode1.len(), HEADER_LEN + 20, "signed with the CMAC key");
+    // A crypto-NAK for another packet is a spoofed KoD.
+    let mut other = mode1.clone();
+    other[40..48].copy_from_slice(&[0x55; 8]);
+    let forged = exchange(&mut stranger, ip(2), &other).expect("crypto-NAK");
+    assert_eq!(forged[0] & 7, 2, "mode 2");
+    peer.handle_datagram(Instant::ZERO, &from_stranger, &forged);
+    assert_eq!(counters(&peer).dropped(DropReason::SpoofedKod), 1);
+    // The one answering our mode 1 is counted as a crypto-NAK.
+    let nak = exchange(&mut stranger, ip(2), &mode1).expect("crypto-NAK");
+    peer.handle_datagram(Instant::ZERO, &from_stranger, &nak);
+    assert_eq!(counters(&peer).dropped(DropReason::CryptoNak), 1);
+    assert_eq!(counters(&stranger).dropped(DropReason::BadMac), 2);
+    assert_eq!(
+        peer.sessions(Instant::ZERO).next().expect("session").reach,
+        0
+    );
+}
+
+/// Runs host `i`'s timers until it has a symmetric (mode 1 or 2) packet to
+/// send, and returns it (other packets are lost).
+fn next_symmetric(net: &mut support::Net, i: usize) -> Vec<u8> {
+    let t = net.t;
+    let h = &mut net.hosts[i];
+    for _ in 0..200 {
+        let mut buf = [0u8; 256];
+        while let Some(tx) = h.node.poll_transmit(h.clock.stamp(t), &mut buf) {
+            if matches!(buf[0] & 7, 1 | 2) {
+                return buf[..tx.len].to_vec();
+            }
+        }
+        let deadline = h.node.poll_timeout().expect("a deadline");
+        h.node.handle_timeout(deadline);
+    }
+    panic!("no symmetric packet");
+}
+
+#[test]
+fn keyed_peers_recover_from_crossing_packets() {
+    use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
+    // a: client of a stratum-1 server and keyed symmetric active toward b;
+    // b: no sources, its passive association mobilised by a's signed mode 1.
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_client(lab_config(addr(1), true), Instant::ZERO);
+    let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
+    a.set_keys(keys());
+    assert!(a.set_association_key(id, Some(2)));
+    let mut b = lab_node(0.128, 2.0, 2);
+    b.set_keys(keys());
+    let mut net = Net::new(
+        vec![
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(a, SimClock::new(0.3, 25.0), 2),
+            Host::new(b, SimClock::new(-0.2, -10.0), 3),
+        ],
+        0.000_1,
+    );
+    net.run_until(30.0);
+    let events_before = net.hosts[2].events.len();
+    let bogus_before = counters(&net.hosts[2].node).dropped(DropReason::Bogus);
+    // Both peers send at the same moment: each packet echoes the other's
+    // previous one, so both are bogus on arrival.
+    let from_a = next_symmetric(&mut net, 1);
+    let from_b = next_symmetric(&mut net, 2);
+    let t = net.t;
+    for (to, src, packet) in [(2usize, 2u8, &from_a), (1, 3, &from_b)] {
+        let h = &mut net.hosts[to];
+        let m = RecvMeta {
+            src: addr(src),
+            dst_ip: Some(h.addr.ip()),
+            rx_time: h.clock.stamp(t),
+            ..meta(addr(src).ip(), 123)
+        };
+        h.node
+            .handle_datagram(Instant::from_secs_f64(t), &m, packet);
+    }
+    assert_eq!(
+        counters(&net.hosts[2].node).dropped(DropReason::Bogus),
+        bogus_before + 1
+    );
+    // The next exchange echoes the crossing packets: no lasting loss, the
+    // passive association stays.
+    net.run_until(40.0);
+    let b = &net.hosts[2];
+    assert!(
+        !b.events[events_before..]
+            .iter()
+            .any(|e| matches!(e, strata_engine::Event::Demobilized { .. })),
+        "{:?}",
+        &b.events[events_before..]
+    );
+    assert_eq!(
+        counters(&b.node).dropped(DropReason::Bogus),
+        bogus_before + 1
+    );
+    let s = b
+        .node
+        .sessions(net.now())
+        .next()
+        .expect("passive association");
+    assert_eq!(s.mode, strata_engine::AssociationMode::SymmetricPassive);
+    assert!(s.reach.count_ones() >= 7, "reach {:o}", s.reach);
+    assert!(b.clock.error(net.t).abs() < 1e-3);
+    // Over a long run the jittered polls cross now and then; each costs a
+    // sample, never the association.
+    net.run_until(600.0);
+    let b = &net.hosts[2];
+    assert!(!b.events[events_before..]
+        .iter()
+        .any(|e| matches!(e, strata_engine::Event::Demobilized { .. })));
+    assert!(b.clock.error(net.t).abs() < 1e-3);
+}
+
+#[test]
+fn keyed_symmetric_polls_take_jitter() {
+    use support::{addr, lab_config, lab_node};
+    let mut a = lab_node(0.128, 2.0, 7);
+    a.set_keys(keys());
+    let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
+    assert!(a.set_association_key(id, Some(2)));
+    // Nobody answers: after the calibration volley, mode 1 every poll.
+    let mut sends = Vec::new();
+    let mut buf = [0u8; 256];
+    for _ in 0..400 {
+        let deadline = a.poll_timeout().expect("deadline");
+        a.handle_timeout(deadline);
+        while a
+            .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)
+            .is_some()
+        {
+            if buf[0] & 7 == 1 {
+                sends.push(deadline.as_secs_f64());
+            }
+        }
+    }
+    let gaps: Vec<f64> = sends.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() > 50, "{} mode-1 packets", sends.len());
+    // poll -2: 0.25 s, lengthened by up to 255/4096 of it, never shortened.
+    let longest = 0.25 * (1.0 + 255.0 / 4096.0);
+    assert!(
+        gaps.iter()
+            .all(|g| (0.25 - 1e-9..=longest + 1e-9).contains(g)),
+        "{gaps:?}"
+    );
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
+    assert!(
+        sorted.len() > 20,
+        "{} distinct gaps: {gaps:?}",
+        sorted.len()
+    );
 }

@@ -284,6 +284,7 @@ impl Sim {
                 socket: None,
                 ifindex: None,
                 poll,
+                key: None,
             },
             now,
         );

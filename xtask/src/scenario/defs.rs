@@ -23,6 +23,7 @@ pub fn all() -> Vec<Scenario> {
         super::multicast::interop_multicast(),
         super::symmetric::symmetric(),
         super::symmetric::interop_symmetric(),
+        super::auth::auth_scenario(),
         super::ntpsec::interop_ntpsec(),
         super::access::access(),
         super::flood::flood(),

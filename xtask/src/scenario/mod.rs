@@ -17,6 +17,7 @@
 //! fd00:200::/48 (IPv6 without duplicate address detection).
 
 mod access;
+mod auth;
 pub mod config;
 mod defs;
 mod flood;

@@ -182,7 +182,11 @@ const LOCAL_REFERENCE: &[Field] = &[field("stratum", Kind::Int)];
 const CONTROL: &[Field] = &[field("socket", Kind::Str)];
 const METRICS: &[Field] = &[field("listen", Kind::Str)];
 const LOG: &[Field] = &[field("level", Kind::Str), field("format", Kind::Str)];
-const LISTEN: &[Field] = &[field("address", Kind::Str), field("instance", Kind::Str)];
+const LISTEN: &[Field] = &[
+    field("address", Kind::Str),
+    field("instance", Kind::Str),
+    field("key", Kind::Int),
+];
 const SERVER: &[Field] = &[
     field("address", Kind::Str),
     field("instance", Kind::Str),
@@ -199,12 +203,14 @@ const MULTICAST_SERVER: &[Field] = &[
     field("poll", Kind::Int),
     field("ttl", Kind::Int),
     field("instance", Kind::Str),
+    field("key", Kind::Int),
 ];
 const BROADCAST_SERVER: &[Field] = &[
     field("address", Kind::Str),
     field("interface", Kind::Str),
     field("poll", Kind::Int),
     field("instance", Kind::Str),
+    field("key", Kind::Int),
 ];
 const MULTICAST_CLIENT: &[Field] = &[
     field("group", Kind::Str),
@@ -214,12 +220,14 @@ const MULTICAST_CLIENT: &[Field] = &[
     field("allow-unauthenticated", Kind::Bool),
     field("recalibrate", Kind::Str),
     field("instance", Kind::Str),
+    field("key", Kind::Int),
 ];
 const BROADCAST_CLIENT: &[Field] = &[
     field("interface", Kind::Str),
     field("allow-unauthenticated", Kind::Bool),
     field("recalibrate", Kind::Str),
     field("instance", Kind::Str),
+    field("key", Kind::Int),
 ];
 const INSTANCE: &[Field] = &[
     field("name", Kind::Str),
@@ -262,9 +270,6 @@ const ROOT: &[Field] = &[
     field("rate-limit", Kind::Table(RATE_LIMIT)),
     field("auth", Kind::Table(AUTH)),
 ];
-
-/// Keys of features this version does not have yet.
-const NOT_YET: &[&str] = &["key"];
 
 /// Byte offset → 1-based line.
 struct Lines(Vec<usize>);
@@ -311,16 +316,11 @@ impl Checker<'_> {
             let key_path = path.key(key);
             let offset = value.span().start;
             let Some(field) = fields.iter().find(|f| f.name == key) else {
-                let message =
-                    if (path.0.is_empty() && NOT_YET.contains(&key.as_str())) || key == "key" {
-                        format!("unknown key `{key}` (not supported by this version of strata)")
-                    } else {
-                        let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                        format!(
-                            "unknown key `{key}` (expected one of: {})",
-                            known.join(", ")
-                        )
-                    };
+                let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                let message = format!(
+                    "unknown key `{key}` (expected one of: {})",
+                    known.join(", ")
+                );
                 self.report(&key_path, offset, message);
                 continue;
             };

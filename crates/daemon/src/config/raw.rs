@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use strata_engine::auth::KeyStore;
+
 use super::duration::parse_duration;
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, ClockBackend, ClockConfig, Config,
@@ -212,6 +214,7 @@ pub(crate) struct RawLog {
 pub(crate) struct RawListen {
     pub(crate) address: Option<String>,
     pub(crate) instance: Option<String>,
+    pub(crate) key: Option<i64>,
 }
 
 /// One `[[server]]`.
@@ -240,6 +243,7 @@ pub(crate) struct RawMulticast {
     pub(crate) allow_unauthenticated: Option<bool>,
     pub(crate) recalibrate: Option<String>,
     pub(crate) instance: Option<String>,
+    pub(crate) key: Option<i64>,
 }
 
 /// One `[[broadcast-server]]`.
@@ -250,6 +254,7 @@ pub(crate) struct RawBroadcastServer {
     pub(crate) interface: Option<String>,
     pub(crate) poll: Option<i64>,
     pub(crate) instance: Option<String>,
+    pub(crate) key: Option<i64>,
 }
 
 /// One `[[broadcast-client]]`.
@@ -260,6 +265,7 @@ pub(crate) struct RawBroadcastClient {
     pub(crate) allow_unauthenticated: Option<bool>,
     pub(crate) recalibrate: Option<String>,
     pub(crate) instance: Option<String>,
+    pub(crate) key: Option<i64>,
 }
 
 /// Collects errors while validating.
@@ -473,6 +479,26 @@ fn poll(errors: &mut Errors, path: KeyPath, value: Option<i64>, default: i8) -> 
     }
 }
 
+/// A `key = ID` value: `Some(None)` when absent, `None` (with an error) when out of range.
+fn key_id(errors: &mut Errors, path: KeyPath, value: Option<i64>) -> Option<Option<u32>> {
+    let Some(k) = value else {
+        return Some(None);
+    };
+    match u32::try_from(k) {
+        Ok(k) if (1..=crate::config::MAX_KEY_ID).contains(&k) => Some(Some(k)),
+        _ => {
+            errors.push(
+                path,
+                format!(
+                    "key id {k} is out of range (1..={})",
+                    crate::config::MAX_KEY_ID
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `[[server]]` or `[[peer]]` entries.
 fn sources(
     errors: &mut Errors,
@@ -516,19 +542,7 @@ fn sources(
                 );
             }
         }
-        let key = match raw.key {
-            None => Some(None),
-            Some(k) => match u32::try_from(k) {
-                Ok(k) if (1..=65_535).contains(&k) => Some(Some(k)),
-                _ => {
-                    errors.push(
-                        base.key("key"),
-                        format!("key id {k} is out of range (1..=65535)"),
-                    );
-                    None
-                }
-            },
-        };
+        let key = key_id(errors, base.key("key"), raw.key);
         if let (Some(address), Some(minpoll), Some(maxpoll), Some(key)) =
             (address, minpoll, maxpoll, key)
         {
@@ -608,6 +622,68 @@ fn interface(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> Opti
     }
 }
 
+/// The broadcast/multicast clients of one instance share one setting in the engine, so those
+/// that name a key must all name the same one, and either all or none name one.
+fn check_client_keys(errors: &mut Errors, raw: &RawConfig) {
+    let entries: Vec<(KeyPath, &str, Option<i64>)> = raw
+        .multicast_client
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                KeyPath::keys(&["multicast-client"]).index(i),
+                c.instance.as_deref().unwrap_or(DEFAULT_INSTANCE),
+                c.key,
+            )
+        })
+        .chain(raw.broadcast_client.iter().enumerate().map(|(i, c)| {
+            (
+                KeyPath::keys(&["broadcast-client"]).index(i),
+                c.instance.as_deref().unwrap_or(DEFAULT_INSTANCE),
+                c.key,
+            )
+        }))
+        .collect();
+    for (n, (path, instance, key)) in entries.iter().enumerate() {
+        let Some((first, _, first_key)) = entries[..n].iter().find(|(_, i, _)| i == instance)
+        else {
+            continue;
+        };
+        if first_key != key {
+            let show = |k: &Option<i64>| k.map_or_else(|| "none".to_owned(), |k| k.to_string());
+            errors.push(
+                path.key("key"),
+                format!(
+                    "the broadcast/multicast clients of instance \"{instance}\" must name the same \
+                     key: {first} has {}, this one {}",
+                    show(first_key),
+                    show(key)
+                ),
+            );
+        }
+    }
+}
+
+/// A broadcast/multicast client's `key`: it asks for authentication, so it cannot go with
+/// `allow-unauthenticated = true`.
+fn client_key(
+    errors: &mut Errors,
+    base: &KeyPath,
+    value: Option<i64>,
+    allow_unauthenticated: Option<bool>,
+) -> Option<Option<u32>> {
+    let key = key_id(errors, base.key("key"), value)?;
+    if key.is_some() && allow_unauthenticated == Some(true) {
+        errors.push(
+            base.key("allow-unauthenticated"),
+            "`allow-unauthenticated = true` contradicts `key` (a client with a key follows only \
+             servers signing with it)",
+        );
+        return None;
+    }
+    Some(key)
+}
+
 impl RawConfig {
     fn validate_multicast_servers(
         &self,
@@ -647,13 +723,15 @@ impl RawConfig {
                 },
             };
             let iface = interface(errors, base.key("interface"), raw.interface.as_ref());
-            if let (Some(group), Some(poll), Some(ttl)) = (group, poll, ttl) {
+            let key = key_id(errors, base.key("key"), raw.key);
+            if let (Some(group), Some(poll), Some(ttl), Some(key)) = (group, poll, ttl, key) {
                 out.push(crate::config::MulticastServer {
                     group,
                     interface: iface,
                     poll,
                     ttl,
                     instance,
+                    key,
                 });
             }
         }
@@ -685,12 +763,16 @@ impl RawConfig {
                     );
                 }
             }
-            if let (Some(address), Some(poll)) = (address.filter(SocketAddr::is_ipv4), poll) {
+            let key = key_id(errors, base.key("key"), raw.key);
+            if let (Some(address), Some(poll), Some(key)) =
+                (address.filter(SocketAddr::is_ipv4), poll, key)
+            {
                 out.push(crate::config::BroadcastServer {
                     address,
                     interface: iface,
                     poll,
                     instance,
+                    key,
                 });
             }
         }
@@ -725,11 +807,13 @@ impl RawConfig {
                 false,
             );
             let iface = interface(errors, base.key("interface"), raw.interface.as_ref());
-            if let Some(group) = group {
+            let key = client_key(errors, &base, raw.key, raw.allow_unauthenticated);
+            if let (Some(group), Some(key)) = (group, key) {
                 out.push(crate::config::MulticastClient {
                     group,
                     interface: iface,
                     allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    key,
                     recalibrate,
                     instance,
                 });
@@ -751,6 +835,7 @@ impl RawConfig {
                 crate::config::BroadcastClient {
                     interface: interface(errors, base.key("interface"), raw.interface.as_ref()),
                     allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    key: client_key(errors, &base, raw.key, raw.allow_unauthenticated).flatten(),
                     recalibrate: duration(
                         errors,
                         base.key("recalibrate"),
@@ -840,7 +925,7 @@ impl RawConfig {
         let access = self.validate_access(&mut errors, &instances);
         let access_policy = self.validate_access_policy(&mut errors);
         let rate_limit = self.validate_rate_limit(&mut errors);
-        let auth = self.validate_auth(&mut errors);
+        let (auth, store) = self.validate_auth(&mut errors);
 
         let mut listen = Vec::new();
         for (i, raw) in self.listen.iter().enumerate() {
@@ -852,37 +937,24 @@ impl RawConfig {
                 raw.instance.as_ref(),
                 &instances,
             );
-            if let Some(address) = address {
-                listen.push(Listen { address, instance });
+            let key = key_id(&mut errors, base.key("key"), raw.key);
+            if let (Some(address), Some(key)) = (address, key) {
+                listen.push(Listen {
+                    address,
+                    instance,
+                    key,
+                });
             }
         }
 
         let server = sources(&mut errors, "server", &self.server, &instances);
         let peer = sources(&mut errors, "peer", &self.peer, &instances);
-        let store = auth.as_ref().and_then(|a| a.load_keys().ok());
-        for (table, list) in [("server", &self.server), ("peer", &self.peer)] {
-            for (i, raw) in list.iter().enumerate() {
-                let Some(k) = raw
-                    .key
-                    .and_then(|k| u32::try_from(k).ok())
-                    .filter(|k| (1..=65_535).contains(k))
-                else {
-                    continue;
-                };
-                let path = KeyPath::keys(&[table]).index(i).key("key");
-                match (&auth, &store) {
-                    (None, _) => errors.push(path, format!("key {k} needs an [auth] keys-file")),
-                    (Some(a), Some(store)) if store.get(k).is_none() => {
-                        errors.push(path, format!("key {k} is not in {}", a.keys_file.display()))
-                    }
-                    _ => {}
-                }
-            }
-        }
         let multicast_server = self.validate_multicast_servers(&mut errors, &instances);
         let broadcast_server = self.validate_broadcast_servers(&mut errors, &instances);
         let multicast_client = self.validate_multicast_clients(&mut errors, &instances);
         let broadcast_client = self.validate_broadcast_clients(&mut errors, &instances);
+        self.check_key_references(&mut errors, auth.as_ref(), store.as_ref());
+        check_client_keys(&mut errors, self);
 
         if errors.0.is_empty() {
             Ok(Config {
@@ -1013,8 +1085,73 @@ impl RawConfig {
         AccessPolicy { deny }
     }
 
-    fn validate_auth(&self, errors: &mut Errors) -> Option<AuthConfig> {
-        let raw = self.auth.as_ref()?;
+    /// Every `key = ID` of the file, with its path.
+    fn key_references(&self) -> Vec<(KeyPath, i64)> {
+        let mut refs = Vec::new();
+        let mut add = |table: &str, keys: &mut dyn Iterator<Item = Option<i64>>| {
+            for (i, key) in keys.enumerate() {
+                if let Some(k) = key {
+                    refs.push((KeyPath::keys(&[table]).index(i).key("key"), k));
+                }
+            }
+        };
+        add("listen", &mut self.listen.iter().map(|r| r.key));
+        add("server", &mut self.server.iter().map(|r| r.key));
+        add("peer", &mut self.peer.iter().map(|r| r.key));
+        add(
+            "multicast-server",
+            &mut self.multicast_server.iter().map(|r| r.key),
+        );
+        add(
+            "broadcast-server",
+            &mut self.broadcast_server.iter().map(|r| r.key),
+        );
+        add(
+            "multicast-client",
+            &mut self.multicast_client.iter().map(|r| r.key),
+        );
+        add(
+            "broadcast-client",
+            &mut self.broadcast_client.iter().map(|r| r.key),
+        );
+        refs
+    }
+
+    /// Every key a table names must be in the keys file and trusted: a key signs our packets
+    /// and authenticates the answers, which only trusted keys do.
+    fn check_key_references(
+        &self,
+        errors: &mut Errors,
+        auth: Option<&AuthConfig>,
+        store: Option<&KeyStore>,
+    ) {
+        for (path, k) in self.key_references() {
+            let Some(k) = u32::try_from(k)
+                .ok()
+                .filter(|k| (1..=crate::config::MAX_KEY_ID).contains(k))
+            else {
+                continue; // reported with the table
+            };
+            match (auth, store) {
+                (None, _) => errors.push(path, format!("key {k} needs an [auth] keys-file")),
+                (Some(a), Some(store)) if store.get(k).is_none() => errors.push(
+                    path,
+                    format!("key {k} is not in the keys file {}", a.keys_file.display()),
+                ),
+                (Some(_), Some(store)) if !store.is_trusted(k) => errors.push(
+                    path,
+                    format!("key {k} is not trusted (add it to [auth] trusted-keys)"),
+                ),
+                // A keys file that cannot be read is reported at [auth] keys-file.
+                _ => {}
+            }
+        }
+    }
+
+    fn validate_auth(&self, errors: &mut Errors) -> (Option<AuthConfig>, Option<KeyStore>) {
+        let Some(raw) = self.auth.as_ref() else {
+            return (None, None);
+        };
         let path = KeyPath::keys(&["auth"]);
         let before = errors.0.len();
         let keys_file = match raw.keys_file.as_deref() {
@@ -1034,17 +1171,22 @@ impl RawConfig {
                 ),
             }
         }
+        let Some(keys_file) = keys_file else {
+            return (None, None);
+        };
         let auth = AuthConfig {
-            keys_file: keys_file?,
+            keys_file,
             trusted_keys,
         };
+        let mut store = None;
         if errors.0.len() == before {
             // The keys file is part of the configuration: a bad one is a startup error.
-            if let Err(message) = auth.load_keys() {
-                errors.push(path.key("keys-file"), message);
+            match auth.load_keys() {
+                Ok(keys) => store = Some(keys),
+                Err(message) => errors.push(path.key("keys-file"), message),
             }
         }
-        Some(auth)
+        (Some(auth), store)
     }
 
     fn validate_rate_limit(&self, errors: &mut Errors) -> Option<RateLimit> {

@@ -128,6 +128,7 @@ impl Daemon {
             inst.backoff = RETRY_MIN;
             inst.ifindexes = ifindexes;
         }
+        self.apply_listener_keys();
         tracing::info!(instance = %name, placement = %placement, listeners = listen.len(), "instance up");
         Ok(())
     }
@@ -176,14 +177,9 @@ pub(super) fn placement_name(placement: &Placement) -> String {
 }
 
 impl Daemon {
-    /// Applies `[rate-limit]` and `[access-policy]` to the node.
+    /// Applies `[rate-limit]`, `[access-policy]` and the `[auth]` keys to the node.
     pub(super) fn apply_protection(&mut self, config: &Config) {
-        self.node
-            .set_rate_limit(config.rate_limit.map(engine_rate_limit));
-        self.node.set_deny_policy(match config.access_policy.deny {
-            crate::config::DenyAction::Drop => strata_engine::DenyPolicy::Drop,
-            crate::config::DenyAction::Kod => strata_engine::DenyPolicy::Kod,
-        });
+        self.apply_limits(config);
         let keys = match config
             .auth
             .as_ref()
@@ -198,6 +194,19 @@ impl Daemon {
             }
         };
         self.node.set_keys(keys);
+    }
+}
+
+impl Daemon {
+    /// Applies `[rate-limit]` (a changed table starts every client afresh) and
+    /// `[access-policy]` to the node.
+    pub(super) fn apply_limits(&mut self, config: &Config) {
+        self.node
+            .set_rate_limit(config.rate_limit.map(engine_rate_limit));
+        self.node.set_deny_policy(match config.access_policy.deny {
+            crate::config::DenyAction::Drop => strata_engine::DenyPolicy::Drop,
+            crate::config::DenyAction::Kod => strata_engine::DenyPolicy::Kod,
+        });
     }
 }
 

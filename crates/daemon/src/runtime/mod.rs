@@ -221,6 +221,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     daemon
         .open_mode5(InstanceId::DEFAULT, &Placement::Default)
         .context("broadcast/multicast sockets of the default instance")?;
+    daemon.apply_listener_keys();
     daemon.maintain();
     let now = daemon.now();
     for peer in &config.peer {

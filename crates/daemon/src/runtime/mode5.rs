@@ -15,43 +15,31 @@ impl Daemon {
             .broadcast_client
             .iter()
             .filter(|c| c.instance == name);
-        let clients: Vec<(bool, f64)> = mc
-            .map(|c| (c.allow_unauthenticated, c.recalibrate))
-            .chain(bc.map(|c| (c.allow_unauthenticated, c.recalibrate)))
+        let clients: Vec<(bool, Option<u32>, f64)> = mc
+            .map(|c| (c.allow_unauthenticated, c.key, c.recalibrate))
+            .chain(bc.map(|c| (c.allow_unauthenticated, c.key, c.recalibrate)))
             .collect();
         if !clients.is_empty() {
-            // Every client entry of the instance must allow it.
-            let allow = clients.iter().all(|(a, _)| *a);
-            let recalibrate = clients
-                .iter()
-                .map(|(_, r)| *r)
-                .fold(f64::INFINITY, f64::min);
-            if !allow {
-                tracing::warn!(instance = %name, "broadcast/multicast client refuses unauthenticated servers (set allow-unauthenticated = true to accept them; counted as dropped \"unauthenticated\")");
+            self.node
+                .set_broadcast_client(id, Some(broadcast_client_settings(&clients)));
+            if !clients.iter().all(|(a, _, _)| *a) {
+                tracing::info!(instance = %name, "broadcast/multicast client follows only servers signing with a trusted key (counted as dropped \"unauthenticated\" otherwise; allow-unauthenticated = true accepts unsigned ones)");
             }
-            self.node.set_broadcast_client(
-                id,
-                Some(BroadcastClientConfig {
-                    allow_unauthenticated: allow,
-                    recalibrate_after: Duration::from_secs_f64(recalibrate),
-                    ..BroadcastClientConfig::default()
-                }),
-            );
         }
         let now = self.now();
         let sends = config
             .multicast_server
             .iter()
             .filter(|m| m.instance == name)
-            .map(|m| (m.group, m.poll))
+            .map(|m| (m.group, m.poll, m.key))
             .chain(
                 config
                     .broadcast_server
                     .iter()
                     .filter(|b| b.instance == name)
-                    .map(|b| (b.address, b.poll)),
+                    .map(|b| (b.address, b.poll, b.key)),
             );
-        for (destination, poll) in sends {
+        for (destination, poll, key) in sends {
             self.node.add_broadcast_server(
                 BroadcastServerConfig {
                     instance: id,
@@ -59,10 +47,11 @@ impl Daemon {
                     socket: None,
                     ifindex: None,
                     poll,
+                    key,
                 },
                 now,
             );
-            tracing::info!(%destination, instance = %name, poll, "sending mode 5");
+            tracing::info!(%destination, instance = %name, poll, key = ?key, "sending mode 5");
         }
     }
 
@@ -178,6 +167,30 @@ fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
         (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
         _ => 0,
+    }
+}
+
+/// The engine's broadcast/multicast client settings for an instance's
+/// client entries `(allow-unauthenticated, key, recalibrate)`: unsigned
+/// servers only when every entry allows them; a required key only when
+/// every entry names the same one (else any trusted key); the shortest
+/// recalibration interval.
+pub(super) fn broadcast_client_settings(
+    clients: &[(bool, Option<u32>, f64)],
+) -> BroadcastClientConfig {
+    let allow = clients.iter().all(|(a, _, _)| *a);
+    let first = clients.first().and_then(|(_, k, _)| *k);
+    let key = first.filter(|k| clients.iter().all(|(_, c, _)| *c == Some(*k)));
+    let recalibrate = clients
+        .iter()
+        .map(|(_, _, r)| *r)
+        .fold(f64::INFINITY, f64::min);
+    BroadcastClientConfig {
+        allow_unauthenticated: allow,
+        key,
+        recalibrate_after: Duration::try_from_secs_f64(recalibrate)
+            .unwrap_or(Duration::from_secs(3600)),
+        ..BroadcastClientConfig::default()
     }
 }
 

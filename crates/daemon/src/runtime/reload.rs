@@ -1,16 +1,21 @@
 //! Reloading the configuration (SIGHUP or `stratactl reload`).
 //!
-//! The new file is loaded and validated first; a bad file changes nothing.
-//! Sources (`[[server]]`, `[[peer]]`) are matched by instance and address:
-//! unchanged ones keep their state (reach, filter), changed poll bounds are
-//! applied in place, removed ones are dropped and new ones added. Listeners
-//! are opened and closed to match, and access rules and session limits are
-//! replaced. Keys whose change needs a restart (the clock, the control
-//! socket, metrics, logging, instances, broadcast/multicast, discipline,
-//! local reference) keep their running values and are named in the reply
-//! and the log.
+//! The new file is loaded and validated first, with its keys file (a
+//! malformed one, or one readable by group or others, is an error); a bad
+//! file changes nothing. Sources (`[[server]]`, `[[peer]]`) are matched by
+//! instance and address: unchanged ones keep their state (reach, filter),
+//! changed poll bounds and keys are applied in place, removed ones are
+//! dropped and new ones added. Listeners are opened and closed to match and
+//! take their new `key`; access rules, session limits, `[access-policy]`,
+//! `[rate-limit]` and the `[auth]` keys are replaced. Keys whose change
+//! needs a restart (the clock, the control socket, metrics, logging,
+//! instances, broadcast/multicast, discipline, local reference) keep their running
+//! values and are named in the reply and the log; a reload whose keys file
+//! lacks a key those running values still use is refused.
 
 use super::*;
+
+use strata_engine::auth::KeyStore;
 
 impl Daemon {
     /// Re-reads the configuration file. Returns a summary, or why nothing
@@ -22,6 +27,12 @@ impl Daemon {
             );
         };
         let new = crate::config::load(Some(&path)).map_err(|e| format!("{e}"))?;
+        // Read the keys once more: what was validated is what runs (the file
+        // may change between two reads; either read failing refuses it).
+        let keys = match &new.auth {
+            None => KeyStore::new_empty(),
+            Some(auth) => auth.load_keys()?,
+        };
         let old = self.config.clone();
         let mut restart = Vec::new();
         let mut note = |changed: bool, key: &str| {
@@ -46,6 +57,24 @@ impl Daemon {
                 || new.broadcast_client != old.broadcast_client,
             "broadcast/multicast",
         );
+        // Keys that need a restart keep their running values.
+        let merged = Config {
+            clock: old.clock.clone(),
+            control: old.control.clone(),
+            metrics: old.metrics,
+            log: old.log.clone(),
+            instance: old.instance.clone(),
+            discipline: old.discipline.clone(),
+            local_reference: old.local_reference,
+            multicast_server: old.multicast_server.clone(),
+            broadcast_server: old.broadcast_server.clone(),
+            multicast_client: old.multicast_client.clone(),
+            broadcast_client: old.broadcast_client.clone(),
+            ..new.clone()
+        };
+        check_running_keys(&merged, &keys)?;
+        self.node.set_keys(keys);
+        self.apply_limits(&merged);
         let (added, removed, changed) = self.reload_sources(&new);
         let (opened, closed) = self.reload_listeners(&new);
         for (id, inst) in &self.instances {
@@ -56,25 +85,25 @@ impl Daemon {
             let id = self.node.add_instance(&i.name);
             self.node.set_max_dynamic(id, i.max_dynamic_sessions);
         }
-        // Keys that need a restart keep their running values.
-        self.config = Config {
-            clock: old.clock,
-            control: old.control,
-            metrics: old.metrics,
-            log: old.log,
-            instance: old.instance,
-            discipline: old.discipline,
-            local_reference: old.local_reference,
-            multicast_server: old.multicast_server,
-            broadcast_server: old.broadcast_server,
-            multicast_client: old.multicast_client,
-            broadcast_client: old.broadcast_client,
-            ..new
-        };
+        self.config = merged;
+        self.apply_listener_keys();
         let mut summary = format!(
             "reloaded {}: sources +{added} -{removed} ~{changed}, listeners +{opened} -{closed}",
             path.display()
         );
+        let mut applied = Vec::new();
+        if new.auth.is_some() || old.auth.is_some() {
+            applied.push(format!("keys {}", self.node.keys().len()));
+        }
+        if new.rate_limit != old.rate_limit {
+            applied.push("[rate-limit] changed".to_owned());
+        }
+        if new.access_policy != old.access_policy {
+            applied.push("[access-policy] changed".to_owned());
+        }
+        if !applied.is_empty() {
+            summary.push_str(&format!(", {}", applied.join(", ")));
+        }
         if !restart.is_empty() {
             summary.push_str(&format!(
                 "; changes to {} need a restart",
@@ -117,7 +146,10 @@ impl Daemon {
                 }
                 Some(i) => {
                     let (_, s) = wanted.swap_remove(i);
-                    if (s.minpoll, s.maxpoll, s.iburst) != (cfg.minpoll, cfg.maxpoll, cfg.iburst) {
+                    let polls_changed =
+                        (s.minpoll, s.maxpoll, s.iburst) != (cfg.minpoll, cfg.maxpoll, cfg.iburst);
+                    let key_changed = self.node.association_key(id) != s.key;
+                    if polls_changed {
                         let updated = ClientConfig {
                             minpoll: s.minpoll,
                             maxpoll: s.maxpoll,
@@ -125,6 +157,12 @@ impl Daemon {
                             ..cfg
                         };
                         self.node.reconfigure(id, &updated);
+                    }
+                    if key_changed {
+                        self.node.set_association_key(id, s.key);
+                        tracing::info!(address = %cfg.address, instance = %name, key = ?s.key, "source key changed");
+                    }
+                    if polls_changed || key_changed {
                         changed += 1;
                     }
                 }
@@ -141,11 +179,12 @@ impl Daemon {
                 maxpoll: s.maxpoll,
                 iburst: s.iburst,
             };
-            if mode == AssociationMode::Client {
-                self.node.add_client(cfg, now);
+            let id = if mode == AssociationMode::Client {
+                self.node.add_client(cfg, now)
             } else {
-                self.node.add_peer(cfg, now);
-            }
+                self.node.add_peer(cfg, now)
+            };
+            self.node.set_association_key(id, s.key);
             tracing::info!(address = %s.address, instance = %s.instance, mode = mode.as_str(), "source added");
         }
         (added, removed, changed)
@@ -205,6 +244,29 @@ impl Daemon {
         (opened, closed)
     }
 
+    /// Tells the node which listeners require a key (`[[listen]] key`), by
+    /// matching every open listener to its entry of the running config.
+    pub(super) fn apply_listener_keys(&mut self) {
+        let listeners: Vec<(SocketId, InstanceId)> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.listener)
+            .map(|(id, s)| (*id, s.instance))
+            .collect();
+        self.node.clear_listener_keys();
+        for (socket, instance) in listeners {
+            let name = self.instance_name(instance);
+            let local = self.local_addr(socket);
+            let key = self
+                .config
+                .listen
+                .iter()
+                .find(|l| l.instance == name && Some(l.address) == local)
+                .and_then(|l| l.key);
+            self.node.set_listener_key(socket, key);
+        }
+    }
+
     fn listener_bound_to(&self, instance: InstanceId, addr: SocketAddr) -> Option<SocketId> {
         self.sockets
             .iter()
@@ -212,4 +274,49 @@ impl Daemon {
             .map(|(id, _)| *id)
             .find(|id| self.local_addr(*id) == Some(addr))
     }
+}
+
+/// Refuses a reload whose keys lack a key that the running configuration
+/// (after the reload, with the tables that need a restart kept) names.
+fn check_running_keys(config: &Config, keys: &KeyStore) -> Result<(), String> {
+    let named = config
+        .listen
+        .iter()
+        .map(|l| ("[[listen]]", l.key))
+        .chain(config.server.iter().map(|s| ("[[server]]", s.key)))
+        .chain(config.peer.iter().map(|s| ("[[peer]]", s.key)))
+        .chain(
+            config
+                .multicast_server
+                .iter()
+                .map(|m| ("[[multicast-server]]", m.key)),
+        )
+        .chain(
+            config
+                .broadcast_server
+                .iter()
+                .map(|b| ("[[broadcast-server]]", b.key)),
+        )
+        .chain(
+            config
+                .multicast_client
+                .iter()
+                .map(|m| ("[[multicast-client]]", m.key)),
+        )
+        .chain(
+            config
+                .broadcast_client
+                .iter()
+                .map(|b| ("[[broadcast-client]]", b.key)),
+        );
+    for (table, key) in named {
+        let Some(k) = key else { continue };
+        if keys.get(k).is_none() || !keys.is_trusted(k) {
+            return Err(format!(
+                "the running {table} uses key {k}, which the new keys file or trusted-keys \
+                 lacks (broadcast/multicast changes need a restart)"
+            ));
+        }
+    }
+    Ok(())
 }
