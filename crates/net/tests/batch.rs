@@ -22,19 +22,18 @@ fn open(local: &str) -> UdpSocket {
     UdpSocket::open(&SocketOptions::new(local.parse().unwrap())).unwrap()
 }
 
-/// Receives batches until `want` datagrams came or the timeout passed;
-/// returns (source, destination, ifindex, timestamp source, payload).
-fn collect(
-    sock: &UdpSocket,
-    batch: &mut RecvBatch,
-    want: usize,
-) -> Vec<(
+/// One received datagram: source, destination, ifindex, timestamp
+/// source and payload.
+type Got = (
     SocketAddr,
     Option<IpAddr>,
     Option<u32>,
     TimestampSource,
     Vec<u8>,
-)> {
+);
+
+/// Receives batches until `want` datagrams came or the timeout passed.
+fn collect(sock: &UdpSocket, batch: &mut RecvBatch, want: usize) -> Vec<Got> {
     sock.set_blocking_recv(Some(Duration::from_millis(100)))
         .unwrap();
     let deadline = Instant::now() + RECV_TIMEOUT;
