@@ -242,6 +242,7 @@ const AUTH: &[Field] = &[
     field("keys-file", Kind::Str),
     field("trusted-keys", Kind::IntArray),
 ];
+const RESPONDER: &[Field] = &[field("workers", Kind::Int)];
 const ROOT: &[Field] = &[
     field("clock", Kind::Table(CLOCK)),
     field("discipline", Kind::Table(DISCIPLINE)),
@@ -261,6 +262,7 @@ const ROOT: &[Field] = &[
     field("access-policy", Kind::Table(ACCESS_POLICY)),
     field("rate-limit", Kind::Table(RATE_LIMIT)),
     field("auth", Kind::Table(AUTH)),
+    field("responder", Kind::Table(RESPONDER)),
 ];
 
 /// Keys of features this version does not have yet.

@@ -5,8 +5,10 @@
 //! unchanged ones keep their state (reach, filter), changed poll bounds are
 //! applied in place, removed ones are dropped and new ones added. Listeners
 //! are opened and closed to match, and access rules and session limits are
-//! replaced. Keys whose change needs a restart (the clock, the control
-//! socket, instances, broadcast/multicast, discipline, local reference) keep
+//! replaced, and so are rate limits, the deny policy and keys (the
+//! fast-path workers take them with the next snapshot). Keys whose change
+//! needs a restart (the clock, the control socket, instances,
+//! broadcast/multicast, discipline, `[responder]`, local reference) keep
 //! their running values and are named in the reply and the log.
 
 use super::*;
@@ -33,6 +35,7 @@ impl Daemon {
         note(new.metrics != old.metrics, "[metrics]");
         note(new.instance != old.instance, "[[instance]]");
         note(new.discipline != old.discipline, "[discipline]");
+        note(new.responder != old.responder, "[responder]");
         note(
             new.local_reference != old.local_reference,
             "[local-reference]",
@@ -50,6 +53,11 @@ impl Daemon {
             let rules = access_rules(&new, &inst.name);
             self.node.set_access(*id, rules);
         }
+        // Rate limits (a client's state is kept when they are unchanged),
+        // the deny policy and keys; the fast-path workers take all of it
+        // with the next snapshot.
+        self.apply_protection(&new);
+        self.fast_dirty = true;
         for i in &new.instance {
             let id = self.node.add_instance(&i.name);
             self.node.set_max_dynamic(id, i.max_dynamic_sessions);
@@ -61,6 +69,7 @@ impl Daemon {
             metrics: old.metrics,
             instance: old.instance,
             discipline: old.discipline,
+            responder: old.responder,
             local_reference: old.local_reference,
             multicast_server: old.multicast_server,
             broadcast_server: old.broadcast_server,
