@@ -9,12 +9,16 @@
 //! * `reflector`: `xtask reflector ADDR --batch N` ([`super::reflector`]),
 //!   the practical limit of one core, and the generator's proven ceiling;
 //! * `strata`: release `stratad`, virtual clock, `[local-reference]
-//!   stratum = 1`, one `[[listen]]`, control socket and drift file in the
-//!   run directory (no rate limiting: the daemon has no `[rate-limit]` yet);
+//!   stratum = 1`, one `[[listen]]`, `[responder] workers = N` (`--workers`,
+//!   default 1: one pinned core), rate limiting on ([`STRATA_RATE_LIMIT`]:
+//!   above the generator's per-client rate, so every request pays the
+//!   lookup and none is limited), control socket and drift file in the run
+//!   directory;
 //! * `chronyd`: `chronyd -x -d -f CONF` with `local stratum 1`, `allow
-//!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, no
-//!   `ratelimit`; the run checks it logged "Disabled control of system
-//!   clock" and holds no `CAP_SYS_TIME` before loading it.
+//!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, and
+//!   its rate limiting on likewise ([`CHRONYD_RATE_LIMIT`]); the run checks
+//!   it logged "Disabled control of system clock" and holds no
+//!   `CAP_SYS_TIME` before loading it.
 //!
 //! Per server: the closed-loop maximum (median of 3 runs), the highest
 //! open-loop rate with ≤ 0.1% loss (bisection, median of 3 runs per
@@ -22,6 +26,10 @@
 //! utime + stime) at a fixed 20,000 requests/s, and the server's RSS after
 //! 100,000 distinct clients (source addresses) have each sent a request.
 //! Then `ratio=<strata/chronyd>` and `ratio_reflector=<strata/reflector>`.
+//!
+//! `--scaling` measures strata alone with 1 and then 2 workers, nothing
+//! pinned (the generator shares the cores with the server), closed-loop
+//! maximum and replies/s at ≤ 0.1% loss, and prints the 2/1 ratio.
 //!
 //! Run from a debug `cargo xtask`, the command builds release `stratad`
 //! and `xtask` and re-runs itself from the release `xtask` (the generator
@@ -59,7 +67,16 @@ pub const GEN_CORE: usize = 0;
 /// Default datagrams per batch (generator and reflector).
 pub const DEFAULT_BATCH: usize = 32;
 /// Generator sockets (distinct source addresses) for the throughput runs.
-const GEN_SOCKETS: usize = 256;
+/// 1,024 so that a client's rate stays well under the rate limits below
+/// at any rate this machine reaches (400,000/s is 390/s per client).
+const GEN_SOCKETS: usize = 1024;
+/// strata's `[rate-limit]`: 1,000 requests/s per client sustained, bursts
+/// of 1,000, room for the 100,000 clients of the memory phase.
+pub const STRATA_RATE_LIMIT: &str =
+    "[rate-limit]\ninterval = \"1ms\"\nburst = 1000\nmax-clients = 200000\n";
+/// chronyd's `ratelimit`: 2^-10 s (about 1,000 responses/s per client),
+/// bursts of 255 (its maximum).
+pub const CHRONYD_RATE_LIMIT: &str = "ratelimit interval -10 burst 255\n";
 /// Requests outstanding in closed-loop runs.
 const WINDOW: usize = 512;
 /// chronyd's log line when started with `-x`.
@@ -80,6 +97,10 @@ pub struct Options {
     pub batch: usize,
     /// Servers to measure, in order.
     pub servers: Vec<Kind>,
+    /// stratad's `[responder] workers`.
+    pub workers: usize,
+    /// Measure strata with 1 and 2 workers, unpinned, instead.
+    pub scaling: bool,
 }
 
 /// A server under test.
@@ -363,8 +384,13 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(","),
         ];
+        args.push("--workers".to_owned());
+        args.push(opts.workers.to_string());
         if opts.quick {
             args.push("--quick".to_owned());
+        }
+        if opts.scaling {
+            args.push("--scaling".to_owned());
         }
         let status = Command::new(&xtask)
             .args(&args)
@@ -382,6 +408,9 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         .unwrap_or_else(|| crate::target_dir().join("release"));
     let profile = Profile::new(opts.quick);
     let cores = online_cores();
+    if opts.scaling {
+        return scaling(&release, opts, &profile, cores);
+    }
     let pinned = cores > SERVER_CORE;
     let gen_pin = if pinned {
         pin_self(GEN_CORE)
@@ -418,7 +447,7 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         let sub = dir.0.join(kind.name());
         std::fs::create_dir_all(&sub)?;
         std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755))?;
-        let server = start(kind, &release, &sub, addr, opts.batch, pinned)?;
+        let server = start(kind, &release, &sub, addr, opts, pinned)?;
         let first = Ipv4Addr::new(127, 20 + u8::try_from(i % 8)?, 0, 1);
         let figures = measure(&server, addr, first, opts.batch, &profile, tck)?;
         println!("{}", figures.line(kind.name()));
@@ -471,45 +500,7 @@ fn measure(
         load_average()
     );
     let mut f = Figures::default();
-    let runs = |gen: &mut LoadGen, load: Load, d: Duration| -> Result<Vec<Stats>> {
-        (0..profile.repeats)
-            .map(|_| {
-                gen.run(&loadgen::Run {
-                    load,
-                    duration: d,
-                    max_requests: 20_000_000,
-                })
-            })
-            .collect()
-    };
-    let closed = runs(&mut gen, Load::Closed { window: WINDOW }, profile.closed)?;
-    f.max_rps =
-        median(&mut closed.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-    let (rate, rps) = bisect(f.max_rps * 0.1, f.max_rps * 1.2, profile.steps, |rate| {
-        let st = runs(&mut gen, Load::Open { rate }, profile.ramp)?;
-        let loss = median(&mut st.iter().map(Stats::loss).collect::<Vec<_>>()).unwrap_or(1.0);
-        let rps =
-            median(&mut st.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-        let sent = median(&mut st.iter().map(Stats::sent_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-        // A rate the generator did not reach does not count as passed.
-        let pass = loss <= MAX_LOSS && sent >= rate * 0.97;
-        println!(
-            "  ramp {}: rate {rate:.0}/s sent {sent:.0}/s replies {rps:.0}/s loss {:.3}% {}",
-            server.name,
-            loss * 100.0,
-            if pass { "ok" } else { "over" }
-        );
-        Ok((pass, rps))
-    })?;
-    f.rps_at_loss = rps;
-    if rate == 0.0 {
-        // Below the search range: the server loses more than 0.1% even at a
-        // fifth of its closed-loop maximum.
-        println!(
-            "  ramp {}: no rate in the range passed (<= 0.1% loss)",
-            server.name
-        );
-    }
+    throughput(server, &mut gen, profile, &mut f)?;
     let before = server.cpu_ticks()?;
     let st = gen.run(&loadgen::Run {
         load: Load::Open { rate: FIXED_RATE },
@@ -540,6 +531,55 @@ fn measure(
     Ok(f)
 }
 
+/// The closed-loop maximum and the replies/s at ≤ 0.1% loss.
+fn throughput(
+    server: &Server,
+    gen: &mut LoadGen,
+    profile: &Profile,
+    f: &mut Figures,
+) -> Result<()> {
+    let runs = |gen: &mut LoadGen, load: Load, d: Duration| -> Result<Vec<Stats>> {
+        (0..profile.repeats)
+            .map(|_| {
+                gen.run(&loadgen::Run {
+                    load,
+                    duration: d,
+                    max_requests: 20_000_000,
+                })
+            })
+            .collect()
+    };
+    let closed = runs(gen, Load::Closed { window: WINDOW }, profile.closed)?;
+    f.max_rps =
+        median(&mut closed.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+    let (rate, rps) = bisect(f.max_rps * 0.1, f.max_rps * 1.2, profile.steps, |rate| {
+        let st = runs(gen, Load::Open { rate }, profile.ramp)?;
+        let loss = median(&mut st.iter().map(Stats::loss).collect::<Vec<_>>()).unwrap_or(1.0);
+        let rps =
+            median(&mut st.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+        let sent = median(&mut st.iter().map(Stats::sent_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
+        // A rate the generator did not reach does not count as passed.
+        let pass = loss <= MAX_LOSS && sent >= rate * 0.97;
+        println!(
+            "  ramp {}: rate {rate:.0}/s sent {sent:.0}/s replies {rps:.0}/s loss {:.3}% {}",
+            server.name,
+            loss * 100.0,
+            if pass { "ok" } else { "over" }
+        );
+        Ok((pass, rps))
+    })?;
+    f.rps_at_loss = rps;
+    if rate == 0.0 {
+        // Below the search range: the server loses more than 0.1% even at a
+        // fifth of its closed-loop maximum.
+        println!(
+            "  ramp {}: no rate in the range passed (<= 0.1% loss)",
+            server.name
+        );
+    }
+    Ok(())
+}
+
 #[allow(clippy::cast_precision_loss)]
 fn to_f64(n: u64) -> f64 {
     n as f64
@@ -551,9 +591,10 @@ fn start(
     release: &Path,
     dir: &Path,
     addr: SocketAddrV4,
-    batch: usize,
+    opts: &Options,
     pin: bool,
 ) -> Result<Server> {
+    let batch = opts.batch;
     let log = dir.join(format!("{}.log", kind.name()));
     let (program, args): (PathBuf, Vec<String>) = match kind {
         Kind::Reflector => (
@@ -571,7 +612,7 @@ fn start(
         ),
         Kind::Strata => {
             let conf = dir.join("stratad.toml");
-            std::fs::write(&conf, strata_config(dir, addr))?;
+            std::fs::write(&conf, strata_config(dir, addr, opts.workers))?;
             (
                 release.join("stratad"),
                 vec!["-c".to_owned(), conf.display().to_string()],
@@ -654,11 +695,17 @@ fn confirm_chronyd_x(server: &mut Server) -> Result<()> {
     )
 }
 
-/// stratad's config: virtual clock, local reference, one listener.
-pub fn strata_config(dir: &Path, addr: SocketAddrV4) -> String {
+/// stratad's config: virtual clock, local reference, one listener with
+/// `workers` fast-path workers, rate limiting on.
+pub fn strata_config(dir: &Path, addr: SocketAddrV4, workers: usize) -> String {
     let dir = dir.display();
     format!(
-        "[clock]\n\
+        "[responder]\n\
+         workers = {workers}\n\
+         \n\
+         {STRATA_RATE_LIMIT}\
+         \n\
+         [clock]\n\
          backend = \"virtual\"\n\
          drift-file = \"{dir}/drift\"\n\
          \n\
@@ -673,7 +720,7 @@ pub fn strata_config(dir: &Path, addr: SocketAddrV4) -> String {
     )
 }
 
-/// chronyd's config: local stratum 1, loopback clients, no rate limiting.
+/// chronyd's config: local stratum 1, loopback clients, rate limiting on.
 pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
     let d = dir.display();
     let mut conf = String::new();
@@ -687,7 +734,8 @@ pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
          cmdport 0\n\
          bindcmdaddress {d}/chronyd.sock\n\
          pidfile {d}/chronyd.pid\n\
-         driftfile {d}/chronyd.drift\n",
+         driftfile {d}/chronyd.drift\n\
+         {CHRONYD_RATE_LIMIT}",
         addr.ip(),
         addr.port()
     );
@@ -747,6 +795,60 @@ fn pin_self(core: usize) -> Result<String> {
         .collect();
     ensure!(cores == [core.to_string()], "affinity is {cores:?}");
     Ok(cores.join(","))
+}
+
+/// `--scaling`: strata with 1 and 2 workers, generator and server unpinned.
+fn scaling(release: &Path, opts: &Options, profile: &Profile, cores: usize) -> Result<()> {
+    println!(
+        "bench server --scaling: strata with 1 then 2 workers; {cores} online core(s); \
+         generator and server NOT pinned (they share the cores); load average {}",
+        load_average()
+    );
+    let dir = RunDir(make_run_dir()?);
+    let mut rps = Vec::new();
+    for workers in [1usize, 2] {
+        let port = free_port()?;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let sub = dir.0.join(format!("strata-{workers}"));
+        std::fs::create_dir_all(&sub)?;
+        let o = Options {
+            workers,
+            ..opts.clone()
+        };
+        let server = start(Kind::Strata, release, &sub, addr, &o, false)?;
+        let mut gen = LoadGen::new(&loadgen::Config {
+            target: addr,
+            sockets: GEN_SOCKETS,
+            batch: opts.batch,
+            first_source: Ipv4Addr::new(127, 20 + u8::try_from(workers)?, 0, 1),
+        })?;
+        gen.wait_ready(Duration::from_secs(15))
+            .with_context(|| format!("strata; log: {}", server.log.display()))?;
+        let mut f = Figures::default();
+        let before = server.cpu_ticks()?;
+        let started = Instant::now();
+        throughput(&server, &mut gen, profile, &mut f)?;
+        let cpu_s = to_f64(server.cpu_ticks()?.saturating_sub(before)) / clock_ticks_per_s();
+        println!(
+            "bench server strata workers={workers}: max_rps={:.0} rps_at_0.1pct_loss={:.0} \
+             server_cpu={:.2} cores (over {:.1} s); load average {}",
+            f.max_rps,
+            f.rps_at_loss,
+            cpu_s / started.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            load_average()
+        );
+        rps.push(f);
+    }
+    if let [one, two] = &rps[..] {
+        let r = |a: f64, b: f64| ratio(a, b).map_or("n/a".to_owned(), |x| format!("{x:.2}"));
+        println!(
+            "ratio_workers=<2/1> max_rps={} rps_at_0.1pct_loss={}",
+            r(two.max_rps, one.max_rps),
+            r(two.rps_at_loss, one.rps_at_loss)
+        );
+    }
+    Ok(())
 }
 
 /// The first three fields of `/proc/loadavg` (other work on the machine
@@ -830,15 +932,27 @@ mod tests {
     }
 
     #[test]
-    fn configs_hold_the_address_and_no_rate_limit() {
+    fn configs_hold_the_address_and_rate_limits() {
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12345);
-        let s = strata_config(Path::new("/tmp/x"), addr);
+        let s = strata_config(Path::new("/tmp/x"), addr, 2);
         assert!(s.contains("address = \"127.0.0.1:12345\""));
         assert!(s.contains("backend = \"virtual\""));
         assert!(s.contains("stratum = 1"));
-        assert!(!s.contains("rate-limit"));
+        assert!(s.contains("[rate-limit]\ninterval = \"1ms\""));
+        assert!(s.contains("[responder]\nworkers = 2\n"));
+        let parsed: toml::Table = s.parse().expect("stratad config is TOML");
+        assert!(parsed.contains_key("rate-limit") && parsed.contains_key("responder"));
         let c = chronyd_config(Path::new("/tmp/x/chrony"), addr);
         assert!(c.contains("port 12345\n") && c.contains("local stratum 1\n"));
-        assert!(c.contains("cmdport 0\n") && !c.contains("ratelimit"));
+        assert!(c.contains("cmdport 0\n") && c.contains("ratelimit interval -10 burst 255\n"));
+    }
+
+    #[test]
+    fn generator_clients_stay_under_the_limits() {
+        // 400,000 requests/s over the generator's sockets is each client's
+        // rate at most; both limits must be well above it.
+        let per_client = 400_000.0 / to_f64(u64::try_from(GEN_SOCKETS).expect("usize"));
+        assert!(per_client * 2.0 < 1000.0, "strata: 1 ms interval");
+        assert!(per_client * 2.0 < 1024.0, "chronyd: 2^-10 s interval");
     }
 }
