@@ -132,8 +132,33 @@ struct ControlRequest {
     reply: oneshot::Sender<Reply>,
 }
 
+/// A socket as the event loop holds it: registered with the runtime when
+/// a reader task waits on it, or plain when fast-path workers read it (a
+/// registration would wake the loop for every datagram and every send).
+enum Io {
+    Async(Arc<AsyncFd<UdpSocket>>),
+    Plain(Arc<UdpSocket>),
+}
+
+impl Io {
+    fn get_ref(&self) -> &UdpSocket {
+        match self {
+            Io::Async(fd) => fd.get_ref(),
+            Io::Plain(s) => s,
+        }
+    }
+
+    /// The runtime registration, when there is one.
+    fn async_fd(&self) -> Option<&Arc<AsyncFd<UdpSocket>>> {
+        match self {
+            Io::Async(fd) => Some(fd),
+            Io::Plain(_) => None,
+        }
+    }
+}
+
 struct Socket {
-    io: Arc<AsyncFd<UdpSocket>>,
+    io: Io,
     instance: InstanceId,
     listener: bool,
     /// The reader task, or `None` when fast-path workers read the socket.
@@ -425,16 +450,17 @@ impl Daemon {
         // `AsyncFd::new` is deprecated because a borrowed descriptor could be
         // closed while registered; `UdpSocket` owns its descriptor, which stays
         // open as long as the `AsyncFd` holding it, so this use is sound.
-        #[allow(deprecated)]
-        let io = Arc::new(AsyncFd::new(socket)?);
-        let (reader, workers) = if listener && self.workers > 0 {
+        let (io, reader, workers) = if listener && self.workers > 0 {
+            let socket = Arc::new(socket);
             let workers =
-                fastpath::Workers::spawn(self.workers, &io, id, instance, &self.fast, &self.rx)
+                fastpath::Workers::spawn(self.workers, &socket, id, instance, &self.fast, &self.rx)
                     .context("starting fast-path workers")?;
-            (None, Some(workers))
+            (Io::Plain(socket), None, Some(workers))
         } else {
+            #[allow(deprecated)]
+            let io = Arc::new(AsyncFd::new(socket)?);
             let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
-            (Some(reader), None)
+            (Io::Async(io), Some(reader), None)
         };
         self.sockets.insert(
             id,

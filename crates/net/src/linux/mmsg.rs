@@ -123,7 +123,8 @@ impl UdpSocket {
                 }
             }
         };
-        let software = HostTime::now();
+        // Read only when a datagram has no kernel timestamp.
+        let mut software = None;
         for (i, header) in headers.iter().enumerate().take(received) {
             let len = usize::try_from(header.msg_len).unwrap_or(0);
             let mut meta = RecvMeta {
@@ -132,10 +133,13 @@ impl UdpSocket {
                     .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
                 dst_ip: None,
                 ifindex: None,
-                rx_time: software,
+                rx_time: HostTime { secs: 0, nanos: 0 },
                 ts_source: TimestampSource::Software,
             };
             read_cmsgs(&header.msg_hdr, &mut meta);
+            if meta.ts_source == TimestampSource::Software {
+                meta.rx_time = *software.get_or_insert_with(HostTime::now);
+            }
             batch.truncated[i] = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             batch.metas[i] = meta;
         }
