@@ -111,6 +111,10 @@ xflags::xflags! {
                 optional --batch batch: usize
                 /// Servers to measure, comma-separated (default reflector,strata,chronyd).
                 optional --servers servers: String
+                /// stratad's fast-path workers per listener (`[responder] workers`, default 1).
+                optional --workers workers: usize
+                /// Instead: strata with 1 and with 2 workers, generator and server unpinned.
+                optional --scaling
             }
         }
         /// The server bench's reference reflector: recvmmsg, build mode-4 replies,

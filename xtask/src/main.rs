@@ -95,6 +95,8 @@ fn run() -> Result<()> {
                     servers: bench::server::Kind::parse_list(
                         s.servers.as_deref().unwrap_or("reflector,strata,chronyd"),
                     )?,
+                    workers: s.workers.unwrap_or(1),
+                    scaling: s.scaling,
                 },
             ),
         },

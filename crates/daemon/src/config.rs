@@ -88,6 +88,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// `[auth]`: symmetric keys; `None` when the table is absent.
     pub auth: Option<AuthConfig>,
+    /// `[responder]`: how requests are answered (the fast path's workers).
+    pub responder: Responder,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -423,6 +425,24 @@ fn group_or_world_readable(_metadata: &std::fs::Metadata) -> bool {
     false
 }
 
+/// `[responder]`: the server side's fast path.
+///
+/// (Not `[server]`: that name is taken by the `[[server]]` sources, and
+/// TOML cannot have a table and an array of tables under one key.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Responder {
+    /// Worker threads per `[[listen]]` socket that answer plain client
+    /// requests in batches. `None` (absent): one per core the daemon may
+    /// run on. `Some(0)`: no workers; every datagram goes through the
+    /// event loop, one `recvmsg` at a time (the path before the fast
+    /// path, kept for comparison and debugging). `Some(1)`: one worker per
+    /// listener.
+    pub workers: Option<usize>,
+}
+
+/// The most `[responder] workers`.
+pub const MAX_WORKERS: usize = 256;
+
 /// `[rate-limit]`: a token bucket per (instance, client IP address).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -506,6 +526,7 @@ impl Config {
             access_policy: AccessPolicy::default(),
             rate_limit: None,
             auth: None,
+            responder: Responder::default(),
             warnings: Vec::new(),
         }
     }

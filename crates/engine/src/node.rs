@@ -14,6 +14,7 @@
 //! A spurious or early [`Node::handle_timeout`] does nothing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use core::time::Duration;
 
@@ -35,7 +36,7 @@ use crate::assoc::{
 };
 use crate::auth::{self, KeyStore, Verdict};
 use crate::counters::{Counters, DropReason};
-use crate::ratelimit::{Decision, RateLimitConfig, RateLimiter};
+use crate::ratelimit::{Decision, RateLimitConfig, ShardedRateLimiter};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, ServerState, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
@@ -415,7 +416,10 @@ pub struct Node {
     /// When the node first saw time pass (the startup hold starts here).
     started: Option<Instant>,
     /// Per-client rate limiting of the server side; `None` is off.
-    rate_limiter: Option<RateLimiter>,
+    /// Shared with drivers that answer requests on other threads
+    /// ([`Node::shared_rate_limiter`]), so a client's limit holds whoever
+    /// answers it.
+    rate_limiter: Option<Arc<ShardedRateLimiter>>,
     deny_policy: DenyPolicy,
     /// Symmetric keys for MACs.
     keys: KeyStore,
@@ -609,14 +613,29 @@ impl Node {
             _ => false,
         };
         if !same {
-            self.rate_limiter = config.map(RateLimiter::new);
+            self.rate_limiter = config.map(|c| {
+                Arc::new(ShardedRateLimiter::new(
+                    c,
+                    ShardedRateLimiter::shards_for(c.max_clients),
+                ))
+            });
         }
+    }
+
+    /// The rate limiter itself, for a driver that answers client requests
+    /// on other threads (with [`crate::server::respond`]) and must apply
+    /// the same per-client limits as the node. A new limiter replaces it
+    /// whenever [`Node::set_rate_limit`] changes the settings: fetch it
+    /// again then.
+    #[must_use]
+    pub fn shared_rate_limiter(&self) -> Option<Arc<ShardedRateLimiter>> {
+        self.rate_limiter.clone()
     }
 
     /// The rate limiter's settings, if limiting is on.
     #[must_use]
     pub fn rate_limit(&self) -> Option<RateLimitConfig> {
-        self.rate_limiter.as_ref().map(RateLimiter::config)
+        self.rate_limiter.as_ref().map(|l| l.config())
     }
 
     /// Sets the symmetric keys. A request with a MAC from a trusted key is
@@ -843,7 +862,7 @@ impl Node {
         if !(allowed || deny_kod) {
             return Err(DropReason::AccessDenied);
         }
-        let decision = match &mut self.rate_limiter {
+        let decision = match &self.rate_limiter {
             Some(l) => l.check(now, (meta.instance, meta.src.ip())),
             None => Decision::Allow,
         };
@@ -1448,6 +1467,15 @@ impl Node {
             },
             None => ServerState::unsynchronized(precision),
         }
+    }
+
+    /// Whether [`Node::server_state`] serves the local reference, whose
+    /// reference time is the clock reading of the answer itself (a driver
+    /// holding a snapshot of the state sets it to each transmit time).
+    #[must_use]
+    pub fn reference_follows_clock(&self) -> bool {
+        let synced_to_peer = self.sys.peer.is_some() && self.sys.stratum < MAX_STRATUM;
+        !synced_to_peer && self.config.local_stratum.is_some()
     }
 
     /// The system status.

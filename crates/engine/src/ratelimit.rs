@@ -281,6 +281,7 @@ fn decide(entry: &mut Entry, now: u64, interval: u64, tolerance: u64) -> Decisio
 /// the memory cap is split evenly between shards.
 #[derive(Debug)]
 pub struct ShardedRateLimiter {
+    config: RateLimitConfig,
     shards: Box<[Mutex<RateLimiter>]>,
     hasher: RandomState,
 }
@@ -296,11 +297,28 @@ impl ShardedRateLimiter {
             ..config
         };
         ShardedRateLimiter {
+            config,
             shards: (0..n)
                 .map(|_| Mutex::new(RateLimiter::new(per_shard)))
                 .collect(),
             hasher: RandomState::new(),
         }
+    }
+
+    /// The configuration it was built with (the whole table's, before it
+    /// was split between shards).
+    #[must_use]
+    pub const fn config(&self) -> RateLimitConfig {
+        self.config
+    }
+
+    /// The shard count for a table of `max_clients`: one shard per 1,024
+    /// clients, between 1 and 64. A small table stays one shard, so its
+    /// eviction behaves exactly as one [`RateLimiter`]'s; a large one is
+    /// split so that threads rarely meet on a shard lock.
+    #[must_use]
+    pub fn shards_for(max_clients: usize) -> usize {
+        (max_clients / 1024).clamp(1, 64)
     }
 
     /// The number of shards.
@@ -583,6 +601,10 @@ mod tests {
         let config = cfg(2000, 8, 4000);
         let sharded = ShardedRateLimiter::new(config, 4);
         assert_eq!((sharded.shard_count(), sharded.capacity()), (4, 4000));
+        assert_eq!(sharded.config(), config);
+        assert_eq!(ShardedRateLimiter::shards_for(100), 1);
+        assert_eq!(ShardedRateLimiter::shards_for(100_000), 64);
+        assert_eq!(ShardedRateLimiter::shards_for(8192), 8);
         let mut tally = Tally::default();
         for i in 0..100_000u64 {
             tally.add(sharded.check(Instant::from_nanos(i * 100_000), v4(7)));

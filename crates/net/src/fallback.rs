@@ -18,6 +18,70 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
+    /// Switches the socket to blocking receives that give up after
+    /// `timeout`; see the Linux version.
+    ///
+    /// # Errors
+    ///
+    /// The error from the socket call.
+    pub fn set_blocking_recv(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.socket.set_read_timeout(timeout)?;
+        self.socket.set_nonblocking(false)
+    }
+
+    /// Receives one datagram into the batch (no `recvmmsg` here); see the
+    /// Linux version.
+    ///
+    /// # Errors
+    ///
+    /// As [`UdpSocket::recv`], except that truncation is flagged instead.
+    pub fn recv_batch(&self, batch: &mut crate::RecvBatch) -> io::Result<usize> {
+        batch.len = 0;
+        let Some(slot) = batch.slot_mut(0) else {
+            return Ok(0);
+        };
+        let capacity = slot.len();
+        match self.recv(slot) {
+            Ok(meta) => {
+                batch.metas[0] = meta;
+                batch.truncated[0] = false;
+            }
+            Err(e) if crate::is_truncated(&e) => {
+                batch.metas[0].len = capacity;
+                batch.truncated[0] = true;
+            }
+            Err(e) => return Err(e),
+        }
+        batch.len = 1;
+        Ok(1)
+    }
+
+    /// Sends the batch one datagram at a time; see the Linux version.
+    ///
+    /// # Errors
+    ///
+    /// The first error when nothing was sent.
+    pub fn send_batch(&self, batch: &mut crate::SendBatch) -> io::Result<usize> {
+        let mut sent = 0;
+        let mut first_error = None;
+        for i in 0..batch.len() {
+            if let Some((data, tx)) = batch.get(i) {
+                match self.send(data, tx) {
+                    Ok(_) => sent += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) if sent == 0 => Err(e),
+            _ => Ok(sent),
+        }
+    }
+}
+
+impl UdpSocket {
     /// Opens and binds a socket as `opts` describes.
     ///
     /// # Errors

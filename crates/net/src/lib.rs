@@ -50,6 +50,19 @@
 //! [`Placement::Device`]/[`Placement::Netns`] fail with
 //! [`NetError::Unsupported`].
 //!
+//! # Batches
+//!
+//! A server answering at the kernel's limit takes many datagrams per
+//! system call: [`UdpSocket::recv_batch`] (`recvmmsg`) fills a
+//! preallocated [`RecvBatch`] with datagrams and the same [`RecvMeta`] as
+//! [`UdpSocket::recv`] (kernel timestamp, packet info), and
+//! [`UdpSocket::send_batch`] (`sendmmsg`) sends what was written into a
+//! [`SendBatch`], each datagram with its own [`Transmit`] (source address
+//! and interface through packet info). Neither allocates per call. A worker
+//! thread switches its socket to blocking receives with a timeout
+//! ([`UdpSocket::set_blocking_recv`]); [`UdpSocket::send`] and
+//! [`UdpSocket::recv`] never block, so an event loop may share the socket.
+//!
 //! # Truncated datagrams
 //!
 //! A datagram larger than the receive buffer is consumed and reported as
@@ -62,6 +75,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod batch;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -72,6 +86,7 @@ mod fallback;
 #[cfg(not(target_os = "linux"))]
 use fallback as sys;
 
+pub use batch::{RecvBatch, SendBatch, MAX_BATCH};
 pub use sys::{ifindex, in_netns, netns_exists, UdpSocket};
 
 /// The directory where named network namespaces are mounted (`ip netns`).

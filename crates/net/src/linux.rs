@@ -22,6 +22,10 @@ use crate::{
     Transmit, NETNS_DIR,
 };
 
+mod mmsg;
+
+pub(crate) use mmsg::zeroed_storage;
+
 /// Longest interface name the kernel accepts (`IFNAMSIZ` minus the NUL).
 const MAX_IFNAME_LEN: usize = 15;
 
@@ -79,7 +83,7 @@ impl UdpSocket {
                 self.socket.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg_buf),
-                MsgFlags::empty(),
+                MsgFlags::MSG_DONTWAIT,
             ) {
                 Err(Errno::EINTR) => {}
                 other => break other?,
@@ -142,7 +146,8 @@ impl UdpSocket {
     }
 
     /// Sends `buf` as one datagram as `tx` describes, returning the number
-    /// of bytes sent.
+    /// of bytes sent. Never blocks (`MSG_DONTWAIT`), whatever the socket's
+    /// mode.
     ///
     /// # Errors
     ///
@@ -416,7 +421,9 @@ fn send_retrying<S: nix::sys::socket::SockaddrLike>(
     dst: &S,
 ) -> io::Result<usize> {
     loop {
-        match sendmsg(fd, iov, cmsgs, MsgFlags::empty(), Some(dst)) {
+        // MSG_DONTWAIT: never blocks, also on a socket switched to blocking
+        // receives for batch workers (`set_blocking_recv`).
+        match sendmsg(fd, iov, cmsgs, MsgFlags::MSG_DONTWAIT, Some(dst)) {
             Err(Errno::EINTR) => {}
             other => return other.map_err(io::Error::from),
         }

@@ -1,27 +1,40 @@
 //! `cargo xtask bench server`: strata's server throughput against chronyd
 //! and the bare reference reflector, on loopback.
 //!
-//! The servers run one after the other on their own 127.0.0.1 port, each
-//! pinned to core 1 (`taskset -c 1`); the generator ([`super::loadgen`])
-//! pins itself to core 0. With fewer than two cores nothing is pinned, and
-//! the output says so. Servers:
+//! The servers run side by side on their own 127.0.0.1 ports, each
+//! pinned to core 1 (`taskset -c 1`), each with its own generator
+//! ([`super::loadgen`], one thread pinned to core 0); they take turns run
+//! by run (a closed-loop run of each, then the next; each bisection step's
+//! runs; each fixed-rate run), so that other load on a shared machine
+//! weighs on all of them alike. An idle server costs nothing. With fewer
+//! than two cores nothing is pinned, and the output says so. Servers:
 //!
 //! * `reflector`: `xtask reflector ADDR --batch N` ([`super::reflector`]),
 //!   the practical limit of one core, and the generator's proven ceiling;
 //! * `strata`: release `stratad`, virtual clock, `[local-reference]
-//!   stratum = 1`, one `[[listen]]`, control socket and drift file in the
-//!   run directory (no rate limiting: the daemon has no `[rate-limit]` yet);
+//!   stratum = 1`, one `[[listen]]`, `[responder] workers = N` (`--workers`,
+//!   default 1: one pinned core), rate limiting on ([`STRATA_RATE_LIMIT`]:
+//!   above the generator's per-client rate, so every request pays the
+//!   lookup and none is limited), control socket and drift file in the run
+//!   directory;
 //! * `chronyd`: `chronyd -x -d -f CONF` with `local stratum 1`, `allow
-//!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, no
-//!   `ratelimit`; the run checks it logged "Disabled control of system
-//!   clock" and holds no `CAP_SYS_TIME` before loading it.
+//!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, and
+//!   its rate limiting on likewise ([`CHRONYD_RATE_LIMIT`]); the run checks
+//!   it logged "Disabled control of system clock" and holds no
+//!   `CAP_SYS_TIME` before loading it.
 //!
 //! Per server: the closed-loop maximum (median of 3 runs), the highest
 //! open-loop rate with ≤ 0.1% loss (bisection, median of 3 runs per
 //! step), p50/p99 response time and server CPU per reply (`/proc/PID/stat`
-//! utime + stime) at a fixed 20,000 requests/s, and the server's RSS after
+//! utime + stime) at a fixed 20,000 requests/s (medians of 3 runs), and
+//! the server's RSS after
 //! 100,000 distinct clients (source addresses) have each sent a request.
 //! Then `ratio=<strata/chronyd>` and `ratio_reflector=<strata/reflector>`.
+//!
+//! `--scaling` measures strata alone with 1 and with 2 workers (two
+//! daemons taking turns), nothing pinned (the generator shares the cores
+//! with the server), closed-loop maximum and replies/s at ≤ 0.1% loss, and
+//! prints the 2/1 ratio.
 //!
 //! Run from a debug `cargo xtask`, the command builds release `stratad`
 //! and `xtask` and re-runs itself from the release `xtask` (the generator
@@ -59,7 +72,16 @@ pub const GEN_CORE: usize = 0;
 /// Default datagrams per batch (generator and reflector).
 pub const DEFAULT_BATCH: usize = 32;
 /// Generator sockets (distinct source addresses) for the throughput runs.
-const GEN_SOCKETS: usize = 256;
+/// 1,024 so that a client's rate stays well under the rate limits below
+/// at any rate this machine reaches (400,000/s is 390/s per client).
+const GEN_SOCKETS: usize = 1024;
+/// strata's `[rate-limit]`: 1,000 requests/s per client sustained, bursts
+/// of 1,000, room for the 100,000 clients of the memory phase.
+pub const STRATA_RATE_LIMIT: &str =
+    "[rate-limit]\ninterval = \"1ms\"\nburst = 1000\nmax-clients = 200000\n";
+/// chronyd's `ratelimit`: 2^-10 s (about 1,000 responses/s per client),
+/// bursts of 255 (its maximum).
+pub const CHRONYD_RATE_LIMIT: &str = "ratelimit interval -10 burst 255\n";
 /// Requests outstanding in closed-loop runs.
 const WINDOW: usize = 512;
 /// chronyd's log line when started with `-x`.
@@ -80,6 +102,10 @@ pub struct Options {
     pub batch: usize,
     /// Servers to measure, in order.
     pub servers: Vec<Kind>,
+    /// stratad's `[responder] workers`.
+    pub workers: usize,
+    /// Measure strata with 1 and 2 workers, unpinned, instead.
+    pub scaling: bool,
 }
 
 /// A server under test.
@@ -231,30 +257,52 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     values.get(values.len().saturating_sub(1) / 2).copied()
 }
 
-/// Bisects `[lo, hi]` for the highest rate `probe` passes, `steps` times.
-/// `probe(rate)` returns whether the rate passed and the figure to keep.
-/// Returns the highest passing rate and its figure (`(0, 0)` if none passed).
-///
-/// # Errors
-/// The first error of `probe`.
-pub fn bisect(
-    mut lo: f64,
-    mut hi: f64,
-    steps: u32,
-    mut probe: impl FnMut(f64) -> Result<(bool, f64)>,
-) -> Result<(f64, f64)> {
-    let mut best = (0.0, 0.0);
-    for _ in 0..steps {
-        let mid = (lo + hi) / 2.0;
-        let (pass, figure) = probe(mid)?;
-        if pass {
-            best = (mid, figure);
-            lo = mid;
-        } else {
-            hi = mid;
+/// Bisects `[lo, hi]` for the highest rate that passes, one probe at a
+/// time (so that several servers' searches can take turns): probe
+/// [`Bisection::next_rate`], [`Bisection::record`] the outcome and the
+/// figure to keep, until `next_rate` is `None`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bisection {
+    lo: f64,
+    hi: f64,
+    steps_left: u32,
+    best: (f64, f64),
+}
+
+impl Bisection {
+    /// A search of `[lo, hi]` in `steps` steps.
+    pub fn new(lo: f64, hi: f64, steps: u32) -> Bisection {
+        Bisection {
+            lo,
+            hi,
+            steps_left: steps,
+            best: (0.0, 0.0),
         }
     }
-    Ok(best)
+
+    /// The rate to probe next, or `None` when the search is over.
+    pub fn next_rate(&self) -> Option<f64> {
+        (self.steps_left > 0).then(|| (self.lo + self.hi) / 2.0)
+    }
+
+    /// Records the outcome of probing [`Bisection::next_rate`].
+    pub fn record(&mut self, pass: bool, figure: f64) {
+        let Some(mid) = self.next_rate() else {
+            return;
+        };
+        if pass {
+            self.best = (mid, figure);
+            self.lo = mid;
+        } else {
+            self.hi = mid;
+        }
+        self.steps_left -= 1;
+    }
+
+    /// The highest passing rate and its figure (`(0, 0)` if none passed).
+    pub fn best(&self) -> (f64, f64) {
+        self.best
+    }
 }
 
 /// utime + stime of a process in clock ticks, from `/proc/PID/stat` text.
@@ -363,8 +411,13 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(","),
         ];
+        args.push("--workers".to_owned());
+        args.push(opts.workers.to_string());
         if opts.quick {
             args.push("--quick".to_owned());
+        }
+        if opts.scaling {
+            args.push("--scaling".to_owned());
         }
         let status = Command::new(&xtask)
             .args(&args)
@@ -382,6 +435,9 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         .unwrap_or_else(|| crate::target_dir().join("release"));
     let profile = Profile::new(opts.quick);
     let cores = online_cores();
+    if opts.scaling {
+        return scaling(&release, opts, &profile, cores);
+    }
     let pinned = cores > SERVER_CORE;
     let gen_pin = if pinned {
         pin_self(GEN_CORE)
@@ -410,22 +466,25 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         profile.fixed
     );
     let dir = RunDir(make_run_dir()?);
-    let tck = clock_ticks_per_s();
-    let mut results: Vec<(Kind, Figures)> = Vec::new();
+    let mut subjects = Vec::new();
     for (i, &kind) in opts.servers.iter().enumerate() {
-        let port = free_port()?;
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let sub = dir.0.join(kind.name());
-        std::fs::create_dir_all(&sub)?;
-        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755))?;
-        let server = start(kind, &release, &sub, addr, opts.batch, pinned)?;
         let first = Ipv4Addr::new(127, 20 + u8::try_from(i % 8)?, 0, 1);
-        let figures = measure(&server, addr, first, opts.batch, &profile, tck)?;
-        println!("{}", figures.line(kind.name()));
-        drop(server);
-        results.push((kind, figures));
+        subjects.push(Subject::start(
+            kind,
+            kind.name().to_owned(),
+            &release,
+            &sub,
+            opts,
+            pinned,
+            first,
+        )?);
     }
-    let get = |k: Kind| results.iter().find(|(kind, _)| *kind == k).map(|(_, f)| f);
+    measure(&mut subjects, &profile, true)?;
+    for s in &subjects {
+        println!("{}", s.f.line(&s.label));
+    }
+    let get = |k: Kind| subjects.iter().find(|s| s.kind == k).map(|s| &s.f);
     if let Some(reflector) = get(Kind::Reflector) {
         println!(
             "bench server: generator ceiling >= {:.0} replies/s (closed loop against the reflector)",
@@ -442,102 +501,183 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// All figures of one running server.
-fn measure(
-    server: &Server,
+/// A started server with its own generator and figures.
+struct Subject {
+    kind: Kind,
+    label: String,
+    server: Server,
     addr: SocketAddrV4,
-    first: Ipv4Addr,
-    batch: usize,
-    profile: &Profile,
-    tck: f64,
-) -> Result<Figures> {
-    let mut gen = LoadGen::new(&loadgen::Config {
-        target: addr,
-        sockets: GEN_SOCKETS,
-        batch,
-        first_source: first,
-    })?;
-    gen.wait_ready(Duration::from_secs(15))
-        .with_context(|| format!("{}; log: {}", server.name, server.log.display()))?;
-    // Read once it answers: taskset has set the affinity and exec'd by then.
-    let allowed = server.threads_cpus_allowed();
-    let pinned = !allowed.is_empty() && allowed.iter().all(|c| *c == SERVER_CORE.to_string());
-    println!(
-        "bench server {}: pid {} on {addr}, threads' cpus allowed: {allowed:?} (pinned to core \
-         {SERVER_CORE}: {}); load average before: {}",
-        server.name,
-        server.pid(),
-        if pinned { "yes" } else { "no" },
-        load_average()
-    );
-    let mut f = Figures::default();
-    let runs = |gen: &mut LoadGen, load: Load, d: Duration| -> Result<Vec<Stats>> {
-        (0..profile.repeats)
-            .map(|_| {
-                gen.run(&loadgen::Run {
-                    load,
-                    duration: d,
-                    max_requests: 20_000_000,
-                })
-            })
-            .collect()
-    };
-    let closed = runs(&mut gen, Load::Closed { window: WINDOW }, profile.closed)?;
-    f.max_rps =
-        median(&mut closed.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-    let (rate, rps) = bisect(f.max_rps * 0.1, f.max_rps * 1.2, profile.steps, |rate| {
-        let st = runs(&mut gen, Load::Open { rate }, profile.ramp)?;
-        let loss = median(&mut st.iter().map(Stats::loss).collect::<Vec<_>>()).unwrap_or(1.0);
-        let rps =
-            median(&mut st.iter().map(Stats::replies_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-        let sent = median(&mut st.iter().map(Stats::sent_per_s).collect::<Vec<_>>()).unwrap_or(0.0);
-        // A rate the generator did not reach does not count as passed.
-        let pass = loss <= MAX_LOSS && sent >= rate * 0.97;
+    gen: LoadGen,
+    f: Figures,
+}
+
+impl Subject {
+    /// Starts the server in `dir` on a fresh port and waits until it answers.
+    fn start(
+        kind: Kind,
+        label: String,
+        release: &Path,
+        dir: &Path,
+        opts: &Options,
+        pin: bool,
+        first: Ipv4Addr,
+    ) -> Result<Subject> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()?);
+        let server = start(kind, release, dir, addr, opts, pin)?;
+        let mut gen = LoadGen::new(&loadgen::Config {
+            target: addr,
+            sockets: GEN_SOCKETS,
+            batch: opts.batch,
+            first_source: first,
+        })?;
+        gen.wait_ready(Duration::from_secs(15))
+            .with_context(|| format!("{label}; log: {}", server.log.display()))?;
+        // Read once it answers: taskset has set the affinity and exec'd by then.
+        let allowed = server.threads_cpus_allowed();
+        let pinned = !allowed.is_empty() && allowed.iter().all(|c| *c == SERVER_CORE.to_string());
         println!(
-            "  ramp {}: rate {rate:.0}/s sent {sent:.0}/s replies {rps:.0}/s loss {:.3}% {}",
-            server.name,
-            loss * 100.0,
-            if pass { "ok" } else { "over" }
+            "bench server {label}: pid {} on {addr}, threads' cpus allowed: {allowed:?} (pinned \
+             to core {SERVER_CORE}: {}); load average: {}",
+            server.pid(),
+            if pinned { "yes" } else { "no" },
+            load_average()
         );
-        Ok((pass, rps))
-    })?;
-    f.rps_at_loss = rps;
-    if rate == 0.0 {
-        // Below the search range: the server loses more than 0.1% even at a
-        // fifth of its closed-loop maximum.
-        println!(
-            "  ramp {}: no rate in the range passed (<= 0.1% loss)",
-            server.name
-        );
+        Ok(Subject {
+            kind,
+            label,
+            server,
+            addr,
+            gen,
+            f: Figures::default(),
+        })
     }
-    let before = server.cpu_ticks()?;
-    let st = gen.run(&loadgen::Run {
-        load: Load::Open { rate: FIXED_RATE },
-        duration: profile.fixed,
-        max_requests: 20_000_000,
-    })?;
-    let after = server.cpu_ticks()?;
-    f.p50_s = st.percentile_s(50.0);
-    f.p99_s = st.percentile_s(99.0);
-    f.fixed_loss = st.loss();
-    f.fixed_sent_rps = st.sent_per_s();
-    if st.replies > 0 {
-        let cpu_s = to_f64(after.saturating_sub(before)) / tck;
-        f.cpu_per_reply_s = Some(cpu_s / to_f64(st.replies));
+
+    fn run(&mut self, load: Load, duration: Duration) -> Result<Stats> {
+        self.gen.run(&loadgen::Run {
+            load,
+            duration,
+            max_requests: 20_000_000,
+        })
     }
-    drop(gen);
-    f.rss_before_kib = server.status().ok().and_then(|s| vm_rss_kib(&s));
-    let clients = loadgen::distinct_clients(
-        addr,
-        Ipv4Addr::new(127, 100, 0, 1),
-        CLIENTS,
-        1000,
-        Duration::from_millis(200),
-        Duration::from_secs(60),
-    )?;
-    f.clients_answered = clients.answered;
-    f.rss_after_kib = server.status().ok().and_then(|s| vm_rss_kib(&s));
-    Ok(f)
+}
+
+/// (CPU per reply, p50, p99, loss, sent/s) of one fixed-rate run.
+type FixedRun = (Option<f64>, Option<f64>, Option<f64>, f64, f64);
+
+/// Measures every subject, taking turns run by run (the closed-loop runs,
+/// each bisection step's runs, the fixed-rate runs), so that other load on
+/// a shared machine weighs on every server alike; medians per server.
+/// With `full`, also the fixed-rate figures and the memory figure.
+fn measure(subjects: &mut [Subject], profile: &Profile, full: bool) -> Result<()> {
+    let tck = clock_ticks_per_s();
+    let mut closed = vec![Vec::new(); subjects.len()];
+    for _ in 0..profile.repeats {
+        for (s, out) in subjects.iter_mut().zip(&mut closed) {
+            out.push(
+                s.run(Load::Closed { window: WINDOW }, profile.closed)?
+                    .replies_per_s(),
+            );
+        }
+    }
+    let mut searches = Vec::new();
+    for (s, out) in subjects.iter_mut().zip(&mut closed) {
+        s.f.max_rps = median(out).unwrap_or(0.0);
+        searches.push(Bisection::new(
+            s.f.max_rps * 0.1,
+            s.f.max_rps * 1.2,
+            profile.steps,
+        ));
+    }
+    for _ in 0..profile.steps {
+        let mut stats = vec![Vec::new(); subjects.len()];
+        for _ in 0..profile.repeats {
+            for ((s, b), out) in subjects.iter_mut().zip(&searches).zip(&mut stats) {
+                if let Some(rate) = b.next_rate() {
+                    out.push(s.run(Load::Open { rate }, profile.ramp)?);
+                }
+            }
+        }
+        for ((s, b), st) in subjects.iter().zip(&mut searches).zip(&stats) {
+            let Some(rate) = b.next_rate() else {
+                continue;
+            };
+            let med = |f: fn(&Stats) -> f64, empty: f64| {
+                median(&mut st.iter().map(f).collect::<Vec<_>>()).unwrap_or(empty)
+            };
+            let (loss, rps, sent) = (
+                med(Stats::loss, 1.0),
+                med(Stats::replies_per_s, 0.0),
+                med(Stats::sent_per_s, 0.0),
+            );
+            // A rate the generator did not reach does not count as passed.
+            let pass = loss <= MAX_LOSS && sent >= rate * 0.97;
+            println!(
+                "  ramp {}: rate {rate:.0}/s sent {sent:.0}/s replies {rps:.0}/s loss {:.3}% {}",
+                s.label,
+                loss * 100.0,
+                if pass { "ok" } else { "over" }
+            );
+            b.record(pass, rps);
+        }
+    }
+    for (s, b) in subjects.iter_mut().zip(&searches) {
+        let (rate, rps) = b.best();
+        s.f.rps_at_loss = rps;
+        if rate == 0.0 {
+            // Below the search range: the server loses more than 0.1% even
+            // at a tenth of its closed-loop maximum.
+            println!(
+                "  ramp {}: no rate in the range passed (<= 0.1% loss)",
+                s.label
+            );
+        }
+    }
+    if !full {
+        return Ok(());
+    }
+    let mut fixed: Vec<Vec<FixedRun>> = vec![Vec::new(); subjects.len()];
+    for _ in 0..profile.repeats {
+        for (s, out) in subjects.iter_mut().zip(&mut fixed) {
+            let before = s.server.cpu_ticks()?;
+            let st = s.run(Load::Open { rate: FIXED_RATE }, profile.fixed)?;
+            let after = s.server.cpu_ticks()?;
+            let cpu = (st.replies > 0)
+                .then(|| to_f64(after.saturating_sub(before)) / tck / to_f64(st.replies));
+            out.push((
+                cpu,
+                st.percentile_s(50.0),
+                st.percentile_s(99.0),
+                st.loss(),
+                st.sent_per_s(),
+            ));
+        }
+    }
+    for (s, runs) in subjects.iter_mut().zip(&fixed) {
+        let med = |f: fn(&FixedRun) -> Option<f64>| {
+            median(&mut runs.iter().filter_map(f).collect::<Vec<_>>())
+        };
+        s.f.cpu_per_reply_s = med(|r| r.0);
+        s.f.p50_s = med(|r| r.1);
+        s.f.p99_s = med(|r| r.2);
+        s.f.fixed_loss = med(|r| Some(r.3)).unwrap_or(1.0);
+        s.f.fixed_sent_rps = med(|r| Some(r.4)).unwrap_or(0.0);
+    }
+    for s in subjects.iter_mut() {
+        s.f.rss_before_kib = s.server.status().ok().and_then(|st| vm_rss_kib(&st));
+        let clients = loadgen::distinct_clients(
+            s.addr,
+            Ipv4Addr::new(127, 100, 0, 1),
+            CLIENTS,
+            1000,
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )?;
+        s.f.clients_answered = clients.answered;
+        s.f.rss_after_kib = s.server.status().ok().and_then(|st| vm_rss_kib(&st));
+    }
+    Ok(())
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -551,9 +691,10 @@ fn start(
     release: &Path,
     dir: &Path,
     addr: SocketAddrV4,
-    batch: usize,
+    opts: &Options,
     pin: bool,
 ) -> Result<Server> {
+    let batch = opts.batch;
     let log = dir.join(format!("{}.log", kind.name()));
     let (program, args): (PathBuf, Vec<String>) = match kind {
         Kind::Reflector => (
@@ -564,14 +705,14 @@ fn start(
                 "--batch".to_owned(),
                 batch.to_string(),
                 "--max-seconds".to_owned(),
-                "600".to_owned(),
+                "1800".to_owned(),
                 "--max-packets".to_owned(),
                 "1000000000".to_owned(),
             ],
         ),
         Kind::Strata => {
             let conf = dir.join("stratad.toml");
-            std::fs::write(&conf, strata_config(dir, addr))?;
+            std::fs::write(&conf, strata_config(dir, addr, opts.workers))?;
             (
                 release.join("stratad"),
                 vec!["-c".to_owned(), conf.display().to_string()],
@@ -654,11 +795,17 @@ fn confirm_chronyd_x(server: &mut Server) -> Result<()> {
     )
 }
 
-/// stratad's config: virtual clock, local reference, one listener.
-pub fn strata_config(dir: &Path, addr: SocketAddrV4) -> String {
+/// stratad's config: virtual clock, local reference, one listener with
+/// `workers` fast-path workers, rate limiting on.
+pub fn strata_config(dir: &Path, addr: SocketAddrV4, workers: usize) -> String {
     let dir = dir.display();
     format!(
-        "[clock]\n\
+        "[responder]\n\
+         workers = {workers}\n\
+         \n\
+         {STRATA_RATE_LIMIT}\
+         \n\
+         [clock]\n\
          backend = \"virtual\"\n\
          drift-file = \"{dir}/drift\"\n\
          \n\
@@ -673,7 +820,7 @@ pub fn strata_config(dir: &Path, addr: SocketAddrV4) -> String {
     )
 }
 
-/// chronyd's config: local stratum 1, loopback clients, no rate limiting.
+/// chronyd's config: local stratum 1, loopback clients, rate limiting on.
 pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
     let d = dir.display();
     let mut conf = String::new();
@@ -687,7 +834,8 @@ pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
          cmdport 0\n\
          bindcmdaddress {d}/chronyd.sock\n\
          pidfile {d}/chronyd.pid\n\
-         driftfile {d}/chronyd.drift\n",
+         driftfile {d}/chronyd.drift\n\
+         {CHRONYD_RATE_LIMIT}",
         addr.ip(),
         addr.port()
     );
@@ -749,6 +897,61 @@ fn pin_self(core: usize) -> Result<String> {
     Ok(cores.join(","))
 }
 
+/// `--scaling`: strata with 1 and 2 workers, generator and server unpinned.
+fn scaling(release: &Path, opts: &Options, profile: &Profile, cores: usize) -> Result<()> {
+    println!(
+        "bench server --scaling: strata with 1 then 2 workers; {cores} online core(s); \
+         generator and server NOT pinned (they share the cores); load average {}",
+        load_average()
+    );
+    let dir = RunDir(make_run_dir()?);
+    let mut subjects = Vec::new();
+    for workers in [1usize, 2] {
+        let o = Options {
+            workers,
+            ..opts.clone()
+        };
+        subjects.push(Subject::start(
+            Kind::Strata,
+            format!("strata workers={workers}"),
+            release,
+            &dir.0.join(format!("strata-{workers}")),
+            &o,
+            false,
+            Ipv4Addr::new(127, 20 + u8::try_from(workers)?, 0, 1),
+        )?);
+    }
+    let before: Vec<u64> = subjects
+        .iter()
+        .map(|s| s.server.cpu_ticks())
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    measure(&mut subjects, profile, false)?;
+    let secs = started.elapsed().as_secs_f64();
+    for (s, b) in subjects.iter().zip(&before) {
+        let cpu_s = to_f64(s.server.cpu_ticks()?.saturating_sub(*b)) / clock_ticks_per_s();
+        println!(
+            "bench server {}: max_rps={:.0} rps_at_0.1pct_loss={:.0} (server CPU {:.1} s over the \
+             {secs:.0} s both took turns in); load average {}",
+            s.label,
+            s.f.max_rps,
+            s.f.rps_at_loss,
+            cpu_s,
+            load_average()
+        );
+    }
+    let rps: Vec<&Figures> = subjects.iter().map(|s| &s.f).collect();
+    if let [one, two] = rps[..] {
+        let r = |a: f64, b: f64| ratio(a, b).map_or("n/a".to_owned(), |x| format!("{x:.2}"));
+        println!(
+            "ratio_workers=<2/1> max_rps={} rps_at_0.1pct_loss={}",
+            r(two.max_rps, one.max_rps),
+            r(two.rps_at_loss, one.rps_at_loss)
+        );
+    }
+    Ok(())
+}
+
 /// The first three fields of `/proc/loadavg` (other work on the machine
 /// skews every figure: runs compare servers within one invocation).
 fn load_average() -> String {
@@ -807,16 +1010,20 @@ mod tests {
 
     #[test]
     fn bisection_finds_the_highest_passing_rate() {
-        let mut probes = Vec::new();
-        let (rate, fig) = bisect(0.0, 1000.0, 6, |r| {
-            probes.push(r);
-            Ok((r <= 300.0, r * 0.99))
-        })
-        .expect("bisect");
-        assert_eq!(probes.len(), 6);
+        let search = |lo: f64, hi: f64, steps: u32, pass: &dyn Fn(f64) -> bool| {
+            let mut b = Bisection::new(lo, hi, steps);
+            let mut probes = Vec::new();
+            while let Some(r) = b.next_rate() {
+                probes.push(r);
+                b.record(pass(r), r * 0.99);
+            }
+            (b.best(), probes.len())
+        };
+        let ((rate, fig), probes) = search(0.0, 1000.0, 6, &|r| r <= 300.0);
+        assert_eq!(probes, 6);
         assert!(rate <= 300.0 && rate > 300.0 - 1000.0 / 64.0, "{rate}");
         assert!((fig - rate * 0.99).abs() < 1e-9);
-        let (none, _) = bisect(10.0, 20.0, 3, |_| Ok((false, 1.0))).expect("bisect");
+        let ((none, _), _) = search(10.0, 20.0, 3, &|_| false);
         assert_eq!(none, 0.0);
     }
 
@@ -830,15 +1037,27 @@ mod tests {
     }
 
     #[test]
-    fn configs_hold_the_address_and_no_rate_limit() {
+    fn configs_hold_the_address_and_rate_limits() {
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12345);
-        let s = strata_config(Path::new("/tmp/x"), addr);
+        let s = strata_config(Path::new("/tmp/x"), addr, 2);
         assert!(s.contains("address = \"127.0.0.1:12345\""));
         assert!(s.contains("backend = \"virtual\""));
         assert!(s.contains("stratum = 1"));
-        assert!(!s.contains("rate-limit"));
+        assert!(s.contains("[rate-limit]\ninterval = \"1ms\""));
+        assert!(s.contains("[responder]\nworkers = 2\n"));
+        let parsed: toml::Table = s.parse().expect("stratad config is TOML");
+        assert!(parsed.contains_key("rate-limit") && parsed.contains_key("responder"));
         let c = chronyd_config(Path::new("/tmp/x/chrony"), addr);
         assert!(c.contains("port 12345\n") && c.contains("local stratum 1\n"));
-        assert!(c.contains("cmdport 0\n") && !c.contains("ratelimit"));
+        assert!(c.contains("cmdport 0\n") && c.contains("ratelimit interval -10 burst 255\n"));
+    }
+
+    #[test]
+    fn generator_clients_stay_under_the_limits() {
+        // 400,000 requests/s over the generator's sockets is each client's
+        // rate at most; both limits must be well above it.
+        let per_client = 400_000.0 / to_f64(u64::try_from(GEN_SOCKETS).expect("usize"));
+        assert!(per_client * 2.0 < 1000.0, "strata: 1 ms interval");
+        assert!(per_client * 2.0 < 1024.0, "chronyd: 2^-10 s interval");
     }
 }

@@ -96,6 +96,44 @@ pub enum LeapAction {
     Delete,
 }
 
+/// How a clock's readings follow the host realtime clock, as a value
+/// other threads can hold: `clock = anchor_clock + (host - anchor_host) ×
+/// (1 + rate_ppm × 1e-6)`. A [`Clock`] hands out its current map with
+/// [`Clock::host_map`]; applying it to a host reading gives exactly what
+/// [`Clock::from_host`] gives (and, for a host reading taken now, what
+/// [`Clock::now`] gives) until the clock is next stepped or its frequency
+/// changed, when the owner hands out the new map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostMap {
+    /// A host instant.
+    pub anchor_host: NtpTimestamp,
+    /// The clock's reading at `anchor_host`.
+    pub anchor_clock: NtpTimestamp,
+    /// How much faster than the host clock the clock runs, ppm.
+    pub rate_ppm: f64,
+}
+
+impl HostMap {
+    /// The host clock itself.
+    pub const IDENTITY: HostMap = HostMap {
+        anchor_host: NtpTimestamp::ZERO,
+        anchor_clock: NtpTimestamp::ZERO,
+        rate_ppm: 0.0,
+    };
+
+    /// The clock's reading at host time `host`.
+    #[must_use]
+    pub fn apply(&self, host: NtpTimestamp) -> NtpTimestamp {
+        let elapsed = host - self.anchor_host;
+        if self.rate_ppm == 0.0 {
+            return self.anchor_clock + elapsed;
+        }
+        let drift =
+            strata_wire::NtpDuration::from_seconds(elapsed.to_seconds() * self.rate_ppm * 1e-6);
+        self.anchor_clock + elapsed + drift
+    }
+}
+
 /// A steerable clock.
 pub trait Clock: Send {
     /// This clock's reading.
@@ -116,6 +154,13 @@ pub trait Clock: Send {
     /// Whether steering this clock adjusts the host clock (true only for
     /// [`SystemClock`]).
     fn adjusts_host(&self) -> bool;
+    /// The map from host time to this clock's time as it stands now, for
+    /// threads that read the clock without owning it (see [`HostMap`]).
+    /// The default is the identity, right for every clock that reads the
+    /// host clock itself.
+    fn host_map(&self) -> HostMap {
+        HostMap::IDENTITY
+    }
 }
 
 /// A source of host realtime readings.
@@ -157,5 +202,8 @@ impl<C: Clock + ?Sized> Clock for Box<C> {
     }
     fn adjusts_host(&self) -> bool {
         (**self).adjusts_host()
+    }
+    fn host_map(&self) -> HostMap {
+        (**self).host_map()
     }
 }

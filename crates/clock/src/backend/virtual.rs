@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use strata_wire::{NtpDuration, NtpTimestamp};
 
-use super::{check_frequency, check_step, Clock, ClockError, LeapAction, TimeSource};
+use super::{check_frequency, check_step, Clock, ClockError, HostMap, LeapAction, TimeSource};
 
 /// A simulated clock with a frequency error, steered like a real one.
 #[derive(Debug, Clone)]
@@ -86,9 +86,7 @@ impl<S: TimeSource> VirtualClock<S> {
     }
 
     fn map(&self, host: NtpTimestamp) -> NtpTimestamp {
-        let elapsed = host - self.anchor_host;
-        let drift = NtpDuration::from_seconds(elapsed.to_seconds() * self.rate_ppm() * 1e-6);
-        self.anchor_virtual + elapsed + drift
+        self.host_map().apply(host)
     }
 }
 
@@ -127,6 +125,16 @@ impl<S: TimeSource> Clock for VirtualClock<S> {
 
     fn adjusts_host(&self) -> bool {
         false
+    }
+
+    /// The map from the source's readings (the host clock for
+    /// `HostRealtime`) to this clock.
+    fn host_map(&self) -> HostMap {
+        HostMap {
+            anchor_host: self.anchor_host,
+            anchor_clock: self.anchor_virtual,
+            rate_ppm: self.rate_ppm(),
+        }
     }
 }
 
@@ -200,6 +208,30 @@ mod tests {
         assert_eq!(shared.host_now(), NtpTimestamp::from_unix(START + 1, 0));
         t.set(NtpTimestamp::from_unix(START, 0));
         assert_eq!(shared.now(), NtpTimestamp::from_unix(START, 0));
+    }
+
+    #[test]
+    fn host_map_reads_as_the_clock_does() {
+        let t = ManualTime::new(NtpTimestamp::from_unix(START, 0));
+        let mut c = VirtualClock::new(t.clone(), 0.25, 40.0);
+        let probe = |c: &VirtualClock<ManualTime>| {
+            let map = c.host_map();
+            for dt in [0.0, 0.001, 3.5, 1000.0] {
+                let host = t.now() + NtpDuration::from_seconds(dt);
+                assert_eq!(map.apply(host), c.from_host(host), "dt {dt}");
+            }
+            assert_eq!(map.apply(t.now()), c.now().unwrap());
+        };
+        probe(&c);
+        t.advance_secs(10.0);
+        c.step(-0.125).unwrap();
+        probe(&c);
+        t.advance_secs(5.0);
+        c.set_frequency(-40.0).unwrap();
+        probe(&c);
+        assert_eq!(c.host_map().rate_ppm, 0.0);
+        let observe = super::super::ObserveOnly::new(t.clone());
+        assert_eq!(observe.host_map().apply(t.now()), observe.now().unwrap());
     }
 
     #[test]

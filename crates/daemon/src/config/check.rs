@@ -250,6 +250,7 @@ const AUTH: &[Field] = &[
     field("keys-file", Kind::Str),
     field("trusted-keys", Kind::IntArray),
 ];
+const RESPONDER: &[Field] = &[field("workers", Kind::Int)];
 const ROOT: &[Field] = &[
     field("clock", Kind::Table(CLOCK)),
     field("discipline", Kind::Table(DISCIPLINE)),
@@ -269,6 +270,7 @@ const ROOT: &[Field] = &[
     field("access-policy", Kind::Table(ACCESS_POLICY)),
     field("rate-limit", Kind::Table(RATE_LIMIT)),
     field("auth", Kind::Table(AUTH)),
+    field("responder", Kind::Table(RESPONDER)),
 ];
 
 /// Byte offset → 1-based line.

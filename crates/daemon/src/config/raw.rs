@@ -16,8 +16,8 @@ use super::duration::parse_duration;
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, ClockBackend, ClockConfig, Config,
     ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement, Listen,
-    LocalReference, Prefix, RateLimit, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE,
-    DEFAULT_NTP_PORT, LOG_LEVELS,
+    LocalReference, LogConfig, Prefix, RateLimit, Responder, Server, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS, MAX_WORKERS,
 };
 
 /// The most clients `[rate-limit] max-clients` may track (the engine's hard cap).
@@ -115,6 +115,14 @@ pub(crate) struct RawConfig {
     pub(crate) access_policy: Option<RawAccessPolicy>,
     pub(crate) rate_limit: Option<RawRateLimit>,
     pub(crate) auth: Option<RawAuth>,
+    pub(crate) responder: Option<RawResponder>,
+}
+
+/// `[responder]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawResponder {
+    pub(crate) workers: Option<i64>,
 }
 
 /// `[auth]`.
@@ -926,6 +934,22 @@ impl RawConfig {
         let access_policy = self.validate_access_policy(&mut errors);
         let rate_limit = self.validate_rate_limit(&mut errors);
         let (auth, store) = self.validate_auth(&mut errors);
+        let responder = match self.responder.as_ref().and_then(|r| r.workers) {
+            None => Responder::default(),
+            Some(n) => match usize::try_from(n) {
+                Ok(n) if n <= MAX_WORKERS => Responder { workers: Some(n) },
+                _ => {
+                    errors.push(
+                        KeyPath::keys(&["responder", "workers"]),
+                        format!(
+                            "{n} is out of range (0..={MAX_WORKERS}; 0 answers every request \
+                             in the event loop)"
+                        ),
+                    );
+                    Responder::default()
+                }
+            },
+        };
 
         let mut listen = Vec::new();
         for (i, raw) in self.listen.iter().enumerate() {
@@ -976,6 +1000,7 @@ impl RawConfig {
                 access_policy,
                 rate_limit,
                 auth,
+                responder,
                 warnings: Vec::new(),
             })
         } else {

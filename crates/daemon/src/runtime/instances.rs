@@ -61,6 +61,7 @@ impl Daemon {
     /// Checks the health of up instances (their namespace or device still
     /// exists) and retries down instances whose retry time has come.
     pub(super) fn maintain(&mut self) {
+        self.reap_workers();
         let now = std::time::Instant::now();
         let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
         for id in ids {
@@ -72,6 +73,11 @@ impl Daemon {
                 (placement, true) => match placement_ifindexes(placement) {
                     Ok(ifindexes) if placement_matches(placement, &inst.ifindexes, &ifindexes) => {
                         if let Some(inst) = self.instances.get_mut(&id) {
+                            if inst.ifindexes != ifindexes {
+                                // The default instance's workers drop what
+                                // arrives on these interfaces.
+                                self.fast_dirty = true;
+                            }
                             inst.ifindexes = ifindexes;
                         }
                     }
@@ -129,6 +135,7 @@ impl Daemon {
             inst.ifindexes = ifindexes;
         }
         self.apply_listener_keys();
+        self.fast_dirty = true;
         tracing::info!(instance = %name, placement = %placement, listeners = listen.len(), "instance up");
         Ok(())
     }
@@ -151,6 +158,7 @@ impl Daemon {
             inst.ifindexes.clear();
             inst.mode5.senders.clear();
         }
+        self.fast_dirty = true;
         self.retry_later(id, why);
     }
 

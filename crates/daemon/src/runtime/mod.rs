@@ -20,7 +20,17 @@
 //! `foreign-instance`) datagrams that arrived on an interface of a
 //! device-bound instance, so VPN traffic never leaks into the default
 //! instance.
+//!
+//! # The fast path
+//!
+//! A `[[listen]]` socket is read by worker threads instead of a reader
+//! task (`[responder] workers`, default one per core; see [`fastpath`]):
+//! they answer plain client requests themselves, in batches, from a
+//! snapshot of the server state this loop publishes, and hand every other
+//! datagram to this loop as the reader task would. With `workers = 0`
+//! listeners have reader tasks like every other socket.
 
+mod fastpath;
 mod instances;
 pub mod metrics;
 mod mode5;
@@ -122,11 +132,39 @@ struct ControlRequest {
     reply: oneshot::Sender<Reply>,
 }
 
+/// A socket as the event loop holds it: registered with the runtime when
+/// a reader task waits on it, or plain when fast-path workers read it (a
+/// registration would wake the loop for every datagram and every send).
+enum Io {
+    Async(Arc<AsyncFd<UdpSocket>>),
+    Plain(Arc<UdpSocket>),
+}
+
+impl Io {
+    fn get_ref(&self) -> &UdpSocket {
+        match self {
+            Io::Async(fd) => fd.get_ref(),
+            Io::Plain(s) => s,
+        }
+    }
+
+    /// The runtime registration, when there is one.
+    fn async_fd(&self) -> Option<&Arc<AsyncFd<UdpSocket>>> {
+        match self {
+            Io::Async(fd) => Some(fd),
+            Io::Plain(_) => None,
+        }
+    }
+}
+
 struct Socket {
-    io: Arc<AsyncFd<UdpSocket>>,
+    io: Io,
     instance: InstanceId,
     listener: bool,
-    reader: tokio::task::JoinHandle<()>,
+    /// The reader task, or `None` when fast-path workers read the socket.
+    reader: Option<tokio::task::JoinHandle<()>>,
+    /// The fast-path workers of a listener.
+    workers: Option<fastpath::Workers>,
 }
 
 /// A running daemon's state, owned by the event loop.
@@ -151,6 +189,19 @@ struct Daemon {
     probes: trace::Probes,
     /// The associations as last logged.
     association_log: crate::logging::AssociationLog,
+    /// What the fast-path workers read.
+    fast: Arc<fastpath::Shared>,
+    /// Fast-path workers per listener (0: none, listeners have readers).
+    workers: usize,
+    /// Workers of closed listeners that have not ended yet.
+    stopping: Vec<fastpath::Workers>,
+    /// Counts of ended workers, per instance.
+    fast_retired: BTreeMap<InstanceId, fastpath::Totals>,
+    /// The state last published to the workers.
+    published: Option<fastpath::Key>,
+    /// Something the workers read beyond the server state and the clock
+    /// changed (access rules, policy, instances): publish again.
+    fast_dirty: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -184,10 +235,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         ..NodeConfig::default()
     };
     let (rx, mut datagrams) = mpsc::channel::<Datagram>(4096);
+    let origin = std::time::Instant::now();
+    let workers = config
+        .responder
+        .workers
+        .unwrap_or_else(fastpath::default_workers);
     let mut daemon = Daemon {
         node: Node::new(node_config),
         clock,
-        origin: std::time::Instant::now(),
+        origin,
         sockets: HashMap::new(),
         client_sockets: HashMap::new(),
         instance_names: HashMap::from([(InstanceId::DEFAULT, "default".to_owned())]),
@@ -200,9 +256,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         config_path,
         probes: trace::Probes::default(),
         association_log: crate::logging::AssociationLog::default(),
+        fast: Arc::new(fastpath::Shared::new(origin)),
+        workers,
+        stopping: Vec::new(),
+        fast_retired: BTreeMap::new(),
+        published: None,
+        fast_dirty: true,
     };
 
     daemon.setup_instances(&config);
+    // The workers of the listeners opened below start from this snapshot.
+    daemon.publish_fast();
+    if workers > 0 {
+        tracing::info!(workers, "fast path: worker threads per listener");
+    }
     for listen in config
         .listen
         .iter()
@@ -357,7 +424,13 @@ impl Daemon {
 
     fn close_socket(&mut self, id: SocketId) {
         if let Some(sock) = self.sockets.remove(&id) {
-            sock.reader.abort();
+            if let Some(reader) = sock.reader {
+                reader.abort();
+            }
+            if let Some(workers) = sock.workers {
+                workers.stop();
+                self.stopping.push(workers);
+            }
         }
         self.client_sockets.retain(|_, s| *s != id);
     }
@@ -385,9 +458,18 @@ impl Daemon {
         // `AsyncFd::new` is deprecated because a borrowed descriptor could be
         // closed while registered; `UdpSocket` owns its descriptor, which stays
         // open as long as the `AsyncFd` holding it, so this use is sound.
-        #[allow(deprecated)]
-        let io = Arc::new(AsyncFd::new(socket)?);
-        let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
+        let (io, reader, workers) = if listener && self.workers > 0 {
+            let socket = Arc::new(socket);
+            let workers =
+                fastpath::Workers::spawn(self.workers, &socket, id, instance, &self.fast, &self.rx)
+                    .context("starting fast-path workers")?;
+            (Io::Plain(socket), None, Some(workers))
+        } else {
+            #[allow(deprecated)]
+            let io = Arc::new(AsyncFd::new(socket)?);
+            let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
+            (Io::Async(io), Some(reader), None)
+        };
         self.sockets.insert(
             id,
             Socket {
@@ -395,6 +477,7 @@ impl Daemon {
                 instance,
                 listener,
                 reader,
+                workers,
             },
         );
         Ok(id)
@@ -541,7 +624,94 @@ impl Daemon {
         if associations_changed {
             self.log_associations();
         }
+        self.publish_fast_if_changed();
         Ok(())
+    }
+
+    /// What the workers compare to tell whether to take a new snapshot.
+    fn fast_key(&self) -> fastpath::Key {
+        (
+            self.node.server_state(NtpTimestamp::ZERO),
+            self.node.reference_follows_clock(),
+            self.clock.host_map(),
+            self.node
+                .shared_rate_limiter()
+                .map_or(0, |l| Arc::as_ptr(&l) as usize),
+        )
+    }
+
+    fn publish_fast_if_changed(&mut self) {
+        if self.fast_dirty || self.published != Some(self.fast_key()) {
+            self.publish_fast();
+        }
+    }
+
+    /// Publishes a new snapshot to the fast-path workers.
+    fn publish_fast(&mut self) {
+        let key = self.fast_key();
+        let mut access = Vec::new();
+        for (id, inst) in &self.instances {
+            let i = usize::from(id.0);
+            if access.len() <= i {
+                access.resize(i + 1, Vec::new());
+            }
+            access[i] = access_rules(&self.config, &inst.name);
+        }
+        let foreign = self
+            .instances
+            .values()
+            .filter(|i| i.up && matches!(i.placement, Placement::Device(_)))
+            .flat_map(|i| i.ifindexes.iter().copied())
+            .collect();
+        self.fast.publish(fastpath::Snapshot {
+            state: key.0,
+            reference_follows_clock: key.1,
+            map: key.2,
+            limiter: self.node.shared_rate_limiter(),
+            deny_kod: self.config.access_policy.deny == crate::config::DenyAction::Kod,
+            access,
+            foreign,
+            keyed: self
+                .sockets
+                .keys()
+                .copied()
+                .filter(|id| self.node.listener_key(*id).is_some())
+                .collect(),
+        });
+        self.published = Some(key);
+        self.fast_dirty = false;
+    }
+
+    /// Folds the counts of ended workers into the per-instance totals.
+    fn reap_workers(&mut self) {
+        let (done, running): (Vec<_>, Vec<_>) = self
+            .stopping
+            .drain(..)
+            .partition(fastpath::Workers::finished);
+        self.stopping = running;
+        for w in done {
+            self.fast_retired
+                .entry(w.instance)
+                .or_default()
+                .add(&w.totals());
+        }
+    }
+
+    /// The fast-path counters of `instance`: ended, stopping and running workers.
+    fn fast_totals(&self, instance: InstanceId) -> fastpath::Totals {
+        let mut t = self
+            .fast_retired
+            .get(&instance)
+            .cloned()
+            .unwrap_or_default();
+        let live = self.sockets.values().filter_map(|s| s.workers.as_ref());
+        for w in live
+            .chain(&self.stopping)
+            .filter(|w| w.instance == instance)
+        {
+            t.add(&w.totals());
+        }
+        t
     }
 
     fn save_drift(&self) {

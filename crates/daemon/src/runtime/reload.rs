@@ -7,9 +7,10 @@
 //! changed poll bounds and keys are applied in place, removed ones are
 //! dropped and new ones added. Listeners are opened and closed to match and
 //! take their new `key`; access rules, session limits, `[access-policy]`,
-//! `[rate-limit]` and the `[auth]` keys are replaced. Keys whose change
+//! `[rate-limit]` and the `[auth]` keys are replaced (the fast-path workers
+//! take them with the next snapshot). Keys whose change
 //! needs a restart (the clock, the control socket, metrics, logging,
-//! instances, broadcast/multicast, discipline, local reference) keep their running
+//! `[responder]`, instances, broadcast/multicast, discipline, local reference) keep their running
 //! values and are named in the reply and the log; a reload whose keys file
 //! lacks a key those running values still use is refused.
 
@@ -46,6 +47,7 @@ impl Daemon {
         note(new.log != old.log, "[log]");
         note(new.instance != old.instance, "[[instance]]");
         note(new.discipline != old.discipline, "[discipline]");
+        note(new.responder != old.responder, "[responder]");
         note(
             new.local_reference != old.local_reference,
             "[local-reference]",
@@ -65,6 +67,7 @@ impl Daemon {
             log: old.log.clone(),
             instance: old.instance.clone(),
             discipline: old.discipline.clone(),
+            responder: old.responder,
             local_reference: old.local_reference,
             multicast_server: old.multicast_server.clone(),
             broadcast_server: old.broadcast_server.clone(),
@@ -81,6 +84,9 @@ impl Daemon {
             let rules = access_rules(&new, &inst.name);
             self.node.set_access(*id, rules);
         }
+        // The fast-path workers take the new keys, limits and rules with
+        // the next snapshot.
+        self.fast_dirty = true;
         for i in &new.instance {
             let id = self.node.add_instance(&i.name);
             self.node.set_max_dynamic(id, i.max_dynamic_sessions);
@@ -254,6 +260,7 @@ impl Daemon {
             .map(|(id, s)| (*id, s.instance))
             .collect();
         self.node.clear_listener_keys();
+        self.fast_dirty = true;
         for (socket, instance) in listeners {
             let name = self.instance_name(instance);
             let local = self.local_addr(socket);

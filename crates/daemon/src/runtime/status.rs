@@ -37,13 +37,23 @@ impl Daemon {
                             *dropped.entry(reason.clone()).or_default() += n;
                             received += n;
                         }
+                        // What the fast-path workers handled themselves.
+                        let fast = self.fast_totals(id);
+                        for (reason, n) in fast.dropped_by_reason() {
+                            *dropped.entry(reason.as_str().to_owned()).or_default() += n;
+                        }
+                        if fast.foreign > 0 {
+                            *dropped.entry(FOREIGN_INSTANCE.to_owned()).or_default() +=
+                                fast.foreign;
+                        }
+                        received += fast.received + fast.foreign;
                         (
                             name.to_owned(),
                             InstanceCounters {
                                 received,
-                                sent: c.sent,
+                                sent: c.sent + fast.sent,
                                 dropped,
-                                kod_sent: c.kod_sent,
+                                kod_sent: c.kod_sent + fast.kod_sent,
                                 state: if rt.is_none_or(|i| i.up) {
                                     "up"
                                 } else {

@@ -305,7 +305,10 @@ impl Daemon {
         let mut sockets = [None, None];
         for (slot, v6) in sockets.iter_mut().zip([false, true]) {
             if let Ok(id) = self.client_socket(instance, v6) {
-                *slot = self.sockets.get(&id).map(|s| (id, Arc::clone(&s.io)));
+                *slot = self
+                    .sockets
+                    .get(&id)
+                    .and_then(|s| Some((id, Arc::clone(s.io.async_fd()?))));
             }
         }
         let host = HostTime::now();
