@@ -1,45 +1,58 @@
-//! `cargo xtask demo`: a two-hop NTP chain converging live in network namespaces.
+//! `cargo xtask demo`: every association mode and a VPN instance converging
+//! live in network namespaces.
 //!
 //! The demo is a [`Scenario`] run by the scenario runner (root only; it
 //! builds `stratad`/`stratactl` first unless `$XTASK_BIN_DIR` is set, and a
-//! [`Guard`](crate::scenario::Guard) tears everything down, also on Ctrl-C):
+//! [`Guard`](crate::scenario::Guard) tears everything down on success,
+//! failure and Ctrl-C). Its topology ([`topology`]) is six namespaces and
+//! five daemons on embedded configs with shortened polls:
 //!
 //! ```text
-//!  s1 ──────────────── c1 ──────────────── c2
-//!  10.200.1.1/24      10.200.1.2/24
-//!  stratum 1          10.200.2.1/24       10.200.2.2/24
-//!  (local reference)  +300 ms, +30 ppm     −200 ms, −20 ppm
+//!   s1 (1) ───── pe (2) ═══ [vpna] ─┬── ce1 (3)  client
+//!    │                               └── ce2 (3)  symmetric passive
+//!    └── mode 5 to 224.0.1.1 ──> mc (2)  multicast client
 //! ```
 //!
-//! `s1` serves its (virtual) clock as stratum 1; `c1` is a client of `s1` and
-//! serves on both links; `c2` is a client of `c1` only, so it reads time
-//! through a second hop and must end at stratum 3. Every node runs a virtual
+//! a stratum-1 server `s1`; a client `pe` with a VPN instance `vpna` (a
+//! network namespace) in which it serves `ce1` and is symmetric active
+//! toward `ce2`; and a multicast client `mc` that calibrates against `s1`
+//! and then listens to its mode-5 packets. Every node runs a virtual
 //! clock, so the host clock is never touched; its true error is measured
 //! against the host clock by an NTP probe from inside its namespace.
 //!
-//! About once a second the demo redraws each node's sessions, stratum,
-//! synchronisation state and true error (a full-screen view on a terminal, a
-//! compact progress line otherwise). It passes once every client has been
-//! synchronised at its expected stratum with |true error| < 1 ms for
-//! [`SETTLE_TICKS`] ticks in a row, and fails after [`TIMEOUT`]. It ends
-//! with a summary table and `demo: pass` or `demo: FAIL <reason>`.
+//! About once a second the demo shows each node's stratum,
+//! synchronisation, true error, frequency and sessions (instance, address,
+//! mode, state, reach, poll, offset, delay), and for `pe` its instances:
+//! a full-screen view on a terminal ([`view::render_view`]), else one
+//! progress line per node ([`view::progress_lines`]). A client counts as
+//! synchronised once it has been at its stratum, with the sessions its role
+//! needs reached and in the expected state ([`topology::WantSession`]) and
+//! |true error| < 1 ms, for [`SETTLE_TICKS`] ticks in a row; it stays
+//! counted if it drops out later (the symmetric pair can: see
+//! [`Tracker`]). The demo passes once every client is synchronised and
+//! fails after [`TIMEOUT`]. It ends with a summary table and `demo: pass` or
+//! `demo: FAIL <reason>` (and a non-zero exit).
+
+mod topology;
+mod view;
 
 use std::{
-    fmt::Write as _,
+    collections::BTreeMap,
     io::IsTerminal as _,
     net::SocketAddr,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
 use xshell::Shell;
 
 use crate::probe::Sample;
-use crate::scenario::{
-    self, wait_until, Addr, End, Link, Node, Outcome, Run, Scenario, Session, Status,
-};
+use crate::scenario::{self, guard, wait_until, Outcome, Run, Scenario, Session, Status};
+use topology::{NodeSpec, NODES};
 
-/// How long the clients get to synchronise.
+/// How long the clients get to synchronise (typically 5 to 30 s).
 pub const TIMEOUT: Duration = Duration::from_secs(90);
 /// How many consecutive ticks every client must meet the goal.
 pub const SETTLE_TICKS: u32 = 3;
@@ -50,135 +63,9 @@ const PROBES_PER_TICK: usize = 3;
 /// The largest accepted |true error|, seconds.
 const MAX_TRUE_ERROR_S: f64 = 1e-3;
 
-/// `s1`: stratum 1 from its own (virtual) clock.
-const S1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.1.1:123"
-"#;
-
-/// `c1`: a client of `s1` that also serves `c2` on a second link.
-const C1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "300ms"
-frequency-error-ppm = 30.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.1.1:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "10.200.1.2:123"
-
-[[listen]]
-address = "10.200.2.1:123"
-"#;
-
-/// `c2`: a client of `c1` only (two hops from the reference).
-const C2_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "-200ms"
-frequency-error-ppm = -20.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.2.1:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "10.200.2.2:123"
-"#;
-
-/// What the demo knows about one node.
-#[derive(Debug, Clone, Copy)]
-struct NodeSpec {
-    name: &'static str,
-    /// An address the node serves on; probed for its true error.
-    probe: &'static str,
-    /// The stratum a client must reach; `None` for the reference.
-    want_stratum: Option<u8>,
-}
-
-/// The demo's nodes, upstream first.
-const NODES: [NodeSpec; 3] = [
-    NodeSpec {
-        name: "s1",
-        probe: "10.200.1.1:123",
-        want_stratum: None,
-    },
-    NodeSpec {
-        name: "c1",
-        probe: "10.200.1.2:123",
-        want_stratum: Some(2),
-    },
-    NodeSpec {
-        name: "c2",
-        probe: "10.200.2.2:123",
-        want_stratum: Some(3),
-    },
-];
-
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
 /// The demo topology as scenario data.
 pub fn scenario() -> Scenario {
-    Scenario {
-        name: "demo",
-        about: "s1 (stratum 1) <- c1 <- c2: a two-hop chain converging live",
-        nodes: vec![
-            Node {
-                name: "s1",
-                config: Some(S1_CONFIG.to_owned()),
-            },
-            Node {
-                name: "c1",
-                config: Some(C1_CONFIG.to_owned()),
-            },
-            Node {
-                name: "c2",
-                config: Some(C2_CONFIG.to_owned()),
-            },
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("s1", "eth0"), end("c1", "eth0")),
-            Link::Veth(end("c1", "eth1"), end("c2", "eth0")),
-        ],
-        addrs: vec![
-            addr("s1", "eth0", "10.200.1.1/24"),
-            addr("c1", "eth0", "10.200.1.2/24"),
-            addr("c1", "eth1", "10.200.2.1/24"),
-            addr("c2", "eth0", "10.200.2.2/24"),
-        ],
-        check: demo_check,
-    }
+    topology::scenario(demo_check)
 }
 
 /// `cargo xtask demo`: runs the demo; an error when it fails or cannot run.
@@ -218,10 +105,31 @@ fn fail_reason(outcome: &Outcome) -> String {
     }
 }
 
+/// One instance of a node, from `stratactl status --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct InstanceView {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    placement: String,
+    #[serde(default)]
+    received: u64,
+    #[serde(default)]
+    sent: u64,
+}
+
+/// The `instances` table of `stratactl status --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct StatusInstances {
+    #[serde(default)]
+    instances: BTreeMap<String, InstanceView>,
+}
+
 /// One node as seen at one tick.
 #[derive(Debug, Clone, Default)]
 struct NodeView {
     status: Option<Status>,
+    instances: BTreeMap<String, InstanceView>,
     sessions: Vec<Session>,
     true_error_s: Option<f64>,
     /// Why something could not be read (stratactl or probe failure).
@@ -244,6 +152,26 @@ impl NodeView {
         if status.stratum != want {
             return Some(format!("stratum {} (want {want})", status.stratum));
         }
+        for w in spec.want_sessions {
+            let what = format!("{} {}/{}", w.mode, w.instance, w.address);
+            let Some(s) = self
+                .sessions
+                .iter()
+                .find(|s| s.instance == w.instance && s.address == w.address && s.mode == w.mode)
+            else {
+                return Some(format!("no {what} session"));
+            };
+            if s.reach.unwrap_or(0) == 0 {
+                return Some(format!("{what} not reached"));
+            }
+            if !w.states.contains(&s.state.as_str()) {
+                return Some(format!(
+                    "{what} is {} (want {})",
+                    s.state,
+                    w.states.join(" or ")
+                ));
+            }
+        }
         match self.true_error_s {
             None => Some(format!(
                 "no true error ({})",
@@ -259,14 +187,38 @@ impl NodeView {
     }
 }
 
-/// Reads one node: status, sessions and (once it serves synchronised time)
-/// its true error.
+/// `stratactl --socket … WHAT --json` of `node` (from the host: unix
+/// sockets are not namespaced).
+fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
+    guard::run_cmd(
+        Command::new(&run.bins.stratactl)
+            .arg("--socket")
+            .arg(run.control_socket(node))
+            .args([what, "--json"]),
+    )
+}
+
+/// A node's status and its instances, from one `status --json`.
+fn status_of(run: &Run<'_>, node: &str) -> Result<(Status, BTreeMap<String, InstanceView>)> {
+    let out = stratactl(run, node, "status")?;
+    let status: Status =
+        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))?;
+    let instances: StatusInstances =
+        serde_json::from_str(&out).with_context(|| format!("parse instances of {node}: {out}"))?;
+    Ok((status, instances.instances))
+}
+
+/// Reads one node: status, instances, sessions and (once it serves
+/// synchronised time) its true error.
 fn observe_node(run: &Run<'_>, spec: &NodeSpec) -> NodeView {
     let mut problems = Vec::new();
-    let status = run
-        .status(spec.name)
-        .map_err(|e| problems.push(format!("status: {e:#}")))
-        .ok();
+    let (status, instances) = match status_of(run, spec.name) {
+        Ok((s, i)) => (Some(s), i),
+        Err(e) => {
+            problems.push(format!("status: {e:#}"));
+            (None, BTreeMap::new())
+        }
+    };
     let sessions = run
         .sessions(spec.name)
         .map_err(|e| problems.push(format!("sessions: {e:#}")))
@@ -283,6 +235,7 @@ fn observe_node(run: &Run<'_>, spec: &NodeSpec) -> NodeView {
     };
     NodeView {
         status,
+        instances,
         sessions,
         true_error_s,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
@@ -317,215 +270,79 @@ fn observe(run: &Run<'_>) -> Vec<NodeView> {
     NODES.iter().map(|spec| observe_node(run, spec)).collect()
 }
 
-/// Per-client streaks of ticks meeting the goal.
+/// Per-client streaks of ticks meeting the goal, and which clients have
+/// held it for [`SETTLE_TICKS`] ticks in a row (synchronised).
+///
+/// A client stays synchronised once it has been: `ce2` depends on a
+/// symmetric pair polling every 0.25 s on both sides, which now and then
+/// loses a few exchanges (both ends send at once, each drops the other's
+/// packet as `bogus-origin`, and the passive end demobilises and is
+/// mobilised again), so `ce2` may flap after it was synchronised; the live
+/// view shows it (`synchronised at …; now …`).
 #[derive(Debug, Clone, Default)]
 struct Tracker {
     /// Consecutive ticks each node has met the goal (0 for the reference).
     streak: [u32; NODES.len()],
-    /// When each node's current streak began (its time to sync).
+    /// When each node's current streak began; once it is synchronised,
+    /// when the streak that proved it began (its time to sync).
     since: [Option<Duration>; NODES.len()],
+    /// Whether each client has held the goal for [`SETTLE_TICKS`] ticks
+    /// in a row (it stays so: a symmetric pair that flaps later still
+    /// synchronised).
+    synced: [bool; NODES.len()],
 }
 
 impl Tracker {
-    /// Records one tick at `elapsed`; true once every client has met the
+    /// Records one tick at `elapsed`; true once every client has held the
     /// goal for [`SETTLE_TICKS`] ticks in a row.
     fn update(&mut self, elapsed: Duration, views: &[NodeView]) -> bool {
-        let mut settled = true;
+        let mut done = views.len() == NODES.len();
         for (i, (spec, view)) in NODES.iter().zip(views).enumerate() {
             if spec.want_stratum.is_none() {
                 continue;
             }
             if view.shortfall(spec).is_none() {
-                if self.streak[i] == 0 {
+                if self.streak[i] == 0 && !self.synced[i] {
                     self.since[i] = Some(elapsed);
                 }
                 self.streak[i] = self.streak[i].saturating_add(1);
+                self.synced[i] |= self.streak[i] >= SETTLE_TICKS;
             } else {
                 self.streak[i] = 0;
-                self.since[i] = None;
+                if !self.synced[i] {
+                    self.since[i] = None;
+                }
             }
-            settled &= self.streak[i] >= SETTLE_TICKS;
+            done &= self.synced[i];
         }
-        settled && views.len() == NODES.len()
+        done
     }
-}
-
-fn show_us(s: Option<f64>) -> String {
-    s.map_or_else(|| "-".to_owned(), |s| format!("{:+.1}", s * 1e6))
-}
-
-fn show_ms(s: Option<f64>, signed: bool) -> String {
-    match s {
-        Some(s) if signed => format!("{:+.3}", s * 1e3),
-        Some(s) => format!("{:.3}", s * 1e3),
-        None => "-".to_owned(),
-    }
-}
-
-fn show_opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-fn show_reach(r: Option<u8>) -> String {
-    r.map_or_else(|| "-".to_owned(), |r| format!("{r:o}"))
-}
-
-fn sync_word(status: Option<&Status>) -> &'static str {
-    match status.map(|s| s.synchronized) {
-        Some(true) => "yes",
-        Some(false) => "no",
-        None => "?",
-    }
-}
-
-/// The full-screen view of one tick (without the clear-screen sequence).
-fn render_view(elapsed: Duration, views: &[NodeView]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "strata demo: s1 (stratum 1) <- c1 <- c2    t = {:.1} s (timeout {} s)",
-        elapsed.as_secs_f64(),
-        TIMEOUT.as_secs()
-    );
-    let _ = writeln!(
-        out,
-        "goal: c1 at stratum 2 and c2 at stratum 3, synchronised, |true error| < 1 ms for {SETTLE_TICKS} ticks\n"
-    );
-    for (spec, view) in NODES.iter().zip(views) {
-        let status = view.status.as_ref();
-        let _ = writeln!(
-            out,
-            "{:<3} stratum {:<3} synchronised {:<4} true error {:>12} us   freq {:>9} ppm   steps {}",
-            spec.name,
-            show_opt(status.map(|s| s.stratum)),
-            sync_word(status),
-            show_us(view.true_error_s),
-            status
-                .and_then(|s| s.frequency_ppm)
-                .map_or_else(|| "-".to_owned(), |f| format!("{f:+.3}")),
-            show_opt(status.and_then(|s| s.clock_steps)),
-        );
-        if view.sessions.is_empty() {
-            let _ = writeln!(out, "    (no sessions)");
-        } else {
-            let _ = writeln!(
-                out,
-                "    {:<9} {:<21} {:<17} {:<11} {:>7} {:>5} {:>4} {:>10} {:>9}",
-                "instance",
-                "address",
-                "mode",
-                "state",
-                "stratum",
-                "reach",
-                "poll",
-                "offset ms",
-                "delay ms"
-            );
-            for s in &view.sessions {
-                let _ = writeln!(
-                    out,
-                    "    {:<9} {:<21} {:<17} {:<11} {:>7} {:>5} {:>4} {:>10} {:>9}",
-                    s.instance,
-                    s.address,
-                    s.mode,
-                    s.state,
-                    show_opt(s.stratum),
-                    show_reach(s.reach),
-                    show_opt(s.poll),
-                    show_ms(s.offset_s, true),
-                    show_ms(s.delay_s, false),
-                );
-            }
-        }
-        if let Some(p) = &view.problem {
-            let _ = writeln!(out, "    ! {p}");
-        }
-    }
-    out
-}
-
-/// The compact one-line form of one tick (when stdout is not a terminal).
-fn progress_line(elapsed: Duration, views: &[NodeView]) -> String {
-    let mut line = format!("demo t={:.1}s", elapsed.as_secs_f64());
-    for (spec, view) in NODES.iter().zip(views) {
-        let status = view.status.as_ref();
-        let _ = write!(
-            line,
-            " {}[st={} sync={} err_us={}",
-            spec.name,
-            show_opt(status.map(|s| s.stratum)),
-            sync_word(status),
-            show_us(view.true_error_s),
-        );
-        if let Some(s) = view.sessions.first() {
-            let _ = write!(
-                line,
-                " {} {} reach={} poll={}",
-                s.address,
-                s.state,
-                show_reach(s.reach),
-                show_opt(s.poll)
-            );
-        }
-        line.push(']');
-    }
-    line
-}
-
-/// The final table: node, stratum, true error, frequency, steps, time to sync.
-fn summary_table(views: &[NodeView], tracker: &Tracker) -> String {
-    let mut out = format!(
-        "{:<5} {:>7} {:>14} {:>10} {:>6} {:>13}\n",
-        "node", "stratum", "true error us", "freq ppm", "steps", "time to sync"
-    );
-    for (i, (spec, view)) in NODES.iter().zip(views).enumerate() {
-        let status = view.status.as_ref();
-        let sync = match (spec.want_stratum, tracker.since[i]) {
-            (None, _) => "(reference)".to_owned(),
-            (Some(_), Some(t)) => format!("{:.1} s", t.as_secs_f64()),
-            (Some(_), None) => "not synced".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<5} {:>7} {:>14} {:>10} {:>6} {:>13}",
-            spec.name,
-            show_opt(status.map(|s| s.stratum)),
-            show_us(view.true_error_s),
-            status
-                .and_then(|s| s.frequency_ppm)
-                .map_or_else(|| "-".to_owned(), |f| format!("{f:+.3}")),
-            show_opt(status.and_then(|s| s.clock_steps)),
-            sync,
-        );
-    }
-    out
 }
 
 /// The outcome of the demo from the last views.
 fn outcome(settled: bool, views: &[NodeView], tracker: &Tracker) -> Outcome {
     let mut values = Vec::new();
     for (i, (spec, view)) in NODES.iter().zip(views).enumerate() {
-        if spec.want_stratum.is_none() {
-            continue;
+        if spec.want_stratum.is_some() {
+            let since = tracker.synced[i].then_some(tracker.since[i]).flatten();
+            values.push((spec.name, view::outcome_value(view, since)));
         }
-        values.push((spec.name, {
-            let stratum = show_opt(view.status.as_ref().map(|s| s.stratum));
-            let sync = tracker.since[i]
-                .map_or_else(|| "-".to_owned(), |t| format!("{:.1}", t.as_secs_f64()));
-            format!(
-                "stratum:{stratum},true_error_us:{},sync_s:{sync}",
-                show_us(view.true_error_s)
-            )
-        }));
     }
     if !settled {
         let why: Vec<String> = NODES
             .iter()
             .zip(views)
-            .filter_map(|(spec, view)| view.shortfall(spec).map(|w| format!("{}: {w}", spec.name)))
+            .enumerate()
+            .filter(|(i, (spec, _))| spec.want_stratum.is_some() && !tracker.synced[*i])
+            .map(|(_, (spec, view))| {
+                let why = view.shortfall(spec).unwrap_or_else(|| {
+                    format!("goal not yet held for {SETTLE_TICKS} ticks in a row")
+                });
+                format!("{}: {why}", spec.name)
+            })
             .collect();
         let why = if why.is_empty() {
-            format!("goal not held for {SETTLE_TICKS} ticks in a row")
+            "no complete observation".to_owned()
         } else {
             why.join("; ")
         };
@@ -552,9 +369,12 @@ fn demo_check(run: &Run<'_>) -> Result<Outcome> {
         let done = tracker.update(elapsed, &views);
         if tty {
             // Clear the screen, cursor home, then the view.
-            print!("\x1b[2J\x1b[H{}", render_view(elapsed, &views));
+            print!(
+                "\x1b[2J\x1b[H{}",
+                view::render_view(elapsed, &views, &tracker)
+            );
         } else {
-            println!("{}", progress_line(elapsed, &views));
+            print!("{}", view::progress_lines(elapsed, &views, &tracker));
         }
         last = views;
         done.then_some(())
@@ -563,7 +383,7 @@ fn demo_check(run: &Run<'_>) -> Result<Outcome> {
     println!(
         "\ndemo summary after {:.1} s:\n{}",
         started.elapsed().as_secs_f64(),
-        summary_table(&last, &tracker)
+        view::summary_table(&last, &tracker)
     );
     Ok(outcome(settled, &last, &tracker))
 }
@@ -572,6 +392,7 @@ fn demo_check(run: &Run<'_>) -> Result<Outcome> {
 mod tests {
     use super::*;
     use crate::scenario::config::{render, RenderCtx};
+    use topology::WantSession;
 
     fn status(synchronized: bool, stratum: u8) -> Status {
         serde_json::from_value(serde_json::json!({
@@ -584,31 +405,59 @@ mod tests {
         .expect("status")
     }
 
-    fn session() -> Session {
+    fn session(w: &WantSession, state: &str, reach: u8) -> Session {
         serde_json::from_value(serde_json::json!({
-            "instance": "default", "address": "10.200.1.1:123", "mode": "client",
-            "state": "synced", "stratum": 1, "reach": 255, "poll": 0,
+            "instance": w.instance, "address": w.address, "mode": w.mode,
+            "state": state, "stratum": 1, "reach": reach, "poll": -2,
             "offset_s": 0.000_101, "delay_s": 0.000_08,
         }))
         .expect("session")
     }
 
-    fn view(synchronized: bool, stratum: u8, err: Option<f64>) -> NodeView {
+    fn spec(name: &str) -> (usize, &'static NodeSpec) {
+        NODES
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+            .expect(name)
+    }
+
+    /// A node meeting its goal: synchronised at its stratum, every wanted
+    /// session reached in its first wanted state.
+    fn good_view(spec: &NodeSpec, err: f64) -> NodeView {
         NodeView {
-            status: Some(status(synchronized, stratum)),
-            sessions: vec![session()],
-            true_error_s: err,
+            status: Some(status(true, spec.want_stratum.unwrap_or(1))),
+            instances: BTreeMap::new(),
+            sessions: spec
+                .want_sessions
+                .iter()
+                .map(|w| session(w, w.states[0], 0o377))
+                .collect(),
+            true_error_s: Some(err),
             problem: None,
         }
     }
 
-    /// s1 fine, c1 and c2 as given.
-    fn tick(c1: NodeView, c2: NodeView) -> Vec<NodeView> {
-        vec![view(true, 1, Some(0.0)), c1, c2]
+    fn good() -> Vec<NodeView> {
+        NODES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| good_view(s, f64::from(u32::try_from(i).expect("small")) * 1e-4))
+            .collect()
     }
 
-    fn good() -> Vec<NodeView> {
-        tick(view(true, 2, Some(2e-4)), view(true, 3, Some(-4e-4)))
+    /// `good()` with node `name` replaced.
+    fn with(name: &str, view: NodeView) -> Vec<NodeView> {
+        let mut views = good();
+        views[spec(name).0] = view;
+        views
+    }
+
+    fn unsynced(name: &str) -> NodeView {
+        let mut v = good_view(spec(name).1, 0.0);
+        v.status = Some(status(false, 16));
+        v.true_error_s = None;
+        v
     }
 
     fn configs() -> Vec<(&'static str, toml::Table)> {
@@ -616,27 +465,41 @@ mod tests {
         scenario()
             .nodes
             .iter()
-            .map(|node| {
+            .filter_map(|node| {
+                let template = node.config.as_deref()?;
                 let node_dir = dir.join(node.name);
                 let ctx = RenderCtx {
                     prefix: "st0000-",
                     run_dir: dir,
                     node_dir: &node_dir,
                 };
-                let text =
-                    render(node.config.as_deref().expect("daemon node"), &ctx).expect("render");
-                (node.name, text.parse().expect("TOML"))
+                let text = render(template, &ctx).expect("render");
+                Some((node.name, text.parse().expect("TOML")))
             })
             .collect()
     }
 
     #[test]
-    fn topology_is_well_formed_and_matches_node_specs() {
+    fn topology_is_small_well_formed_and_matches_node_specs() {
         let sc = scenario();
         sc.validate().expect("valid");
-        let names: Vec<_> = sc.nodes.iter().map(|n| n.name).collect();
+        assert!(sc.nodes.len() <= 6, "at most six namespaces");
+        assert!(sc.bridges.is_empty(), "no bridge namespaces");
+        let daemons: Vec<_> = sc
+            .nodes
+            .iter()
+            .filter(|n| n.config.is_some())
+            .map(|n| n.name)
+            .collect();
         let spec_names: Vec<_> = NODES.iter().map(|n| n.name).collect();
-        assert_eq!(names, spec_names);
+        assert_eq!(daemons, spec_names, "every daemon is observed, in order");
+        let bare: Vec<_> = sc
+            .nodes
+            .iter()
+            .filter(|n| n.config.is_none())
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(bare, ["pe-vpna"], "the VPN instance runs no daemon");
         for spec in &NODES {
             let ip = spec.probe.parse::<SocketAddr>().expect("probe").ip();
             assert!(
@@ -646,96 +509,237 @@ mod tests {
                 "{} is probed at one of its own addresses",
                 spec.name
             );
+            for w in spec.want_sessions {
+                let remote = w.address.parse::<SocketAddr>().expect("address").ip();
+                assert!(
+                    sc.addrs
+                        .iter()
+                        .any(|a| a.end.node != spec.name
+                            && a.cidr.starts_with(&format!("{remote}/"))),
+                    "{}: {} is another node's address",
+                    spec.name,
+                    w.address
+                );
+                assert!(!w.states.is_empty());
+            }
         }
     }
 
     #[test]
-    fn configs_form_a_two_hop_chain() {
+    fn configs_wire_up_every_mode() {
         let configs = configs();
         let get = |name: &str| &configs.iter().find(|(n, _)| *n == name).expect(name).1;
-        let listens = |doc: &toml::Table| -> Vec<String> {
-            doc["listen"]
-                .as_array()
-                .expect("listen")
-                .iter()
-                .map(|l| l["address"].as_str().expect("address").to_owned())
-                .collect()
-        };
-        let upstream = |doc: &toml::Table| -> Vec<String> {
-            doc.get("server")
-                .and_then(|s| s.as_array())
+        let list = |doc: &toml::Table, table: &str, key: &str| -> Vec<String> {
+            doc.get(table)
+                .and_then(|t| t.as_array())
                 .map_or_else(Vec::new, |a| {
                     a.iter()
-                        .map(|s| s["address"].as_str().expect("address").to_owned())
+                        .map(|e| e[key].as_str().expect(key).to_owned())
                         .collect()
                 })
         };
-        let (s1, c1, c2) = (get("s1"), get("c1"), get("c2"));
+        let (s1, pe, ce1, ce2, mc) = (get("s1"), get("pe"), get("ce1"), get("ce2"), get("mc"));
+
+        // Client/server: pe polls s1, which listens on every address.
         assert_eq!(s1["local-reference"]["stratum"].as_integer(), Some(1));
-        assert!(upstream(s1).is_empty());
-        assert_eq!(upstream(c1), ["10.200.1.1:123"]);
-        assert!(listens(s1).contains(&upstream(c1)[0]));
-        assert_eq!(upstream(c2), ["10.200.2.1:123"], "c2 uses c1 only");
-        assert!(listens(c1).contains(&upstream(c2)[0]), "c1 serves c2");
-        assert_eq!(c1["clock"]["initial-offset"].as_str(), Some("300ms"));
-        assert_eq!(c1["clock"]["frequency-error-ppm"].as_float(), Some(30.0));
-        assert_eq!(c2["clock"]["initial-offset"].as_str(), Some("-200ms"));
-        assert_eq!(c2["clock"]["frequency-error-ppm"].as_float(), Some(-20.0));
+        assert_eq!(list(s1, "listen", "address"), ["0.0.0.0:123"]);
+        assert_eq!(list(pe, "server", "address"), ["10.200.1.1:123"]);
+        assert_eq!(pe["server"][0].get("instance"), None, "default instance");
+
+        // The VPN instance: a namespace of this run, serving ce1.
+        assert_eq!(pe["instance"][0]["name"].as_str(), Some("vpna"));
+        assert_eq!(
+            pe["instance"][0]["netns"].as_str(),
+            Some("st0000-pe-vpna"),
+            "the bare node's namespace"
+        );
+        assert_eq!(list(ce1, "server", "address"), ["10.200.2.1:123"]);
+        let vpna_listens: Vec<_> = pe["listen"]
+            .as_array()
+            .expect("listen")
+            .iter()
+            .filter(|l| l.get("instance").and_then(|i| i.as_str()) == Some("vpna"))
+            .map(|l| l["address"].as_str().expect("address"))
+            .collect();
+        assert_eq!(vpna_listens, ["10.200.2.1:123", "10.200.4.1:123"]);
+
+        // The symmetric pair: pe active in vpna, ce2 lets pe's vpna address peer.
+        assert_eq!(list(pe, "peer", "address"), ["10.200.4.2:123"]);
+        assert_eq!(pe["peer"][0]["instance"].as_str(), Some("vpna"));
+        assert!(ce2.get("server").is_none() && ce2.get("peer").is_none());
+        assert_eq!(ce2["access"][0]["level"].as_str(), Some("peer"));
+        assert_eq!(
+            ce2["access"][0]["prefixes"][0].as_str(),
+            Some("10.200.4.1/32")
+        );
+
+        // Multicast: s1 sends on its link to mc, mc listens on its end.
+        let sc = scenario();
+        let link_to_mc = sc
+            .links
+            .iter()
+            .find_map(|l| match l {
+                crate::scenario::Link::Veth(a, b) if a.node == "s1" && b.node == "mc" => {
+                    Some((a.ifname, b.ifname))
+                }
+                _ => None,
+            })
+            .expect("s1-mc link");
+        let ms = &s1["multicast-server"][0];
+        assert_eq!(ms["group"].as_str(), Some("224.0.1.1"));
+        assert_eq!(
+            ms["interface"].as_str(),
+            Some(&*format!("st0000-{}", link_to_mc.0))
+        );
+        assert_eq!(ms["poll"].as_integer(), Some(0), "shortened to 1 s");
+        let mcc = &mc["multicast-client"][0];
+        assert_eq!(mcc["group"].as_str(), Some("224.0.1.1"));
+        assert_eq!(
+            mcc["interface"].as_str(),
+            Some(&*format!("st0000-{}", link_to_mc.1))
+        );
+        assert_eq!(mcc["allow-unauthenticated"].as_bool(), Some(true));
+
+        // The wanted sessions are the configured ones.
+        assert_eq!(
+            spec("pe").1.want_sessions[0].address,
+            pe["server"][0]["address"].as_str().expect("a")
+        );
+        assert_eq!(
+            spec("pe").1.want_sessions[1].address,
+            pe["peer"][0]["address"].as_str().expect("a")
+        );
+        assert_eq!(
+            spec("ce1").1.want_sessions[0].address,
+            ce1["server"][0]["address"].as_str().expect("a")
+        );
+
         for (name, doc) in &configs {
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"), "{name}");
-            let spec = NODES.iter().find(|s| s.name == *name).expect("spec");
+            let spec = spec(name).1;
+            let listens = list(doc, "listen", "address");
+            let port = spec.probe.rsplit_once(':').expect("port").1;
             assert!(
-                listens(doc).contains(&spec.probe.to_owned()),
+                listens
+                    .iter()
+                    .any(|l| *l == spec.probe || *l == format!("0.0.0.0:{port}")),
                 "{name} serves its probe address"
             );
-            if *name != "s1" {
-                assert_eq!(doc["server"][0]["minpoll"].as_integer(), Some(-2));
-                assert_eq!(doc["server"][0]["maxpoll"].as_integer(), Some(0));
-                assert_eq!(doc["discipline"]["stepout"].as_str(), Some("2s"));
+            for table in ["server", "peer"] {
+                for source in doc
+                    .get(table)
+                    .and_then(|t| t.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    assert_eq!(source["minpoll"].as_integer(), Some(-2), "{name}");
+                    assert_eq!(source["maxpoll"].as_integer(), Some(0), "{name}");
+                }
+            }
+            if spec.want_stratum.is_some() {
+                assert_eq!(doc["discipline"]["stepout"].as_str(), Some("2s"), "{name}");
+                assert!(
+                    doc["clock"]["initial-offset"].as_str().is_some(),
+                    "{name} starts off"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_shortened_setting_says_so() {
+        for node in scenario().nodes {
+            let Some(template) = node.config else {
+                continue;
+            };
+            for key in ["minpoll", "poll = ", "stepout"] {
+                if template.contains(key) {
+                    assert!(
+                        template.to_lowercase().contains("shortened for the demo"),
+                        "{}: {key} without a comment",
+                        node.name
+                    );
+                }
             }
         }
     }
 
     #[test]
     fn shortfall_names_what_is_missing() {
-        let c2 = &NODES[2];
-        assert_eq!(view(true, 3, Some(-9e-4)).shortfall(c2), None);
+        let (_, ce2) = spec("ce2");
+        let (_, mc) = spec("mc");
+        let (_, pe) = spec("pe");
+        assert_eq!(good_view(ce2, -9e-4).shortfall(ce2), None);
         assert_eq!(
-            view(true, 1, Some(0.0)).shortfall(&NODES[0]),
+            good_view(&NODES[0], 0.0).shortfall(&NODES[0]),
             None,
             "reference"
         );
-        let why = |v: NodeView| v.shortfall(c2).expect("short");
-        assert!(why(view(false, 16, Some(0.0))).contains("not synchronised"));
-        assert!(why(view(true, 2, Some(0.0))).contains("stratum 2 (want 3)"));
-        assert!(why(view(true, 3, Some(1.5e-3))).contains("1500.0 us"));
-        assert!(why(view(true, 3, Some(-1e-3))).contains(">= 1000 us"));
-        assert!(why(view(true, 3, None)).contains("no true error"));
+        let why = |v: NodeView, s: &NodeSpec| v.shortfall(s).expect("short");
+        assert!(why(unsynced("ce2"), ce2).contains("not synchronised"));
+        let mut v = good_view(ce2, 0.0);
+        v.status = Some(status(true, 2));
+        assert!(why(v, ce2).contains("stratum 2 (want 3)"));
+        assert!(why(good_view(ce2, 1.5e-3), ce2).contains("1500.0 us"));
+        assert!(why(good_view(ce2, -1e-3), ce2).contains(">= 1000 us"));
+        let mut v = good_view(ce2, 0.0);
+        v.true_error_s = None;
+        assert!(why(v, ce2).contains("no true error"));
         let unreadable = NodeView {
             problem: Some("status: connection refused".to_owned()),
             ..NodeView::default()
         };
-        assert!(why(unreadable).contains("connection refused"));
+        assert!(why(unreadable, ce2).contains("connection refused"));
+
+        // Sessions: missing, unreached, in the wrong state, or the wrong mode.
+        let mut v = good_view(ce2, 0.0);
+        v.sessions.clear();
+        assert_eq!(
+            why(v, ce2),
+            "no symmetric-passive default/10.200.4.1:123 session"
+        );
+        let mut v = good_view(mc, 0.0);
+        v.sessions = vec![session(&mc.want_sessions[0], "calibrating", 0o17)];
+        assert_eq!(
+            why(v, mc),
+            "multicast-client default/10.200.3.1:123 is calibrating (want listening)"
+        );
+        let mut v = good_view(pe, 0.0);
+        v.sessions[1] = session(&pe.want_sessions[1], "reachable", 0);
+        assert!(why(v, pe).ends_with("not reached"));
+        let mut v = good_view(pe, 0.0);
+        v.sessions[0].mode = "symmetric-active".to_owned();
+        assert!(why(v, pe).starts_with("no client default/10.200.1.1:123"));
     }
 
     #[test]
-    fn settles_only_after_consecutive_good_ticks() {
-        let mut t = Tracker::default();
+    fn a_node_is_synchronised_after_consecutive_good_ticks_and_stays_so() {
         let at = Duration::from_secs;
+        let (ce2, _) = spec("ce2");
+        let (pe, _) = spec("pe");
+        let mut t = Tracker::default();
         assert!(!t.update(at(1), &good()));
         assert!(!t.update(at(2), &good()));
-        // c2 drops out: its streak and time to sync restart.
-        let c2_bad = tick(view(true, 2, Some(2e-4)), view(false, 16, Some(0.1)));
-        assert!(!t.update(at(3), &c2_bad));
-        assert_eq!(t.since[1], Some(at(1)));
-        assert_eq!(t.since[2], None);
+        // ce2 drops out before its third tick: its streak restarts.
+        assert!(!t.update(at(3), &with("ce2", unsynced("ce2"))));
+        assert_eq!(t.since[ce2], None);
+        assert!(!t.synced[ce2]);
+        assert!(t.synced[pe], "pe held 3 ticks (1, 2 and 3)");
+        assert_eq!(t.since[pe], Some(at(1)));
         assert!(!t.update(at(4), &good()));
         assert!(!t.update(at(5), &good()));
-        assert!(t.update(at(6), &good()), "three good ticks in a row");
-        assert_eq!(t.since, [None, Some(at(1)), Some(at(4))]);
+        // pe flaps now: it was synchronised at 1 s, and stays so.
+        assert!(
+            t.update(at(6), &with("pe", unsynced("pe"))),
+            "ce2's third tick"
+        );
+        assert_eq!(t.since[ce2], Some(at(4)));
+        assert_eq!(t.since[pe], Some(at(1)));
+        assert!(t.synced[pe]);
+        assert_eq!(t.since[0], None, "the reference is not tracked");
         assert!(
             !Tracker::default().update(at(1), &good()[..2]),
-            "missing node"
+            "missing nodes"
         );
     }
 
@@ -747,84 +751,141 @@ mod tests {
         }
         let pass = outcome(true, &good(), &t);
         assert!(pass.pass);
+        let names: Vec<_> = pass.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["pe", "ce1", "ce2", "mc"]);
         assert_eq!(
-            pass.values,
-            [
-                ("c1", "stratum:2,true_error_us:+200.0,sync_s:1.0".to_owned()),
-                ("c2", "stratum:3,true_error_us:-400.0,sync_s:1.0".to_owned()),
-            ]
+            pass.values[2].1,
+            "stratum:3,true_error_us:+300.0,sync_s:1.0"
         );
         assert_eq!(fail_reason(&pass), "(no reason recorded)");
-        let bad = tick(view(true, 2, Some(2e-4)), view(true, 2, Some(0.0)));
-        let fail = outcome(false, &bad, &Tracker::default());
+
+        let mut t = Tracker::default();
+        let mc_calibrating = {
+            let (_, mc) = spec("mc");
+            let mut v = good_view(mc, 0.0);
+            v.sessions = vec![session(&mc.want_sessions[0], "calibrating", 0o17)];
+            with("mc", v)
+        };
+        for s in 1..=3 {
+            t.update(Duration::from_secs(s), &mc_calibrating);
+        }
+        let fail = outcome(false, &mc_calibrating, &t);
         assert!(!fail.pass);
         let reason = fail_reason(&fail);
         assert!(
-            reason.starts_with("reason=\"within 90 s: c2: stratum 2 (want 3)"),
+            reason.starts_with("reason=\"within 90 s: mc: multicast-client"),
             "{reason}"
         );
-        assert!(!reason.contains("c1:"), "{reason}");
-        let flaky = outcome(false, &good(), &Tracker::default());
-        assert!(fail_reason(&flaky).contains("not held for 3 ticks"));
+        assert!(!reason.contains("ce2:"), "{reason}");
+        assert!(fail
+            .values
+            .iter()
+            .any(|(k, v)| *k == "mc" && v.ends_with("sync_s:-")));
+
+        let one_tick = outcome(false, &good(), &Tracker::default());
+        assert!(fail_reason(&one_tick).contains("not yet held for 3 ticks"));
     }
 
     #[test]
-    fn views_show_every_node_and_session() {
+    fn views_show_every_node_instance_mode_and_state() {
         let mut views = good();
-        views[0].sessions.clear();
-        views[2].problem = Some("probe: timed out".to_owned());
-        let screen = render_view(Duration::from_millis(12_340), &views);
+        views[spec("ce1").0].problem = Some("probe: timed out".to_owned());
+        views[spec("pe").0].instances = BTreeMap::from([
+            (
+                "default".to_owned(),
+                InstanceView {
+                    state: "up".to_owned(),
+                    placement: "default".to_owned(),
+                    received: 40,
+                    sent: 41,
+                },
+            ),
+            (
+                "vpna".to_owned(),
+                InstanceView {
+                    state: "up".to_owned(),
+                    placement: "netns st0000-pe-vpna".to_owned(),
+                    received: 52,
+                    sent: 50,
+                },
+            ),
+        ]);
+        let mut t = Tracker::default();
+        t.update(Duration::from_secs(2), &views);
+        let screen = view::render_view(Duration::from_millis(12_340), &views, &t);
         assert!(screen.contains("t = 12.3 s (timeout 90 s)"), "{screen}");
-        assert!(screen.contains("(no sessions)"));
+        assert!(screen.lines().count() <= 23, "fits a terminal:\n{screen}");
         for needle in [
             "s1 ",
-            "c1 ",
-            "c2 ",
-            "+200.0",
-            "-400.0",
+            "pe ",
+            "ce1 ",
+            "ce2 ",
+            "mc ",
+            "(no associations: it only serves)",
+            "vpna      10.200.4.2:123   symmetric-active  reachable",
+            "default   10.200.1.1:123   client            selected",
+            "symmetric-passive",
+            "multicast-client  listening",
+            "instances: default up (rx 40, tx 41); vpna up in netns st0000-pe-vpna (rx 52, tx 50)",
             "-29.900",
             "377",
             "+0.101",
             "0.080",
-            "client",
-            "synced",
+            "ok 1/3",
             "! probe: timed out",
         ] {
             assert!(screen.contains(needle), "{needle:?} missing in\n{screen}");
         }
-        let line = progress_line(Duration::from_millis(5_050), &views);
-        assert!(!line.contains('\n'));
+        // pe's default-instance session comes first.
+        let client = screen.find("client            selected").expect("client");
+        let peer = screen.find("symmetric-active  reachable").expect("peer");
+        assert!(client < peer, "{screen}");
+
+        let lines = view::progress_lines(Duration::from_millis(5_050), &views, &t);
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), NODES.len());
         assert!(
-            line.starts_with("demo t=5.0s s1[st=1 sync=yes err_us=+0.0]"),
-            "{line}"
+            lines[0].starts_with("demo t=5.0s s1  st=1 sync=yes err_us=+0.0 -- reference"),
+            "{}",
+            lines[0]
         );
         assert!(
-            line.contains("c2[st=3 sync=yes err_us=-400.0 10.200.1.1:123 synced reach=377 poll=0]"),
-            "{line}"
+            lines[1].contains("[default 10.200.1.1:123 client selected reach=377 poll=-2] [vpna 10.200.4.2:123 symmetric-active reachable reach=377 poll=-2] -- ok 1/3"),
+            "{}",
+            lines[1]
+        );
+        let mut flapping = views.clone();
+        flapping[spec("ce2").0] = unsynced("ce2");
+        t.update(Duration::from_secs(3), &views);
+        t.update(Duration::from_secs(4), &views);
+        let lines = view::progress_lines(Duration::from_secs(5), &flapping, &t);
+        assert!(
+            lines.contains("ce2 st=16 sync=no err_us=- [default 10.200.4.1:123 symmetric-passive selected reach=377 poll=-2] -- synchronised at 2.0 s; now not synchronised (stratum 16)"),
+            "{lines}"
         );
     }
 
     #[test]
     fn summary_table_lists_every_node() {
         let mut t = Tracker::default();
-        let mut views = good();
-        views[2] = view(false, 16, None);
-        t.update(Duration::from_millis(14_200), &views);
-        let table = summary_table(&views, &t);
+        let views = with("ce2", unsynced("ce2"));
+        for ms in [14_200, 15_000, 16_000] {
+            t.update(Duration::from_millis(ms), &views);
+        }
+        let table = view::summary_table(&views, &t);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4, "{table}");
+        assert_eq!(lines.len(), NODES.len() + 1, "{table}");
         assert!(lines[0].contains("time to sync"));
+        for (line, spec) in lines[1..].iter().zip(&NODES) {
+            assert!(line.starts_with(spec.name), "{table}");
+            assert!(line.ends_with(spec.role), "{table}");
+        }
+        assert!(lines[1].contains("(reference)"), "{table}");
         assert!(
-            lines[1].starts_with("s1") && lines[1].ends_with("(reference)"),
+            lines[2].contains("-29.900") && lines[2].contains("14.2 s"),
             "{table}"
         );
-        assert!(
-            lines[2].contains("+200.0") && lines[2].ends_with("14.2 s"),
-            "{table}"
-        );
-        assert!(
-            lines[3].contains("16") && lines[3].ends_with("not synced"),
-            "{table}"
-        );
+        let ce2 = lines[1 + spec("ce2").0];
+        assert!(ce2.contains("16") && ce2.contains("not synced"), "{table}");
     }
 }
