@@ -842,19 +842,20 @@ impl Association {
     /// and packet processing).
     ///
     /// A packet whose origin does not match our last transmit is bogus and
-    /// gives no sample. On an `authenticated` association (its MAC already
-    /// checked by the node) it still updates the origin and receive
+    /// gives no sample, but it still updates the origin and receive
     /// timestamps we echo, as RFC 5905 does: when both peers send at once
     /// (crossing packets), each then echoes the other's latest packet and
-    /// the exchange recovers at the next poll. Without authentication the
-    /// state is left alone, so that spoofed packets cannot derail it.
+    /// the exchange recovers at the next poll. (On a keyed association the
+    /// node has checked the MAC first. Without a key a spoofer that knows
+    /// both addresses can cost samples this way, which is why symmetric
+    /// associations require authentication unless the access level
+    /// `peer` opts out.)
     pub(crate) fn receive_symmetric(
         &mut self,
         now: Instant,
         rx_time: NtpTimestamp,
         pkt: &NtpRepr,
         sys_precision: i8,
-        authenticated: bool,
     ) -> Result<(Received, Option<AssociationState>), DropReason> {
         let before = self.state;
         if pkt.stratum == 0 && pkt.reference_id.kiss_code() == KissCode::Cryp {
@@ -883,10 +884,8 @@ impl Association {
         }
         let first = pkt.origin_timestamp.is_zero();
         if !first && (self.xmt.is_zero() || pkt.origin_timestamp != self.xmt) {
-            if authenticated {
-                self.org = pkt.transmit_timestamp;
-                self.rec = rx_time;
-            }
+            self.org = pkt.transmit_timestamp;
+            self.rec = rx_time;
             return Err(DropReason::Bogus);
         }
         self.org = pkt.transmit_timestamp;

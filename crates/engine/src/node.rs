@@ -1065,7 +1065,7 @@ impl Node {
         let result = match pkt.mode {
             Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
             Mode::SymmetricActive | Mode::SymmetricPassive => {
-                a.receive_symmetric(now, meta.rx_time, pkt, precision, authenticated)
+                a.receive_symmetric(now, meta.rx_time, pkt, precision)
             }
             Mode::Broadcast => {
                 a.receive_broadcast(now, meta.rx_time, pkt, precision, authenticated)
@@ -1281,13 +1281,11 @@ impl Node {
         }
         let mut i = 0;
         while i < self.assocs.len() {
-            // Keyed symmetric associations take poll jitter (they also
-            // recover from crossing packets, which jitter makes occasional
-            // rather than never or always). Randomness is drawn only for the
-            // polls that use it, so other modes keep their cookie sequence.
-            let jitter = if self.assocs[i].symmetric_poll_due(now)
-                && self.assoc_keys.contains_key(&self.assocs[i].id)
-            {
+            // Symmetric associations take poll jitter (they also recover
+            // from crossing packets, which jitter makes occasional rather
+            // than never or always). Randomness is drawn only for the polls
+            // that use it, so other modes keep their cookie sequence.
+            let jitter = if self.assocs[i].symmetric_poll_due(now) {
                 self.rng.next_u32().to_le_bytes()[0]
             } else {
                 0

@@ -651,16 +651,39 @@ fn next_symmetric(net: &mut support::Net, i: usize) -> Vec<u8> {
 
 #[test]
 fn keyed_peers_recover_from_crossing_packets() {
+    peers_recover_from_crossing_packets(true);
+}
+
+#[test]
+fn unkeyed_peers_recover_from_crossing_packets() {
+    peers_recover_from_crossing_packets(false);
+}
+
+/// Both peers send at the same moment once; the exchange must recover at
+/// the next poll, signed or not.
+fn peers_recover_from_crossing_packets(keyed: bool) {
     use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
-    // a: client of a stratum-1 server and keyed symmetric active toward b;
-    // b: no sources, its passive association mobilised by a's signed mode 1.
+    // a: client of a stratum-1 server and symmetric active toward b;
+    // b: no sources, its passive association mobilised by a's mode 1
+    // (signed, or allowed unsigned by b's `peer` access rule).
     let mut a = lab_node(0.128, 2.0, 1);
     a.add_client(lab_config(addr(1), true), Instant::ZERO);
     let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
-    a.set_keys(keys());
-    assert!(a.set_association_key(id, Some(2)));
     let mut b = lab_node(0.128, 2.0, 2);
-    b.set_keys(keys());
+    if keyed {
+        a.set_keys(keys());
+        assert!(a.set_association_key(id, Some(2)));
+        b.set_keys(keys());
+    } else {
+        b.set_access(
+            InstanceId::DEFAULT,
+            vec![AccessRule {
+                prefix: addr(2).ip(),
+                prefix_len: 32,
+                level: AccessLevel::Peer,
+            }],
+        );
+    }
     let mut net = Net::new(
         vec![
             Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
