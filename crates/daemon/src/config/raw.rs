@@ -16,8 +16,8 @@ use super::duration::parse_duration;
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, ClockBackend, ClockConfig, Config,
     ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement, Listen,
-    LocalReference, LogConfig, Prefix, RateLimit, Responder, Server, DEFAULT_CONTROL_SOCKET,
-    DEFAULT_INSTANCE, DEFAULT_NTP_PORT, LOG_LEVELS, MAX_WORKERS,
+    LocalReference, Prefix, RateLimit, Responder, Server, DEFAULT_CONTROL_SOCKET, DEFAULT_INSTANCE,
+    DEFAULT_NTP_PORT, LOG_LEVELS, MAX_WORKERS,
 };
 
 /// The most clients `[rate-limit] max-clients` may track (the engine's hard cap).
