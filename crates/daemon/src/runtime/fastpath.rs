@@ -58,8 +58,9 @@
 //! silently instead of failing, and a client's requests would then be split
 //! between daemons. With one socket the kernel wakes one blocked worker per
 //! datagram (its receive wait is exclusive) and each takes what is queued,
-//! up to a batch; on two cores shared with the load generator the
-//! difference did not show in `cargo xtask bench server --workers`.
+//! up to a batch. The per-worker sockets were not measured: on this
+//! project's two-core machine the generator takes one core, which leaves
+//! nothing to compare them on (docs/performance.md, 1 vs 2 workers).
 //!
 //! # Allocation
 //!
