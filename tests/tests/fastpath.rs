@@ -5,6 +5,7 @@
 //! keeps its own associations working (client replies on its client
 //! socket; symmetric replies arrive on the listener the workers read and
 //! still reach the engine), and counts it all in `stratactl status`.
+//! A reload's access rules, deny policy and rate limits reach the workers.
 //! `[responder] workers = 0` keeps the event-loop path, and bad values are
 //! refused with key and line.
 
@@ -222,6 +223,98 @@ maxpoll = 0
     );
     assert!(after.kod_sent > before.kod_sent);
     assert!(after.received >= before.received + expected_sent + u64::from(FLOOD - BURST - 1));
+}
+
+/// Sends one request from `c` (retrying while nothing comes, for up to
+/// `tries` rounds) and returns the replies of the last round.
+fn ask(c: &UdpSocket, server: SocketAddr, xmt: u64, tries: u32) -> Vec<NtpRepr> {
+    let mut got = Vec::new();
+    for _ in 0..tries {
+        c.send_to(&request(xmt), server).expect("send");
+        got = replies(c);
+        if !got.is_empty() {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn reload_reaches_the_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    // One worker, so the request after the first (which goes to the event
+    // loop: the worker's first for this local address) is the worker's.
+    let base = format!(
+        r#"
+[clock]
+backend = "virtual"
+[local-reference]
+stratum = 2
+[responder]
+workers = 1
+[[listen]]
+address = "127.0.0.1:{port}"
+"#
+    );
+    let daemon = Daemon::start(dir.path(), "reload", &base);
+    let c = client(3, 1);
+    for xmt in 1..=2 {
+        let got = ask(&c, server, xmt, 20);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].stratum, got[0].origin_timestamp.to_bits()),
+            (2, xmt)
+        );
+    }
+    // `stratactl reload` answers once the reload is done.
+    let reload = |extra: &str| {
+        let text = format!(
+            "{base}{extra}\n[control]\nsocket = \"{}\"\n",
+            daemon.socket.display()
+        );
+        std::fs::write(daemon.config_path(), text).expect("rewrite config");
+        let out = Command::new(binary("stratactl"))
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .arg("reload")
+            .output()
+            .expect("stratactl");
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // Only 10.0.0.0/8 may have time now; refused clients get a KoD DENY,
+    // from the worker's next batch on.
+    reload(
+        "[[access]]\nlevel = \"server\"\nprefixes = [\"10.0.0.0/8\"]\n[access-policy]\ndeny = \"kod\"\n",
+    );
+    let denied = ask(&c, server, 3, 20);
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].reference_id.kiss_code(), KissCode::Deny);
+    assert_eq!(denied[0].stratum, 0);
+    assert_eq!(denied[0].origin_timestamp.to_bits(), 3);
+
+    // Open again, with a rate limit of one request per minute: one answer,
+    // then a KoD RATE, then nothing.
+    reload("[rate-limit]\ninterval = \"60s\"\nburst = 1\n");
+    let first = ask(&c, server, 4, 20);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].stratum, first[0].origin_timestamp.to_bits()),
+        (2, 4)
+    );
+    let second = ask(&c, server, 5, 1);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].reference_id.kiss_code(), KissCode::Rate);
+    assert!(ask(&c, server, 6, 1).is_empty());
+    let counters = &daemon.status().instances["default"];
+    assert_eq!(counters.kod_sent, 2, "{counters:?}");
+    assert_eq!(
+        counters.dropped.get("rate-limited"),
+        Some(&1),
+        "{counters:?}"
+    );
 }
 
 #[test]

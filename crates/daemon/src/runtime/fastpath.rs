@@ -59,8 +59,14 @@
 //! silently instead of failing, and a client's requests would then be split
 //! between daemons. With one socket the kernel wakes one blocked worker per
 //! datagram (its receive wait is exclusive) and each takes what is queued,
-//! up to a batch; on two cores shared with the load generator the
-//! difference did not show in `cargo xtask bench server --workers`.
+//! up to a batch. Measured with a throw-away build that gave each worker
+//! its own `SO_REUSEPORT` socket (`cargo xtask bench server --scaling
+//! --quick`, two runs of each, alternating, on the two-core machine shared
+//! with the generator and other work), the 2-worker/1-worker ratios were
+//! 1.09 and 1.20 (closed loop) and 1.98 and 1.73 (at ≤ 0.1% loss) with
+//! per-worker sockets against 1.33 and 0.79, 1.86 and 0.98 with the shared
+//! one: no difference the noise lets through, so the simpler and safer
+//! shared socket stays.
 //!
 //! # Allocation
 //!

@@ -24,7 +24,7 @@
 //! # The fast path
 //!
 //! A `[[listen]]` socket is read by worker threads instead of a reader
-//! task (`[responder] workers`, default one per core; see [`fastpath`]):
+//! task (`[responder] workers`, default one per core; see `fastpath.rs`):
 //! they answer plain client requests themselves, in batches, from a
 //! snapshot of the server state this loop publishes, and hand every other
 //! datagram to this loop as the reader task would. With `workers = 0`
