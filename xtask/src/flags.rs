@@ -5,7 +5,7 @@ xflags::xflags! {
     cmd xtask {
         /// Check the repository's rules as code (docs, banned APIs, unsafe, whitespace, lints).
         cmd tidy {}
-        /// Run everything CI runs: fmt, clippy, tidy, tests, and (as root) every scenario.
+        /// Run everything CI runs: fmt, clippy, tidy, docs, tests, and (as root) every scenario.
         cmd test {}
         /// Run a network-namespace scenario: NAME, `all`, or `list` (root only).
         /// Uses stratad/stratactl from `$XTASK_BIN_DIR` when set, else builds them.

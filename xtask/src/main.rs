@@ -195,6 +195,13 @@ fn test_cmd(sh: &Shell) -> Result<()> {
     )?;
     step("tidy", tidy_cmd(&project_root()))?;
     step(
+        "cargo doc --workspace --no-deps (-D warnings)",
+        cmd!(sh, "cargo doc --workspace --no-deps")
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .run()
+            .map_err(Into::into),
+    )?;
+    step(
         "cargo test --workspace",
         cmd!(sh, "cargo test --workspace").run().map_err(Into::into),
     )?;

@@ -4,7 +4,7 @@
 //! mode-5 packet by the same calibrated delay, so the clock filter's
 //! minimum-delay choice cannot tell a good sample from a delayed one. This
 //! filter suppresses spikes on the offsets instead: a sample whose offset
-//! lies more than [`SGATE`](crate::filter::SGATE) × the jitter (at least the
+//! lies more than [`SGATE`] × the jitter (at least the
 //! precision) from the median of the recent offsets is held back. If the
 //! next sample lands beyond the gate on the same side too, the change is
 //! taken as real (a path or server change): the register restarts from

@@ -3,7 +3,7 @@
 //! The event loop resolves the start (the given address, else the system
 //! peer) and the instance, and hands a task the instance's client sockets.
 //! The task sends plain mode-3 queries whose transmit timestamp is a random
-//! cookie, and registers each in the [`Probes`] table; the event loop's
+//! cookie, and registers each in the `Probes` table; the event loop's
 //! `handle_datagram` hands a datagram from a pending destination whose
 //! origin timestamp equals the cookie to the task instead of the engine.
 //! The next hop is the reply's reference ID read as an IPv4 address.
