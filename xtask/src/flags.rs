@@ -109,7 +109,7 @@ xflags::xflags! {
                 optional --no-build
                 /// Datagrams per recvmmsg/sendmmsg batch (default 32).
                 optional --batch batch: usize
-                /// Servers to measure, comma-separated (default reflector,strata,chronyd).
+                /// Servers to measure, comma-separated (default reflector,strata,chronyd,ntpsec).
                 optional --servers servers: String
                 /// stratad's fast-path workers per listener (`[responder] workers`, default 1).
                 optional --workers workers: usize

@@ -93,7 +93,9 @@ fn run() -> Result<()> {
                     build: !s.no_build,
                     batch: s.batch.unwrap_or(bench::server::DEFAULT_BATCH),
                     servers: bench::server::Kind::parse_list(
-                        s.servers.as_deref().unwrap_or("reflector,strata,chronyd"),
+                        s.servers
+                            .as_deref()
+                            .unwrap_or(bench::server::DEFAULT_SERVERS),
                     )?,
                     workers: s.workers.unwrap_or(1),
                     scaling: s.scaling,

@@ -21,7 +21,18 @@
 //!   127.0.0.0/8`, `port PORT`, `bindaddress 127.0.0.1`, `cmdport 0`, and
 //!   its rate limiting on likewise ([`CHRONYD_RATE_LIMIT`]); the run checks
 //!   it logged "Disabled control of system clock" and holds no
-//!   `CAP_SYS_TIME` before loading it.
+//!   `CAP_SYS_TIME` before loading it;
+//! * `ntpsec`: ntpsec's `ntpd` 1.2.x from its unpacked package
+//!   ([`ntpsec::ensure_ntpsec`], skipped with a message when it cannot be
+//!   had), run as `setpriv --inh-caps=-sys_time --bounding-set=-sys_time
+//!   ntpd -n -c CONF` ([`ntpsec::ntpd_args`]) with `disable ntp`; see
+//!   [`ntpsec_config`]. ntpd has no port option, so it serves on
+//!   127.0.0.1:123 (which must be free). The run checks that its
+//!   `CapEff` and `CapBnd` lack `CAP_SYS_TIME`, that its config parsed
+//!   without errors and that it listens on 127.0.0.1:123 before loading it.
+//!   Its rate limiting is **off**: `discard average` takes whole log2
+//!   seconds (0 at the least: one request per second per client), far
+//!   below the generator's per-client rate.
 //!
 //! Per server: the closed-loop maximum (median of 3 runs), the highest
 //! open-loop rate with ≤ 0.1% loss (bisection, median of 3 runs per
@@ -29,7 +40,8 @@
 //! utime + stime) at a fixed 20,000 requests/s (medians of 3 runs), and
 //! the server's RSS after
 //! 100,000 distinct clients (source addresses) have each sent a request.
-//! Then `ratio=<strata/chronyd>` and `ratio_reflector=<strata/reflector>`.
+//! Then `ratio=<strata/chronyd>`, `ratio=<strata/ntpsec>` and
+//! `ratio_reflector=<strata/reflector>`.
 //!
 //! `--scaling` measures strata alone with 1 and with 2 workers (two
 //! daemons taking turns), nothing pinned (the generator shares the cores
@@ -57,7 +69,7 @@ use nix::{sched::CpuSet, unistd::Pid};
 use xshell::{cmd, Shell};
 
 use super::loadgen::{self, Load, LoadGen, Stats};
-use crate::scenario::interop;
+use crate::scenario::{interop, ntpsec};
 
 /// The fixed open-loop rate of the latency and CPU figures.
 pub const FIXED_RATE: f64 = 20_000.0;
@@ -90,6 +102,10 @@ const CLOCK_CONTROL_DISABLED: &str = "Disabled control of system clock";
 const CAP_SYS_TIME_BIT: u64 = 1 << 25;
 /// chronyd's user after it drops root (Debian's chrony package).
 const CHRONY_USER: &str = "_chrony";
+/// The servers measured by default (ntpsec only when it can be had).
+pub const DEFAULT_SERVERS: &str = "reflector,strata,chronyd,ntpsec";
+/// ntpd's port: ntpsec has no option to serve on another.
+const NTPSEC_PORT: u16 = 123;
 
 /// Options of `bench server`.
 #[derive(Clone, Debug)]
@@ -117,6 +133,8 @@ pub enum Kind {
     Strata,
     /// chronyd -x.
     Chronyd,
+    /// ntpsec's ntpd without `CAP_SYS_TIME`, `disable ntp`.
+    Ntpsec,
 }
 
 impl Kind {
@@ -126,10 +144,11 @@ impl Kind {
             Kind::Reflector => "reflector",
             Kind::Strata => "strata",
             Kind::Chronyd => "chronyd",
+            Kind::Ntpsec => "ntpsec",
         }
     }
 
-    /// Parses `reflector,strata,chronyd` (any subset, in order).
+    /// Parses `reflector,strata,chronyd,ntpsec` (any subset, in order).
     ///
     /// # Errors
     /// An unknown name.
@@ -141,7 +160,8 @@ impl Kind {
                 "reflector" => Ok(Kind::Reflector),
                 "strata" => Ok(Kind::Strata),
                 "chronyd" => Ok(Kind::Chronyd),
-                _ => bail!("unknown server {n:?} (reflector, strata, chronyd)"),
+                "ntpsec" => Ok(Kind::Ntpsec),
+                _ => bail!("unknown server {n:?} (reflector, strata, chronyd, ntpsec)"),
             })
             .collect()
     }
@@ -435,6 +455,20 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         .unwrap_or_else(|| crate::target_dir().join("release"));
     let profile = Profile::new(opts.quick);
     let cores = online_cores();
+    let mut opts = opts.clone();
+    let ntpsec_prefix = if opts.servers.contains(&Kind::Ntpsec) && !opts.scaling {
+        match ntpsec::ensure_ntpsec() {
+            Ok(prefix) => Some(prefix),
+            Err(e) => {
+                println!("bench server: ntpsec skipped (not available: {e:#})");
+                opts.servers.retain(|k| *k != Kind::Ntpsec);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let opts = &opts;
     if opts.scaling {
         return scaling(&release, opts, &profile, cores);
     }
@@ -473,7 +507,10 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
         subjects.push(Subject::start(
             kind,
             kind.name().to_owned(),
-            &release,
+            Programs {
+                release: &release,
+                ntpsec: ntpsec_prefix.as_deref(),
+            },
             &sub,
             opts,
             pinned,
@@ -494,11 +531,22 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
     if let (Some(s), Some(c)) = (get(Kind::Strata), get(Kind::Chronyd)) {
         println!("{}", ratio_line("ratio=<strata/chronyd>", s, c));
     }
+    if let (Some(s), Some(n)) = (get(Kind::Strata), get(Kind::Ntpsec)) {
+        println!("{}", ratio_line("ratio=<strata/ntpsec>", s, n));
+    }
     if let (Some(s), Some(r)) = (get(Kind::Strata), get(Kind::Reflector)) {
         println!("{}", ratio_line("ratio_reflector=<strata/reflector>", s, r));
     }
-    println!("bench server: ntpsec skipped (not driven by this harness yet)");
     Ok(())
+}
+
+/// Where the servers' programs are.
+#[derive(Clone, Copy, Debug)]
+struct Programs<'a> {
+    /// The directory of the release `stratad` and `xtask`.
+    release: &'a Path,
+    /// ntpsec's unpacked package, when ntpsec is measured.
+    ntpsec: Option<&'a Path>,
 }
 
 /// A started server with its own generator and figures.
@@ -516,7 +564,7 @@ impl Subject {
     fn start(
         kind: Kind,
         label: String,
-        release: &Path,
+        programs: Programs<'_>,
         dir: &Path,
         opts: &Options,
         pin: bool,
@@ -524,8 +572,17 @@ impl Subject {
     ) -> Result<Subject> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()?);
-        let server = start(kind, release, dir, addr, opts, pin)?;
+        let port = if kind == Kind::Ntpsec {
+            // Free right now (nothing else serves NTP on loopback)?
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, NTPSEC_PORT)).with_context(|| {
+                format!("ntpsec serves on 127.0.0.1:{NTPSEC_PORT} only, which is taken")
+            })?;
+            NTPSEC_PORT
+        } else {
+            free_port()?
+        };
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let server = start(kind, programs, dir, addr, opts, pin)?;
         let mut gen = LoadGen::new(&loadgen::Config {
             target: addr,
             sockets: GEN_SOCKETS,
@@ -688,12 +745,13 @@ fn to_f64(n: u64) -> f64 {
 /// Starts `kind` on `addr`, pinned to [`SERVER_CORE`] when `pin`.
 fn start(
     kind: Kind,
-    release: &Path,
+    programs: Programs<'_>,
     dir: &Path,
     addr: SocketAddrV4,
     opts: &Options,
     pin: bool,
 ) -> Result<Server> {
+    let release = programs.release;
     let batch = opts.batch;
     let log = dir.join(format!("{}.log", kind.name()));
     let (program, args): (PathBuf, Vec<String>) = match kind {
@@ -737,6 +795,17 @@ fn start(
             ensure!(args.iter().any(|a| a == "-x"), "chronyd must run with -x");
             (interop::find_program("chronyd")?, args)
         }
+        Kind::Ntpsec => {
+            let prefix = programs.ntpsec.context("ntpsec is not available")?;
+            let conf = dir.join("ntpd.conf");
+            std::fs::write(&conf, ntpsec_config(dir, addr))?;
+            let args = ntpsec::ntpd_args(&prefix.join("usr/sbin/ntpd"), &conf);
+            ensure!(
+                args.iter().any(|a| a == "--bounding-set=-sys_time"),
+                "ntpd must run without CAP_SYS_TIME"
+            );
+            (interop::find_program("setpriv")?, args)
+        }
     };
     ensure!(program.is_file(), "{} not built", program.display());
     let mut command = if pin {
@@ -760,10 +829,71 @@ fn start(
         child,
         log,
     };
-    if kind == Kind::Chronyd {
-        confirm_chronyd_x(&mut server)?;
+    match kind {
+        Kind::Chronyd => confirm_chronyd_x(&mut server)?,
+        Kind::Ntpsec => confirm_ntpsec(&mut server, dir)?,
+        Kind::Reflector | Kind::Strata => {}
     }
     Ok(server)
+}
+
+/// Waits until the started process is `ntpd` (taskset and setpriv exec in
+/// place), holds no `CAP_SYS_TIME` (effective and bounding sets), parsed
+/// its config without errors and listens on 127.0.0.1:123.
+fn confirm_ntpsec(server: &mut Server, dir: &Path) -> Result<()> {
+    let ntpd_log = dir.join("ntpd.log");
+    let started = Instant::now();
+    let mut caps_ok = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "ntpd exited early ({status}); logs: {}, {}",
+                server.log.display(),
+                ntpd_log.display()
+            );
+        }
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", server.pid())).unwrap_or_default();
+        if comm.trim() == "ntpd" {
+            let status = server.status()?;
+            ensure!(
+                ntpsec::lacks_sys_time(&status),
+                "ntpd (PID {}) holds CAP_SYS_TIME: refusing to load it",
+                server.pid()
+            );
+            caps_ok = true;
+            let out = std::fs::read_to_string(&server.log).unwrap_or_default();
+            let log = std::fs::read_to_string(&ntpd_log).unwrap_or_default();
+            ensure!(
+                !out.contains("syntax error") && !log.contains("parsing errors"),
+                "ntpd did not parse its config; logs: {}, {}",
+                server.log.display(),
+                ntpd_log.display()
+            );
+            let listening = format!(" 127.0.0.1:{NTPSEC_PORT}");
+            if log
+                .lines()
+                .any(|l| l.contains("Listen normally") && l.ends_with(&listening))
+            {
+                println!(
+                    "bench server ntpsec: no CAP_SYS_TIME confirmed (CapEff, CapBnd), disable ntp, \
+                     listening on 127.0.0.1:{NTPSEC_PORT}"
+                );
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "ntpd did not start ({}); logs: {}, {}",
+        if caps_ok {
+            "no 127.0.0.1 listener logged"
+        } else {
+            "not running as ntpd"
+        },
+        server.log.display(),
+        ntpd_log.display()
+    )
 }
 
 /// Waits until chronyd logged that clock control is disabled and holds no
@@ -842,6 +972,32 @@ pub fn chronyd_config(dir: &Path, addr: SocketAddrV4) -> String {
     conf
 }
 
+/// ntpsec's config: `disable ntp` (no clock discipline), orphan mode at
+/// stratum 1 from the start (`tos orphan 1 orphanwait 0`: ntpsec answers
+/// as a synchronised stratum-1 server, refid `LOOP`, without any source;
+/// its local driver would select but, with `disable ntp`, never
+/// synchronise), IPv4 loopback only (`interface ignore all`, `interface
+/// listen 127.0.0.1`), queries from 127.0.0.0/8 only, no rate limiting (see
+/// the module doc), an MRU list as large as strata's client table, drift,
+/// statistics and log files in `dir`.
+pub fn ntpsec_config(dir: &Path, addr: SocketAddrV4) -> String {
+    let d = dir.display();
+    format!(
+        "disable ntp\n\
+         tos orphan 1 orphanwait 0\n\
+         interface ignore all\n\
+         interface ignore ipv6\n\
+         interface listen {}\n\
+         restrict default ignore\n\
+         restrict 127.0.0.0 mask 255.0.0.0 nomodify noquery\n\
+         mru maxdepth 200000\n\
+         driftfile {d}/ntpd.drift\n\
+         statsdir {d}/\n\
+         logfile {d}/ntpd.log\n",
+        addr.ip()
+    )
+}
+
 /// A fresh `/tmp/strata-bench-PID-N` directory (world-searchable so that
 /// chronyd can reach its own directory inside after dropping root).
 fn make_run_dir() -> Result<PathBuf> {
@@ -914,7 +1070,10 @@ fn scaling(release: &Path, opts: &Options, profile: &Profile, cores: usize) -> R
         subjects.push(Subject::start(
             Kind::Strata,
             format!("strata workers={workers}"),
-            release,
+            Programs {
+                release,
+                ntpsec: None,
+            },
             &dir.0.join(format!("strata-{workers}")),
             &o,
             false,
@@ -1033,6 +1192,10 @@ mod tests {
             Kind::parse_list("reflector, strata,chronyd").expect("list"),
             vec![Kind::Reflector, Kind::Strata, Kind::Chronyd]
         );
+        assert_eq!(
+            Kind::parse_list(DEFAULT_SERVERS).expect("default list"),
+            vec![Kind::Reflector, Kind::Strata, Kind::Chronyd, Kind::Ntpsec]
+        );
         assert!(Kind::parse_list("ntpd").is_err());
     }
 
@@ -1050,6 +1213,16 @@ mod tests {
         let c = chronyd_config(Path::new("/tmp/x/chrony"), addr);
         assert!(c.contains("port 12345\n") && c.contains("local stratum 1\n"));
         assert!(c.contains("cmdport 0\n") && c.contains("ratelimit interval -10 burst 255\n"));
+        let n = ntpsec_config(Path::new("/tmp/x/ntpsec"), addr);
+        assert_eq!(n.lines().next(), Some("disable ntp"));
+        for line in [
+            "interface listen 127.0.0.1",
+            "restrict default ignore",
+            "logfile /tmp/x/ntpsec/ntpd.log",
+        ] {
+            assert!(n.lines().any(|l| l == line), "{line:?} in\n{n}");
+        }
+        assert!(!n.contains("limited"), "ntpsec cannot match the limits");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod flood;
 pub mod guard;
 pub(crate) mod interop;
 mod multicast;
-mod ntpsec;
+pub(crate) mod ntpsec;
 mod ops;
 mod symmetric;
 mod vpn;

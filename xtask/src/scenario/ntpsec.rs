@@ -244,7 +244,7 @@ fn cap_mask(status: &str, field: &str) -> Option<u64> {
 
 /// Whether a process (its `/proc/PID/status` text) holds no `CAP_SYS_TIME`
 /// in its effective and bounding sets. Unknown masks count as holding it.
-fn lacks_sys_time(status: &str) -> bool {
+pub(crate) fn lacks_sys_time(status: &str) -> bool {
     ["CapEff", "CapBnd"]
         .iter()
         .all(|f| cap_mask(status, f).is_some_and(|m| m & CAP_SYS_TIME_BIT == 0))
