@@ -35,6 +35,6 @@ pub use node::{
     SelectionRole, SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
 };
 pub use ratelimit::RateLimitConfig;
-pub use server::{kiss_of_death, respond, ServerState};
+pub use server::{admit, kiss_of_death, respond, Admission, ServerState};
 pub use strata_clock::discipline::ClockCommand;
 pub use time::Instant;

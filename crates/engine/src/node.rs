@@ -37,7 +37,9 @@ use crate::assoc::{
 use crate::auth::{self, KeyStore, Verdict};
 use crate::counters::{Counters, DropReason};
 use crate::ratelimit::{Decision, RateLimitConfig, ShardedRateLimiter};
-use crate::server::{kiss_of_death, respond, wire_drop_reason, ServerState, MAX_STRATUM};
+use crate::server::{
+    admit, kiss_of_death, respond, wire_drop_reason, Admission, ServerState, MAX_STRATUM,
+};
 use crate::time::{poll_interval, Instant};
 
 /// Default `max-dynamic-sessions` of an instance.
@@ -855,28 +857,19 @@ impl Node {
         // Unsigned requests to a listener that requires a key are dropped
         // before they cost a rate-limiter token.
         let mac = self.request_mac(meta, auth::verify(&self.keys, data))?;
-        let allowed = self
-            .access_level(meta.instance, meta.src.ip())
-            .is_some_and(AccessLevel::serves_time);
+        let level = self.access_level(meta.instance, meta.src.ip());
         let deny_kod = client && self.deny_policy == DenyPolicy::Kod;
-        if !(allowed || deny_kod) {
-            return Err(DropReason::AccessDenied);
-        }
-        let decision = match &self.rate_limiter {
-            Some(l) => l.check(now, (meta.instance, meta.src.ip())),
-            None => Decision::Allow,
-        };
-        let kod = match (allowed, decision) {
-            (_, Decision::Drop) => {
-                return Err(if allowed {
-                    DropReason::RateLimited
-                } else {
-                    DropReason::AccessDenied
-                });
-            }
-            (true, Decision::Allow) => None,
-            (true, Decision::KissRate) => Some(KissCode::Rate),
-            (false, _) => Some(KissCode::Deny),
+        let limiter = self.rate_limiter.as_deref();
+        let admission = admit(level, deny_kod, || {
+            limiter.map_or(Decision::Allow, |l| {
+                l.check(now, (meta.instance, meta.src.ip()))
+            })
+        });
+        let kod = match admission {
+            Admission::Drop(reason) => return Err(reason),
+            Admission::Answer => None,
+            Admission::KissRate => Some(KissCode::Rate),
+            Admission::KissDeny => Some(KissCode::Deny),
         };
         if self.replies.len() >= self.config.max_pending_replies {
             return Err(DropReason::Overload);
@@ -892,11 +885,11 @@ impl Node {
         if mac == ReplyMac::CryptoNak {
             // Answered with a crypto-NAK, but not served.
             Err(DropReason::BadMac)
-        } else if allowed {
-            Ok(())
-        } else {
+        } else if admission == Admission::KissDeny {
             // Refused all the same: counted, and answered with a KoD DENY.
             Err(DropReason::AccessDenied)
+        } else {
+            Ok(())
         }
     }
 

@@ -13,7 +13,9 @@ use strata_wire::{
     KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
 
+use crate::access::AccessLevel;
 use crate::counters::DropReason;
+use crate::ratelimit::Decision;
 
 /// Stratum values at or above this mean "unsynchronised" (RFC 5905 MAXSTRAT).
 pub const MAX_STRATUM: u8 = 16;
@@ -160,6 +162,39 @@ pub(crate) fn wire_drop_reason(e: strata_wire::Error) -> DropReason {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn admission_by_level_policy_and_limit() {
+        use super::{admit, AccessLevel, Admission, Decision, DropReason};
+        let served = Some(AccessLevel::Synchronization);
+        let query = Some(AccessLevel::Query);
+        assert_eq!(admit(served, false, || Decision::Allow), Admission::Answer);
+        assert_eq!(
+            admit(served, false, || Decision::KissRate),
+            Admission::KissRate
+        );
+        assert_eq!(
+            admit(served, true, || Decision::Drop),
+            Admission::Drop(DropReason::RateLimited)
+        );
+        // Refused and dropped: the limiter is not asked.
+        for level in [None, query] {
+            assert_eq!(
+                admit(level, false, || unreachable!("limiter asked")),
+                Admission::Drop(DropReason::AccessDenied)
+            );
+        }
+        // Refused with the kod policy: a KoD DENY unless over the limit.
+        assert_eq!(admit(None, true, || Decision::Allow), Admission::KissDeny);
+        assert_eq!(
+            admit(query, true, || Decision::KissRate),
+            Admission::KissDeny
+        );
+        assert_eq!(
+            admit(None, true, || Decision::Drop),
+            Admission::Drop(DropReason::AccessDenied)
+        );
+    }
     use super::*;
     use strata_wire::NtpDuration;
 
@@ -298,5 +333,43 @@ mod tests {
                 proptest::prop_assert!(n <= bytes.len());
             }
         }
+    }
+}
+
+/// What a server does with a time request, given the client's access level
+/// and its rate limit: the one decision the engine and the daemon's
+/// fast-path workers share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Serve the time.
+    Answer,
+    /// Over the rate limit: answer with a KoD RATE.
+    KissRate,
+    /// Refused by the access rules with the `kod` deny policy: answer with
+    /// a KoD DENY, and count the request as [`DropReason::AccessDenied`].
+    KissDeny,
+    /// Answer nothing; count the request under this reason.
+    Drop(DropReason),
+}
+
+/// Decides a time request. `level` is the client's access level (`None`:
+/// matched no rule); `deny_kod` whether refused clients get a KoD DENY;
+/// `limit` runs the rate limiter, and is called only for a request that
+/// may get an answer (so refused-and-dropped requests cost no token).
+pub fn admit(
+    level: Option<AccessLevel>,
+    deny_kod: bool,
+    limit: impl FnOnce() -> Decision,
+) -> Admission {
+    let allowed = level.is_some_and(AccessLevel::serves_time);
+    if !(allowed || deny_kod) {
+        return Admission::Drop(DropReason::AccessDenied);
+    }
+    match (allowed, limit()) {
+        (true, Decision::Drop) => Admission::Drop(DropReason::RateLimited),
+        (false, Decision::Drop) => Admission::Drop(DropReason::AccessDenied),
+        (true, Decision::Allow) => Admission::Answer,
+        (true, Decision::KissRate) => Admission::KissRate,
+        (false, _) => Admission::KissDeny,
     }
 }

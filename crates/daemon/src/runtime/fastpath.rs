@@ -84,7 +84,8 @@ use strata_clock::backend::HostMap;
 use strata_engine::access::level_for;
 use strata_engine::ratelimit::{Decision, ShardedRateLimiter};
 use strata_engine::{
-    kiss_of_death, respond, AccessRule, DropReason, InstanceId, Instant, ServerState, SocketId,
+    admit, kiss_of_death, respond, AccessRule, Admission, DropReason, InstanceId, Instant,
+    ServerState, SocketId,
 };
 use strata_net::{HostTime, RecvBatch, SendBatch, Transmit, UdpSocket};
 use strata_wire::{KissCode, NtpTimestamp, HEADER_LEN};
@@ -543,29 +544,23 @@ fn classify(
         .access
         .get(usize::from(ctx.instance.0))
         .map_or(&[][..], Vec::as_slice);
-    let allowed = level_for(rules, meta.src.ip()).is_some_and(|l| l.serves_time());
-    if !(allowed || snap.deny_kod) {
-        local.drop_packet(DropReason::AccessDenied);
-        return Plan::Skip;
-    }
-    let decision = snap.limiter.as_ref().map_or(Decision::Allow, |l| {
-        l.check(now, (ctx.instance, meta.src.ip()))
+    let limiter = snap.limiter.as_deref();
+    let admission = admit(level_for(rules, meta.src.ip()), snap.deny_kod, || {
+        limiter.map_or(Decision::Allow, |l| {
+            l.check(now, (ctx.instance, meta.src.ip()))
+        })
     });
-    match (allowed, decision) {
-        (_, Decision::Drop) => {
-            local.drop_packet(if allowed {
-                DropReason::RateLimited
-            } else {
-                DropReason::AccessDenied
-            });
-            Plan::Skip
-        }
-        (true, Decision::Allow) => Plan::Answer,
-        (true, Decision::KissRate) => Plan::Kiss(KissCode::Rate),
-        (false, _) => {
+    match admission {
+        Admission::Answer => Plan::Answer,
+        Admission::KissRate => Plan::Kiss(KissCode::Rate),
+        Admission::KissDeny => {
             // Refused all the same: counted, and answered with a KoD DENY.
             local.drop_packet(DropReason::AccessDenied);
             Plan::Kiss(KissCode::Deny)
+        }
+        Admission::Drop(reason) => {
+            local.drop_packet(reason);
+            Plan::Skip
         }
     }
 }
