@@ -121,10 +121,11 @@ pub(super) struct Snapshot {
     /// Interfaces of up device-bound instances: the default instance's
     /// listeners drop datagrams that arrive on them.
     pub foreign: Vec<u32>,
-    /// Listeners that answer only requests signed with a key
-    /// (`[[listen]] key`): their workers hand every datagram to the event
-    /// loop, which checks the MAC.
-    pub keyed: Vec<SocketId>,
+    /// The listeners whose requests workers answer: open and without a
+    /// `[[listen]] key`. A worker whose listener is not listed (keyed, or
+    /// opened after this snapshot) hands every datagram to the event loop,
+    /// which owns the keys: the fast path fails closed.
+    pub open: Vec<SocketId>,
 }
 
 impl Snapshot {
@@ -138,7 +139,7 @@ impl Snapshot {
             deny_kod: false,
             access: Vec::new(),
             foreign: Vec::new(),
-            keyed: Vec::new(),
+            open: Vec::new(),
         }
     }
 }
@@ -532,7 +533,7 @@ fn classify(
     let new_local = meta
         .dst_ip
         .is_some_and(|ip| !seen_local.contains(&ip) && seen_local.len() < MAX_SEEN_LOCAL);
-    if !plain_request || new_local || snap.keyed.contains(&ctx.id) {
+    if !plain_request || new_local || !snap.open.contains(&ctx.id) {
         if let (true, Some(ip)) = (new_local && plain_request, meta.dst_ip) {
             seen_local.push(ip);
         }

@@ -135,7 +135,6 @@ impl Daemon {
             inst.ifindexes = ifindexes;
         }
         self.apply_listener_keys();
-        self.fast_dirty = true;
         tracing::info!(instance = %name, placement = %placement, listeners = listen.len(), "instance up");
         Ok(())
     }

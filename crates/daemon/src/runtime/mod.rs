@@ -671,11 +671,11 @@ impl Daemon {
             deny_kod: self.config.access_policy.deny == crate::config::DenyAction::Kod,
             access,
             foreign,
-            keyed: self
+            open: self
                 .sockets
-                .keys()
-                .copied()
-                .filter(|id| self.node.listener_key(*id).is_some())
+                .iter()
+                .filter(|(id, s)| s.listener && self.node.listener_key(**id).is_none())
+                .map(|(id, _)| *id)
                 .collect(),
         });
         self.published = Some(key);

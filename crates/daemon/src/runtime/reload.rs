@@ -84,14 +84,12 @@ impl Daemon {
             let rules = access_rules(&new, &inst.name);
             self.node.set_access(*id, rules);
         }
-        // The fast-path workers take the new keys, limits and rules with
-        // the next snapshot.
-        self.fast_dirty = true;
         for i in &new.instance {
             let id = self.node.add_instance(&i.name);
             self.node.set_max_dynamic(id, i.max_dynamic_sessions);
         }
         self.config = merged;
+        // Publishes the new keys, limits and rules to the fast-path workers.
         self.apply_listener_keys();
         let mut summary = format!(
             "reloaded {}: sources +{added} -{removed} ~{changed}, listeners +{opened} -{closed}",
@@ -251,7 +249,10 @@ impl Daemon {
     }
 
     /// Tells the node which listeners require a key (`[[listen]] key`), by
-    /// matching every open listener to its entry of the running config.
+    /// matching every open listener to its entry of the running config,
+    /// and publishes the result to the fast-path workers at once (until
+    /// then, a worker of a listener opened since the last snapshot hands
+    /// everything to the event loop).
     pub(super) fn apply_listener_keys(&mut self) {
         let listeners: Vec<(SocketId, InstanceId)> = self
             .sockets
@@ -260,7 +261,6 @@ impl Daemon {
             .map(|(id, s)| (*id, s.instance))
             .collect();
         self.node.clear_listener_keys();
-        self.fast_dirty = true;
         for (socket, instance) in listeners {
             let name = self.instance_name(instance);
             let local = self.local_addr(socket);
@@ -272,6 +272,7 @@ impl Daemon {
                 .and_then(|l| l.key);
             self.node.set_listener_key(socket, key);
         }
+        self.publish_fast();
     }
 
     fn listener_bound_to(&self, instance: InstanceId, addr: SocketAddr) -> Option<SocketId> {
