@@ -181,6 +181,25 @@ impl Default for DisciplineConfig {
     }
 }
 
+/// The discipline's current estimate, for status output (like `chronyc
+/// tracking`).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Estimate {
+    /// The smoothed offset now (s; reference − local): the regression's
+    /// value, not the last raw sample.
+    pub offset: f64,
+    /// Its one-sigma uncertainty (s).
+    pub offset_uncertainty: f64,
+    /// RMS of the samples about the fitted line (s), like chrony's "RMS
+    /// offset".
+    pub rms_offset: f64,
+    /// The frequency estimate's one-sigma uncertainty (ppm), like
+    /// chrony's "skew".
+    pub frequency_uncertainty_ppm: f64,
+    /// How many samples the estimate averages.
+    pub samples: usize,
+}
+
 /// A command for the clock backend, drained with
 /// [`Discipline::poll_command`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -273,6 +292,8 @@ pub struct Discipline {
     wander: f64,
     /// The last fit's reduced chi-square.
     misfit: f64,
+    /// The last fit's RMS residual (s).
+    rms_offset: f64,
     /// Whether the last fit's runs test dropped old samples.
     cut: bool,
     /// The last sample's phase jump (s), if it was one.
@@ -336,6 +357,7 @@ impl Discipline {
             window: 0,
             wander: config.frequency_wander.abs().clamp(MIN_WANDER, MAX_WANDER),
             misfit: 1.0,
+            rms_offset: 0.0,
             cut: false,
             last_jump: None,
             samples_at_poll: 0,
@@ -782,6 +804,7 @@ impl Discipline {
         self.p = [[var, cov], [cov, fit.slope_variance]];
         self.window = fit.samples;
         self.misfit = fit.reduced_chi2;
+        self.rms_offset = fit.rms_residual;
         self.cut = fit.dropped > 0;
         if fit.samples >= MIN_WANDER_SAMPLES {
             // More scatter about the line than the samples' noise and the
@@ -789,6 +812,18 @@ impl Discipline {
             let factor = fit.reduced_chi2.clamp(0.5, 2.0).powi(2);
             self.wander = (self.wander * factor).clamp(MIN_WANDER, MAX_WANDER);
             self.regression.set_wander(self.wander);
+        }
+    }
+
+    /// The current estimate, for status output.
+    #[must_use]
+    pub fn estimate(&self) -> Estimate {
+        Estimate {
+            offset: self.theta,
+            offset_uncertainty: self.offset_uncertainty(),
+            rms_offset: self.rms_offset,
+            frequency_uncertainty_ppm: self.frequency_uncertainty_ppm(),
+            samples: self.window,
         }
     }
 
