@@ -1019,6 +1019,38 @@ mod tests {
     }
 
     #[test]
+    fn observe_only_tracks_the_free_running_clock() {
+        // A clock 0.3 s ahead and 20 ppm fast that nobody steers: every
+        // command is ignored, so the offsets keep growing. The estimator
+        // must follow them, never step, and measure the clock's own
+        // frequency instead of running off with its ignored corrections.
+        let cfg = DisciplineConfig {
+            steered: false,
+            ..DisciplineConfig::default()
+        };
+        let mut d = Discipline::new(cfg, None);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut t = 0.0;
+        for _ in 0..240 {
+            let noise = rng.gen_range(-10e-6..10e-6);
+            let theta = -(0.3 + 20e-6 * t);
+            let outcome = d.update(t, theta + noise, 1e-5);
+            assert!(matches!(outcome, Outcome::Slewed), "t {t}: {outcome:?}");
+            t += 16.0;
+        }
+        let t = t - 16.0;
+        assert!(
+            (d.frequency_ppm() + 20.0).abs() < 0.05,
+            "{}",
+            d.frequency_ppm()
+        );
+        let e = d.estimate();
+        assert!((e.offset + 0.3 + 20e-6 * t).abs() < 10e-6, "{e:?}");
+        assert!(e.offset_uncertainty > 0.0 && e.offset_uncertainty < 10e-6);
+        assert!(e.samples > 10, "{e:?}");
+    }
+
+    #[test]
     fn bad_input_is_ignored() {
         let mut d = Discipline::new(short(), None);
         assert_eq!(d.update(0.0, f64::NAN, 1e-4), Outcome::Ignored);
