@@ -25,8 +25,10 @@
 //!   sample weighs by its noise: the measurement noise, estimated from the
 //!   second differences of the free-running phase (starting from
 //!   [`DisciplineConfig::initial_noise`], floored at
-//!   [`DisciplineConfig::min_jitter`]), plus the `extra_noise` its excess
-//!   delay implies ([`Discipline::update_weighted`]), plus the phase the
+//!   [`DisciplineConfig::min_jitter`]), or, once the window is long enough,
+//!   a model learnt from the residuals of how much of the `extra_noise`
+//!   its excess delay allows shows up ([`Discipline::update_weighted`]),
+//!   plus the phase the
 //!   oscillator's wander can put between it and the line at its age. The
 //!   wander starts at [`DisciplineConfig::frequency_wander`] and follows the
 //!   fits' scatter (reduced chi-square above 1 raises it, below lowers
@@ -396,11 +398,11 @@ impl Discipline {
         self.update_weighted(now, sample_time, offset, jitter, 0.0)
     }
 
-    /// Like [`Discipline::update_sampled`], for an offset whose error is
-    /// known to exceed the usual measurement noise by `extra_noise` (s,
-    /// added in quadrature), e.g. from its round-trip delay exceeding the
-    /// path's least delay (`FilterOutput::extra_noise`). Such samples
-    /// weigh less in the estimate.
+    /// Like [`Discipline::update_sampled`], for an offset whose error may
+    /// exceed the usual measurement noise by up to `extra_noise` (s, in
+    /// quadrature) because its round-trip delay exceeds the path's least
+    /// delay (`FilterOutput::extra_noise`). How much such samples weigh
+    /// less is learnt from the residuals ([`crate::regression`]).
     pub fn update_weighted(
         &mut self,
         now: f64,
@@ -439,7 +441,8 @@ impl Discipline {
             self.regression.push(Point {
                 t: ts,
                 phase: offset + self.removed,
-                variance: r + extra_noise * extra_noise,
+                variance: r,
+                queueing: extra_noise * extra_noise,
             });
             if self.config.steered && offset.abs() > self.config.step_threshold {
                 return self.step(now, offset);
@@ -473,7 +476,8 @@ impl Discipline {
             self.state = self.before_spike;
         }
         self.observe_phase(ts, offset + removed_then);
-        let r = self.measurement_variance() + extra_noise * extra_noise;
+        let queueing = extra_noise * extra_noise;
+        let r = self.measurement_variance() + queueing;
         let phase = offset + removed_then;
         if self.regression.len() >= 2 {
             // The free-running phase predicted at `ts`; an offset beyond
@@ -502,7 +506,8 @@ impl Discipline {
         self.regression.push(Point {
             t: ts,
             phase,
-            variance: r,
+            variance: r - queueing,
+            queueing,
         });
         match self.regression.fit() {
             Some(fit) => self.apply_fit(now, &fit),

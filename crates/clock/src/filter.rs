@@ -29,9 +29,11 @@
 //!   [`NSTAGE`] samples, and once half the register holds long-delay
 //!   samples their median excess opens the gate: the new path is followed
 //!   after about [`NSTAGE`] / 2 samples, without a step;
-//! * [`FilterOutput::extra_noise`]: the part of the excess above the median
-//!   excess, over √12 — the standard deviation of the offset error when the
-//!   excess is queueing split uniformly between the two directions.
+//! * [`FilterOutput::extra_noise`]: the excess over √12 — the standard
+//!   deviation of the offset error when the excess is queueing split
+//!   uniformly between the two directions. Whether a path's offset errors
+//!   do come from queueing is for the estimator to learn
+//!   ([`crate::regression`]).
 //!
 //! The peer jitter and dispersion keep their RFC definitions (relative to
 //! the least-delay sample).
@@ -79,9 +81,8 @@ pub struct FilterOutput {
     pub jitter: f64,
     /// When the chosen sample was taken (monotonic seconds).
     pub time: f64,
-    /// The offset error this sample is expected to carry beyond the usual
-    /// noise because of its extra delay (s; 0 for a sample at the usual
-    /// delay). See the module doc; pass it to
+    /// The offset error this sample's excess delay allows (s; 0 for a
+    /// sample at the least delay). See the module doc; pass it to
     /// `Discipline::update_weighted`.
     pub extra_noise: f64,
 }
@@ -161,7 +162,7 @@ impl ClockFilter {
         let out = FilterOutput {
             offset: sample.offset,
             time: sample.time,
-            extra_noise: (excess - median_excess).max(0.0) / 12f64.sqrt(),
+            extra_noise: excess / 12f64.sqrt(),
             ..best
         };
         if let Some(last) = self.last {
@@ -400,12 +401,12 @@ mod tests {
         let out = f.add(s(0.011, 0.001, 1.0), 1e-6).unwrap();
         assert_eq!((out.delay, out.time, out.extra_noise), (0.001, 1.0, 0.0));
         assert_eq!(out.offset, 0.011);
-        // A higher delay, within the gate: handed on, weighted down by
-        // its excess over the median excess of the other stages (2 ms vs
-        // 1.5 ms).
+        // A higher delay, within the gate (2 ms excess, 4x the median
+        // excess of the other stages being 6 ms): handed on, with the
+        // offset error its excess allows.
         let out = f.add(s(0.0105, 0.003, 2.0), 1e-6).unwrap();
         assert_eq!((out.offset, out.time), (0.0105, 2.0));
-        assert!((out.extra_noise - 0.0005 / 12f64.sqrt()).abs() < 1e-12);
+        assert!((out.extra_noise - 0.002 / 12f64.sqrt()).abs() < 1e-12);
         // Jitter: RMS of offset differences from the least-delay sample.
         let d: [f64; 3] = [0.010 - 0.011, 0.0, 0.0105 - 0.011];
         let rms = (d.iter().map(|x| x * x).sum::<f64>() / 2.0).sqrt();

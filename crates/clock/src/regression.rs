@@ -16,6 +16,14 @@
 //! longest whose residual signs pass the runs test; the samples it drops
 //! are forgotten. Noise is averaged over as many samples as the clock's
 //! stability allows, and no longer.
+//!
+//! Each sample weighs by the inverse of its variance. Where its round-trip
+//! delay exceeded the path's least delay, its offset may carry up to half
+//! that excess as error (queueing in one direction only); whether it does
+//! depends on the path (yes for exponential queueing, no for symmetric
+//! normal jitter), so the variance is modelled as `a + b × queueing` with
+//! `a` and `b` fitted to the squared residuals of a first pass (feasible
+//! generalised least squares).
 
 use std::collections::VecDeque;
 
@@ -38,6 +46,10 @@ pub struct Point {
     pub phase: f64,
     /// Its noise variance (s²), which sets its weight.
     pub variance: f64,
+    /// The variance its excess delay could add (s²; `FilterOutput::
+    /// extra_noise` squared). How much it does is learnt from the
+    /// residuals: see [`Regression::fit`].
+    pub queueing: f64,
 }
 
 /// A fitted line: the phase at `t` is `phase + slope × (t − t0)`.
@@ -97,7 +109,9 @@ impl Regression {
         if !(point.t.is_finite()
             && point.phase.is_finite()
             && point.variance.is_finite()
-            && point.variance > 0.0)
+            && point.variance > 0.0
+            && point.queueing.is_finite()
+            && point.queueing >= 0.0)
         {
             return;
         }
@@ -165,9 +179,11 @@ impl Regression {
         let mut k = n;
         let newest = self.points.back()?.t;
         let wander = self.wander;
+        let model = self.variance_model();
         let fit = loop {
             let window = self.points.range(n - k..).map(|p| Point {
-                variance: p.variance + wander * (newest - p.t).max(0.0).powi(3) / 3.0,
+                variance: model.map_or(p.variance + p.queueing, |(a, b)| a + b * p.queueing)
+                    + wander * (newest - p.t).max(0.0).powi(3) / 3.0,
                 ..*p
             });
             let fit = line(window.clone())?;
@@ -184,6 +200,50 @@ impl Regression {
         })
     }
 }
+
+impl Regression {
+    /// The variance model `a + b × queueing` learnt from the residuals of
+    /// a first fit over the whole window (a regression of the squared
+    /// residuals on each sample's queueing variance; feasible generalised
+    /// least squares). Where the offset error comes from queueing (an
+    /// exponential-jitter WAN path) `b` comes out near 1 and `a` small,
+    /// so the samples with the least excess delay dominate; where delay
+    /// says nothing about the offset error (normal jitter on both
+    /// directions) `b` is near 0 and the samples weigh alike. `None` with
+    /// fewer than [`MODEL_SAMPLES`] samples or no spread of queueing.
+    fn variance_model(&self) -> Option<(f64, f64)> {
+        let n = self.points.len();
+        if n < MODEL_SAMPLES {
+            return None;
+        }
+        let first = line(self.points.iter().map(|p| Point {
+            variance: p.variance + p.queueing,
+            ..*p
+        }))?;
+        #[allow(clippy::cast_precision_loss, reason = "at most MAX_SAMPLES")]
+        let nf = n as f64;
+        let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+        for p in &self.points {
+            let r = p.phase - (first.phase + first.slope * (p.t - first.t0));
+            let (x, y) = (p.queueing, r * r);
+            sx += x;
+            sy += y;
+            sxx += x * x;
+            sxy += x * y;
+        }
+        let (mx, my) = (sx / nf, sy / nf);
+        let var_x = sxx / nf - mx * mx;
+        if !(var_x > 0.0 && var_x.is_finite()) {
+            return None;
+        }
+        let b = ((sxy / nf - mx * my) / var_x).clamp(0.0, 2.0);
+        let a = (my - b * mx).max(0.01 * my).max(1e-15);
+        (a.is_finite() && b.is_finite()).then_some((a, b))
+    }
+}
+
+/// Fewest samples from which the variance model is learnt.
+const MODEL_SAMPLES: usize = 16;
 
 /// The weighted least-squares line through `points`.
 fn line(points: impl Iterator<Item = Point> + Clone) -> Option<Fit> {
@@ -287,6 +347,7 @@ mod tests {
             t,
             phase,
             variance: 1e-10,
+            queueing: 0.0,
         }
     }
 
@@ -329,17 +390,42 @@ mod tests {
     }
 
     #[test]
+    fn samples_whose_excess_delay_shows_in_their_error_weigh_less() {
+        // Half the samples have no excess delay and 1 µs of noise, half
+        // 3.5 ms of excess and 1 ms of noise, all with the same prior
+        // variance: the learnt model trusts the first half.
+        let mut r = Regression::new();
+        let mut rng = SmallRng::seed_from_u64(4);
+        for i in 0..64u32 {
+            let queueing = if i % 2 == 0 { 0.0 } else { 1e-6 };
+            let noise = normal(&mut rng, if i % 2 == 0 { 1e-6 } else { 1e-3 });
+            r.push(Point {
+                t: f64::from(i) * 64.0,
+                phase: 1e-3 + noise,
+                variance: 2.5e-7,
+                queueing,
+            });
+        }
+        let f = r.fit().expect("fit");
+        let (phase, _) = f.at(63.0 * 64.0);
+        assert!((phase - 1e-3).abs() < 5e-6, "phase {phase}");
+        assert!(f.slope.abs() < 1e-9, "slope {}", f.slope);
+    }
+
+    #[test]
     fn bad_points_are_ignored_and_the_window_is_bounded() {
         let mut r = Regression::new();
         r.push(Point {
             t: f64::NAN,
             phase: 0.0,
             variance: 1.0,
+            queueing: 0.0,
         });
         r.push(Point {
             t: 0.0,
             phase: 0.0,
             variance: 0.0,
+            queueing: 0.0,
         });
         assert!(r.is_empty());
         for i in 0..200u32 {

@@ -60,11 +60,11 @@ fn lan() {
     check(
         "lan",
         &Bounds {
-            lock_s: 10.5,     // 7 s
-            rms_us: 3.0,      // 2.0 µs
-            max_us: 3.9,      // 2.6 µs
-            freq_ppm: 0.0006, // 0.0004 ppm
-            packets: 293,     // 195
+            lock_s: 10.5,       // 7 s
+            rms_us: 3.00,       // 2.0 µs
+            max_us: 4.20,       // 2.8 µs
+            freq_ppm: 0.000600, // 0.0004 ppm
+            packets: 292,       // 195
         },
     );
 }
@@ -74,11 +74,11 @@ fn wan() {
     check(
         "wan",
         &Bounds {
-            lock_s: 269.0,    // 179 s
-            rms_us: 469.0,    // 312.5 µs (error less half the 1 ms asymmetry)
-            max_us: 768.0,    // 511.9 µs
-            freq_ppm: 0.0654, // 0.0436 ppm
-            packets: 309,     // 206
+            lock_s: 255.0,      // 170 s
+            rms_us: 482.10,     // 321.4 µs (error less half the 1 ms asymmetry)
+            max_us: 936.60,     // 624.4 µs
+            freq_ppm: 0.074400, // 0.0496 ppm
+            packets: 309,       // 206
         },
     );
 }
@@ -88,11 +88,11 @@ fn lossy() {
     check(
         "lossy",
         &Bounds {
-            lock_s: 203.0,    // 135 s
-            rms_us: 2.1,      // 1.4 µs
-            max_us: 3.5,      // 2.3 µs
-            freq_ppm: 0.0003, // 0.0002 ppm
-            packets: 486,     // 324
+            lock_s: 202.5,      // 135 s
+            rms_us: 2.55,       // 1.7 µs
+            max_us: 4.05,       // 2.7 µs
+            freq_ppm: 0.000300, // 0.0002 ppm
+            packets: 486,       // 324
         },
     );
 }
@@ -102,11 +102,11 @@ fn spiky() {
     check(
         "spiky",
         &Bounds {
-            lock_s: 10.5,      // 7 s
-            rms_us: 2.3,       // 1.5 µs
-            max_us: 3.9,       // 2.6 µs
-            freq_ppm: 0.00045, // 0.0003 ppm
-            packets: 297,      // 198
+            lock_s: 10.5,       // 7 s
+            rms_us: 2.25,       // 1.5 µs
+            max_us: 4.20,       // 2.8 µs
+            freq_ppm: 0.000450, // 0.0003 ppm
+            packets: 297,       // 198
         },
     );
 }
@@ -116,11 +116,11 @@ fn falseticker() {
     check(
         "falseticker",
         &Bounds {
-            lock_s: 329.0,    // 219 s
-            rms_us: 2.1,      // 1.4 µs
-            max_us: 4.2,      // 2.8 µs
-            freq_ppm: 0.0012, // 0.0008 ppm
-            packets: 1956,    // 1304
+            lock_s: 384.0,      // 256 s
+            rms_us: 1.20,       // 0.8 µs
+            max_us: 2.70,       // 1.8 µs
+            freq_ppm: 0.000900, // 0.0006 ppm
+            packets: 1410,      // 940
         },
     );
 }
@@ -130,11 +130,11 @@ fn wander() {
     check(
         "wander",
         &Bounds {
-            lock_s: 50.0,     // 33 s
-            rms_us: 13.8,     // 9.2 µs
-            max_us: 22.1,     // 14.7 µs
-            freq_ppm: 0.0078, // 0.0052 ppm
-            packets: 312,     // 208
+            lock_s: 49.5,       // 33 s
+            rms_us: 15.00,      // 10.0 µs
+            max_us: 21.15,      // 14.1 µs
+            freq_ppm: 0.007950, // 0.0053 ppm
+            packets: 295,       // 197
         },
     );
 }
@@ -144,11 +144,11 @@ fn temperature() {
     check(
         "temperature",
         &Bounds {
-            lock_s: 10.5,     // 7 s
-            rms_us: 15.0,     // 10.0 µs
-            max_us: 32.0,     // 21.3 µs
-            freq_ppm: 0.0369, // 0.0246 ppm
-            packets: 612,     // 408
+            lock_s: 10.5,       // 7 s
+            rms_us: 14.70,      // 9.8 µs
+            max_us: 32.85,      // 21.9 µs
+            freq_ppm: 0.037800, // 0.0252 ppm
+            packets: 571,       // 381
         },
     );
 }
@@ -158,11 +158,11 @@ fn route() {
     check(
         "route",
         &Bounds {
-            lock_s: 10.5,     // 7 s
-            rms_us: 11.0,     // 7.3 µs
-            max_us: 19.1,     // 12.7 µs
-            freq_ppm: 0.0006, // 0.0004 ppm
-            packets: 293,     // 195
+            lock_s: 10.5,       // 7 s
+            rms_us: 10.80,      // 7.2 µs
+            max_us: 18.90,      // 12.6 µs
+            freq_ppm: 0.000600, // 0.0004 ppm
+            packets: 292,       // 195
         },
     );
 }
@@ -172,11 +172,11 @@ fn multicast() {
     check(
         "multicast",
         &Bounds {
-            lock_s: 122.0,     // 81 s
-            rms_us: 21.6,      // 14.4 µs
-            max_us: 29.1,      // 19.4 µs
-            freq_ppm: 0.00165, // 0.0011 ppm
-            packets: 18,       // 12: three calibration volleys (start, 1 h, 2 h)
+            lock_s: 121.5,      // 81 s
+            rms_us: 21.60,      // 14.4 µs
+            max_us: 29.70,      // 19.8 µs
+            freq_ppm: 0.001650, // 0.0011 ppm
+            packets: 18,        // 12: three calibration volleys (start, 1 h, 2 h)
         },
     );
 }
