@@ -29,7 +29,9 @@
 //!   [`NSTAGE`] samples, and once half the register holds long-delay
 //!   samples their median excess opens the gate: the new path is followed
 //!   after about [`NSTAGE`] / 2 samples, without a step;
-//! * [`FilterOutput::extra_noise`]: the excess over √12 — the standard
+//! * [`FilterOutput::extra_noise`]: the excess over the least delay of the
+//!   last [`LONG_DELAYS`] samples (closer to the path's true minimum than
+//!   the register's), over √12 — the standard
 //!   deviation of the offset error when the excess is queueing split
 //!   uniformly between the two directions. Whether a path's offset errors
 //!   do come from queueing is for the estimator to learn
@@ -37,6 +39,8 @@
 //!
 //! The peer jitter and dispersion keep their RFC definitions (relative to
 //! the least-delay sample).
+
+use std::collections::VecDeque;
 
 use crate::{MAXDISP, PHI};
 
@@ -50,6 +54,11 @@ pub const SGATE: f64 = 3.0;
 /// Delay gate: samples whose delay exceeds the register's least delay by
 /// more than this many median excesses are dropped.
 pub const DELAY_GATE: f64 = 4.0;
+
+/// How many recent samples' delays the least delay behind
+/// [`FilterOutput::extra_noise`] is taken over: longer than the register,
+/// so that it comes close to the path's true minimum.
+pub const LONG_DELAYS: usize = 128;
 
 /// One clock sample from an on-wire exchange.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,12 +118,10 @@ pub struct ClockFilter {
     stages: [Option<Stage>; NSTAGE],
     /// The last output handed on.
     last: Option<FilterOutput>,
-    /// Time of the newest sample shifted in (real or missing).
-    newest: Option<f64>,
-    /// Spacing of the two newest samples, standing in for the poll interval.
-    interval: Option<f64>,
-    /// How many usable stages the last output's jitter was computed from.
-    last_usable: u32,
+    /// The delays of the last [`LONG_DELAYS`] samples, oldest first: the
+    /// least of them is the path's least delay that
+    /// [`FilterOutput::extra_noise`] is measured from.
+    delays: VecDeque<f64>,
 }
 
 impl ClockFilter {
@@ -146,7 +153,11 @@ impl ClockFilter {
             time: sample.time,
         });
         let now = sample.time;
-        let (best, usable) = self.evaluate(now, precision)?;
+        if self.delays.len() >= LONG_DELAYS {
+            self.delays.pop_front();
+        }
+        self.delays.push_back(sample.delay);
+        let (best, _) = self.evaluate(now, precision)?;
         let (excess, median_excess) = self.delay_excess(now, sample.delay, best.delay);
         let floor = if precision.is_finite() {
             precision.abs()
@@ -162,7 +173,7 @@ impl ClockFilter {
         let out = FilterOutput {
             offset: sample.offset,
             time: sample.time,
-            extra_noise: excess / 12f64.sqrt(),
+            extra_noise: self.long_excess(sample.delay) / 12f64.sqrt(),
             ..best
         };
         if let Some(last) = self.last {
@@ -172,7 +183,6 @@ impl ClockFilter {
             }
         }
         self.last = Some(out);
-        self.last_usable = usable;
         Some(out)
     }
 
@@ -245,14 +255,18 @@ impl ClockFilter {
         })
     }
 
-    fn shift(&mut self, stage: Stage) {
-        if let Some(prev) = self.newest {
-            let i = stage.time - prev;
-            if i > 0.0 {
-                self.interval = Some(i);
-            }
+    /// How much `delay` exceeds the least delay of the last
+    /// [`LONG_DELAYS`] samples (s).
+    fn long_excess(&self, delay: f64) -> f64 {
+        let least = self.delays.iter().copied().fold(f64::INFINITY, f64::min);
+        if least.is_finite() {
+            (delay - least).max(0.0)
+        } else {
+            0.0
         }
-        self.newest = Some(stage.time);
+    }
+
+    fn shift(&mut self, stage: Stage) {
         self.stages.rotate_right(1);
         self.stages[0] = Some(stage);
     }
@@ -443,6 +457,25 @@ mod tests {
         // A fresh sample is handed on again.
         let out = f.add(s(0.002, 0.003, 9.0), 1e-6).unwrap();
         assert_eq!(out.offset, 0.002);
+    }
+
+    #[test]
+    fn extra_noise_is_measured_from_a_longer_memory_than_the_register() {
+        let mut f = ClockFilter::new();
+        f.add(s(0.0, 0.001, 0.0), 1e-7).unwrap();
+        let mut out = None;
+        for i in 1..=NSTAGE {
+            #[allow(clippy::cast_precision_loss, reason = "small")]
+            let t = i as f64;
+            out = f.add(s(0.0, 0.002, t), 1e-7);
+        }
+        // The 1 ms sample has left the register but not the memory.
+        let out = out.expect("handed on");
+        assert_eq!(out.delay, 0.002, "the register's least delay");
+        assert!((out.extra_noise - 0.001 / 12f64.sqrt()).abs() < 1e-12);
+        f.reset();
+        let out = f.add(s(0.0, 0.002, 20.0), 1e-7).unwrap();
+        assert_eq!(out.extra_noise, 0.0, "forgotten by a reset");
     }
 
     #[test]

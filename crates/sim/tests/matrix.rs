@@ -61,8 +61,8 @@ fn lan() {
         "lan",
         &Bounds {
             lock_s: 10.5,       // 7 s
-            rms_us: 3.00,       // 2.0 µs
-            max_us: 4.20,       // 2.8 µs
+            rms_us: 2.70,       // 1.8 µs
+            max_us: 3.60,       // 2.4 µs
             freq_ppm: 0.000600, // 0.0004 ppm
             packets: 292,       // 195
         },
@@ -75,9 +75,9 @@ fn wan() {
         "wan",
         &Bounds {
             lock_s: 255.0,      // 170 s
-            rms_us: 482.10,     // 321.4 µs (error less half the 1 ms asymmetry)
-            max_us: 936.60,     // 624.4 µs
-            freq_ppm: 0.074400, // 0.0496 ppm
+            rms_us: 381.00,     // 254.0 µs (error less half the 1 ms asymmetry)
+            max_us: 605.25,     // 403.5 µs
+            freq_ppm: 0.072750, // 0.0485 ppm
             packets: 309,       // 206
         },
     );
@@ -89,8 +89,8 @@ fn lossy() {
         "lossy",
         &Bounds {
             lock_s: 202.5,      // 135 s
-            rms_us: 2.55,       // 1.7 µs
-            max_us: 4.05,       // 2.7 µs
+            rms_us: 2.40,       // 1.6 µs
+            max_us: 3.90,       // 2.6 µs
             freq_ppm: 0.000300, // 0.0002 ppm
             packets: 486,       // 324
         },
@@ -103,7 +103,7 @@ fn spiky() {
         "spiky",
         &Bounds {
             lock_s: 10.5,       // 7 s
-            rms_us: 2.25,       // 1.5 µs
+            rms_us: 2.40,       // 1.6 µs
             max_us: 4.20,       // 2.8 µs
             freq_ppm: 0.000450, // 0.0003 ppm
             packets: 297,       // 198
@@ -117,10 +117,10 @@ fn falseticker() {
         "falseticker",
         &Bounds {
             lock_s: 384.0,      // 256 s
-            rms_us: 1.20,       // 0.8 µs
-            max_us: 2.70,       // 1.8 µs
-            freq_ppm: 0.000900, // 0.0006 ppm
-            packets: 1410,      // 940
+            rms_us: 0.90,       // 0.6 µs
+            max_us: 2.10,       // 1.4 µs
+            freq_ppm: 0.000300, // 0.0002 ppm
+            packets: 1740,      // 1160
         },
     );
 }
@@ -145,9 +145,9 @@ fn temperature() {
         "temperature",
         &Bounds {
             lock_s: 10.5,       // 7 s
-            rms_us: 14.70,      // 9.8 µs
-            max_us: 32.85,      // 21.9 µs
-            freq_ppm: 0.037800, // 0.0252 ppm
+            rms_us: 13.05,      // 8.7 µs
+            max_us: 29.55,      // 19.7 µs
+            freq_ppm: 0.039150, // 0.0261 ppm
             packets: 571,       // 381
         },
     );
@@ -160,7 +160,7 @@ fn route() {
         &Bounds {
             lock_s: 10.5,       // 7 s
             rms_us: 10.80,      // 7.2 µs
-            max_us: 18.90,      // 12.6 µs
+            max_us: 18.75,      // 12.5 µs
             freq_ppm: 0.000600, // 0.0004 ppm
             packets: 292,       // 195
         },
