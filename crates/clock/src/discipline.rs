@@ -95,6 +95,9 @@ use crate::regression::{Fit, Point, Regression};
 /// Bounds of the adapted frequency wander ((s/s)²/s).
 const MIN_WANDER: f64 = 1e-24;
 const MAX_WANDER: f64 = 1e-15;
+/// CUSUM allowance and threshold (standard deviations).
+const CUSUM_K: f64 = 0.5;
+const CUSUM_H: f64 = 8.0;
 /// Fewest samples in a fit that adapts the wander.
 const MIN_WANDER_SAMPLES: usize = 8;
 
@@ -296,6 +299,10 @@ pub struct Discipline {
     misfit: f64,
     /// The last fit's RMS residual (s).
     rms_offset: f64,
+    /// The CUSUM sums up and down, and how many samples each has been
+    /// rising.
+    cusum_up: (f64, usize),
+    cusum_down: (f64, usize),
     /// Whether the last fit's runs test dropped old samples.
     cut: bool,
     /// The last sample's phase jump (s), if it was one.
@@ -360,6 +367,8 @@ impl Discipline {
             wander: config.frequency_wander.abs().clamp(MIN_WANDER, MAX_WANDER),
             misfit: 1.0,
             rms_offset: 0.0,
+            cusum_up: (0.0, 0),
+            cusum_down: (0.0, 0),
             cut: false,
             last_jump: None,
             samples_at_poll: 0,
@@ -501,6 +510,7 @@ impl Discipline {
                 }
             } else {
                 self.last_jump = None;
+                self.cusum(y / (self.p[0][0].max(0.0) + r).sqrt());
             }
         }
         self.regression.push(Point {
@@ -796,6 +806,37 @@ impl Discipline {
         }
     }
 
+    /// Page's CUSUM on the normalised innovations `nu`, both ways: a
+    /// lasting departure from the line (a frequency step, a small phase
+    /// shift) that the runs test would see only once it spans much of the
+    /// window raises a sum by about `|nu| - CUSUM_K` per sample; past
+    /// `CUSUM_H` the line restarts from the samples since the sum began to
+    /// rise. With `CUSUM_K` 0.5 and `CUSUM_H` 8, white noise alone takes
+    /// of the order of ten thousand samples to cross it, a lasting shift of
+    /// one standard deviation about sixteen.
+    fn cusum(&mut self, nu: f64) {
+        if !nu.is_finite() {
+            return;
+        }
+        let step = |sum: &mut f64, run: &mut usize, x: f64| {
+            *sum = (*sum + x - CUSUM_K).max(0.0);
+            *run = if *sum > 0.0 { *run + 1 } else { 0 };
+        };
+        step(&mut self.cusum_up.0, &mut self.cusum_up.1, nu);
+        step(&mut self.cusum_down.0, &mut self.cusum_down.1, -nu);
+        let run = if self.cusum_up.0 > CUSUM_H {
+            self.cusum_up.1
+        } else if self.cusum_down.0 > CUSUM_H {
+            self.cusum_down.1
+        } else {
+            return;
+        };
+        // The newest `run` samples include the one being added.
+        self.regression.keep_last(run.saturating_sub(1).max(1));
+        self.cusum_up = (0.0, 0);
+        self.cusum_down = (0.0, 0);
+    }
+
     /// Takes the estimate from a regression fit: the offset now is the
     /// fitted free-running phase extrapolated to `now` less every
     /// correction so far, the frequency error minus its slope.
@@ -1053,6 +1094,40 @@ mod tests {
         assert!((e.offset + 0.3 + 20e-6 * t).abs() < 10e-6, "{e:?}");
         assert!(e.offset_uncertainty > 0.0 && e.offset_uncertainty < 10e-6);
         assert!(e.samples > 10, "{e:?}");
+    }
+
+    #[test]
+    fn a_small_frequency_step_restarts_the_window() {
+        // A free-running clock (observe-only, so the offsets are its own)
+        // measured every 64 s with 7 µs of noise; its frequency moves by
+        // 0.05 ppm after 200 samples, which moves the phase by only half
+        // the noise per sample. The long window is dropped within a few
+        // dozen samples and the new frequency measured.
+        let cfg = DisciplineConfig {
+            steered: false,
+            ..DisciplineConfig::default()
+        };
+        let mut d = Discipline::new(cfg, Some(0.0));
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut phase = 0.0;
+        let mut widest = 0;
+        for k in 0..260u32 {
+            if k > 200 {
+                phase -= 0.05e-6 * 64.0;
+            }
+            let noise = rng.gen_range(-12e-6..12e-6);
+            d.update(f64::from(k) * 64.0, phase + noise, 1e-5);
+            if k == 200 {
+                widest = d.window();
+            }
+        }
+        assert!(widest >= 100, "the window grew: {widest}");
+        assert!(d.window() < 60, "and was cut: {}", d.window());
+        assert!(
+            (d.frequency_ppm() + 0.05).abs() < 0.02,
+            "{}",
+            d.frequency_ppm()
+        );
     }
 
     #[test]

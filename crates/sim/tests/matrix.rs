@@ -116,11 +116,11 @@ fn falseticker() {
     check(
         "falseticker",
         &Bounds {
-            lock_s: 384.0,      // 256 s
-            rms_us: 0.90,       // 0.6 µs
-            max_us: 2.10,       // 1.4 µs
-            freq_ppm: 0.000300, // 0.0002 ppm
-            packets: 1740,      // 1160
+            lock_s: 318.0,      // 212 s
+            rms_us: 1.35,       // 0.9 µs
+            max_us: 3.30,       // 2.2 µs
+            freq_ppm: 0.000750, // 0.0005 ppm
+            packets: 1308,      // 872
         },
     );
 }
@@ -131,9 +131,9 @@ fn wander() {
         "wander",
         &Bounds {
             lock_s: 49.5,       // 33 s
-            rms_us: 15.00,      // 10.0 µs
-            max_us: 21.15,      // 14.1 µs
-            freq_ppm: 0.007950, // 0.0053 ppm
+            rms_us: 10.95,      // 7.3 µs
+            max_us: 20.85,      // 13.9 µs
+            freq_ppm: 0.007200, // 0.0048 ppm
             packets: 295,       // 197
         },
     );
@@ -145,10 +145,10 @@ fn temperature() {
         "temperature",
         &Bounds {
             lock_s: 10.5,       // 7 s
-            rms_us: 13.05,      // 8.7 µs
-            max_us: 29.55,      // 19.7 µs
-            freq_ppm: 0.039150, // 0.0261 ppm
-            packets: 571,       // 381
+            rms_us: 10.05,      // 6.7 µs
+            max_us: 25.95,      // 17.3 µs
+            freq_ppm: 0.032100, // 0.0214 ppm
+            packets: 556,       // 371
         },
     );
 }
