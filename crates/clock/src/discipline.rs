@@ -38,6 +38,13 @@
 //!   measurement update stands in for the fit. So the frequency is
 //!   measured from the first few samples after the first step (chrony
 //!   does the same), instead of RFC 5905's FREQ interval of two samples.
+//! * **Jumps and bends.** An offset beyond
+//!   [`DisciplineConfig::jump_gate`] standard deviations of its prediction
+//!   is a phase jump: the older samples are moved by it, so the phase
+//!   follows and the frequency is not dragged; a second such jump the same
+//!   way means the frequency changed and the line restarts. A lasting
+//!   smaller departure is caught by a CUSUM on the normalised innovations,
+//!   which restarts the line from the samples since it began to rise.
 //! * **Observe-only.** A clock that is not steered keeps its free-running
 //!   offset: the model applies no corrections and no steps, so the offset
 //!   and frequency estimates describe the host clock and cannot run off
