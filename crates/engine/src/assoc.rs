@@ -22,7 +22,7 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use rand::RngCore;
+use rand_core::CryptoRngCore;
 use strata_clock::filter::{ClockFilter, FilterOutput, Sample};
 use strata_clock::offset_filter::{Held, OffsetFilter};
 use strata_wire::{
@@ -631,7 +631,7 @@ impl Association {
         &mut self,
         clock_now: NtpTimestamp,
         sys: &ServerState,
-        rng: &mut impl RngCore,
+        rng: &mut dyn CryptoRngCore,
         buf: &mut [u8],
     ) -> Option<usize> {
         let out = buf.get_mut(..HEADER_LEN)?;
@@ -647,7 +647,10 @@ impl Association {
         self.reply_now = false;
         let repr = match symmetric {
             Some(mode) => {
-                self.xmt = clock_now;
+                // The peer uses our transmit time: only the bits below the
+                // clock's precision carry no information, so only they
+                // are random (as chrony does).
+                self.xmt = randomize_below_precision(clock_now, sys.precision, rng);
                 let synced = sys.is_synchronized();
                 NtpRepr {
                     leap: if synced {
@@ -666,7 +669,7 @@ impl Association {
                     reference_timestamp: sys.reference_time,
                     origin_timestamp: self.org,
                     receive_timestamp: self.rec,
-                    transmit_timestamp: clock_now,
+                    transmit_timestamp: self.xmt,
                 }
             }
             None => {
@@ -1018,7 +1021,44 @@ impl Association {
     }
 }
 
+/// `t` with its bits below 2^`precision` s replaced by random ones.
+fn randomize_below_precision(
+    t: NtpTimestamp,
+    precision: i8,
+    rng: &mut dyn CryptoRngCore,
+) -> NtpTimestamp {
+    // 32 fraction bits: a precision of 2^-20 s leaves 12 bits of noise.
+    let bits = u32::try_from(32 + i32::from(precision))
+        .unwrap_or(0)
+        .min(32);
+    let mask = (1u64 << bits) - 1;
+    NtpTimestamp::from_bits((t.to_bits() & !mask) | (rng.next_u64() & mask))
+}
+
 /// 2^`log2` seconds as f64.
 pub(crate) fn log2d(log2: i8) -> f64 {
     2f64.powi(i32::from(log2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn only_bits_below_the_precision_are_random() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let t = NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
+        let a = randomize_below_precision(t, -20, &mut rng);
+        let b = randomize_below_precision(t, -20, &mut rng);
+        assert_eq!(a.to_bits() >> 12, t.to_bits() >> 12, "time kept");
+        assert_eq!(b.to_bits() >> 12, t.to_bits() >> 12, "time kept");
+        assert_ne!(a, b, "12 random bits differ between draws");
+        // A precision of a second or coarser leaves the fraction random;
+        // one finer than the format keeps every bit.
+        let coarse = randomize_below_precision(t, 0, &mut rng);
+        assert_eq!(coarse.to_bits() >> 32, t.to_bits() >> 32);
+        assert_eq!(randomize_below_precision(t, -40, &mut rng), t);
+    }
 }

@@ -20,8 +20,7 @@ use core::time::Duration;
 
 use core::net::{IpAddr, SocketAddr};
 
-use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
+use rand_core::{CryptoRng, CryptoRngCore, RngCore};
 use strata_clock::discipline::{ClockCommand, Discipline, DisciplineConfig, Outcome};
 use strata_clock::filter::Sample;
 use strata_clock::select::{is_eligible, select, Candidate, SelectConfig, Selection};
@@ -186,8 +185,6 @@ pub struct NodeConfig {
     pub select: SelectConfig,
     /// The frequency correction to start from (a drift file), ppm.
     pub initial_frequency_ppm: Option<f64>,
-    /// Seed for request cookies. Use a random seed in production.
-    pub seed: u64,
     /// Requests waiting for an answer beyond this are dropped as overload.
     pub max_pending_replies: usize,
     /// How long the first clock update may wait until as many sources as
@@ -204,7 +201,6 @@ impl Default for NodeConfig {
             discipline: DisciplineConfig::default(),
             select: SelectConfig::default(),
             initial_frequency_ppm: None,
-            seed: 0,
             max_pending_replies: 1024,
             startup_hold: Duration::from_secs(60),
         }
@@ -412,7 +408,10 @@ pub struct Node {
     events: VecDeque<Event>,
     discipline: Discipline,
     sys: System,
-    rng: SmallRng,
+    /// Request cookies, the random low bits of symmetric transmit
+    /// timestamps and poll jitter: a cryptographic generator, since a
+    /// cookie an attacker can predict protects nothing.
+    rng: Box<dyn CryptoRngCore + Send>,
     /// The most recent clock reading seen, for reference timestamps.
     last_clock: NtpTimestamp,
     /// When the node first saw time pass (the startup hold starts here).
@@ -434,9 +433,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with only the default instance.
+    /// A node with only the default instance. `rng` draws the request
+    /// cookies (the off-path protection of every client exchange): seed it
+    /// from the operating system (`getrandom`) in production; tests and the
+    /// simulator pass a seeded ChaCha generator to stay deterministic.
     #[must_use]
-    pub fn new(config: NodeConfig) -> Node {
+    pub fn new(config: NodeConfig, rng: impl CryptoRng + RngCore + Send + 'static) -> Node {
         let mut discipline =
             Discipline::new(config.discipline.clone(), config.initial_frequency_ppm);
         let mut events = VecDeque::new();
@@ -444,7 +446,7 @@ impl Node {
             events.push_back(Event::Clock(c));
         }
         Node {
-            rng: SmallRng::seed_from_u64(config.seed),
+            rng: Box::new(rng),
             instances: vec![Instance::new("default")],
             broadcast_servers: Vec::new(),
             assocs: Vec::new(),
@@ -1397,7 +1399,7 @@ impl Node {
         }
         let i = self.assocs.iter().position(|a| a.pending_send)?;
         let a = &mut self.assocs[i];
-        let mut len = a.build_packet(clock_now, &state, &mut self.rng, buf)?;
+        let mut len = a.build_packet(clock_now, &state, &mut *self.rng, buf)?;
         let (instance, dst, via) = (a.config.instance, a.config.address, a.via);
         if let Some(&key) = self.assoc_keys.get(&a.id) {
             // Fails closed: a packet that cannot be signed is not sent.

@@ -49,6 +49,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
@@ -231,9 +233,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
         discipline: discipline_config(&config),
         initial_frequency_ppm: initial_frequency,
-        seed: random_seed(),
         ..NodeConfig::default()
     };
+    // Request cookies must be unguessable: no start without the OS's
+    // random number generator.
+    let rng = os_seeded_rng()?;
     let (rx, mut datagrams) = mpsc::channel::<Datagram>(4096);
     let origin = std::time::Instant::now();
     let workers = config
@@ -241,7 +245,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .workers
         .unwrap_or_else(fastpath::default_workers);
     let mut daemon = Daemon {
-        node: Node::new(node_config),
+        node: Node::new(node_config, rng),
         clock,
         origin,
         sockets: HashMap::new(),
@@ -793,10 +797,16 @@ fn write_drift_file(path: &Path, ppm: f64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn random_seed() -> u64 {
-    let t = HostTime::now();
-    let pid = u64::from(std::process::id());
-    #[allow(clippy::cast_sign_loss)] // mixing bits for a seed
-    let secs = t.secs as u64;
-    (secs << 30) ^ u64::from(t.nanos) ^ (pid << 48) ^ (pid << 7)
+/// The engine's cookie generator: ChaCha20 keyed from the operating
+/// system (`getrandom`).
+///
+/// # Errors
+/// When the OS generator fails: the daemon then refuses to start rather
+/// than send guessable cookies.
+fn os_seeded_rng() -> anyhow::Result<ChaCha20Rng> {
+    let mut seed = <ChaCha20Rng as SeedableRng>::Seed::default();
+    getrandom::fill(&mut seed).map_err(|e| {
+        anyhow::anyhow!("cannot seed request cookies from the operating system (getrandom): {e}")
+    })?;
+    Ok(ChaCha20Rng::from_seed(seed))
 }
