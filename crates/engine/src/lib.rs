@@ -11,8 +11,9 @@
 //!
 //! Two timebases meet here: the caller's monotonic [`Instant`] for timers,
 //! and the disciplined clock's NTP timescale for packet timestamps. The
-//! server side is also available as the pure function [`server::respond`],
-//! for drivers that answer requests on several threads.
+//! server side is also available as a [`Responder`] snapshot
+//! ([`Node::responder`]), for drivers that answer requests on several
+//! threads with the node's own rules.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod counters;
 mod node;
 pub mod ratelimit;
+pub mod responder;
 pub mod server;
 pub mod time;
 
@@ -31,10 +33,11 @@ pub use assoc::{
 };
 pub use counters::{Counters, DropReason};
 pub use node::{
-    BroadcastServerConfig, DenyPolicy, Event, InstanceId, Node, NodeConfig, RecvMeta,
-    SelectionRole, SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
+    BroadcastServerConfig, Event, InstanceId, Node, NodeConfig, RecvMeta, Route, SelectionRole,
+    SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
 };
 pub use ratelimit::RateLimitConfig;
+pub use responder::{DenyPolicy, Plan, Responder};
 pub use server::{admit, kiss_of_death, respond, Admission, ServerState};
 pub use strata_clock::discipline::ClockCommand;
 pub use time::Instant;

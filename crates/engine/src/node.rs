@@ -28,16 +28,17 @@ use strata_wire::{
     KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId, HEADER_LEN,
 };
 
-use crate::access::{level_for, AccessLevel, AccessRule};
+use crate::access::{AccessLevel, AccessRule};
 use crate::assoc::{
     Association, AssociationId, AssociationMode, AssociationState, BroadcastClientConfig,
     ClientConfig, Polled, Received, Via, MAXDISP, PHI,
 };
 use crate::auth::{self, KeyStore, Verdict};
 use crate::counters::{Counters, DropReason};
-use crate::ratelimit::{Decision, RateLimitConfig, ShardedRateLimiter};
+use crate::ratelimit::{RateLimitConfig, ShardedRateLimiter};
+use crate::responder::{DenyPolicy, Policy, Responder};
 use crate::server::{
-    admit, kiss_of_death, respond, wire_drop_reason, Admission, ServerState, MAX_STRATUM,
+    kiss_of_death, respond, wire_drop_reason, Admission, ServerState, MAX_STRATUM,
 };
 use crate::time::{poll_interval, Instant};
 
@@ -86,14 +87,33 @@ pub struct RecvMeta {
     pub rx_time: NtpTimestamp,
 }
 
+/// Which socket a datagram leaves from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// This socket: a reply leaves through the socket its request came in
+    /// on, a symmetric association through the listener its peer's packets
+    /// arrive on, a broadcast/multicast server through the socket it was
+    /// configured with.
+    Socket(SocketId),
+    /// The instance's client socket for the destination's address family:
+    /// client requests and calibration volleys.
+    Client,
+    /// A listening socket of the instance, of the destination's family
+    /// (port 123 first): symmetric packets before the peer's first packet
+    /// has arrived, so the peer sees them come from the port it sends to.
+    Listener,
+    /// The socket the driver set up for this broadcast/multicast
+    /// destination (a [`BroadcastServerConfig`] without a socket).
+    Broadcast,
+}
+
 /// A datagram the driver must send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// The instance to send in.
     pub instance: InstanceId,
-    /// The socket to send from; `None` means the instance's client socket
-    /// for the destination's address family.
-    pub socket: Option<SocketId>,
+    /// The socket to send from.
+    pub route: Route,
     /// Destination.
     pub dst: SocketAddr,
     /// Source address to use (the address a request was sent to).
@@ -146,7 +166,8 @@ pub struct BroadcastServerConfig {
     /// The broadcast address or multicast group, with the port.
     pub destination: SocketAddr,
     /// The socket to send from (set up by the driver with the outgoing
-    /// interface and TTL); `None` uses the instance's client socket.
+    /// interface and TTL); `None`: the driver picks the one it set up for
+    /// the destination ([`Route::Broadcast`]).
     pub socket: Option<SocketId>,
     /// The outgoing interface.
     pub ifindex: Option<u32>,
@@ -156,19 +177,6 @@ pub struct BroadcastServerConfig {
     /// signed with it); `None` sends unsigned packets. A packet that cannot
     /// be signed (the key is missing from [`Node::set_keys`]) is not sent.
     pub key: Option<u32>,
-}
-
-/// What the server does with a client request from a source its access
-/// rules give no time service (no rule matches, or a `query`-only rule).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum DenyPolicy {
-    /// Send nothing (the default).
-    #[default]
-    Drop,
-    /// Answer a mode-3 request with a KoD DENY, itself subject to the rate
-    /// limiter (at most one per interval per client while it is over its
-    /// rate). Mode-1 packets are still dropped.
-    Kod,
 }
 
 /// Node-wide settings.
@@ -364,7 +372,6 @@ struct System {
 struct Instance {
     name: String,
     counters: Counters,
-    access: Vec<AccessRule>,
     max_dynamic: usize,
     /// Reference ids of our own addresses in this instance (loop check).
     local_refids: HashSet<ReferenceId>,
@@ -376,7 +383,6 @@ impl Instance {
         Instance {
             name: name.to_owned(),
             counters: Counters::default(),
-            access: Vec::new(),
             max_dynamic: DEFAULT_MAX_DYNAMIC,
             local_refids: HashSet::new(),
             broadcast_client: None,
@@ -416,20 +422,16 @@ pub struct Node {
     last_clock: NtpTimestamp,
     /// When the node first saw time pass (the startup hold starts here).
     started: Option<Instant>,
-    /// Per-client rate limiting of the server side; `None` is off.
-    /// Shared with drivers that answer requests on other threads
-    /// ([`Node::shared_rate_limiter`]), so a client's limit holds whoever
-    /// answers it.
-    rate_limiter: Option<Arc<ShardedRateLimiter>>,
-    deny_policy: DenyPolicy,
+    /// The server side's rules, which every [`Responder`] carries.
+    policy: Policy,
+    /// Counts changes of `policy` (see [`Node::policy_generation`]).
+    policy_generation: u64,
     /// Symmetric keys for MACs.
     keys: KeyStore,
     /// Associations that sign with, and require, a key.
     assoc_keys: HashMap<AssociationId, u32>,
     /// What the last source selection made of each candidate.
     selection_roles: HashMap<AssociationId, SelectionRole>,
-    /// Listening sockets that answer only requests signed with a key.
-    listener_keys: HashMap<SocketId, u32>,
 }
 
 impl Node {
@@ -471,12 +473,11 @@ impl Node {
             },
             last_clock: NtpTimestamp::ZERO,
             started: None,
-            rate_limiter: None,
-            deny_policy: DenyPolicy::Drop,
+            policy: Policy::default(),
+            policy_generation: 0,
             keys: KeyStore::new_empty(),
             assoc_keys: HashMap::new(),
             selection_roles: HashMap::new(),
-            listener_keys: HashMap::new(),
             config,
         }
     }
@@ -611,35 +612,47 @@ impl Node {
     /// keyed by (instance, source IP). Changing the settings forgets every
     /// client's state; setting the same settings again keeps it.
     pub fn set_rate_limit(&mut self, config: Option<RateLimitConfig>) {
-        let same = match (&self.rate_limiter, config) {
+        let same = match (&self.policy.limiter, config) {
             (Some(l), Some(c)) => l.config() == c,
             (None, None) => true,
             _ => false,
         };
         if !same {
-            self.rate_limiter = config.map(|c| {
+            self.policy.limiter = config.map(|c| {
                 Arc::new(ShardedRateLimiter::new(
                     c,
                     ShardedRateLimiter::shards_for(c.max_clients),
                 ))
             });
+            self.policy_generation += 1;
         }
-    }
-
-    /// The rate limiter itself, for a driver that answers client requests
-    /// on other threads (with [`crate::server::respond`]) and must apply
-    /// the same per-client limits as the node. A new limiter replaces it
-    /// whenever [`Node::set_rate_limit`] changes the settings: fetch it
-    /// again then.
-    #[must_use]
-    pub fn shared_rate_limiter(&self) -> Option<Arc<ShardedRateLimiter>> {
-        self.rate_limiter.clone()
     }
 
     /// The rate limiter's settings, if limiting is on.
     #[must_use]
     pub fn rate_limit(&self) -> Option<RateLimitConfig> {
-        self.rate_limiter.as_ref().map(|l| l.config())
+        self.policy.limiter.as_ref().map(|l| l.config())
+    }
+
+    /// A snapshot of the server side, for a driver that answers client
+    /// requests on other threads: the server state now (`clock_now`
+    /// supplies a local reference's reference time) and the node's access
+    /// rules, deny policy, rate limiter (shared) and listeners. Take a new
+    /// one when the server state or [`Node::policy_generation`] changes.
+    #[must_use]
+    pub fn responder(&self, clock_now: NtpTimestamp) -> Responder {
+        Responder::new(
+            self.server_state(clock_now),
+            self.reference_follows_clock(),
+            self.policy.clone(),
+        )
+    }
+
+    /// A number that changes whenever the rules a [`Responder`] carries
+    /// change (access rules, deny policy, rate limiter, listeners).
+    #[must_use]
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation
     }
 
     /// Sets the symmetric keys. A request with a MAC from a trusted key is
@@ -671,30 +684,30 @@ impl Node {
         self.assoc_keys.get(&id).copied()
     }
 
-    /// Makes a listening socket answer only packets signed with key
-    /// `key_id` (`None`: any packet, signed or not). On such a socket an
+    /// Registers a listening socket, whose client requests a
+    /// [`Responder`] may answer, and makes it answer only packets signed
+    /// with key `key_id` (`None`: any packet, signed or not). On such a socket an
     /// unsigned client request or mode-1 packet from an unknown peer is
     /// dropped (counted as `unauthenticated`); one signed with another key
     /// or with a MAC that fails gets a crypto-NAK (mode 3) or nothing
     /// (mode 1), counted as `bad-mac`. Packets of existing associations
     /// are judged by the association's own key.
-    pub fn set_listener_key(&mut self, socket: SocketId, key_id: Option<u32>) {
-        match key_id {
-            Some(k) => self.listener_keys.insert(socket, k),
-            None => self.listener_keys.remove(&socket),
-        };
+    pub fn set_listener(&mut self, socket: SocketId, key_id: Option<u32>) {
+        self.policy.set_listener(socket, key_id);
+        self.policy_generation += 1;
     }
 
-    /// Forgets every listener's key (before setting those of the sockets
-    /// now open, so closed sockets leave nothing behind).
-    pub fn clear_listener_keys(&mut self) {
-        self.listener_keys.clear();
+    /// Forgets every listener (before registering the sockets now open,
+    /// so closed sockets leave nothing behind).
+    pub fn clear_listeners(&mut self) {
+        self.policy.clear_listeners();
+        self.policy_generation += 1;
     }
 
     /// The key a listening socket requires, if any.
     #[must_use]
     pub fn listener_key(&self, socket: SocketId) -> Option<u32> {
-        self.listener_keys.get(&socket).copied()
+        self.policy.listener_key(socket)
     }
 
     /// The symmetric keys in use.
@@ -705,13 +718,15 @@ impl Node {
 
     /// Sets what happens to requests from sources the access rules refuse.
     pub fn set_deny_policy(&mut self, policy: DenyPolicy) {
-        self.deny_policy = policy;
+        self.policy.deny = policy;
+        self.policy_generation += 1;
     }
 
     /// Sets an instance's access rules (see [`crate::access`]).
     pub fn set_access(&mut self, instance: InstanceId, rules: Vec<AccessRule>) {
-        if let Some(i) = self.instance_mut(instance) {
-            i.access = rules;
+        if self.instance_mut(instance).is_some() {
+            self.policy.set_access(instance, rules);
+            self.policy_generation += 1;
         }
     }
 
@@ -757,14 +772,6 @@ impl Node {
             return &mut self.instances[0].counters;
         }
         &mut self.instances[i].counters
-    }
-
-    fn access_level(&self, instance: InstanceId, ip: IpAddr) -> Option<AccessLevel> {
-        let rules = self
-            .instances
-            .get(usize::from(instance.0))
-            .map_or(&[][..], |i| &i.access[..]);
-        level_for(rules, ip)
     }
 
     fn dynamic_count(&self, instance: InstanceId) -> usize {
@@ -859,14 +866,7 @@ impl Node {
         // Unsigned requests to a listener that requires a key are dropped
         // before they cost a rate-limiter token.
         let mac = self.request_mac(meta, auth::verify(&self.keys, data))?;
-        let level = self.access_level(meta.instance, meta.src.ip());
-        let deny_kod = client && self.deny_policy == DenyPolicy::Kod;
-        let limiter = self.rate_limiter.as_deref();
-        let admission = admit(level, deny_kod, || {
-            limiter.map_or(Decision::Allow, |l| {
-                l.check(now, (meta.instance, meta.src.ip()))
-            })
-        });
+        let admission = self.policy.admit(now, meta.instance, meta.src.ip(), client);
         let kod = match admission {
             Admission::Drop(reason) => return Err(reason),
             Admission::Answer => None,
@@ -914,7 +914,7 @@ impl Node {
     /// listener requires a key and the request is unsigned; otherwise how
     /// to authenticate the answer.
     fn request_mac(&self, meta: &RecvMeta, verdict: Verdict) -> Result<ReplyMac, DropReason> {
-        let required = self.listener_keys.get(&meta.socket).copied();
+        let required = self.policy.listener_key(meta.socket);
         match (verdict, required) {
             (Verdict::None, Some(_)) => Err(DropReason::Unauthenticated),
             (Verdict::None, None) => Ok(ReplyMac::None),
@@ -938,9 +938,9 @@ impl Node {
         data: &[u8],
         verdict: Verdict,
     ) -> Result<(), DropReason> {
-        let level = self.access_level(meta.instance, meta.src.ip());
+        let level = self.policy.level(meta.instance, meta.src.ip());
         if meta.listener {
-            if let Some(&required) = self.listener_keys.get(&meta.socket) {
+            if let Some(required) = self.policy.listener_key(meta.socket) {
                 match verdict {
                     Verdict::Ok { key_id } if key_id == required => {}
                     Verdict::None => return Err(DropReason::Unauthenticated),
@@ -1018,7 +1018,8 @@ impl Node {
             return Err(DropReason::Unsynchronized);
         }
         if self
-            .access_level(meta.instance, meta.src.ip())
+            .policy
+            .level(meta.instance, meta.src.ip())
             .is_none_or(|l| l < AccessLevel::Server)
         {
             return Err(DropReason::AccessDenied);
@@ -1357,7 +1358,7 @@ impl Node {
                     }
                     return Some(Transmit {
                         instance: r.meta.instance,
-                        socket: Some(r.meta.socket),
+                        route: Route::Socket(r.meta.socket),
                         dst: r.meta.src,
                         src_ip: r.meta.dst_ip,
                         ifindex: r.meta.ifindex,
@@ -1389,7 +1390,7 @@ impl Node {
                 self.counters(config.instance).sent += 1;
                 return Some(Transmit {
                     instance: config.instance,
-                    socket: config.socket,
+                    route: config.socket.map_or(Route::Broadcast, Route::Socket),
                     dst: config.destination,
                     src_ip: None,
                     ifindex: config.ifindex,
@@ -1401,6 +1402,19 @@ impl Node {
         let a = &mut self.assocs[i];
         let mut len = a.build_packet(clock_now, &state, &mut *self.rng, buf)?;
         let (instance, dst, via) = (a.config.instance, a.config.address, a.via);
+        let route = match via {
+            Some(v) => Route::Socket(v.socket),
+            // Symmetric packets leave from a listener (port 123), also
+            // before the peer's first packet has told us which one.
+            None if matches!(
+                buf.first().map(|b| Mode::from(*b)),
+                Some(Mode::SymmetricActive | Mode::SymmetricPassive)
+            ) =>
+            {
+                Route::Listener
+            }
+            None => Route::Client,
+        };
         if let Some(&key) = self.assoc_keys.get(&a.id) {
             // Fails closed: a packet that cannot be signed is not sent.
             let mut plain = [0u8; HEADER_LEN];
@@ -1410,7 +1424,7 @@ impl Node {
         self.counters(instance).sent += 1;
         Some(Transmit {
             instance,
-            socket: via.map(|v| v.socket),
+            route,
             dst,
             src_ip: via.and_then(|v| v.src_ip),
             ifindex: via.and_then(|v| v.ifindex),

@@ -462,7 +462,7 @@ fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
     let store = keys();
     let mut node = server();
     node.set_keys(keys());
-    node.set_listener_key(SocketId(1), Some(1));
+    node.set_listener(SocketId(1), Some(1));
     assert_eq!(node.listener_key(SocketId(1)), Some(1));
     let signed = |key: u32, mode: Mode, xmt: u64| {
         let mut out = [0u8; 128];
@@ -517,7 +517,7 @@ fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
     assert!(node
         .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf)
         .is_some());
-    node.set_listener_key(SocketId(1), None);
+    node.set_listener(SocketId(1), None);
     assert!(exchange(&mut node, ip(3), &request(Mode::Client, 10)).is_some());
 }
 

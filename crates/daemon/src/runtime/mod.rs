@@ -55,7 +55,7 @@ use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, Virtu
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
     AccessRule, AssociationId, AssociationMode, BroadcastClientConfig, BroadcastServerConfig,
-    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
+    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, Route, SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
@@ -568,20 +568,15 @@ impl Daemon {
             let Some(tx) = self.node.poll_transmit(clock_now, &mut buf) else {
                 break;
             };
-            let sender = self
-                .instances
-                .get(&tx.instance)
-                .and_then(|i| i.mode5.senders.get(&tx.dst).copied());
-            let (socket, ifindex) = match (tx.socket, sender) {
-                (Some(s), _) => (Some(s), tx.ifindex),
-                (None, Some((s, ifindex))) => (Some(s), ifindex),
-                // Symmetric packets (modes 1 and 2) leave from a listener, so
-                // the peer sees them come from the port it sends to (123),
-                // also before the peer's first packet has arrived.
-                (None, None) if matches!(buf[0] & 7, 1 | 2) => {
-                    (self.listener_for(tx.instance, tx.dst), tx.ifindex)
-                }
-                (None, None) => (None, tx.ifindex),
+            let (socket, ifindex) = match tx.route {
+                Route::Socket(s) => (Some(s), tx.ifindex),
+                Route::Broadcast => self
+                    .instances
+                    .get(&tx.instance)
+                    .and_then(|i| i.mode5.senders.get(&tx.dst).copied())
+                    .map_or((None, tx.ifindex), |(s, ifindex)| (Some(s), ifindex)),
+                Route::Listener => (self.listener_for(tx.instance, tx.dst), tx.ifindex),
+                Route::Client => (None, tx.ifindex),
             };
             let socket = match socket {
                 Some(s) => s,
@@ -636,11 +631,8 @@ impl Daemon {
     fn fast_key(&self) -> fastpath::Key {
         (
             self.node.server_state(NtpTimestamp::ZERO),
-            self.node.reference_follows_clock(),
+            self.node.policy_generation(),
             self.clock.host_map(),
-            self.node
-                .shared_rate_limiter()
-                .map_or(0, |l| Arc::as_ptr(&l) as usize),
         )
     }
 
@@ -653,14 +645,6 @@ impl Daemon {
     /// Publishes a new snapshot to the fast-path workers.
     fn publish_fast(&mut self) {
         let key = self.fast_key();
-        let mut access = Vec::new();
-        for (id, inst) in &self.instances {
-            let i = usize::from(id.0);
-            if access.len() <= i {
-                access.resize(i + 1, Vec::new());
-            }
-            access[i] = access_rules(&self.config, &inst.name);
-        }
         let foreign = self
             .instances
             .values()
@@ -668,19 +652,9 @@ impl Daemon {
             .flat_map(|i| i.ifindexes.iter().copied())
             .collect();
         self.fast.publish(fastpath::Snapshot {
-            state: key.0,
-            reference_follows_clock: key.1,
+            responder: self.node.responder(NtpTimestamp::ZERO),
             map: key.2,
-            limiter: self.node.shared_rate_limiter(),
-            deny_kod: self.config.access_policy.deny == crate::config::DenyAction::Kod,
-            access,
             foreign,
-            open: self
-                .sockets
-                .iter()
-                .filter(|(id, s)| s.listener && self.node.listener_key(**id).is_none())
-                .map(|(id, _)| *id)
-                .collect(),
         });
         self.published = Some(key);
         self.fast_dirty = false;
