@@ -44,10 +44,11 @@ use strata_wire::{KissCode, Mode, NtpPacket, NtpTimestamp, HEADER_LEN};
 
 use crate::access::{level_for, AccessLevel, AccessRule};
 use crate::counters::DropReason;
+use crate::ratelimit::RateLimitConfig;
 use crate::ratelimit::{Decision, ShardedRateLimiter};
 use crate::server::{admit, kiss_of_death, respond, Admission, ServerState};
 use crate::time::Instant;
-use crate::{InstanceId, SocketId};
+use crate::{InstanceId, Node, SocketId};
 
 /// What the server does with a client request from a source its access
 /// rules give no time service (no rule matches, or a `query`-only rule).
@@ -249,6 +250,95 @@ fn is_plain_request(data: &[u8]) -> bool {
     NtpPacket::new_checked(data).is_ok_and(|p| {
         data.len() == HEADER_LEN && p.mode() == Mode::Client && (1..=4).contains(&p.version())
     })
+}
+
+impl Node {
+    /// Turns per-client rate limiting of requests on (or with `None` off),
+    /// keyed by (instance, source IP). Changing the settings forgets every
+    /// client's state; setting the same settings again keeps it.
+    pub fn set_rate_limit(&mut self, config: Option<RateLimitConfig>) {
+        let same = match (&self.policy.limiter, config) {
+            (Some(l), Some(c)) => l.config() == c,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.policy.limiter = config.map(|c| {
+                Arc::new(ShardedRateLimiter::new(
+                    c,
+                    ShardedRateLimiter::shards_for(c.max_clients),
+                ))
+            });
+            self.policy_generation += 1;
+        }
+    }
+
+    /// The rate limiter's settings, if limiting is on.
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimitConfig> {
+        self.policy.limiter.as_ref().map(|l| l.config())
+    }
+
+    /// A snapshot of the server side, for a driver that answers client
+    /// requests on other threads: the server state now (`clock_now`
+    /// supplies a local reference's reference time) and the node's access
+    /// rules, deny policy, rate limiter (shared) and listeners. Take a new
+    /// one when the server state or [`Node::policy_generation`] changes.
+    #[must_use]
+    pub fn responder(&self, clock_now: NtpTimestamp) -> Responder {
+        Responder::new(
+            self.server_state(clock_now),
+            self.reference_follows_clock(),
+            self.policy.clone(),
+        )
+    }
+
+    /// A number that changes whenever the rules a [`Responder`] carries
+    /// change (access rules, deny policy, rate limiter, listeners).
+    #[must_use]
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation
+    }
+
+    /// Registers a listening socket, whose client requests a
+    /// [`Responder`] may answer, and makes it answer only packets signed
+    /// with key `key_id` (`None`: any packet, signed or not). On such a socket an
+    /// unsigned client request or mode-1 packet from an unknown peer is
+    /// dropped (counted as `unauthenticated`); one signed with another key
+    /// or with a MAC that fails gets a crypto-NAK (mode 3) or nothing
+    /// (mode 1), counted as `bad-mac`. Packets of existing associations
+    /// are judged by the association's own key.
+    pub fn set_listener(&mut self, socket: SocketId, key_id: Option<u32>) {
+        self.policy.set_listener(socket, key_id);
+        self.policy_generation += 1;
+    }
+
+    /// Forgets every listener (before registering the sockets now open,
+    /// so closed sockets leave nothing behind).
+    pub fn clear_listeners(&mut self) {
+        self.policy.clear_listeners();
+        self.policy_generation += 1;
+    }
+
+    /// The key a listening socket requires, if any.
+    #[must_use]
+    pub fn listener_key(&self, socket: SocketId) -> Option<u32> {
+        self.policy.listener_key(socket)
+    }
+
+    /// Sets what happens to requests from sources the access rules refuse.
+    pub fn set_deny_policy(&mut self, policy: DenyPolicy) {
+        self.policy.deny = policy;
+        self.policy_generation += 1;
+    }
+
+    /// Sets an instance's access rules (see [`crate::access`]).
+    pub fn set_access(&mut self, instance: InstanceId, rules: Vec<AccessRule>) {
+        if self.instance_mut(instance).is_some() {
+            self.policy.set_access(instance, rules);
+            self.policy_generation += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,42 @@ impl ServerState {
     pub fn is_synchronized(&self) -> bool {
         self.leap != Leap::Unsynchronized && self.stratum < MAX_STRATUM
     }
+
+    /// The header a node in this state sends: its system variables, with
+    /// leap 3 and stratum 0 while it is not synchronised, and the given
+    /// mode, version, poll and timestamps. Every packet that carries the
+    /// server's time (modes 2, 4 and 5, and our own mode 1) starts here.
+    #[must_use]
+    pub fn header(
+        &self,
+        mode: Mode,
+        version: u8,
+        poll: i8,
+        origin: NtpTimestamp,
+        receive: NtpTimestamp,
+        transmit: NtpTimestamp,
+    ) -> NtpRepr {
+        let synced = self.is_synchronized();
+        NtpRepr {
+            leap: if synced {
+                self.leap
+            } else {
+                Leap::Unsynchronized
+            },
+            version,
+            mode,
+            stratum: if synced { self.stratum } else { 0 },
+            poll,
+            precision: self.precision,
+            root_delay: self.root_delay,
+            root_dispersion: self.root_dispersion,
+            reference_id: self.reference_id,
+            reference_timestamp: self.reference_time,
+            origin_timestamp: origin,
+            receive_timestamp: receive,
+            transmit_timestamp: transmit,
+        }
+    }
 }
 
 /// Builds the reply to a client (mode 3) request.
@@ -88,26 +124,14 @@ pub fn respond(
         _ => return Err(DropReason::UnexpectedMode),
     };
     let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
-    let synced = state.is_synchronized();
-    let reply = NtpRepr {
-        leap: if synced {
-            state.leap
-        } else {
-            Leap::Unsynchronized
-        },
-        version: req.version,
+    let reply = state.header(
         mode,
-        stratum: if synced { state.stratum } else { 0 },
-        poll: req.poll,
-        precision: state.precision,
-        root_delay: state.root_delay,
-        root_dispersion: state.root_dispersion,
-        reference_id: state.reference_id,
-        reference_timestamp: state.reference_time,
-        origin_timestamp: req.transmit_timestamp,
-        receive_timestamp: rx_time,
-        transmit_timestamp: tx_time,
-    };
+        req.version,
+        req.poll,
+        req.transmit_timestamp,
+        rx_time,
+        tx_time,
+    );
     reply.emit(&mut NtpPacket::new_unchecked(&mut *out));
     Ok(HEADER_LEN)
 }
