@@ -32,8 +32,8 @@ use rand_core::CryptoRngCore;
 use strata_clock::filter::{ClockFilter, FilterOutput, Sample};
 use strata_clock::{MAXDISP, PHI};
 use strata_wire::{
-    offset_and_delay, KissCode, Leap, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp, ReferenceId,
-    HEADER_LEN,
+    offset_and_delay, KissCode, Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp,
+    ReferenceId, HEADER_LEN,
 };
 
 use crate::counters::DropReason;
@@ -165,6 +165,22 @@ pub(crate) enum Received {
     RateLimited,
     /// A KoD DENY or RSTR: the association stops.
     Denied,
+}
+
+/// What [`Association::receive`] makes of a packet: what it produced and
+/// the new state if it changed, or why the packet is dropped.
+pub(crate) type Outcome = Result<(Received, Option<AssociationState>), DropReason>;
+
+/// A packet from an association's remote, as the node hands it on.
+#[derive(Clone, Copy)]
+pub(crate) struct Arrival<'a> {
+    /// When it arrived (monotonic).
+    pub(crate) now: Instant,
+    /// When it arrived, on the disciplined clock's timescale.
+    pub(crate) rx_time: NtpTimestamp,
+    pub(crate) pkt: &'a NtpRepr,
+    /// Our clock's precision, log2 s.
+    pub(crate) sys_precision: i8,
 }
 
 /// What the poll process decided.
@@ -657,14 +673,17 @@ impl Association {
         Ok(())
     }
 
+    /// Adds the sample of an exchange: our send time `t1`, the remote's
+    /// receive and transmit timestamps in `pkt`, and our receive time `t4`.
     fn add_sample(
         &mut self,
         now: Instant,
-        t: [NtpTimestamp; 4],
+        t1: NtpTimestamp,
         pkt: &NtpRepr,
+        t4: NtpTimestamp,
         sys_precision: i8,
     ) -> Option<FilterOutput> {
-        let [t1, t2, t3, t4] = t;
+        let (t2, t3) = (pkt.receive_timestamp, pkt.transmit_timestamp);
         let (offset, delay) = offset_and_delay(t1, t2, t3, t4);
         let precision = log2d(sys_precision);
         let delay = delay.max(precision);
@@ -684,15 +703,23 @@ impl Association {
         )
     }
 
+    /// A packet from the remote, in the mode the node found it in: a
+    /// reply, a symmetric or a broadcast packet. Returns what it produced
+    /// and the new state if it changed; on a key-using association the
+    /// node has checked the MAC first.
+    pub(crate) fn receive(&mut self, rx: Arrival) -> Outcome {
+        match rx.pkt.mode {
+            Mode::Server => self.receive_reply(rx),
+            Mode::SymmetricActive | Mode::SymmetricPassive => self.receive_symmetric(rx),
+            Mode::Broadcast => self.receive_broadcast(rx, self.key.is_some()),
+            _ => Err(DropReason::UnexpectedMode),
+        }
+    }
+
     /// A server (mode 4) reply: the client checks of RFC 5905, with the
     /// cookie as the origin.
-    pub(crate) fn receive_reply(
-        &mut self,
-        now: Instant,
-        rx_time: NtpTimestamp,
-        pkt: &NtpRepr,
-        sys_precision: i8,
-    ) -> Result<(Received, Option<AssociationState>), DropReason> {
+    fn receive_reply(&mut self, rx: Arrival) -> Outcome {
+        let (now, rx_time, pkt) = (rx.now, rx.rx_time, rx.pkt);
         if self.state == AssociationState::Denied {
             return Err(DropReason::NoAssociation);
         }
@@ -746,13 +773,7 @@ impl Association {
         let before = self.state;
         self.note_valid(now, pkt);
         Self::check_header(pkt)?;
-        let t = [
-            request.t1,
-            pkt.receive_timestamp,
-            pkt.transmit_timestamp,
-            rx_time,
-        ];
-        let out = self.add_sample(now, t, pkt, sys_precision);
+        let out = self.add_sample(now, request.t1, pkt, rx_time, rx.sys_precision);
         if self
             .calibration()
             .is_some_and(|c| c.replies >= CALIBRATION_REPLIES)

@@ -19,14 +19,14 @@ pub struct BroadcastServerConfig {
     pub instance: InstanceId,
     /// The broadcast address or multicast group, with the port.
     pub destination: SocketAddr,
+    /// Poll exponent: the send interval is 2^`poll` s.
+    pub poll: i8,
     /// The socket to send from (set up by the driver with the outgoing
     /// interface and TTL); `None`: the driver picks the one it set up for
     /// the destination ([`Route::Broadcast`]).
     pub socket: Option<SocketId>,
     /// The outgoing interface.
     pub ifindex: Option<u32>,
-    /// Poll exponent: the send interval is 2^`poll` s.
-    pub poll: i8,
     /// Sign every packet with this key (clients then accept only packets
     /// signed with it); `None` sends unsigned packets. A packet that cannot
     /// be signed (the key is missing from [`Node::set_keys`]) is not sent.

@@ -9,7 +9,7 @@
 use strata_wire::{KissCode, Leap, Mode, NtpRepr, NtpTimestamp, HEADER_LEN};
 
 use crate::access::AccessLevel;
-use crate::assoc::{Association, AssociationMode, ClientConfig, Received, Via};
+use crate::assoc::{Arrival, Association, AssociationMode, ClientConfig, Received, Via};
 use crate::auth::{self, Verdict};
 use crate::counters::DropReason;
 use crate::node::{Event, Node, RecvMeta, Route, Transmit, DEFAULT_MAX_DYNAMIC};
@@ -350,19 +350,14 @@ impl Node {
         meta: &RecvMeta,
         pkt: &NtpRepr,
     ) -> Result<(), DropReason> {
-        let precision = self.config.precision;
-        let authenticated = self.assocs[idx].key.is_some();
-        let a = &mut self.assocs[idx];
-        let result = match pkt.mode {
-            Mode::Server => a.receive_reply(now, meta.rx_time, pkt, precision),
-            Mode::SymmetricActive | Mode::SymmetricPassive => {
-                a.receive_symmetric(now, meta.rx_time, pkt, precision)
-            }
-            Mode::Broadcast => {
-                a.receive_broadcast(now, meta.rx_time, pkt, precision, authenticated)
-            }
-            _ => Err(DropReason::UnexpectedMode),
+        let arrival = Arrival {
+            now,
+            rx_time: meta.rx_time,
+            pkt,
+            sys_precision: self.config.precision,
         };
+        let a = &mut self.assocs[idx];
+        let result = a.receive(arrival);
         let id = a.id;
         if meta.listener && matches!(pkt.mode, Mode::SymmetricActive | Mode::SymmetricPassive) {
             // Also after an unusable packet (the peer's first, unsynchronised

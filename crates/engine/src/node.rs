@@ -106,12 +106,12 @@ pub struct Transmit {
     pub instance: InstanceId,
     /// The socket to send from.
     pub route: Route,
-    /// Destination.
-    pub dst: SocketAddr,
     /// Source address to use (the address a request was sent to).
     pub src_ip: Option<IpAddr>,
     /// Outgoing interface, when it matters.
     pub ifindex: Option<u32>,
+    /// Destination.
+    pub dst: SocketAddr,
     /// Bytes written at the front of the caller's buffer.
     pub len: usize,
 }
@@ -162,14 +162,14 @@ pub struct NodeConfig {
     pub discipline: DisciplineConfig,
     /// Source selection constants.
     pub select: SelectConfig,
-    /// The frequency correction to start from (a drift file), ppm.
-    pub initial_frequency_ppm: Option<f64>,
     /// Requests waiting for an answer beyond this are dropped as overload.
     pub max_pending_replies: usize,
     /// How long the first clock update may wait until as many sources as
     /// selection wants have samples (stepping to the first one heard could
     /// step to a falseticker).
     pub startup_hold: Duration,
+    /// The frequency correction to start from (a drift file), ppm.
+    pub initial_frequency_ppm: Option<f64>,
 }
 
 impl Default for NodeConfig {
@@ -179,9 +179,9 @@ impl Default for NodeConfig {
             local_stratum: None,
             discipline: DisciplineConfig::default(),
             select: SelectConfig::default(),
-            initial_frequency_ppm: None,
             max_pending_replies: 1024,
             startup_hold: Duration::from_secs(60),
+            initial_frequency_ppm: None,
         }
     }
 }

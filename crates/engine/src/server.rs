@@ -115,15 +115,7 @@ pub fn respond(
     state: &ServerState,
     out: &mut [u8],
 ) -> Result<usize, DropReason> {
-    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
-    let mode = match req.mode {
-        Mode::Client => Mode::Server,
-        // A stateless answer to a symmetric active peer we keep no
-        // association for (ntpd's `nopeer` behaviour).
-        Mode::SymmetricActive => Mode::SymmetricPassive,
-        _ => return Err(DropReason::UnexpectedMode),
-    };
-    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let (req, mode, out) = parse_request(request, out)?;
     let reply = state.header(
         mode,
         req.version,
@@ -150,13 +142,7 @@ pub fn kiss_of_death(
     precision: i8,
     out: &mut [u8],
 ) -> Result<usize, DropReason> {
-    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
-    let mode = match req.mode {
-        Mode::Client => Mode::Server,
-        Mode::SymmetricActive => Mode::SymmetricPassive,
-        _ => return Err(DropReason::UnexpectedMode),
-    };
-    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let (req, mode, out) = parse_request(request, out)?;
     let kod = NtpRepr {
         leap: Leap::Unsynchronized,
         version: req.version,
@@ -174,6 +160,24 @@ pub fn kiss_of_death(
     };
     kod.emit(&mut NtpPacket::new_unchecked(&mut *out));
     Ok(HEADER_LEN)
+}
+
+/// Parses a request the server answers, giving it, the mode of the
+/// answer and the header's room in `out`: a client request (mode 3 → 4)
+/// or a symmetric active packet from a peer we keep no association for
+/// (mode 1 → a stateless 2, ntpd's `nopeer` behaviour).
+fn parse_request<'a>(
+    request: &[u8],
+    out: &'a mut [u8],
+) -> Result<(NtpRepr, Mode, &'a mut [u8]), DropReason> {
+    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
+    let mode = match req.mode {
+        Mode::Client => Mode::Server,
+        Mode::SymmetricActive => Mode::SymmetricPassive,
+        _ => return Err(DropReason::UnexpectedMode),
+    };
+    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    Ok((req, mode, out))
 }
 
 /// Maps a wire parse error to the drop counter it belongs to.

@@ -6,10 +6,11 @@ use core::time::Duration;
 
 use strata_clock::filter::Sample;
 use strata_clock::offset_filter::{Held, OffsetFilter};
-use strata_wire::{NtpDuration, NtpRepr, NtpTimestamp};
+use strata_wire::{NtpDuration, NtpTimestamp};
 
 use super::{
-    log2d, Association, AssociationState, Calibration, ClientConfig, Polled, Received, Role,
+    log2d, Arrival, Association, AssociationState, Calibration, ClientConfig, Outcome, Polled,
+    Received, Role,
 };
 use crate::counters::DropReason;
 use crate::time::{poll_interval, Instant};
@@ -192,14 +193,8 @@ impl Association {
     /// packet not newer than the last accepted one is always a replay; an
     /// unauthenticated association takes several in a row for a server
     /// restart (its clock stepped back).
-    pub(crate) fn receive_broadcast(
-        &mut self,
-        now: Instant,
-        rx_time: NtpTimestamp,
-        pkt: &NtpRepr,
-        sys_precision: i8,
-        authenticated: bool,
-    ) -> Result<(Received, Option<AssociationState>), DropReason> {
+    pub(super) fn receive_broadcast(&mut self, rx: Arrival, authenticated: bool) -> Outcome {
+        let (now, rx_time, pkt) = (rx.now, rx.rx_time, rx.pkt);
         let before = self.state;
         let changed = |a: &Self| (a.state != before).then_some(a.state);
         Self::check_header(pkt)?;
@@ -274,7 +269,7 @@ impl Association {
         if jumped {
             return Err(DropReason::Spike);
         }
-        let precision = log2d(sys_precision);
+        let precision = log2d(rx.sys_precision);
         let sample = Sample {
             offset,
             delay,

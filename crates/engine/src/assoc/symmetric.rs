@@ -5,11 +5,11 @@ use rand_core::CryptoRngCore;
 use strata_wire::{KissCode, Mode, NtpRepr, NtpTimestamp};
 
 use super::{
-    randomize_below_precision, Association, AssociationState, Calibration, Received, Role,
+    randomize_below_precision, Arrival, Association, AssociationState, Calibration, Outcome,
+    Received, Role,
 };
 use crate::counters::DropReason;
 use crate::server::ServerState;
-use crate::time::Instant;
 use crate::SocketId;
 
 /// Where a symmetric association's packets leave from.
@@ -107,13 +107,8 @@ impl Association {
     /// both addresses can cost samples this way, which is why symmetric
     /// associations require authentication unless the access level
     /// `peer` opts out.)
-    pub(crate) fn receive_symmetric(
-        &mut self,
-        now: Instant,
-        rx_time: NtpTimestamp,
-        pkt: &NtpRepr,
-        sys_precision: i8,
-    ) -> Result<(Received, Option<AssociationState>), DropReason> {
+    pub(super) fn receive_symmetric(&mut self, rx: Arrival) -> Outcome {
+        let (now, rx_time, pkt) = (rx.now, rx.rx_time, rx.pkt);
         let before = self.state;
         let Role::Symmetric(s) = &mut self.role else {
             return Err(DropReason::UnexpectedMode);
@@ -160,13 +155,7 @@ impl Association {
         if pkt.receive_timestamp.is_zero() {
             return Err(DropReason::ZeroTimestamp);
         }
-        let t = [
-            pkt.origin_timestamp,
-            pkt.receive_timestamp,
-            pkt.transmit_timestamp,
-            rx_time,
-        ];
-        let out = self.add_sample(now, t, pkt, sys_precision);
+        let out = self.add_sample(now, pkt.origin_timestamp, pkt, rx_time, rx.sys_precision);
         Ok((Received::Sample(out), changed(self)))
     }
 }
