@@ -186,12 +186,6 @@ impl Responder {
         )
     }
 
-    /// The server state it answers with.
-    #[must_use]
-    pub fn state(&self) -> &ServerState {
-        &self.state
-    }
-
     /// Decides what to do with `request`, which arrived from `src` on
     /// listener `socket` of `instance` at `now` (the node's monotonic
     /// timebase: the rate limiter's clock). Takes a rate-limiter token

@@ -31,8 +31,9 @@ pub(crate) struct System {
     pub(crate) offset: f64,
     pub(crate) jitter: f64,
     pub(crate) last_update: Option<Instant>,
-    /// Sample time of the last update passed to the discipline.
-    last_sample_time: f64,
+    /// Sample time of the last update passed to the discipline (`None`:
+    /// none since start or the last step).
+    last_sample_time: Option<f64>,
     pub(crate) clock_steps: u64,
 }
 
@@ -50,7 +51,7 @@ impl System {
             offset: 0.0,
             jitter: 0.0,
             last_update: None,
-            last_sample_time: f64::NEG_INFINITY,
+            last_sample_time: None,
             clock_steps: 0,
         }
     }
@@ -114,10 +115,10 @@ impl Node {
             self.sys.peer = new_peer;
             self.events.push_back(Event::SystemPeer(new_peer));
         }
-        if out.time <= self.sys.last_sample_time {
+        if self.sys.last_sample_time.is_some_and(|t| out.time <= t) {
             return; // nothing new from the system peer
         }
-        self.sys.last_sample_time = out.time;
+        self.sys.last_sample_time = Some(out.time);
         let reference_id = match a.config.address.ip() {
             IpAddr::V4(v4) => ReferenceId::from_ipv4(v4),
             IpAddr::V6(v6) => ReferenceId::from_ipv6(&v6),
@@ -143,7 +144,7 @@ impl Node {
                 }
                 self.sys.leap = Leap::Unsynchronized;
                 self.sys.stratum = MAX_STRATUM;
-                self.sys.last_sample_time = f64::NEG_INFINITY;
+                self.sys.last_sample_time = None;
                 self.sys.last_update = Some(now);
             }
             Outcome::Slewed => {
