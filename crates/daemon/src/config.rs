@@ -717,3 +717,10 @@ pub fn check_file(path: &Path) -> Result<Vec<Diagnostic>, io::Error> {
 pub fn check_str(text: &str) -> Vec<Diagnostic> {
     check::check_text(text, "<string>")
 }
+
+/// Every key the configuration knows, as `table.key` (arrays of tables without indices),
+/// read from the same structs the file is parsed with.
+#[must_use]
+pub fn schema_keys() -> Vec<String> {
+    check::schema_keys()
+}

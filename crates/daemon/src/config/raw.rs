@@ -101,11 +101,11 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) peer: Vec<RawServer>,
     #[serde(default)]
-    pub(crate) multicast_server: Vec<RawMulticast>,
+    pub(crate) multicast_server: Vec<RawMulticastServer>,
     #[serde(default)]
     pub(crate) broadcast_server: Vec<RawBroadcastServer>,
     #[serde(default)]
-    pub(crate) multicast_client: Vec<RawMulticast>,
+    pub(crate) multicast_client: Vec<RawMulticastClient>,
     #[serde(default)]
     pub(crate) broadcast_client: Vec<RawBroadcastClient>,
     #[serde(default)]
@@ -237,17 +237,28 @@ pub(crate) struct RawServer {
     pub(crate) key: Option<i64>,
 }
 
-/// One `[[multicast-server]]` or `[[multicast-client]]` (each rejects the
-/// other's keys in the checker's schema).
+/// One `[[multicast-server]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub(crate) struct RawMulticast {
+pub(crate) struct RawMulticastServer {
     pub(crate) group: Option<String>,
     pub(crate) ipv6_scope: Option<i64>,
     pub(crate) port: Option<i64>,
     pub(crate) interface: Option<String>,
     pub(crate) poll: Option<i64>,
     pub(crate) ttl: Option<i64>,
+    pub(crate) instance: Option<String>,
+    pub(crate) key: Option<i64>,
+}
+
+/// One `[[multicast-client]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct RawMulticastClient {
+    pub(crate) group: Option<String>,
+    pub(crate) ipv6_scope: Option<i64>,
+    pub(crate) port: Option<i64>,
+    pub(crate) interface: Option<String>,
     pub(crate) allow_unauthenticated: Option<bool>,
     pub(crate) recalibrate: Option<String>,
     pub(crate) instance: Option<String>,
@@ -569,8 +580,12 @@ fn sources(
 
 /// A multicast group with its port: `group` (default 224.0.1.1), or
 /// `ff0X::101` when only `ipv6-scope` is given.
-fn group(errors: &mut Errors, base: &KeyPath, raw: &RawMulticast) -> Option<SocketAddr> {
-    let port = match raw.port {
+fn group(
+    errors: &mut Errors,
+    base: &KeyPath,
+    (group, ipv6_scope, port): (Option<&String>, Option<i64>, Option<i64>),
+) -> Option<SocketAddr> {
+    let port = match port {
         None => DEFAULT_NTP_PORT,
         Some(p) => match u16::try_from(p) {
             Ok(p) if p > 0 => p,
@@ -583,7 +598,7 @@ fn group(errors: &mut Errors, base: &KeyPath, raw: &RawMulticast) -> Option<Sock
             }
         },
     };
-    let ip = match (&raw.group, raw.ipv6_scope) {
+    let ip = match (group, ipv6_scope) {
         (Some(text), _) => match text.parse::<IpAddr>() {
             Ok(ip) if ip.is_multicast() => ip,
             Ok(ip) => {
@@ -701,15 +716,11 @@ impl RawConfig {
         let mut out = Vec::new();
         for (i, raw) in self.multicast_server.iter().enumerate() {
             let base = KeyPath::keys(&["multicast-server"]).index(i);
-            for (key, set) in [
-                ("allow-unauthenticated", raw.allow_unauthenticated.is_some()),
-                ("recalibrate", raw.recalibrate.is_some()),
-            ] {
-                if set {
-                    errors.push(base.key(key), "unknown key (a multicast-client key)");
-                }
-            }
-            let group = group(errors, &base, raw);
+            let group = group(
+                errors,
+                &base,
+                (raw.group.as_ref(), raw.ipv6_scope, raw.port),
+            );
             let instance = instance(
                 errors,
                 base.key("instance"),
@@ -795,12 +806,11 @@ impl RawConfig {
         let mut out = Vec::new();
         for (i, raw) in self.multicast_client.iter().enumerate() {
             let base = KeyPath::keys(&["multicast-client"]).index(i);
-            for (key, set) in [("poll", raw.poll.is_some()), ("ttl", raw.ttl.is_some())] {
-                if set {
-                    errors.push(base.key(key), "unknown key (a multicast-server key)");
-                }
-            }
-            let group = group(errors, &base, raw);
+            let group = group(
+                errors,
+                &base,
+                (raw.group.as_ref(), raw.ipv6_scope, raw.port),
+            );
             let instance = instance(
                 errors,
                 base.key("instance"),
