@@ -23,7 +23,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
-pub use raw::parse_prefix;
+pub use raw::{parse_prefix, ValueError};
 
 /// The embedded default configuration (used when no file is given).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -394,24 +394,70 @@ impl AuthConfig {
     /// Reads and parses the keys file into a key store.
     ///
     /// # Errors
-    /// A message naming the file: unreadable, readable by group or others, a parse error
-    /// (with its line), or a trusted key id that is not in the file.
-    pub fn load_keys(&self) -> Result<strata_engine::auth::KeyStore, String> {
-        let path = self.keys_file.display();
-        let metadata =
-            std::fs::metadata(&self.keys_file).map_err(|e| format!("keys file {path}: {e}"))?;
+    /// [`KeysFileError`], naming the file: unreadable, readable by group or others, a parse
+    /// error (with its line), or a trusted key id that is not in the file.
+    pub fn load_keys(&self) -> Result<strata_engine::auth::KeyStore, KeysFileError> {
+        let path = || self.keys_file.clone();
+        let read = |source| KeysFileError::Read {
+            path: path(),
+            source,
+        };
+        let metadata = std::fs::metadata(&self.keys_file).map_err(read)?;
         if group_or_world_readable(&metadata) {
-            return Err(format!(
-                "keys file {path} is readable by group or others (run chmod 600 {path})"
-            ));
+            return Err(KeysFileError::Readable { path: path() });
         }
-        let text = std::fs::read_to_string(&self.keys_file)
-            .map_err(|e| format!("keys file {path}: {e}"))?;
+        let text = std::fs::read_to_string(&self.keys_file).map_err(read)?;
         let keys =
-            strata_engine::auth::parse_keys_file(&text).map_err(|e| format!("{path}: {e}"))?;
-        strata_engine::auth::KeyStore::new(keys, self.trusted_keys.iter().copied())
-            .map_err(|e| format!("{path}: {e}"))
+            strata_engine::auth::parse_keys_file(&text).map_err(|source| KeysFileError::Parse {
+                path: path(),
+                source,
+            })?;
+        strata_engine::auth::KeyStore::new(keys, self.trusted_keys.iter().copied()).map_err(
+            |source| KeysFileError::Store {
+                path: path(),
+                source,
+            },
+        )
     }
+}
+
+/// Why a keys file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysFileError {
+    /// It cannot be read.
+    #[error("keys file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Group or others may read it.
+    #[error("keys file {p} is readable by group or others (run chmod 600 {p})", p = path.display())]
+    Readable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line does not parse.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with its line.
+        #[source]
+        source: strata_engine::auth::KeysError,
+    },
+    /// The keys do not make a store (a trusted key that is not in the file).
+    #[error("{}: {source}", path.display())]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: strata_engine::auth::StoreError,
+    },
 }
 
 #[cfg(unix)]

@@ -323,8 +323,42 @@ fn duration(
     }
 }
 
+/// A configuration value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not a numeric socket address.
+    #[error(
+        "bad address \"{0}\": expected a numeric IP address with an optional port \
+         (\"192.0.2.1:123\", \"[2001:db8::1]:123\"); host names are not supported"
+    )]
+    Address(String),
+    /// Not an address prefix.
+    #[error(
+        "bad prefix \"{text}\": {why} (expected CIDR such as \"10.200.1.0/24\" or \"fd00:200::/48\")"
+    )]
+    Prefix {
+        /// The text.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Not a log filter.
+    #[error(
+        "bad log level \"{text}\": {why} (expected a level such as \"info\", or directives \
+         such as \"info,strata_engine=debug\"; levels: {levels})",
+        levels = LOG_LEVELS.join(", ")
+    )]
+    LogLevel {
+        /// The text.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
 /// A numeric socket address; the port defaults to 123.
-pub(crate) fn parse_address(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_address(text: &str) -> Result<SocketAddr, ValueError> {
     let trimmed = text.trim();
     if let Ok(addr) = trimmed.parse::<SocketAddr>() {
         return Ok(addr);
@@ -336,21 +370,17 @@ pub(crate) fn parse_address(text: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, DEFAULT_NTP_PORT));
     }
-    Err(format!(
-        "bad address \"{text}\": expected a numeric IP address with an optional port \
-         (\"192.0.2.1:123\", \"[2001:db8::1]:123\"); host names are not supported"
-    ))
+    Err(ValueError::Address(text.to_owned()))
 }
 
 /// A log filter: comma-separated directives, each a level name, a target, or
 /// `target=level`.
-fn check_log_level(text: &str) -> Result<(), String> {
+fn check_log_level(text: &str) -> Result<(), ValueError> {
     let bad = |why: &str| {
-        Err(format!(
-            "bad log level \"{text}\": {why} (expected a level such as \"info\", or directives \
-             such as \"info,strata_engine=debug\"; levels: {})",
-            LOG_LEVELS.join(", ")
-        ))
+        Err(ValueError::LogLevel {
+            text: text.to_owned(),
+            why: why.to_owned(),
+        })
     };
     if text.trim().is_empty() {
         return bad("empty");
@@ -425,12 +455,13 @@ fn valid_netns_name(name: &str) -> bool {
 /// prefix. Host bits must be zero.
 ///
 /// # Errors
-/// A message naming the text and what is wrong with it.
-pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
+/// [`ValueError::Prefix`], naming the text and what is wrong with it.
+pub fn parse_prefix(text: &str) -> Result<Prefix, ValueError> {
     let bad = |why: &str| {
-        Err(format!(
-            "bad prefix \"{text}\": {why} (expected CIDR such as \"10.200.1.0/24\" or \"fd00:200::/48\")"
-        ))
+        Err(ValueError::Prefix {
+            text: text.to_owned(),
+            why: why.to_owned(),
+        })
     };
     let (ip_text, len_text) = match text.trim().split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
@@ -474,8 +505,8 @@ fn address(errors: &mut Errors, path: KeyPath, value: Option<&String>) -> Option
         }
         Some(text) => match parse_address(text) {
             Ok(addr) => Some(addr),
-            Err(message) => {
-                errors.push(path, message);
+            Err(e) => {
+                errors.push(path, e.to_string());
                 None
             }
         },
@@ -923,7 +954,7 @@ impl RawConfig {
         if let Some(level) = self.log.as_ref().and_then(|l| l.level.as_ref()) {
             match check_log_level(level) {
                 Ok(()) => log.level.clone_from(level),
-                Err(message) => errors.push(KeyPath::keys(&["log", "level"]), message),
+                Err(e) => errors.push(KeyPath::keys(&["log", "level"]), e.to_string()),
             }
         }
         if let Some(format) = self.log.as_ref().and_then(|l| l.format.as_ref()) {
@@ -1218,7 +1249,7 @@ impl RawConfig {
             // The keys file is part of the configuration: a bad one is a startup error.
             match auth.load_keys() {
                 Ok(keys) => store = Some(keys),
-                Err(message) => errors.push(path.key("keys-file"), message),
+                Err(e) => errors.push(path.key("keys-file"), e.to_string()),
             }
         }
         (Some(auth), store)
@@ -1305,7 +1336,7 @@ impl RawConfig {
                     for text in list {
                         match parse_prefix(text) {
                             Ok(p) => prefixes.push(p),
-                            Err(message) => errors.push(base.key("prefixes"), message),
+                            Err(e) => errors.push(base.key("prefixes"), e.to_string()),
                         }
                     }
                 }
@@ -1470,6 +1501,7 @@ mod tests {
         }
         assert!(parse_prefix("10.200.1.1/24")
             .unwrap_err()
+            .to_string()
             .contains("10.200.1.0/24"));
     }
 }
