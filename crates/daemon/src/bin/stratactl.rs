@@ -52,7 +52,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {
-                print!("{}", control::render_trace(&trace));
+                print!("{}", strata_daemon::ctl::render_trace(&trace));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -73,7 +73,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", control::render_status(&status));
+                print!("{}", strata_daemon::ctl::render_status(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -111,9 +111,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else if *verbose {
-                print!("{}", control::render_sessions_verbose(&sessions));
+                print!("{}", strata_daemon::ctl::render_sessions_verbose(&sessions));
             } else {
-                print!("{}", control::render_sessions(&sessions));
+                print!("{}", strata_daemon::ctl::render_sessions(&sessions));
             }
             Ok(ExitCode::SUCCESS)
         }
