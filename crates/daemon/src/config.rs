@@ -13,6 +13,7 @@
 mod check;
 mod duration;
 mod raw;
+mod value;
 
 use std::fmt;
 use std::io;
@@ -23,7 +24,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
-pub use raw::{parse_prefix, ValueError};
+pub use raw::parse_prefix;
+pub use value::ValueError;
 
 /// The embedded default configuration (used when no file is given).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");

@@ -32,6 +32,8 @@ enum Node {
     /// Keys carry no span of their own: a value always starts on its key's line (and a
     /// table's span starts at its header), so the value's span locates the key.
     Table(Vec<(String, Spanned<Node>)>),
+    /// An array element already reported: skipped, keeping the later elements' indices.
+    Pruned,
 }
 
 impl Node {
@@ -44,6 +46,7 @@ impl Node {
             Node::Datetime(_) => "a datetime",
             Node::Array(_) => "an array",
             Node::Table(_) => "a table",
+            Node::Pruned => "nothing",
         }
     }
 }
@@ -113,6 +116,8 @@ struct NodeError {
     message: String,
     /// A table belongs where the error is (an element of an array of tables).
     table_slot: bool,
+    /// The key is not one the struct names (pruning it hides nothing from validation).
+    unknown: bool,
 }
 
 impl fmt::Display for NodeError {
@@ -129,6 +134,7 @@ impl de::Error for NodeError {
             at: None,
             message: message.to_string(),
             table_slot: false,
+            unknown: false,
         }
     }
 }
@@ -153,6 +159,7 @@ impl NodeDe<'_> {
             at: Some((self.path.clone(), self.node.span().start)),
             message: format!("expected {what}, found {found}{hint}"),
             table_slot,
+            unknown: false,
         }
     }
 
@@ -178,6 +185,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
             Node::Bool(b) => visitor.visit_bool(*b),
             Node::Array(_) => return self.deserialize_seq(visitor),
             Node::Table(_) => return self.deserialize_map(visitor),
+            Node::Pruned => visitor.visit_unit(),
         };
         self.here(result)
     }
@@ -283,14 +291,22 @@ impl<'de, 'a, I: Iterator<Item = (usize, &'a Spanned<Node>)>> SeqAccess<'de> for
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, NodeError> {
-        let Some((i, node)) = self.items.next() else {
+        let Some((i, node)) = self
+            .items
+            .find(|(_, n)| !matches!(n.get_ref(), Node::Pruned))
+        else {
             return Ok(None);
         };
-        seed.deserialize(NodeDe {
+        let de = NodeDe {
             node,
             path: self.path.index(i),
-        })
-        .map(Some)
+        };
+        // A value that deserialized but does not parse is an error where it stands.
+        let value = seed.deserialize(NodeDe {
+            node,
+            path: de.path.clone(),
+        });
+        de.here(value).map(Some)
     }
 }
 
@@ -322,6 +338,7 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Spanned<Node>)>> MapAccess<'de> fo
                     self.fields.join(", ")
                 ),
                 table_slot: false,
+                unknown: true,
             });
         }
         self.value = Some((node, path));
@@ -334,7 +351,11 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Spanned<Node>)>> MapAccess<'de> fo
             .value
             .take()
             .ok_or_else(|| de::Error::custom("a value without its key"))?;
-        seed.deserialize(NodeDe { node, path })
+        let value = seed.deserialize(NodeDe {
+            node,
+            path: path.clone(),
+        });
+        NodeDe { node, path }.here(value)
     }
 }
 
@@ -436,8 +457,8 @@ fn locate(root: &[(String, Spanned<Node>)], path: &KeyPath) -> usize {
     offset
 }
 
-/// Takes the node at `path` out of the tree: a key or an array element is removed, except
-/// that an element where a table belongs becomes an empty table (keeping later indices).
+/// Takes the node at `path` out of the tree: a key is removed, an array element is marked
+/// pruned, or where a table belongs becomes an empty table (keeping later indices).
 fn prune(node: &mut Node, path: &[Seg], table_slot: bool) -> bool {
     match (node, path) {
         (Node::Table(entries), [Seg::Key(key), rest @ ..]) => {
@@ -455,11 +476,11 @@ fn prune(node: &mut Node, path: &[Seg], table_slot: bool) -> bool {
             if !rest.is_empty() {
                 return prune(items[*i].get_mut(), rest, table_slot);
             }
-            if table_slot {
-                *items[*i].get_mut() = Node::Table(Vec::new());
+            *items[*i].get_mut() = if table_slot {
+                Node::Table(Vec::new())
             } else {
-                items.remove(*i);
-            }
+                Node::Pruned
+            };
             true
         }
         _ => false,
@@ -488,6 +509,7 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
         }
     };
     let mut diagnostics = Vec::new();
+    let mut pruned_values = Vec::new();
     let mut pruned = Spanned::new(0..text.len(), Node::Table(root.clone()));
     let raw = loop {
         match RawConfig::deserialize(NodeDe {
@@ -499,9 +521,13 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
                 at,
                 message,
                 table_slot,
+                unknown,
             }) => {
                 let (path, offset) = at.unwrap_or_default();
                 diagnostics.push(diagnostic(&path, offset, message));
+                if !unknown {
+                    pruned_values.push(path.to_string());
+                }
                 if !prune(pruned.get_mut(), &path.0, table_slot) {
                     break None;
                 }
@@ -509,18 +535,18 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
         }
     };
     if let Some(Err(errors)) = raw.map(|raw| raw.validate()) {
-        // A key already reported as unknown or mistyped was pruned: its "missing" or
-        // defaulted value would only repeat that error.
-        let reported: Vec<String> = diagnostics.iter().map(|d| d.key.clone()).collect();
+        // A value already reported was pruned: an error about it, what it held or the table
+        // or array it was in would only repeat that error.
         for KeyError { path, message } in errors {
             let key = path.to_string();
-            // Likewise an array pruned for a mistyped element.
-            if reported.iter().any(|r| {
-                key == *r
-                    || key.starts_with(&format!("{r}."))
-                    || key.starts_with(&format!("{r}["))
-                    || r.starts_with(&format!("{key}["))
-            }) {
+            let related = |r: &String| {
+                let nested = |outer: &str, inner: &str| {
+                    inner.starts_with(&format!("{outer}."))
+                        || inner.starts_with(&format!("{outer}["))
+                };
+                key == *r || nested(r, &key) || nested(&key, r)
+            };
+            if pruned_values.iter().any(related) {
                 continue;
             }
             diagnostics.push(diagnostic(&path, locate(&root, &path), message));
@@ -530,10 +556,12 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
     diagnostics
 }
 
-/// Walks the raw serde structs without a file, recording every key they name.
+/// Walks the raw serde structs without a file, recording every key they name and leaving
+/// out those in `skip`.
 struct Probe<'a> {
     path: String,
     keys: &'a std::cell::RefCell<Vec<String>>,
+    skip: &'a [String],
 }
 
 impl Probe<'_> {
@@ -596,14 +624,12 @@ impl<'de> Deserializer<'de> for Probe<'_> {
         } else {
             format!("{}.", self.path)
         };
-        let keys = self.keys;
-        visitor.visit_map(de::value::MapDeserializer::new(fields.iter().map(|f| {
-            let probe = Probe {
-                path: format!("{prefix}{f}"),
-                keys,
-            };
-            (*f, probe)
-        })))
+        let (keys, skip) = (self.keys, self.skip);
+        let probes = fields.iter().filter_map(|f| {
+            let path = format!("{prefix}{f}");
+            (!skip.contains(&path)).then_some((*f, Probe { path, keys, skip }))
+        });
+        visitor.visit_map(de::value::MapDeserializer::new(probes))
     }
 
     forward_to_deserialize_any! {
@@ -624,13 +650,27 @@ impl<'de> de::IntoDeserializer<'de> for Probe<'_> {
 /// the order of the raw structs.
 pub(crate) fn schema_keys() -> Vec<String> {
     let keys = std::cell::RefCell::new(Vec::new());
-    let probe = Probe {
-        path: String::new(),
-        keys: &keys,
-    };
-    // The probe offers only well-typed values, so the structs always deserialize.
-    RawConfig::deserialize(probe).expect("the probe satisfies every raw struct");
-    keys.into_inner()
+    let mut skip = Vec::new();
+    // A value the probe offers may not parse (an empty backend name): that key is then left
+    // out of the next walk, until one walk gets through.
+    loop {
+        let probe = Probe {
+            path: String::new(),
+            keys: &keys,
+            skip: &skip,
+        };
+        if RawConfig::deserialize(probe).is_ok() {
+            break;
+        }
+        match keys.borrow().last() {
+            Some(last) if !skip.contains(last) => skip.push(last.clone()),
+            _ => break,
+        }
+    }
+    let mut all = keys.into_inner();
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|k| seen.insert(k.clone()));
+    all
 }
 
 #[cfg(test)]
