@@ -405,7 +405,7 @@ impl AuthConfig {
             source,
         };
         let metadata = std::fs::metadata(&self.keys_file).map_err(read)?;
-        if group_or_world_readable(&metadata) {
+        if mode_has(&metadata, 0o044) {
             return Err(KeysFileError::Readable { path: path() });
         }
         let text = std::fs::read_to_string(&self.keys_file).map_err(read)?;
@@ -462,15 +462,18 @@ pub enum KeysFileError {
     },
 }
 
-#[cfg(unix)]
-fn group_or_world_readable(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o044 != 0
-}
-
-#[cfg(not(unix))]
-fn group_or_world_readable(_metadata: &std::fs::Metadata) -> bool {
-    false
+/// Whether a file's mode has any of the permission bits `bits` (never, where there are none).
+fn mode_has(metadata: &std::fs::Metadata, bits: u32) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        metadata.permissions().mode() & bits != 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (metadata, bits);
+        false
+    }
 }
 
 /// `[responder]`: the server side's fast path.
@@ -596,16 +599,19 @@ pub struct Diagnostic {
 
 /// Checks `path` and prints the outcome as `check-config` does (both
 /// `stratad` and `stratactl` offer it): `FILE: ok` on stdout, or one line
-/// per error on stdout and a count on stderr. Returns whether the file is
-/// valid.
+/// per error on stdout and a count on stderr. Returns the exit code: success when the file
+/// is valid.
 ///
 /// # Errors
 /// When the file cannot be read.
-pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> {
-    let diagnostics = check_file(path)?;
+pub fn report_check(path: &Path, program: &str) -> Result<std::process::ExitCode, ReadError> {
+    let diagnostics = check_file(path).map_err(|source| ReadError {
+        path: path.to_owned(),
+        source,
+    })?;
     if diagnostics.is_empty() {
         println!("{}: ok", path.display());
-        return Ok(true);
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     for d in &diagnostics {
         println!("{d}");
@@ -615,7 +621,18 @@ pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> 
         path.display(),
         diagnostics.len()
     );
-    Ok(false)
+    Ok(std::process::ExitCode::FAILURE)
+}
+
+/// A configuration file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {}: {source}", path.display())]
+pub struct ReadError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: io::Error,
 }
 
 impl fmt::Display for Diagnostic {
@@ -665,18 +682,6 @@ fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX).map(|key| key.as_str().replace("__", ".").replace('_', "-").into())
 }
 
-/// Whether a file's mode lets anyone write it.
-#[cfg(unix)]
-fn world_writable(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o002 != 0
-}
-
-#[cfg(not(unix))]
-fn world_writable(_metadata: &std::fs::Metadata) -> bool {
-    false
-}
-
 /// Load the configuration: the embedded default ([`DEFAULT_TOML`]) when `path` is `None`, else
 /// the file; then `STRATA_*` environment overrides (double underscore nests, single underscore
 /// stands for `-`: `STRATA_CLOCK__DRIFT_FILE` sets `clock.drift-file`). The result is validated.
@@ -698,7 +703,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
             let text = std::fs::read_to_string(path).map_err(read_error)?;
             let metadata = std::fs::metadata(path).map_err(read_error)?;
             let mut warnings = Vec::new();
-            if world_writable(&metadata) {
+            if mode_has(&metadata, 0o002) {
                 warnings.push(format!(
                     "configuration file {} is world-writable: anyone can change how strata sets the clock",
                     path.display()

@@ -8,6 +8,7 @@
 //! offending node is pruned and the walk repeated until the structs deserialize; then the
 //! validation errors are located back in the tree by their key path.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -143,9 +144,31 @@ impl de::Error for NodeError {
 struct NodeDe<'a> {
     node: &'a Spanned<Node>,
     path: KeyPath,
+    /// Set when a lone value stands where an array was expected: the node refuses whatever
+    /// it is asked to be, noting the type the array holds here.
+    lone: Option<&'a Cell<&'static str>>,
 }
 
-impl NodeDe<'_> {
+impl<'a> NodeDe<'a> {
+    fn new(node: &'a Spanned<Node>, path: KeyPath) -> Self {
+        NodeDe {
+            node,
+            path,
+            lone: None,
+        }
+    }
+
+    /// Refuses in lone mode, noting `elements`, the array's element type.
+    fn element_of(&self, elements: &'static str) -> Result<(), NodeError> {
+        match self.lone {
+            Some(wanted) => {
+                wanted.set(elements);
+                Err(self.expected("an array"))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn expected(&self, what: &str) -> NodeError {
         let found = self.node.get_ref().kind_name();
         // An array of tables written as `key = [...]`: say how it is meant to be written.
@@ -191,6 +214,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("booleans")?;
         match self.node.get_ref() {
             Node::Bool(b) => self.here(visitor.visit_bool(*b)),
             _ => Err(self.expected("a boolean")),
@@ -198,6 +222,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     }
 
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("integers")?;
         match self.node.get_ref() {
             Node::Int(i) => self.here(visitor.visit_i64(*i)),
             _ => Err(self.expected("an integer")),
@@ -205,6 +230,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("numbers")?;
         match self.node.get_ref() {
             // An integer is a number too.
             #[allow(clippy::cast_precision_loss, reason = "as TOML readers do")]
@@ -215,6 +241,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("strings")?;
         match self.node.get_ref() {
             Node::Str(s) => self.here(visitor.visit_str(s)),
             _ => Err(self.expected("a string")),
@@ -236,17 +263,21 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
                 let access = Items {
                     items: items.iter().enumerate(),
                     path: &self.path,
+                    lone: None,
                 };
                 self.here(visitor.visit_seq(access))
             }
-            // The element type is the visitor's to know: ask it, through a node that
-            // refuses whatever it is asked for in the array's name.
-            _ => visitor
-                .visit_seq(NotAnArray(Some(NodeDe {
-                    node: self.node,
-                    path: self.path.clone(),
-                })))
-                .and_then(|_| Err(self.expected("an array"))),
+            // The element type is the visitor's to know: offer it the value as an element
+            // that refuses to be anything, and name the type it was asked to be.
+            _ => {
+                let wanted = Cell::new("values");
+                let _ = visitor.visit_seq(Items {
+                    items: std::iter::once((0, self.node)),
+                    path: &self.path,
+                    lone: Some(&wanted),
+                });
+                Err(self.expected(&format!("an array of {}", wanted.get())))
+            }
         }
     }
 
@@ -260,6 +291,7 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, NodeError> {
+        self.element_of("tables")?;
         let Node::Table(entries) = self.node.get_ref() else {
             return Err(self.expected("a table"));
         };
@@ -282,6 +314,8 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
 struct Items<'a, I> {
     items: I,
     path: &'a KeyPath,
+    /// For a lone value standing in for an array.
+    lone: Option<&'a Cell<&'static str>>,
 }
 
 impl<'de, 'a, I: Iterator<Item = (usize, &'a Spanned<Node>)>> SeqAccess<'de> for Items<'a, I> {
@@ -297,16 +331,19 @@ impl<'de, 'a, I: Iterator<Item = (usize, &'a Spanned<Node>)>> SeqAccess<'de> for
         else {
             return Ok(None);
         };
-        let de = NodeDe {
+        // A lone value keeps the array's path.
+        let path = match self.lone {
+            Some(_) => self.path.clone(),
+            None => self.path.index(i),
+        };
+        let element = |path| NodeDe {
             node,
-            path: self.path.index(i),
+            path,
+            lone: self.lone,
         };
         // A value that deserialized but does not parse is an error where it stands.
-        let value = seed.deserialize(NodeDe {
-            node,
-            path: de.path.clone(),
-        });
-        de.here(value).map(Some)
+        let value = seed.deserialize(element(path.clone()));
+        element(path).here(value).map(Some)
     }
 }
 
@@ -351,72 +388,8 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Spanned<Node>)>> MapAccess<'de> fo
             .value
             .take()
             .ok_or_else(|| de::Error::custom("a value without its key"))?;
-        let value = seed.deserialize(NodeDe {
-            node,
-            path: path.clone(),
-        });
-        NodeDe { node, path }.here(value)
-    }
-}
-
-/// A lone value where an array was expected: the one element it offers refuses whatever type
-/// the array holds, naming that type.
-struct NotAnArray<'a>(Option<NodeDe<'a>>);
-
-impl<'de> SeqAccess<'de> for NotAnArray<'_> {
-    type Error = NodeError;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, NodeError> {
-        match self.0.take() {
-            Some(node) => seed.deserialize(NotAnArray(Some(node))).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-impl NotAnArray<'_> {
-    fn refuse<T>(self, element: &str) -> Result<T, NodeError> {
-        let node = self
-            .0
-            .expect("NotAnArray deserializes only its own element");
-        Err(node.expected(&format!("an array of {element}")))
-    }
-}
-
-impl<'de> Deserializer<'de> for NotAnArray<'_> {
-    type Error = NodeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, NodeError> {
-        self.refuse("values")
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, NodeError> {
-        self.refuse("booleans")
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, NodeError> {
-        self.refuse("integers")
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, NodeError> {
-        self.refuse("strings")
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, NodeError> {
-        self.refuse("tables")
-    }
-
-    forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 f64 char str bytes byte_buf option unit
-        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        let value = seed.deserialize(NodeDe::new(node, path.clone()));
+        NodeDe::new(node, path).here(value)
     }
 }
 
@@ -512,10 +485,7 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
     let mut pruned_values = Vec::new();
     let mut pruned = Spanned::new(0..text.len(), Node::Table(root.clone()));
     let raw = loop {
-        match RawConfig::deserialize(NodeDe {
-            node: &pruned,
-            path: KeyPath::default(),
-        }) {
+        match RawConfig::deserialize(NodeDe::new(&pruned, KeyPath::default())) {
             Ok(raw) => break Some(raw),
             Err(NodeError {
                 at,

@@ -84,7 +84,7 @@ pub(crate) struct KeyError {
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub(crate) struct RawConfig {
     clock: Option<RawClock>,
     discipline: Option<RawDiscipline>,
@@ -92,23 +92,14 @@ pub(crate) struct RawConfig {
     control: Option<RawControl>,
     metrics: Option<RawMetrics>,
     log: Option<RawLog>,
-    #[serde(default)]
     listen: Vec<RawListen>,
-    #[serde(default)]
     server: Vec<RawServer>,
-    #[serde(default)]
     peer: Vec<RawServer>,
-    #[serde(default)]
     multicast_server: Vec<RawMulticastServer>,
-    #[serde(default)]
     broadcast_server: Vec<RawBroadcastServer>,
-    #[serde(default)]
     multicast_client: Vec<RawMulticastClient>,
-    #[serde(default)]
     broadcast_client: Vec<RawBroadcastClient>,
-    #[serde(default)]
     instance: Vec<RawInstance>,
-    #[serde(default)]
     access: Vec<RawAccess>,
     access_policy: Option<RawAccessPolicy>,
     rate_limit: Option<RawRateLimit>,
@@ -116,181 +107,124 @@ pub(crate) struct RawConfig {
     responder: Option<RawResponder>,
 }
 
-/// `[responder]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawResponder {
-    workers: Option<V<Int<usize, 0, 256>>>,
+/// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
+/// (`key: T` declares `key: Option<T>`).
+macro_rules! tables {
+    ($($(#[doc = $doc:literal])* struct $name:ident { $($field:ident: $ty:ty,)* })*) => {
+        $(
+            $(#[doc = $doc])*
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+            struct $name { $($field: Option<$ty>,)* }
+        )*
+    };
+}
+
+tables! {
+    /// `[responder]`.
+    struct RawResponder {
+        workers: V<Int<usize, 0, 256>>,
+    }
+
+    /// `[auth]`.
+    struct RawAuth {
+        keys_file: V<FilePath>, trusted_keys: Vec<V<KeyId>>,
+    }
+
+    /// `[access-policy]`.
+    struct RawAccessPolicy {
+        deny: V<DenyAction>,
+    }
+
+    /// `[rate-limit]`.
+    struct RawRateLimit {
+        interval: V<Duration>, burst: V<Int<u32, 1, 1000>>,
+        max_clients: V<Int<usize, 1, { 1 << 24 }>>,
+    }
+
+    /// One `[[instance]]`.
+    struct RawInstance {
+        name: String, device: V<Device>, netns: V<Netns>,
+        max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>,
+    }
+
+    /// One `[[access]]`.
+    struct RawAccess {
+        instance: String, level: V<AccessLevel>, prefixes: Vec<String>,
+    }
+
+    /// `[clock]`.
+    struct RawClock {
+        backend: V<ClockBackend>, drift_file: V<FilePath>, initial_offset: V<Offset>,
+        frequency_error_ppm: V<Finite>,
+    }
+
+    /// `[discipline]`.
+    struct RawDiscipline {
+        step_threshold: V<Duration>, stepout: V<Duration>, panic_threshold: V<Duration>,
+    }
+
+    /// `[local-reference]`.
+    struct RawLocalReference {
+        stratum: V<Int<u8, 1, 15>>,
+    }
+
+    /// `[control]`.
+    struct RawControl {
+        socket: V<FilePath>,
+    }
+
+    /// `[metrics]`.
+    struct RawMetrics {
+        listen: V<IpPort>,
+    }
+
+    /// `[log]`.
+    struct RawLog {
+        level: V<LogLevel>, format: V<LogFormat>,
+    }
+
+    /// One `[[listen]]`.
+    struct RawListen {
+        address: V<Address>, instance: String, key: V<KeyId>,
+    }
+
+    /// One `[[server]]` or `[[peer]]`.
+    struct RawServer {
+        address: V<Address>, instance: String, minpoll: V<Poll>, maxpoll: V<Poll>, iburst: bool,
+        key: V<KeyId>,
+    }
+
+    /// One `[[multicast-server]]`.
+    struct RawMulticastServer {
+        group: V<Group>, ipv6_scope: V<Scope>, port: V<Port>, interface: V<Device>, poll: V<Poll>,
+        ttl: V<Int<u32, 1, 255>>, instance: String, key: V<KeyId>,
+    }
+
+    /// One `[[multicast-client]]`.
+    struct RawMulticastClient {
+        group: V<Group>, ipv6_scope: V<Scope>, port: V<Port>, interface: V<Device>,
+        allow_unauthenticated: bool, recalibrate: V<Duration>, instance: String, key: V<KeyId>,
+    }
+
+    /// One `[[broadcast-server]]`.
+    struct RawBroadcastServer {
+        address: V<Address>, interface: V<Device>, poll: V<Poll>, instance: String, key: V<KeyId>,
+    }
+
+    /// One `[[broadcast-client]]`.
+    struct RawBroadcastClient {
+        interface: V<Device>, allow_unauthenticated: bool, recalibrate: V<Duration>,
+        instance: String, key: V<KeyId>,
+    }
 }
 
 const _: () = assert!(super::MAX_WORKERS == 256);
-
-/// `[auth]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawAuth {
-    keys_file: Option<V<FilePath>>,
-    trusted_keys: Option<Vec<V<KeyId>>>,
-}
-
-/// `[access-policy]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawAccessPolicy {
-    deny: Option<V<DenyAction>>,
-}
-
-/// `[rate-limit]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawRateLimit {
-    interval: Option<V<Duration>>,
-    burst: Option<V<Int<u32, 1, 1000>>>,
-    max_clients: Option<V<Int<usize, 1, { 1 << 24 }>>>,
-}
-
-/// One `[[instance]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawInstance {
-    name: Option<String>,
-    device: Option<V<Device>>,
-    netns: Option<V<Netns>>,
-    max_dynamic_sessions: Option<V<Int<usize, 0, 1_000_000>>>,
-}
-
-/// One `[[access]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawAccess {
-    instance: Option<String>,
-    level: Option<V<AccessLevel>>,
-    prefixes: Option<Vec<String>>,
-}
-
-/// `[clock]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawClock {
-    backend: Option<V<ClockBackend>>,
-    drift_file: Option<V<FilePath>>,
-    initial_offset: Option<V<Offset>>,
-    frequency_error_ppm: Option<V<Finite>>,
-}
-
-/// `[discipline]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawDiscipline {
-    step_threshold: Option<V<Duration>>,
-    stepout: Option<V<Duration>>,
-    panic_threshold: Option<V<Duration>>,
-}
-
-/// `[local-reference]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawLocalReference {
-    stratum: Option<V<Int<u8, 1, 15>>>,
-}
-
-/// `[control]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawControl {
-    socket: Option<V<FilePath>>,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<V<IpPort>>,
-}
-
-/// `[log]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawLog {
-    level: Option<V<LogLevel>>,
-    format: Option<V<LogFormat>>,
-}
-
-/// One `[[listen]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawListen {
-    address: Option<V<Address>>,
-    instance: Option<String>,
-    key: Option<V<KeyId>>,
-}
-
-/// One `[[server]]` or `[[peer]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawServer {
-    address: Option<V<Address>>,
-    instance: Option<String>,
-    minpoll: Option<V<Poll>>,
-    maxpoll: Option<V<Poll>>,
-    iburst: Option<bool>,
-    key: Option<V<KeyId>>,
-}
 
 /// The group of a multicast table: `group`, or `ff0X::101` with `ipv6-scope`, and `port`.
 type Scope = Int<u8, 1, 15>;
 /// A UDP port.
 type Port = Int<u16, 1, 65_535>;
-
-/// One `[[multicast-server]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawMulticastServer {
-    group: Option<V<Group>>,
-    ipv6_scope: Option<V<Scope>>,
-    port: Option<V<Port>>,
-    interface: Option<V<Device>>,
-    poll: Option<V<Poll>>,
-    ttl: Option<V<Int<u32, 1, 255>>>,
-    instance: Option<String>,
-    key: Option<V<KeyId>>,
-}
-
-/// One `[[multicast-client]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawMulticastClient {
-    group: Option<V<Group>>,
-    ipv6_scope: Option<V<Scope>>,
-    port: Option<V<Port>>,
-    interface: Option<V<Device>>,
-    allow_unauthenticated: Option<bool>,
-    recalibrate: Option<V<Duration>>,
-    instance: Option<String>,
-    key: Option<V<KeyId>>,
-}
-
-/// One `[[broadcast-server]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawBroadcastServer {
-    address: Option<V<Address>>,
-    interface: Option<V<Device>>,
-    poll: Option<V<Poll>>,
-    instance: Option<String>,
-    key: Option<V<KeyId>>,
-}
-
-/// One `[[broadcast-client]]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawBroadcastClient {
-    interface: Option<V<Device>>,
-    allow_unauthenticated: Option<bool>,
-    recalibrate: Option<V<Duration>>,
-    instance: Option<String>,
-    key: Option<V<KeyId>>,
-}
 
 /// Collects errors while validating.
 struct Errors(Vec<KeyError>);
@@ -374,6 +308,14 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, ValueError> {
     Ok(Prefix { addr, len })
 }
 
+/// The entries of an array of tables with their key paths.
+fn entries<'a, T>(table: &str, raws: &'a [T]) -> impl Iterator<Item = (KeyPath, &'a T)> {
+    let table = KeyPath::keys(&[table]);
+    raws.iter()
+        .enumerate()
+        .map(move |(i, raw)| (table.index(i), raw))
+}
+
 /// `[[server]]` or `[[peer]]` entries.
 fn sources(
     errors: &mut Errors,
@@ -382,8 +324,7 @@ fn sources(
     instances: &[Instance],
 ) -> Vec<Server> {
     let mut out = Vec::new();
-    for (i, raw) in raws.iter().enumerate() {
-        let base = KeyPath::keys(&[table]).index(i);
+    for (base, raw) in entries(table, raws) {
         let address = errors.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
         let instance = errors.instance(base.key("instance"), raw.instance.as_ref(), instances);
         let minpoll = raw
@@ -435,29 +376,20 @@ fn group(group: Option<&V<Group>>, scope: Option<&V<Scope>>, port: Option<&V<Por
 /// The broadcast/multicast clients of one instance share one setting in the engine, so those
 /// that name a key must all name the same one, and either all or none name one.
 fn check_client_keys(errors: &mut Errors, raw: &RawConfig) {
-    let entries: Vec<(KeyPath, &str, Option<u32>)> = raw
-        .multicast_client
-        .iter()
-        .map(|c| (c.instance.as_deref(), c.key.as_ref()))
-        .enumerate()
-        .map(|(i, c)| ("multicast-client", i, c))
-        .chain(
-            raw.broadcast_client
-                .iter()
-                .map(|c| (c.instance.as_deref(), c.key.as_ref()))
-                .enumerate()
-                .map(|(i, c)| ("broadcast-client", i, c)),
-        )
-        .map(|(table, i, (instance, key))| {
-            (
-                KeyPath::keys(&[table]).index(i),
-                instance.unwrap_or(DEFAULT_INSTANCE),
-                key.map(|k| k.0),
+    let setting = |instance: &Option<String>, key: &Option<V<KeyId>>| {
+        let instance = instance.as_deref().unwrap_or(DEFAULT_INSTANCE).to_owned();
+        (instance, key.as_ref().map(|k| k.0))
+    };
+    let entries: Vec<(KeyPath, (String, Option<u32>))> =
+        entries("multicast-client", &raw.multicast_client)
+            .map(|(base, c)| (base, setting(&c.instance, &c.key)))
+            .chain(
+                entries("broadcast-client", &raw.broadcast_client)
+                    .map(|(base, c)| (base, setting(&c.instance, &c.key))),
             )
-        })
-        .collect();
-    for (n, (path, instance, key)) in entries.iter().enumerate() {
-        let Some((first, _, first_key)) = entries[..n].iter().find(|(_, i, _)| i == instance)
+            .collect();
+    for (n, (path, (instance, key))) in entries.iter().enumerate() {
+        let Some((first, (_, first_key))) = entries[..n].iter().find(|(_, (i, _))| i == instance)
         else {
             continue;
         };
@@ -573,8 +505,7 @@ impl RawConfig {
         };
 
         let mut listen = Vec::new();
-        for (i, raw) in self.listen.iter().enumerate() {
-            let base = KeyPath::keys(&["listen"]).index(i);
+        for (base, raw) in entries("listen", &self.listen) {
             let address = e.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
             let instance = e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
             if let Some(address) = address {
@@ -588,10 +519,53 @@ impl RawConfig {
 
         let server = sources(e, "server", &self.server, &instances);
         let peer = sources(e, "peer", &self.peer, &instances);
-        let multicast_server = self.validate_multicast_servers(e, &instances);
+        let multicast_server = entries("multicast-server", &self.multicast_server)
+            .map(|(base, raw)| MulticastServer {
+                group: group(
+                    raw.group.as_ref(),
+                    raw.ipv6_scope.as_ref(),
+                    raw.port.as_ref(),
+                ),
+                interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
+                ttl: raw.ttl.as_ref().map_or(1, |t| t.0),
+                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
+                key: raw.key.as_ref().map(|k| k.0),
+            })
+            .collect();
         let broadcast_server = self.validate_broadcast_servers(e, &instances);
-        let multicast_client = self.validate_multicast_clients(e, &instances);
-        let broadcast_client = self.validate_broadcast_clients(e, &instances);
+        let multicast_client = entries("multicast-client", &self.multicast_client)
+            .filter_map(|(base, raw)| {
+                let instance = e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
+                Some(MulticastClient {
+                    key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)?,
+                    group: group(
+                        raw.group.as_ref(),
+                        raw.ipv6_scope.as_ref(),
+                        raw.port.as_ref(),
+                    ),
+                    interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                    allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    recalibrate: raw
+                        .recalibrate
+                        .as_ref()
+                        .map_or(DEFAULT_RECALIBRATE, |r| r.0),
+                    instance,
+                })
+            })
+            .collect();
+        let broadcast_client = entries("broadcast-client", &self.broadcast_client)
+            .map(|(base, raw)| BroadcastClient {
+                interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated).flatten(),
+                recalibrate: raw
+                    .recalibrate
+                    .as_ref()
+                    .map_or(DEFAULT_RECALIBRATE, |r| r.0),
+                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
+            })
+            .collect();
         self.check_key_references(e, auth.as_ref(), store.as_ref());
         check_client_keys(e, self);
 
@@ -622,41 +596,13 @@ impl RawConfig {
         })
     }
 
-    fn validate_multicast_servers(
-        &self,
-        errors: &mut Errors,
-        instances: &[Instance],
-    ) -> Vec<MulticastServer> {
-        let table = KeyPath::keys(&["multicast-server"]);
-        let servers = self.multicast_server.iter().enumerate();
-        servers
-            .map(|(i, raw)| MulticastServer {
-                group: group(
-                    raw.group.as_ref(),
-                    raw.ipv6_scope.as_ref(),
-                    raw.port.as_ref(),
-                ),
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
-                ttl: raw.ttl.as_ref().map_or(1, |t| t.0),
-                instance: errors.instance(
-                    table.index(i).key("instance"),
-                    raw.instance.as_ref(),
-                    instances,
-                ),
-                key: raw.key.as_ref().map(|k| k.0),
-            })
-            .collect()
-    }
-
     fn validate_broadcast_servers(
         &self,
         errors: &mut Errors,
         instances: &[Instance],
     ) -> Vec<BroadcastServer> {
         let mut out = Vec::new();
-        for (i, raw) in self.broadcast_server.iter().enumerate() {
-            let base = KeyPath::keys(&["broadcast-server"]).index(i);
+        for (base, raw) in entries("broadcast-server", &self.broadcast_server) {
             let address = errors.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
             let instance = errors.instance(base.key("instance"), raw.instance.as_ref(), instances);
             match address {
@@ -677,72 +623,9 @@ impl RawConfig {
         out
     }
 
-    fn validate_multicast_clients(
-        &self,
-        errors: &mut Errors,
-        instances: &[Instance],
-    ) -> Vec<MulticastClient> {
-        let mut out = Vec::new();
-        for (i, raw) in self.multicast_client.iter().enumerate() {
-            let base = KeyPath::keys(&["multicast-client"]).index(i);
-            let instance = errors.instance(base.key("instance"), raw.instance.as_ref(), instances);
-            let key = client_key(errors, &base, raw.key.as_ref(), raw.allow_unauthenticated);
-            if let Some(key) = key {
-                out.push(MulticastClient {
-                    group: group(
-                        raw.group.as_ref(),
-                        raw.ipv6_scope.as_ref(),
-                        raw.port.as_ref(),
-                    ),
-                    interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                    allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
-                    key,
-                    recalibrate: raw
-                        .recalibrate
-                        .as_ref()
-                        .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                    instance,
-                });
-            }
-        }
-        out
-    }
-
-    fn validate_broadcast_clients(
-        &self,
-        errors: &mut Errors,
-        instances: &[Instance],
-    ) -> Vec<BroadcastClient> {
-        let table = KeyPath::keys(&["broadcast-client"]);
-        let clients = self.broadcast_client.iter().enumerate();
-        clients
-            .map(|(i, raw)| BroadcastClient {
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
-                key: client_key(
-                    errors,
-                    &table.index(i),
-                    raw.key.as_ref(),
-                    raw.allow_unauthenticated,
-                )
-                .flatten(),
-                recalibrate: raw
-                    .recalibrate
-                    .as_ref()
-                    .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                instance: errors.instance(
-                    table.index(i).key("instance"),
-                    raw.instance.as_ref(),
-                    instances,
-                ),
-            })
-            .collect()
-    }
-
     fn validate_instances(&self, errors: &mut Errors) -> Vec<Instance> {
         let mut out: Vec<Instance> = Vec::new();
-        for (i, raw) in self.instance.iter().enumerate() {
-            let base = KeyPath::keys(&["instance"]).index(i);
+        for (base, raw) in entries("instance", &self.instance) {
             let name = match raw.name.as_deref() {
                 None => errors.required::<String>(base.key("name"), None),
                 Some(DEFAULT_INSTANCE) => {
@@ -799,26 +682,29 @@ impl RawConfig {
 
     /// Every `key = ID` of the file, with its path.
     fn key_references(&self) -> Vec<(KeyPath, u32)> {
-        let mut refs = Vec::new();
-        let mut add = |table: &str, keys: &mut dyn Iterator<Item = Option<&V<KeyId>>>| {
-            for (i, key) in keys.enumerate() {
-                if let Some(k) = key {
-                    refs.push((KeyPath::keys(&[table]).index(i).key("key"), k.0));
-                }
-            }
-        };
-        add("listen", &mut self.listen.iter().map(|r| r.key.as_ref()));
-        add("server", &mut self.server.iter().map(|r| r.key.as_ref()));
-        add("peer", &mut self.peer.iter().map(|r| r.key.as_ref()));
-        let mcs = &mut self.multicast_server.iter().map(|r| r.key.as_ref());
-        add("multicast-server", mcs);
-        let bcs = &mut self.broadcast_server.iter().map(|r| r.key.as_ref());
-        add("broadcast-server", bcs);
-        let mcc = &mut self.multicast_client.iter().map(|r| r.key.as_ref());
-        add("multicast-client", mcc);
-        let bcc = &mut self.broadcast_client.iter().map(|r| r.key.as_ref());
-        add("broadcast-client", bcc);
-        refs
+        fn keys<'a, T>(
+            table: &'static str,
+            raws: &'a [T],
+            key: fn(&T) -> Option<&V<KeyId>>,
+        ) -> impl Iterator<Item = (KeyPath, u32)> + 'a {
+            entries(table, raws).filter_map(move |(base, raw)| Some((base.key("key"), key(raw)?.0)))
+        }
+        keys("listen", &self.listen, |r| r.key.as_ref())
+            .chain(keys("server", &self.server, |r| r.key.as_ref()))
+            .chain(keys("peer", &self.peer, |r| r.key.as_ref()))
+            .chain(keys("multicast-server", &self.multicast_server, |r| {
+                r.key.as_ref()
+            }))
+            .chain(keys("broadcast-server", &self.broadcast_server, |r| {
+                r.key.as_ref()
+            }))
+            .chain(keys("multicast-client", &self.multicast_client, |r| {
+                r.key.as_ref()
+            }))
+            .chain(keys("broadcast-client", &self.broadcast_client, |r| {
+                r.key.as_ref()
+            }))
+            .collect()
     }
 
     /// Every key a table names must be in the keys file and trusted: a key signs our packets
@@ -891,8 +777,7 @@ impl RawConfig {
 
     fn validate_access(&self, errors: &mut Errors, instances: &[Instance]) -> Vec<Access> {
         let mut out = Vec::new();
-        for (i, raw) in self.access.iter().enumerate() {
-            let base = KeyPath::keys(&["access"]).index(i);
+        for (base, raw) in entries("access", &self.access) {
             let before = errors.0.len();
             let instance = errors.instance(base.key("instance"), raw.instance.as_ref(), instances);
             let level = errors.required(base.key("level"), raw.level.as_ref().map(|l| l.0));

@@ -188,11 +188,8 @@ impl Kind for Finite {
     type From = f64;
     type Out = f64;
     fn parse(value: f64) -> Result<f64, ValueError> {
-        if value.is_finite() {
-            Ok(value)
-        } else {
-            Err(ValueError::NotFinite(value))
-        }
+        let finite = value.is_finite();
+        finite.then_some(value).ok_or(ValueError::NotFinite(value))
     }
 }
 
@@ -203,11 +200,11 @@ impl Kind for FilePath {
     type From = String;
     type Out = PathBuf;
     fn parse(text: String) -> Result<PathBuf, ValueError> {
-        if text.is_empty() {
-            Err(ValueError::EmptyPath)
-        } else {
-            Ok(PathBuf::from(text))
+        let path = PathBuf::from(text);
+        if path.as_os_str().is_empty() {
+            return Err(ValueError::EmptyPath);
         }
+        Ok(path)
     }
 }
 
@@ -274,16 +271,22 @@ impl Kind for Device {
     type From = String;
     type Out = String;
     fn parse(name: String) -> Result<String, ValueError> {
-        let bad = name.is_empty()
-            || name.len() > MAX_DEVICE_NAME
-            || name == "."
-            || name == ".."
-            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
-        if bad {
-            Err(ValueError::Device(name))
-        } else {
-            Ok(name)
-        }
+        let fits = !name.is_empty() && name.len() <= MAX_DEVICE_NAME;
+        let plain = !name.contains(|c: char| matches!(c, '/' | ':' | '\0') || c.is_whitespace());
+        named_file(name, fits && plain, ValueError::Device)
+    }
+}
+
+/// `name` when `ok` and it is a usable file name (not `.` or `..`), else `error(name)`.
+fn named_file(
+    name: String,
+    ok: bool,
+    error: fn(String) -> ValueError,
+) -> Result<String, ValueError> {
+    if ok && name != "." && name != ".." {
+        Ok(name)
+    } else {
+        Err(error(name))
     }
 }
 
@@ -294,11 +297,8 @@ impl Kind for Netns {
     type From = String;
     type Out = String;
     fn parse(name: String) -> Result<String, ValueError> {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-            Err(ValueError::Netns(name))
-        } else {
-            Ok(name)
-        }
+        let ok = !name.is_empty() && !name.contains(['/', '\0']);
+        named_file(name, ok, ValueError::Netns)
     }
 }
 
