@@ -542,8 +542,10 @@ pub struct LogConfig {
 }
 
 impl Config {
-    /// The values used for absent keys (no listeners, no servers).
-    fn builtin_defaults() -> Config {
+    /// The configuration of an empty file: every absent key's default, no listeners, sources
+    /// or instances. The daemon starts from it and applies its configuration as a reload.
+    #[must_use]
+    pub fn empty() -> Config {
         Config {
             clock: ClockConfig {
                 backend: ClockBackend::Observe,

@@ -432,7 +432,7 @@ impl RawConfig {
     /// Check every value and build the typed configuration, or return every problem found.
     pub(crate) fn validate(&self) -> Result<Config, Vec<KeyError>> {
         let mut errors = Errors(Vec::new());
-        let defaults = Config::builtin_defaults();
+        let defaults = Config::empty();
         let e = &mut errors;
 
         let clock = self
