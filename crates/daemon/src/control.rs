@@ -296,8 +296,8 @@ pub enum Reply {
     Error(String),
 }
 
-/// The reply as it travels.
-#[derive(Serialize, Deserialize)]
+/// The reply as it travels: `ok` and exactly one of the others.
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireReply {
     ok: bool,
@@ -345,48 +345,17 @@ pub fn decode_request(line: &str) -> Result<Request, ControlError> {
 
 /// Encode a reply as one line, newline included.
 pub fn encode_reply(reply: &Reply) -> String {
-    let wire = match reply {
-        Reply::Status(status) => WireReply {
-            ok: true,
-            status: Some(status.clone()),
-            sessions: None,
-            message: None,
-            trace: None,
-            error: None,
-        },
-        Reply::Sessions(sessions) => WireReply {
-            ok: true,
-            status: None,
-            sessions: Some(sessions.clone()),
-            message: None,
-            trace: None,
-            error: None,
-        },
-        Reply::Done(message) => WireReply {
-            ok: true,
-            status: None,
-            sessions: None,
-            message: Some(message.clone()),
-            trace: None,
-            error: None,
-        },
-        Reply::Trace(trace) => WireReply {
-            ok: true,
-            status: None,
-            sessions: None,
-            message: None,
-            trace: Some(trace.clone()),
-            error: None,
-        },
-        Reply::Error(message) => WireReply {
-            ok: false,
-            status: None,
-            sessions: None,
-            message: None,
-            trace: None,
-            error: Some(message.clone()),
-        },
+    let mut wire = WireReply {
+        ok: true,
+        ..WireReply::default()
     };
+    match reply {
+        Reply::Status(status) => wire.status = Some(status.clone()),
+        Reply::Sessions(sessions) => wire.sessions = Some(sessions.clone()),
+        Reply::Done(message) => wire.message = Some(message.clone()),
+        Reply::Trace(trace) => wire.trace = Some(trace.clone()),
+        Reply::Error(message) => (wire.ok, wire.error) = (false, Some(message.clone())),
+    }
     // Serializing these plain structs cannot fail: every map key is a string and
     // serde_json writes non-finite floats as null.
     let mut line = serde_json::to_string(&wire)
@@ -397,56 +366,35 @@ pub fn encode_reply(reply: &Reply) -> String {
 
 /// Decode a reply line (a trailing newline is allowed).
 pub fn decode_reply(line: &str) -> Result<Reply, ControlError> {
-    let wire: WireReply = serde_json::from_str(strip_newline(line))?;
-    match wire {
-        WireReply {
-            ok: true,
-            status: Some(status),
-            sessions: None,
-            message: None,
-            trace: None,
-            error: None,
-        } => Ok(Reply::Status(status)),
-        WireReply {
-            ok: true,
-            status: None,
-            sessions: Some(sessions),
-            message: None,
-            trace: None,
-            error: None,
-        } => Ok(Reply::Sessions(sessions)),
-        WireReply {
-            ok: true,
-            status: None,
-            sessions: None,
-            message: Some(message),
-            trace: None,
-            error: None,
-        } => Ok(Reply::Done(message)),
-        WireReply {
-            ok: true,
-            status: None,
-            sessions: None,
-            message: None,
-            trace: Some(trace),
-            error: None,
-        } => Ok(Reply::Trace(trace)),
-        WireReply {
-            ok: false,
-            status: None,
-            sessions: None,
-            message: None,
-            trace: None,
-            error: Some(error),
-        } => Ok(Reply::Error(error)),
-        WireReply { ok: true, .. } => Err(ControlError::Invalid(
+    let w: WireReply = serde_json::from_str(strip_newline(line))?;
+    let present = [
+        w.status.is_some(),
+        w.sessions.is_some(),
+        w.message.is_some(),
+        w.trace.is_some(),
+        w.error.is_some(),
+    ];
+    if present.iter().filter(|p| **p).count() != 1 || w.ok == w.error.is_some() {
+        return Err(ControlError::Invalid(if w.ok {
             "an ok reply needs exactly one of \"status\", \"sessions\", \"message\" or \"trace\""
-                .to_owned(),
-        )),
-        WireReply { ok: false, .. } => Err(ControlError::Invalid(
-            "an error reply needs \"error\" and nothing else".to_owned(),
-        )),
+                .to_owned()
+        } else {
+            "an error reply needs \"error\" and nothing else".to_owned()
+        }));
     }
+    Ok(match w {
+        WireReply {
+            status: Some(s), ..
+        } => Reply::Status(s),
+        WireReply {
+            sessions: Some(s), ..
+        } => Reply::Sessions(s),
+        WireReply {
+            message: Some(m), ..
+        } => Reply::Done(m),
+        WireReply { trace: Some(t), .. } => Reply::Trace(t),
+        WireReply { error, .. } => Reply::Error(error.unwrap_or_default()),
+    })
 }
 
 /// Read one request line from a connection, refusing more than [`MAX_REQUEST_LEN`] bytes.
