@@ -40,7 +40,6 @@ use std::{
     collections::BTreeMap,
     io::IsTerminal as _,
     net::SocketAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -49,7 +48,7 @@ use serde::Deserialize;
 use xshell::Shell;
 
 use crate::probe::Sample;
-use crate::scenario::{self, guard, wait_until, Outcome, Run, Scenario, Session, Status};
+use crate::scenario::{self, wait_until, Outcome, Run, Scenario, Session, Status};
 use topology::{NodeSpec, NODES};
 
 /// How long the clients get to synchronise (typically 5 to 30 s).
@@ -187,20 +186,9 @@ impl NodeView {
     }
 }
 
-/// `stratactl --socket … WHAT --json` of `node` (from the host: unix
-/// sockets are not namespaced).
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
 /// A node's status and its instances, from one `status --json`.
 fn status_of(run: &Run<'_>, node: &str) -> Result<(Status, BTreeMap<String, InstanceView>)> {
-    let out = stratactl(run, node, "status")?;
+    let out = run.stratactl(node, "status")?;
     let status: Status =
         serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))?;
     let instances: StatusInstances =

@@ -40,14 +40,13 @@
 use std::{
     collections::BTreeMap,
     os::unix::fs::PermissionsExt,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, symmetric::start_daemon, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{guard, Outcome, Run, Scenario};
 
 /// The longest wait for the three good pairs.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -200,45 +199,19 @@ fn roles() -> Vec<Role> {
     ]
 }
 
-fn lan(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// `cargo xtask scenario auth`; see the module doc.
 pub fn auth_scenario() -> Scenario {
-    let roles = roles();
-    Scenario {
-        name: "auth",
-        about: "signed client/server (SHA256), symmetric (AES-CMAC), multicast (MD5) sync; wrong keys do not, counters say why",
-        nodes: roles
-            .iter()
-            .map(|r| Node {
-                name: r.node,
-                // Nodes with keys start from the check, once their keys
-                // file is written.
-                config: r.keys.is_none().then(|| r.config.clone()),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: roles
-            .iter()
-            .map(|r| Link::BridgePort {
-                bridge: "lan",
-                end: lan(r.node),
-            })
-            .collect(),
-        addrs: roles
-            .iter()
-            .map(|r| Addr {
-                end: lan(r.node),
-                cidr: r.cidr,
-            })
-            .collect(),
+    let sc = Scenario::new(
+        "auth",
+        "signed client/server (SHA256), symmetric (AES-CMAC), multicast (MD5) sync; wrong keys do not, counters say why",
         check,
-    }
+    );
+    roles().into_iter().fold(sc, |sc, r| {
+        // Nodes with keys start from the check, once their keys file is
+        // written.
+        sc.node(r.node, r.keys.is_none().then_some(r.config))
+            .on_lan(r.node, r.cidr)
+    })
 }
 
 /// `stratactl status --json`: the fields this scenario reads.
@@ -279,18 +252,8 @@ struct AuthSession {
     calibrated_delay_s: Option<f64>,
 }
 
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
 fn status(run: &Run<'_>, node: &str) -> Result<NodeStatus> {
-    let out = stratactl(run, node, "status")?;
-    serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))
+    run.query(node, "status")
 }
 
 fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
@@ -301,8 +264,7 @@ fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
 }
 
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<AuthSession>> {
-    let out = stratactl(run, node, "sessions")?;
-    serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
+    run.query(node, "sessions")
 }
 
 /// Writes `node`'s keys file with mode 0600 (created so: never readable by
@@ -414,7 +376,7 @@ fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Inst
     for role in roles() {
         let Some(keys) = &role.keys else { continue };
         write_keys(run, role.node, keys)?;
-        start_daemon(run, role.node, &role.config)?;
+        run.start_stratad(role.node, &role.config)?;
     }
     // 1. The signed pairs synchronise.
     let targets: [(&str, &str, u8, &str, &str); 3] = [

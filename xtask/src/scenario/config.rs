@@ -29,6 +29,62 @@ impl RenderCtx<'_> {
     }
 }
 
+/// A stratum-1 server (virtual clock, local reference) answering at `listen`.
+pub fn stratum1(listen: &str) -> String {
+    format!(
+        r#"
+[clock]
+backend = "virtual"
+
+[local-reference]
+stratum = 1
+
+[[listen]]
+address = "{listen}"
+"#
+    )
+}
+
+/// A node whose virtual clock starts `offset` off and steps once (short
+/// stepout, short polls), answering at `listen`, with `source` its
+/// `[[server]]` (iburst) or `[[peer]]` at `address`.
+fn synced_to(offset: &str, source: &str, address: &str, listen: &str) -> String {
+    let iburst = if source == "server" {
+        "iburst = true\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[clock]
+backend = "virtual"
+initial-offset = "{offset}"
+
+[discipline]
+step-threshold = "128ms"
+stepout = "2s"
+
+[[{source}]]
+address = "{address}"
+minpoll = -2
+maxpoll = 0
+{iburst}
+[[listen]]
+address = "{listen}"
+"#
+    )
+}
+
+/// A client of `server` ([`synced_to`]).
+pub fn client(offset: &str, server: &str, listen: &str) -> String {
+    synced_to(offset, "server", server, listen)
+}
+
+/// A symmetric active peer of `peer` ([`synced_to`]).
+pub fn peer(offset: &str, peer: &str, listen: &str) -> String {
+    synced_to(offset, "peer", peer, listen)
+}
+
 /// Renders `template` for one node; see the module doc.
 pub fn render(template: &str, ctx: &RenderCtx<'_>) -> Result<String> {
     let text = template
@@ -115,6 +171,26 @@ mod tests {
             Some("st1a2b-eth0")
         );
         assert_eq!(doc["clock"]["drift-file"].as_str(), Some("/r/n/drift"));
+    }
+
+    #[test]
+    fn shared_configs_are_toml() {
+        let (run, node) = (Path::new("/r"), Path::new("/r/n"));
+        let parse = |t: &str| -> toml::Table {
+            render(t, &ctx(run, node))
+                .expect("render")
+                .parse()
+                .expect("TOML")
+        };
+        let c = parse(&client("200ms", "10.200.1.1:123", "10.200.1.2:123"));
+        assert_eq!(c["server"][0]["iburst"].as_bool(), Some(true));
+        assert_eq!(c["clock"]["initial-offset"].as_str(), Some("200ms"));
+        assert_eq!(c["listen"][0]["address"].as_str(), Some("10.200.1.2:123"));
+        let p = parse(&peer("-250ms", "10.200.3.1:123", "10.200.3.2:123"));
+        assert_eq!(p["peer"][0]["minpoll"].as_integer(), Some(-2));
+        assert!(p["peer"][0].get("iburst").is_none());
+        let s = parse(&stratum1("10.200.3.3:123"));
+        assert_eq!(s["local-reference"]["stratum"].as_integer(), Some(1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{wait_until, Outcome, Run, Scenario};
 
 /// Every scenario, in the order `scenario all` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -31,59 +31,25 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
 /// Plumbing only, no daemon: namespaces, a veth, a bridge, IPv4 and IPv6,
 /// processes in namespaces, and the probe across links.
 fn smoke() -> Scenario {
-    Scenario {
-        name: "smoke",
-        about: "namespace plumbing: veth + bridge, v4/v6, probe across links (no daemon)",
-        nodes: vec![
-            Node {
-                name: "a",
-                config: None,
-            },
-            Node {
-                name: "b",
-                config: None,
-            },
-            Node {
-                name: "c",
-                config: None,
-            },
-        ],
-        bridges: vec!["lan"],
-        links: vec![
-            Link::Veth(end("a", "eth0"), end("b", "eth0")),
-            Link::BridgePort {
-                bridge: "lan",
-                end: end("b", "lan0"),
-            },
-            Link::BridgePort {
-                bridge: "lan",
-                end: end("c", "lan0"),
-            },
-        ],
-        addrs: vec![
-            addr("a", "eth0", "10.200.0.1/24"),
-            addr("b", "eth0", "10.200.0.2/24"),
-            addr("a", "eth0", "fd00:200::1/64"),
-            addr("b", "eth0", "fd00:200::2/64"),
-            addr("b", "lan0", "10.200.9.2/24"),
-            addr("c", "lan0", "10.200.9.3/24"),
-        ],
-        check: smoke_check,
-    }
+    Scenario::new(
+        "smoke",
+        "namespace plumbing: veth + bridge, v4/v6, probe across links (no daemon)",
+        smoke_check,
+    )
+    .bare("a")
+    .bare("b")
+    .bare("c")
+    .veth(
+        ("a", "eth0", "10.200.0.1/24"),
+        ("b", "eth0", "10.200.0.2/24"),
+    )
+    .addr("a", "eth0", "fd00:200::1/64")
+    .addr("b", "eth0", "fd00:200::2/64")
+    .on_lan("b", "10.200.9.2/24")
+    .on_lan("c", "10.200.9.3/24")
 }
 
 fn smoke_check(run: &Run<'_>) -> Result<Outcome> {
@@ -176,27 +142,17 @@ address = "10.200.1.2:123"
 /// One client syncing to one stratum-1 server over a veth: the client starts
 /// 500 ms off with a +50 ppm frequency error, must step once and then track.
 fn client_server() -> Scenario {
-    Scenario {
-        name: "client-server",
-        about: "client steps 500 ms once, then cancels a +50 ppm error (|true error| < 1 ms)",
-        nodes: vec![
-            Node {
-                name: "server",
-                config: Some(SERVER_CONFIG.to_owned()),
-            },
-            Node {
-                name: "client",
-                config: Some(CLIENT_CONFIG.to_owned()),
-            },
-        ],
-        bridges: vec![],
-        links: vec![Link::Veth(end("server", "eth0"), end("client", "eth0"))],
-        addrs: vec![
-            addr("server", "eth0", "10.200.1.1/24"),
-            addr("client", "eth0", "10.200.1.2/24"),
-        ],
-        check: client_server_check,
-    }
+    Scenario::new(
+        "client-server",
+        "client steps 500 ms once, then cancels a +50 ppm error (|true error| < 1 ms)",
+        client_server_check,
+    )
+    .daemon("server", SERVER_CONFIG)
+    .daemon("client", CLIENT_CONFIG)
+    .veth(
+        ("server", "eth0", "10.200.1.1/24"),
+        ("client", "eth0", "10.200.1.2/24"),
+    )
 }
 
 /// What the client looked like at one poll.

@@ -39,7 +39,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::{guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, Outcome, Run, Scenario};
 
 /// The longest wait for chronyd to select the strata server and settle.
 pub const CHRONY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,17 +90,6 @@ iburst = true
 address = "10.200.3.2:123"
 "#;
 
-const STRATA_SERVER_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.3.3:123"
-"#;
-
 /// chronyd directives of the server node (the common ones are added by [`chronyd_conf`]).
 const CHRONY_SERVER_DIRECTIVES: &str = "\
 local stratum 3
@@ -114,59 +103,21 @@ port 0
 server 10.200.3.3 iburst minpoll -2 maxpoll 0
 ";
 
-fn end(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// The scenario; see the module doc.
 pub fn interop_chrony() -> Scenario {
-    let bare = |name| Node { name, config: None };
-    Scenario {
-        name: "interop-chrony",
-        about: "strata client <- chronyd -x server, chronyd -x client <- strata server",
-        nodes: vec![
-            bare("chronysrv"),
-            Node {
-                name: "stratacli",
-                config: Some(STRATA_CLIENT_CONFIG.to_owned()),
-            },
-            Node {
-                name: "stratasrv",
-                config: Some(STRATA_SERVER_CONFIG.to_owned()),
-            },
-            bare("chronycli"),
-        ],
-        bridges: vec!["lan"],
-        links: ["chronysrv", "stratacli", "stratasrv", "chronycli"]
-            .into_iter()
-            .map(|node| Link::BridgePort {
-                bridge: "lan",
-                end: end(node),
-            })
-            .collect(),
-        addrs: vec![
-            Addr {
-                end: end("chronysrv"),
-                cidr: "10.200.3.1/24",
-            },
-            Addr {
-                end: end("stratacli"),
-                cidr: "10.200.3.2/24",
-            },
-            Addr {
-                end: end("stratasrv"),
-                cidr: "10.200.3.3/24",
-            },
-            Addr {
-                end: end("chronycli"),
-                cidr: "10.200.3.4/24",
-            },
-        ],
+    Scenario::new(
+        "interop-chrony",
+        "strata client <- chronyd -x server, chronyd -x client <- strata server",
         check,
-    }
+    )
+    .bare("chronysrv")
+    .daemon("stratacli", STRATA_CLIENT_CONFIG)
+    .daemon("stratasrv", stratum1(&format!("{STRATA_SERVER}:123")))
+    .bare("chronycli")
+    .on_lan("chronysrv", "10.200.3.1/24")
+    .on_lan("stratacli", "10.200.3.2/24")
+    .on_lan("stratasrv", "10.200.3.3/24")
+    .on_lan("chronycli", "10.200.3.4/24")
 }
 
 /// The arguments chronyd always runs with: `-x` (never touch the host
@@ -604,7 +555,6 @@ mod tests {
     fn configs_use_the_topology_addresses() {
         assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{CHRONY_SERVER}:123\"")));
         assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{STRATA_CLIENT}:123\"")));
-        assert!(STRATA_SERVER_CONFIG.contains(&format!("\"{STRATA_SERVER}:123\"")));
         let sc = interop_chrony();
         sc.validate().expect("well-formed");
         for ip in [CHRONY_SERVER, STRATA_CLIENT, STRATA_SERVER] {

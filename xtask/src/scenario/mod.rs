@@ -37,7 +37,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 use xshell::{cmd, Shell};
 
 use crate::probe::Sample;
@@ -96,6 +96,34 @@ pub struct Outcome {
     pub values: Vec<(&'static str, String)>,
 }
 
+/// One sub-check's line, printed under the scenario's summary as
+/// `  NAME: pass|FAIL key=value ...`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The sub-check's name.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub pass: bool,
+    /// What it measured.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Line {
+    /// Prints the line.
+    pub fn print(&self) {
+        let kv: String = self
+            .values
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect();
+        println!(
+            "  {}: {}{kv}",
+            self.name,
+            if self.pass { "pass" } else { "FAIL" }
+        );
+    }
+}
+
 /// A scenario's check, run once everything is up.
 pub type Check = fn(&Run<'_>) -> Result<Outcome>;
 
@@ -117,7 +145,82 @@ pub struct Scenario {
     pub check: Check,
 }
 
+/// One end of a veth with its address: `(node, ifname, ip/len)`.
+pub type Iface = (&'static str, &'static str, &'static str);
+
+/// The builder: a scenario starts empty ([`Scenario::new`]) and each call
+/// adds nodes, links and addresses, so a definition lists only what is its
+/// own.
 impl Scenario {
+    /// An empty scenario.
+    pub fn new(name: &'static str, about: &'static str, check: Check) -> Scenario {
+        Scenario {
+            name,
+            about,
+            nodes: Vec::new(),
+            bridges: Vec::new(),
+            links: Vec::new(),
+            addrs: Vec::new(),
+            check,
+        }
+    }
+
+    /// Adds node `name`, running `stratad` with `config` when there is one.
+    #[must_use]
+    pub fn node(mut self, name: &'static str, config: Option<impl Into<String>>) -> Scenario {
+        let config = config.map(Into::into);
+        self.nodes.push(Node { name, config });
+        self
+    }
+
+    /// Adds a bare namespace (no daemon at start).
+    #[must_use]
+    pub fn bare(self, name: &'static str) -> Scenario {
+        self.node(name, None::<String>)
+    }
+
+    /// Adds a node running `stratad` with `config`.
+    #[must_use]
+    pub fn daemon(self, name: &'static str, config: impl Into<String>) -> Scenario {
+        self.node(name, Some(config))
+    }
+
+    /// Adds a veth pair between two interfaces, each with its address.
+    #[must_use]
+    pub fn veth(mut self, (na, ia, ca): Iface, (nb, ib, cb): Iface) -> Scenario {
+        let end = |node, ifname| End { node, ifname };
+        self.links.push(Link::Veth(end(na, ia), end(nb, ib)));
+        self.addr(na, ia, ca).addr(nb, ib, cb)
+    }
+
+    /// Adds an address to `node`'s interface `ifname`.
+    #[must_use]
+    pub fn addr(
+        mut self,
+        node: &'static str,
+        ifname: &'static str,
+        cidr: &'static str,
+    ) -> Scenario {
+        let end = End { node, ifname };
+        self.addrs.push(Addr { end, cidr });
+        self
+    }
+
+    /// Puts `node` on the bridge `lan` (added on first use) through its
+    /// interface `lan0`, with address `cidr`.
+    #[must_use]
+    pub fn on_lan(mut self, node: &'static str, cidr: &'static str) -> Scenario {
+        if !self.bridges.contains(&"lan") {
+            self.bridges.push("lan");
+        }
+        let end = End {
+            node,
+            ifname: "lan0",
+        };
+        self.links.push(Link::BridgePort { bridge: "lan", end });
+        self.addr(node, "lan0", cidr)
+    }
+
     /// Whether any node runs the daemon (so the binaries must be built).
     pub fn needs_daemon(&self) -> bool {
         self.nodes.iter().any(|n| n.config.is_some())
@@ -350,7 +453,9 @@ impl Run<'_> {
         self.guard.exit_status(pid)
     }
 
-    fn stratactl(&self, node: &str, what: &str) -> Result<String> {
+    /// `stratactl --socket … WHAT --json` of `node` (run from the host:
+    /// unix sockets are not namespaced).
+    pub fn stratactl(&self, node: &str, what: &str) -> Result<String> {
         let socket = self.control_socket(node);
         guard::run_cmd(
             Command::new(&self.bins.stratactl)
@@ -360,17 +465,90 @@ impl Run<'_> {
         )
     }
 
-    /// `stratactl --socket … status --json` of `node` (run from the host:
-    /// unix sockets are not namespaced).
-    pub fn status(&self, node: &str) -> Result<Status> {
-        let out = self.stratactl(node, "status")?;
-        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))
+    /// `stratactl … WHAT --json` of `node`, parsed as `T` (the fields the
+    /// caller reads).
+    pub fn query<T: DeserializeOwned>(&self, node: &str, what: &str) -> Result<T> {
+        let out = self.stratactl(node, what)?;
+        serde_json::from_str(&out).with_context(|| format!("parse {what} of {node}: {out}"))
     }
 
-    /// `stratactl --socket … sessions --json` of `node`.
+    /// `stratactl … status --json` of `node`.
+    pub fn status(&self, node: &str) -> Result<Status> {
+        self.query(node, "status")
+    }
+
+    /// `stratactl … sessions --json` of `node`.
     pub fn sessions(&self, node: &str) -> Result<Vec<Session>> {
-        let out = self.stratactl(node, "sessions")?;
-        serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
+        self.query(node, "sessions")
+    }
+
+    /// Renders `template` as `node`'s `strata.toml`; returns its path.
+    pub fn write_config(&self, node: &str, template: &str) -> Result<PathBuf> {
+        let node_dir = self.node_dir(node);
+        std::fs::create_dir_all(&node_dir)?;
+        let ctx = config::RenderCtx {
+            prefix: self.prefix,
+            run_dir: &self.dir,
+            node_dir: &node_dir,
+        };
+        let rendered =
+            config::render(template, &ctx).with_context(|| format!("config of node {node}"))?;
+        let file = node_dir.join("strata.toml");
+        std::fs::write(&file, rendered)?;
+        Ok(file)
+    }
+
+    /// Starts `stratad` in `node` from its `strata.toml` (output to
+    /// `LABEL.log`), owned by the guard, and waits for its control socket.
+    /// Returns the PID.
+    pub fn spawn_stratad(&self, node: &str, label: &str) -> Result<u32> {
+        let node_dir = self.node_dir(node);
+        let file = node_dir.join("strata.toml").display().to_string();
+        let socket = self.control_socket(node);
+        // A socket left by an earlier daemon would look like this one's.
+        std::fs::remove_file(&socket).ok();
+        let pid = self.spawn_in(node, label, &self.bins.stratad, &["-c", &file])?;
+        guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            if let Some(status) = self.exit_status(pid) {
+                bail!(
+                    "stratad on {node} exited early ({status}); log: {}",
+                    node_dir.join(format!("{label}.log")).display()
+                );
+            }
+            Ok(socket.exists().then_some(()))
+        })
+        .with_context(|| format!("stratad on {node} did not open its control socket"))?;
+        Ok(pid)
+    }
+
+    /// Renders `template` for `node` and starts `stratad` there
+    /// ([`Run::spawn_stratad`]). Returns the PID.
+    pub fn start_stratad(&self, node: &str, template: &str) -> Result<u32> {
+        self.write_config(node, template)?;
+        self.spawn_stratad(node, "stratad")
+    }
+
+    /// The PID of the `stratad` in `node`'s namespace.
+    pub fn stratad_pid(&self, node: &str) -> Result<u32> {
+        let pids = guard::ip(&["netns", "pids", &self.ns(node)])?;
+        pids.split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "stratad")
+            })
+            .with_context(|| format!("no stratad in {node}"))
+    }
+
+    /// Stops process `pid` (one this run started) with SIGTERM and waits
+    /// until it has exited.
+    pub fn stop(&self, pid: u32) -> Result<()> {
+        guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.exit_status(pid)
+        })
+        .with_context(|| format!("process {pid} did not exit after SIGTERM"))?;
+        Ok(())
     }
 
     /// The true clock error of the server at `addr`, probed from inside `node`.
@@ -447,34 +625,9 @@ fn build(sc: &Scenario, run: &Run<'_>, guard: &Guard) -> Result<()> {
         guard::ip(&args)?;
     }
     for node in &sc.nodes {
-        let Some(template) = &node.config else {
-            continue;
-        };
-        let node_dir = run.node_dir(node.name);
-        std::fs::create_dir_all(&node_dir)?;
-        let ctx = config::RenderCtx {
-            prefix: run.prefix,
-            run_dir: &run.dir,
-            node_dir: &node_dir,
-        };
-        let rendered = config::render(template, &ctx)
-            .with_context(|| format!("config of node {}", node.name))?;
-        let file = node_dir.join("strata.toml");
-        std::fs::write(&file, rendered)?;
-        let file = file.display().to_string();
-        let pid = run.spawn_in(node.name, "stratad", &run.bins.stratad, &["-c", &file])?;
-        let socket = ctx.control_socket();
-        guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            if let Some(status) = run.exit_status(pid) {
-                bail!(
-                    "stratad on {} exited early ({status}); log: {}",
-                    node.name,
-                    node_dir.join("stratad.log").display()
-                );
-            }
-            Ok(socket.exists().then_some(()))
-        })
-        .with_context(|| format!("stratad on {} did not open its control socket", node.name))?;
+        if let Some(template) = &node.config {
+            run.start_stratad(node.name, template)?;
+        }
     }
     Ok(())
 }

@@ -38,14 +38,13 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, interop, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, interop, Outcome, Run, Scenario};
 
 /// Mode-5 packets the server sends while the clients must stay quiet.
 const LISTEN_PACKETS: u64 = 15;
@@ -88,30 +87,18 @@ struct Counters {
     dropped: BTreeMap<String, u64>,
 }
 
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<Mode5Session>> {
-    let out = stratactl(run, node, "sessions")?;
-    serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
+    run.query(node, "sessions")
 }
 
 /// The default instance's counters of `node`.
 fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
-    let out = stratactl(run, node, "status")?;
-    let status: CountersStatus =
-        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))?;
+    let status: CountersStatus = run.query(node, "status")?;
     status
         .instances
         .get("default")
         .cloned()
-        .with_context(|| format!("{node}: no default instance in {out}"))
+        .with_context(|| format!("{node}: no default instance"))
 }
 
 /// What one mode-5 scenario uses besides its topology.
@@ -152,31 +139,10 @@ address = "{wildcard}"
     )
 }
 
-/// The server's config: local stratum-1 reference, its listener, `send`.
+/// The server's config: local stratum-1 reference, its listener, `send`
+/// (poll 0, 1 s, instead of the default 64 s: shortened for the scenario).
 fn server_config(listen: &str, send: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "{listen}"
-
-# poll 0 (1 s) instead of the default 6 (64 s): shortened for the scenario.
-{send}
-poll = 0
-"#
-    )
-}
-
-fn lan(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
+    format!("{}\n{send}\npoll = 0\n", stratum1(listen))
 }
 
 /// The shared topology: `server` and `c1`..`c3` on bridge `lan`, with
@@ -189,34 +155,10 @@ fn topology(
     check: super::Check,
 ) -> Scenario {
     let names = ["server", CLIENTS[0], CLIENTS[1], CLIENTS[2]];
-    let [s, c1, c2, c3] = configs;
-    let nodes = names
-        .iter()
-        .zip([s, c1, c2, c3])
-        .map(|(name, config)| Node { name, config })
-        .collect();
-    Scenario {
-        name,
-        about,
-        nodes,
-        bridges: vec!["lan"],
-        links: names
-            .iter()
-            .map(|node| Link::BridgePort {
-                bridge: "lan",
-                end: lan(node),
-            })
-            .collect(),
-        addrs: names
-            .iter()
-            .zip(cidrs)
-            .map(|(node, cidr)| Addr {
-                end: lan(node),
-                cidr,
-            })
-            .collect(),
-        check,
-    }
+    names.into_iter().zip(configs).zip(cidrs).fold(
+        Scenario::new(name, about, check),
+        |sc, ((node, config), cidr)| sc.node(node, config).on_lan(node, cidr),
+    )
 }
 
 fn clients_of(section: &str, wildcard: &str) -> [Option<String>; 3] {
@@ -446,50 +388,6 @@ fn wait_server_sent(run: &Run<'_>, from: u64, n: u64) -> Result<Counters> {
     .with_context(|| format!("server did not send {n} more mode-5 packets"))
 }
 
-/// The PID of `stratad` in `node` (the guard's child).
-fn stratad_pid(run: &Run<'_>, node: &str) -> Result<u32> {
-    let pids = guard::ip(&["netns", "pids", &run.ns(node)])?;
-    pids.split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "stratad")
-        })
-        .with_context(|| format!("no stratad in {node}"))
-}
-
-/// Stops `node`'s stratad (SIGTERM, waits for the guard to reap it).
-fn stop_stratad(run: &Run<'_>, node: &str) -> Result<()> {
-    let pid = stratad_pid(run, node)?;
-    guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
-    guard::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        run.exit_status(pid)
-    })
-    .with_context(|| format!("stratad on {node} did not exit"))?;
-    Ok(())
-}
-
-/// Starts `node`'s stratad again from its rendered config; returns once it answers.
-fn start_stratad(run: &Run<'_>, node: &str) -> Result<()> {
-    let dir = run.node_dir(node);
-    let config = dir.join("strata.toml").display().to_string();
-    let socket = run.control_socket(node);
-    std::fs::remove_file(&socket).ok();
-    let pid = run.spawn_in(
-        node,
-        "stratad-restarted",
-        &run.bins.stratad,
-        &["-c", &config],
-    )?;
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!("restarted stratad on {node} exited ({status})");
-        }
-        Ok(counters(run, node).ok().map(drop))
-    })
-    .with_context(|| format!("restarted stratad on {node} does not answer"))
-}
-
 /// Per-client figures for the summary line.
 #[derive(Debug, Clone, Default)]
 struct Figures {
@@ -591,7 +489,7 @@ fn mode5_phases(
     values.push(("error_us", join_f(&fig.error_us)));
     values.push(("delay_us", join_f(&fig.delay_us)));
     // 4. Server restart after a silence of over 3 intervals.
-    stop_stratad(run, "server")?;
+    run.stop(run.stratad_pid("server")?)?;
     let mut silent = Vec::new();
     guard::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         silent = views(run, v).ok()?;
@@ -601,7 +499,7 @@ fn mode5_phases(
             .then_some(())
     })
     .with_context(|| format!("clients did not notice the silence: {}", describe(&silent)))?;
-    start_stratad(run, "server")?;
+    run.spawn_stratad("server", "stratad-restarted")?;
     wait_listening(run, v, 2, CALIBRATE_TIMEOUT)?;
     let server = counters(run, "server")?;
     values.push(("recal_server_received", server.received.to_string()));
@@ -686,42 +584,17 @@ pub fn interop_multicast() -> Scenario {
         "[[broadcast-client]]\ninterface = \"${prefix}lan0\"",
         "0.0.0.0:123",
     );
-    let names = ["chrony", "mclient", "bclient"];
-    Scenario {
-        name: "interop-multicast",
-        about: "strata multicast + broadcast clients calibrate on chronyd -x mode 5 (< 1 ms)",
-        nodes: vec![
-            Node {
-                name: "chrony",
-                config: None,
-            },
-            Node {
-                name: "mclient",
-                config: Some(mc),
-            },
-            Node {
-                name: "bclient",
-                config: Some(bc),
-            },
-        ],
-        bridges: vec!["lan"],
-        links: names
-            .iter()
-            .map(|node| Link::BridgePort {
-                bridge: "lan",
-                end: lan(node),
-            })
-            .collect(),
-        addrs: names
-            .iter()
-            .zip(["10.200.62.1/24", "10.200.62.2/24", "10.200.62.3/24"])
-            .map(|(node, cidr)| Addr {
-                end: lan(node),
-                cidr,
-            })
-            .collect(),
-        check: check_interop,
-    }
+    Scenario::new(
+        "interop-multicast",
+        "strata multicast + broadcast clients calibrate on chronyd -x mode 5 (< 1 ms)",
+        check_interop,
+    )
+    .bare("chrony")
+    .daemon("mclient", mc)
+    .daemon("bclient", bc)
+    .on_lan("chrony", "10.200.62.1/24")
+    .on_lan("mclient", "10.200.62.2/24")
+    .on_lan("bclient", "10.200.62.3/24")
 }
 
 fn check_interop(run: &Run<'_>) -> Result<Outcome> {

@@ -57,7 +57,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, Outcome, Run, Scenario};
 
 /// Where ntpsec's package is unpacked (`PREFIX/usr/sbin/ntpd`).
 pub const NTPSEC_PREFIX: &str = "/opt/strata-ntpsec";
@@ -102,66 +102,29 @@ iburst = true
 address = "10.200.6.2:123"
 "#;
 
-const STRATA_SERVER_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.6.3:123"
-"#;
-
 /// ntpd directives of the server node (the common ones are added by [`ntpd_conf`]).
 const NTPSEC_SERVER_DIRECTIVES: &str = "tos orphan 5 orphanwait 0\n";
 
 /// ntpd directives of the client node: one source, short polls.
 const NTPSEC_CLIENT_DIRECTIVES: &str = "server 10.200.6.3 iburst minpoll 0 maxpoll 2\n";
 
-fn end(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// The scenario; see the module doc.
 pub fn interop_ntpsec() -> Scenario {
-    let nodes = [
-        ("ntpsrv", None, "10.200.6.1/24"),
-        ("stratacli", Some(STRATA_CLIENT_CONFIG), "10.200.6.2/24"),
-        ("stratasrv", Some(STRATA_SERVER_CONFIG), "10.200.6.3/24"),
-        ("ntpcli", None, "10.200.6.4/24"),
-        ("digcli", None, "10.200.6.5/24"),
-    ];
-    Scenario {
-        name: "interop-ntpsec",
-        about: "ntpsec ntpd client <- strata server, ntpdig -> strata server; strata client <- ntpsec orphan server (reported)",
-        nodes: nodes
-            .iter()
-            .map(|(name, config, _)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: nodes
-            .iter()
-            .map(|(name, _, cidr)| Addr {
-                end: end(name),
-                cidr,
-            })
-            .collect(),
+    Scenario::new(
+        "interop-ntpsec",
+        "ntpsec ntpd client <- strata server, ntpdig -> strata server; strata client <- ntpsec orphan server (reported)",
         check,
-    }
+    )
+    .bare("ntpsrv")
+    .daemon("stratacli", STRATA_CLIENT_CONFIG)
+    .daemon("stratasrv", stratum1(&format!("{STRATA_SERVER}:123")))
+    .bare("ntpcli")
+    .bare("digcli")
+    .on_lan("ntpsrv", "10.200.6.1/24")
+    .on_lan("stratacli", "10.200.6.2/24")
+    .on_lan("stratasrv", "10.200.6.3/24")
+    .on_lan("ntpcli", "10.200.6.4/24")
+    .on_lan("digcli", "10.200.6.5/24")
 }
 
 /// Unpacks ntpsec's Debian package into [`NTPSEC_PREFIX`] unless its `ntpd`
@@ -780,7 +743,6 @@ mod tests {
     fn configs_use_the_topology_addresses() {
         assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{NTPSEC_SERVER}:123\"")));
         assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{STRATA_CLIENT}:123\"")));
-        assert!(STRATA_SERVER_CONFIG.contains(&format!("\"{STRATA_SERVER}:123\"")));
         assert!(NTPSEC_SERVER_DIRECTIVES.contains(&format!("orphan {ORPHAN_STRATUM} ")));
         assert!(NTPSEC_CLIENT_DIRECTIVES.contains(&format!("server {STRATA_SERVER} ")));
         let sc = interop_ntpsec();

@@ -46,19 +46,18 @@
 //! reach, and strata's true error is under 1 ms at stratum 4. chronyd runs
 //! as in `interop-chrony`: `-x`, no `CAP_SYS_TIME`, checked before use.
 //!
-//! [`start_daemon`] starts a `stratad` from a check (rather than when the
+//! [`Run::start_stratad`](super::Run::start_stratad) starts a `stratad` from a check (rather than when the
 //! topology is built) so the check knows its PID and can stop it.
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{config, guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, Outcome, Run, Scenario};
 
 /// The longest wait for phase 1 (both peers in sync, `b` via `a`).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -75,17 +74,6 @@ const U1: &str = "10.200.1.1";
 const A: &str = "10.200.1.2";
 const B: &str = "10.200.1.3";
 const U3: &str = "10.200.1.4";
-
-const U1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.1.1:123"
-"#;
 
 const U3_CONFIG: &str = r#"
 [clock]
@@ -149,96 +137,22 @@ iburst = true
 address = "10.200.1.3:123"
 "#;
 
-fn end(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// `cargo xtask scenario symmetric`; see the module doc.
 pub fn symmetric() -> Scenario {
-    let nodes = [
-        // Started by the check (it stops them by PID).
-        ("u1", None),
-        ("a", None),
-        ("b", Some(B_CONFIG)),
-        ("u3", Some(U3_CONFIG)),
-    ];
-    let cidrs = [
-        ("u1", "10.200.1.1/24"),
-        ("a", "10.200.1.2/24"),
-        ("b", "10.200.1.3/24"),
-        ("u3", "10.200.1.4/24"),
-    ];
-    Scenario {
-        name: "symmetric",
-        about: "peers a (via u1, s1) <-> b (via u3, s3): b prefers a; u1 dies: a via b, no loop; a dies: b demobilises",
-        nodes: nodes
-            .iter()
-            .map(|(name, config)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: cidrs
-            .iter()
-            .map(|(node, cidr)| Addr {
-                end: end(node),
-                cidr,
-            })
-            .collect(),
+    Scenario::new(
+        "symmetric",
+        "peers a (via u1, s1) <-> b (via u3, s3): b prefers a; u1 dies: a via b, no loop; a dies: b demobilises",
         check,
-    }
-}
-
-/// Renders `template` for `node`, starts `stratad` there (owned by the run's
-/// guard) and waits for its control socket. Returns the PID.
-pub fn start_daemon(run: &Run<'_>, node: &str, template: &str) -> Result<u32> {
-    let node_dir = run.node_dir(node);
-    std::fs::create_dir_all(&node_dir)?;
-    let ctx = config::RenderCtx {
-        prefix: run.prefix,
-        run_dir: &run.dir,
-        node_dir: &node_dir,
-    };
-    let rendered =
-        config::render(template, &ctx).with_context(|| format!("config of node {node}"))?;
-    let file = node_dir.join("strata.toml");
-    std::fs::write(&file, rendered)?;
-    let file = file.display().to_string();
-    let pid = run.spawn_in(node, "stratad", &run.bins.stratad, &["-c", &file])?;
-    let socket = ctx.control_socket();
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!(
-                "stratad on {node} exited early ({status}); log: {}",
-                node_dir.join("stratad.log").display()
-            );
-        }
-        Ok(socket.exists().then_some(()))
-    })
-    .with_context(|| format!("stratad on {node} did not open its control socket"))?;
-    Ok(pid)
-}
-
-/// Stops process `pid` (one this run started) with SIGTERM and waits until
-/// it has exited.
-pub fn stop(run: &Run<'_>, pid: u32) -> Result<()> {
-    guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
-    guard::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        run.exit_status(pid)
-    })
-    .with_context(|| format!("process {pid} did not exit after SIGTERM"))?;
-    Ok(())
+    )
+    // Started by the check (it stops them by PID).
+    .bare("u1")
+    .bare("a")
+    .daemon("b", B_CONFIG)
+    .daemon("u3", U3_CONFIG)
+    .on_lan("u1", "10.200.1.1/24")
+    .on_lan("a", "10.200.1.2/24")
+    .on_lan("b", "10.200.1.3/24")
+    .on_lan("u3", "10.200.1.4/24")
 }
 
 /// The fields of `stratactl status --json` this scenario reads.
@@ -346,8 +260,8 @@ fn us(v: Option<f64>) -> String {
 
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let started = Instant::now();
-    let u1 = start_daemon(run, "u1", U1_CONFIG)?;
-    let a_pid = start_daemon(run, "a", A_CONFIG)?;
+    let u1 = run.start_stratad("u1", &stratum1(&format!("{U1}:123")))?;
+    let a_pid = run.start_stratad("a", A_CONFIG)?;
     let mut rec = Record::default();
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let mut failure: Option<String> = None;
@@ -394,7 +308,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
 
     // Phase 2: u1 dies; b on u3 (4), a on b (5).
     if failure.is_none() {
-        stop(run, u1)?;
+        run.stop(u1)?;
         let t0 = Instant::now();
         let mut errs = (None, None);
         let phase2 = guard::wait_until(FAILOVER_TIMEOUT, SAMPLE_EVERY, || {
@@ -429,7 +343,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
             "b_reach_before",
             reach_before.map_or("none".to_owned(), |r| format!("{r:o}")),
         ));
-        stop(run, a_pid)?;
+        run.stop(a_pid)?;
         let t0 = Instant::now();
         let phase3 = guard::wait_until(DEMOBILISE_TIMEOUT, SAMPLE_EVERY, || {
             let (_, b) = rec.sample(run, false)?;
@@ -533,39 +447,19 @@ fn chrony_peer_directives(peer: &str) -> String {
 /// select strata as its source here, since strata is synchronised to it
 /// (a loop chronyd refuses, as it should).
 pub fn interop_symmetric() -> Scenario {
-    let nodes = [
-        ("chronyp", None, "10.200.5.1/24"),
-        ("stratap", Some(STRATA_PASSIVE_CONFIG), "10.200.5.2/24"),
-        ("chronya", None, "10.200.5.3/24"),
-        ("strataa", Some(STRATA_ACTIVE_CONFIG), "10.200.5.4/24"),
-    ];
-    Scenario {
-        name: "interop-symmetric",
-        about: "chronyd -x peer -> strata passive; strata [[peer]] <-> chronyd -x peer",
-        nodes: nodes
-            .iter()
-            .map(|(name, config, _)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: nodes
-            .iter()
-            .map(|(node, _, cidr)| Addr {
-                end: end(node),
-                cidr,
-            })
-            .collect(),
-        check: interop_check,
-    }
+    Scenario::new(
+        "interop-symmetric",
+        "chronyd -x peer -> strata passive; strata [[peer]] <-> chronyd -x peer",
+        interop_check,
+    )
+    .bare("chronyp")
+    .daemon("stratap", STRATA_PASSIVE_CONFIG)
+    .bare("chronya")
+    .daemon("strataa", STRATA_ACTIVE_CONFIG)
+    .on_lan("chronyp", "10.200.5.1/24")
+    .on_lan("stratap", "10.200.5.2/24")
+    .on_lan("chronya", "10.200.5.3/24")
+    .on_lan("strataa", "10.200.5.4/24")
 }
 
 /// One strata/chronyd pair at one poll.
@@ -775,19 +669,14 @@ mod tests {
         sc.validate().expect("well-formed");
         assert!(sc.needs_daemon());
         let dir = std::path::Path::new("/tmp/strata-st0000/symmetric");
-        for (node, template) in [
-            ("u1", U1_CONFIG),
-            ("a", A_CONFIG),
-            ("b", B_CONFIG),
-            ("u3", U3_CONFIG),
-        ] {
+        for (node, template) in [("a", A_CONFIG), ("b", B_CONFIG), ("u3", U3_CONFIG)] {
             let node_dir = dir.join(node);
-            let ctx = config::RenderCtx {
+            let ctx = super::super::config::RenderCtx {
                 prefix: "st0000-",
                 run_dir: dir,
                 node_dir: &node_dir,
             };
-            let doc: toml::Table = config::render(template, &ctx)
+            let doc: toml::Table = super::super::config::render(template, &ctx)
                 .expect("render")
                 .parse()
                 .expect("TOML");

@@ -36,10 +36,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
-use super::{guard, wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::client, guard, wait_until, Line, Outcome, Run, Scenario};
 
 /// How long the checks wait for everything to synchronise.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -48,52 +48,6 @@ const MAX_ERROR_S: f64 = 1e-3;
 /// How long the symmetric pair across VPN A may take to form and
 /// synchronise CE5 (its first clock update may wait out the startup hold).
 const SYMMETRIC_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
-fn bare(name: &'static str) -> Node {
-    Node { name, config: None }
-}
-
-fn daemon(name: &'static str, config: &str) -> Node {
-    Node {
-        name,
-        config: Some(config.to_owned()),
-    }
-}
-
-/// A client config: virtual clock `offset` off, short polls, one server.
-fn client_config(offset: &str, server: &str, listen: &str, extra: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-initial-offset = "{offset}"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "{server}"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "{listen}"
-{extra}"#
-    )
-}
 
 const CE1_CONFIG: &str = r#"
 [clock]
@@ -215,79 +169,31 @@ instance = "late"
 
 /// `cargo xtask scenario vpn`: the five PE/CE topologies in one network.
 pub fn vpn() -> Scenario {
-    Scenario {
-        name: "vpn",
-        about: "one stratad per PE serves/syncs in namespace VPN instances (ce-ce, ce-pe, pe-ce, pe-pe, pe-multi)",
-        nodes: vec![
-            daemon("pe1", PE1_CONFIG),
-            bare("pe1-vpna"),
-            bare("pe1-vpnb"),
-            daemon("pe2", PE2_CONFIG),
-            bare("pe2-vpna"),
-            daemon("ce1", CE1_CONFIG),
-            daemon(
-                "ce2",
-                &client_config("150ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon(
-                "ce3",
-                &client_config("400ms", "10.200.3.2:123", "10.200.2.2:123", ""),
-            ),
-            daemon(
-                "ce4",
-                &client_config("-250ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon("ce5", CE5_CONFIG),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("pe1-vpna", "a1"), end("ce1", "e1")),
-            Link::Veth(end("pe1-vpna", "a4"), end("ce4", "e4")),
-            Link::Veth(end("pe1-vpna", "a5"), end("ce5", "e5")),
-            Link::Veth(end("pe1-vpnb", "b2"), end("ce2", "e2")),
-            Link::Veth(end("pe1-vpna", "core1"), end("pe2-vpna", "core2")),
-            Link::Veth(end("pe2-vpna", "a3"), end("ce3", "e3")),
-        ],
-        addrs: vec![
-            addr("pe1-vpna", "a1", "10.200.3.1/24"),
-            addr("ce1", "e1", "10.200.3.2/24"),
-            // The overlap: the same subnet and addresses in VPN A and VPN B.
-            addr("pe1-vpna", "a4", "10.200.1.1/24"),
-            addr("ce4", "e4", "10.200.1.2/24"),
-            addr("pe1-vpnb", "b2", "10.200.1.1/24"),
-            addr("ce2", "e2", "10.200.1.2/24"),
-            addr("pe1-vpna", "a5", "10.200.4.1/24"),
-            addr("ce5", "e5", "10.200.4.2/24"),
-            addr("pe1-vpna", "core1", "10.200.9.1/24"),
-            addr("pe2-vpna", "core2", "10.200.9.2/24"),
-            addr("pe2-vpna", "a3", "10.200.2.1/24"),
-            addr("ce3", "e3", "10.200.2.2/24"),
-        ],
-        check: vpn_check,
-    }
-}
-
-/// One check's line.
-#[derive(Debug, Clone)]
-struct Line {
-    name: &'static str,
-    pass: bool,
-    values: Vec<(&'static str, String)>,
-}
-
-impl Line {
-    fn print(&self) {
-        let kv: String = self
-            .values
-            .iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect();
-        println!(
-            "  {}: {}{kv}",
-            self.name,
-            if self.pass { "pass" } else { "FAIL" }
-        );
-    }
+    Scenario::new(
+        "vpn",
+        "one stratad per PE serves/syncs in namespace VPN instances (ce-ce, ce-pe, pe-ce, pe-pe, pe-multi)",
+        vpn_check,
+    )
+    .daemon("pe1", PE1_CONFIG)
+    .bare("pe1-vpna")
+    .bare("pe1-vpnb")
+    .daemon("pe2", PE2_CONFIG)
+    .bare("pe2-vpna")
+    .daemon("ce1", CE1_CONFIG)
+    .daemon("ce2", client("150ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ce3", client("400ms", "10.200.3.2:123", "10.200.2.2:123"))
+    .daemon("ce4", client("-250ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ce5", CE5_CONFIG)
+    .veth(("pe1-vpna", "a1", "10.200.3.1/24"), ("ce1", "e1", "10.200.3.2/24"))
+    // The overlap: the same subnet and addresses in VPN A and VPN B.
+    .veth(("pe1-vpna", "a4", "10.200.1.1/24"), ("ce4", "e4", "10.200.1.2/24"))
+    .veth(("pe1-vpna", "a5", "10.200.4.1/24"), ("ce5", "e5", "10.200.4.2/24"))
+    .veth(("pe1-vpnb", "b2", "10.200.1.1/24"), ("ce2", "e2", "10.200.1.2/24"))
+    .veth(
+        ("pe1-vpna", "core1", "10.200.9.1/24"),
+        ("pe2-vpna", "core2", "10.200.9.2/24"),
+    )
+    .veth(("pe2-vpna", "a3", "10.200.2.1/24"), ("ce3", "e3", "10.200.2.2/24"))
 }
 
 /// The true error and served stratum of the daemon answering at `target`,
@@ -319,8 +225,7 @@ fn synced(
 
 /// `stratactl status --json` of `node` as JSON.
 fn status_json(run: &Run<'_>, node: &str) -> Result<Value> {
-    let out = run.stratactl(node, "status")?;
-    serde_json::from_str(&out).with_context(|| format!("status of {node}: {out}"))
+    run.query(node, "status")
 }
 
 fn counter(status: &Value, instance: &str, key: &str) -> u64 {
@@ -607,38 +512,19 @@ address = "10.200.7.1:123"
 
 /// `cargo xtask scenario vpn-device`: device-bound instances.
 pub fn vpn_device() -> Scenario {
-    Scenario {
-        name: "vpn-device",
-        about: "one PE serves two CEs with the same address through device-bound instances (SO_BINDTODEVICE)",
-        nodes: vec![
-            daemon("pe", DEVICE_PE_CONFIG),
-            daemon(
-                "cea",
-                &client_config("200ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon(
-                "ceb",
-                &client_config("-300ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            bare("lan"),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("pe", "va"), end("cea", "ea")),
-            Link::Veth(end("pe", "vb"), end("ceb", "eb")),
-            Link::Veth(end("pe", "vd"), end("lan", "el")),
-        ],
-        addrs: vec![
-            // Two interfaces in one namespace carrying the same subnet.
-            addr("pe", "va", "10.200.1.1/24"),
-            addr("pe", "vb", "10.200.1.1/24"),
-            addr("cea", "ea", "10.200.1.2/24"),
-            addr("ceb", "eb", "10.200.1.2/24"),
-            addr("pe", "vd", "10.200.7.1/24"),
-            addr("lan", "el", "10.200.7.2/24"),
-        ],
-        check: vpn_device_check,
-    }
+    Scenario::new(
+        "vpn-device",
+        "one PE serves two CEs with the same address through device-bound instances (SO_BINDTODEVICE)",
+        vpn_device_check,
+    )
+    .daemon("pe", DEVICE_PE_CONFIG)
+    .daemon("cea", client("200ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ceb", client("-300ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .bare("lan")
+    // Two interfaces in one namespace carrying the same subnet.
+    .veth(("pe", "va", "10.200.1.1/24"), ("cea", "ea", "10.200.1.2/24"))
+    .veth(("pe", "vb", "10.200.1.1/24"), ("ceb", "eb", "10.200.1.2/24"))
+    .veth(("pe", "vd", "10.200.7.1/24"), ("lan", "el", "10.200.7.2/24"))
 }
 
 fn vpn_device_check(run: &Run<'_>) -> Result<Outcome> {
