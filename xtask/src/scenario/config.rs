@@ -29,60 +29,64 @@ impl RenderCtx<'_> {
     }
 }
 
-/// A stratum-1 server (virtual clock, local reference) answering at `listen`.
-pub fn stratum1(listen: &str) -> String {
+// Pieces of daemon configs that scenarios share; a node's config is their
+// concatenation plus whatever is its own.
+
+/// A virtual clock and a local reference at `stratum`, answering at `listen`.
+pub fn local(stratum: u8, listen: &str) -> String {
     format!(
-        r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "{listen}"
-"#
+        "[clock]\nbackend = \"virtual\"\n\n[local-reference]\nstratum = {stratum}\n{}",
+        self::listen(listen)
     )
 }
 
-/// A node whose virtual clock starts `offset` off and steps once (short
-/// stepout, short polls), answering at `listen`, with `source` its
-/// `[[server]]` (iburst) or `[[peer]]` at `address`.
-fn synced_to(offset: &str, source: &str, address: &str, listen: &str) -> String {
-    let iburst = if source == "server" {
+/// A stratum-1 server answering at `listen` ([`local`]).
+pub fn stratum1(listen: &str) -> String {
+    local(1, listen)
+}
+
+/// A virtual clock starting `offset` off with `ppm` frequency error, that
+/// steps an error over `step` once, after 2 s (shortened for scenarios).
+pub fn stepping(offset: &str, ppm: Option<f64>, step: &str) -> String {
+    let ppm = ppm.map_or(String::new(), |p| format!("frequency-error-ppm = {p:.1}\n"));
+    format!(
+        "[clock]\nbackend = \"virtual\"\ninitial-offset = \"{offset}\"\n{ppm}\n\
+         [discipline]\nstep-threshold = \"{step}\"\nstepout = \"2s\"\n"
+    )
+}
+
+/// A `[[server]]` (with iburst) or `[[peer]]` at `address`, polling every
+/// 2^-2..2^0 s.
+pub fn source(kind: &str, address: &str) -> String {
+    let iburst = if kind == "server" {
         "iburst = true\n"
     } else {
         ""
     };
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-initial-offset = "{offset}"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[{source}]]
-address = "{address}"
-minpoll = -2
-maxpoll = 0
-{iburst}
-[[listen]]
-address = "{listen}"
-"#
-    )
+    format!("\n[[{kind}]]\naddress = \"{address}\"\nminpoll = -2\nmaxpoll = 0\n{iburst}")
 }
 
-/// A client of `server` ([`synced_to`]).
+/// An `[[access]]` rule giving `prefix` the access `level`.
+pub fn access(level: &str, prefix: &str) -> String {
+    format!("\n[[access]]\nlevel = \"{level}\"\nprefixes = [\"{prefix}\"]\n")
+}
+
+/// A `[[listen]]` socket at `address`.
+pub fn listen(address: &str) -> String {
+    format!("\n[[listen]]\naddress = \"{address}\"\n")
+}
+
+/// A client of `server` ([`stepping`] over 128 ms, [`source`]) answering
+/// at `listen`.
 pub fn client(offset: &str, server: &str, listen: &str) -> String {
-    synced_to(offset, "server", server, listen)
+    let s = stepping(offset, None, "128ms");
+    format!("{s}{}{}", source("server", server), self::listen(listen))
 }
 
-/// A symmetric active peer of `peer` ([`synced_to`]).
+/// A symmetric active peer of `peer`, otherwise as [`client`].
 pub fn peer(offset: &str, peer: &str, listen: &str) -> String {
-    synced_to(offset, "peer", peer, listen)
+    let s = stepping(offset, None, "128ms");
+    format!("{s}{}{}", source("peer", peer), self::listen(listen))
 }
 
 /// Renders `template` for one node; see the module doc.

@@ -39,7 +39,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::{config::stratum1, guard, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, octal, opt, secs, show, us, Outcome, Run, Scenario};
 
 /// The longest wait for chronyd to select the strata server and settle.
 pub const CHRONY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -355,56 +355,22 @@ impl Observed {
     }
 
     fn values(&self) -> Vec<(&'static str, String)> {
-        let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+        let (source, tracking) = (self.chrony_source.as_ref(), self.chrony_tracking.as_ref());
         vec![
-            (
-                "strata_error_us",
-                show(self.strata_error_s.map(|e| format!("{:.1}", e * 1e6))),
-            ),
-            (
-                "strata_stratum",
-                show(self.strata_stratum.map(|s| s.to_string())),
-            ),
-            (
-                "strata_reach",
-                show(self.strata_reach.map(|r| format!("{r:o}"))),
-            ),
+            ("strata_error_us", us(self.strata_error_s)),
+            ("strata_stratum", opt(self.strata_stratum)),
+            ("strata_reach", octal(self.strata_reach)),
             (
                 "chrony_system_time_us",
-                show(
-                    self.chrony_tracking
-                        .as_ref()
-                        .map(|t| format!("{:.1}", t.system_time_s * 1e6)),
-                ),
+                us(tracking.map(|t| t.system_time_s)),
             ),
-            (
-                "chrony_stratum",
-                show(self.chrony_tracking.as_ref().map(|t| t.stratum.to_string())),
-            ),
+            ("chrony_stratum", opt(tracking.map(|t| t.stratum))),
             (
                 "chrony_source",
-                show(
-                    self.chrony_source
-                        .as_ref()
-                        .map(|s| format!("{}{}", s.mode, s.state)),
-                ),
+                show(source, |s| format!("{}{}", s.mode, s.state)),
             ),
-            (
-                "chrony_reach",
-                show(
-                    self.chrony_source
-                        .as_ref()
-                        .map(|s| format!("{:o}", s.reach)),
-                ),
-            ),
-            (
-                "chrony_offset_us",
-                show(
-                    self.chrony_source
-                        .as_ref()
-                        .map(|s| format!("{:.1}", s.offset_s * 1e6)),
-                ),
-            ),
+            ("chrony_reach", octal(source.map(|s| s.reach))),
+            ("chrony_offset_us", us(source.map(|s| s.offset_s))),
         ]
     }
 }
@@ -479,9 +445,8 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         Ok((last.strata_ok() && last.chrony_ok()).then_some(()))
     });
     let mut values = last.values();
-    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
-    values.push(("strata_sync_s", show(strata_sync_s)));
-    values.push(("chrony_sync_s", show(chrony_sync_s)));
+    values.push(("strata_sync_s", secs(strata_sync_s)));
+    values.push(("chrony_sync_s", secs(chrony_sync_s)));
     if let Err(err) = &done {
         if let Some(t) = &last.chrony_tracking {
             values.push((

@@ -124,6 +124,31 @@ impl Line {
     }
 }
 
+/// `f` of the value, or `none`: how summary lines show a figure.
+pub fn show<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
+    v.map_or_else(|| "none".to_owned(), f)
+}
+
+/// The value, or `none`.
+pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    show(v, |v| v.to_string())
+}
+
+/// Seconds as microseconds with one decimal, or `none`.
+pub fn us(s: Option<f64>) -> String {
+    show(s, |s| format!("{:.1}", s * 1e6))
+}
+
+/// Seconds with one decimal, or `none`.
+pub fn secs(s: Option<f64>) -> String {
+    show(s, |s| format!("{s:.1}"))
+}
+
+/// A reach register in octal, or `none`.
+pub fn octal(r: Option<u8>) -> String {
+    show(r, |r| format!("{r:o}"))
+}
+
 /// A scenario's check, run once everything is up.
 pub type Check = fn(&Run<'_>) -> Result<Outcome>;
 
@@ -381,7 +406,7 @@ impl Session {
             self.mode,
             self.state,
             self.stratum,
-            self.reach.map_or("none".to_owned(), |r| format!("{r:o}")),
+            octal(self.reach),
             self.poll,
             self.offset_s,
             self.delay_s,

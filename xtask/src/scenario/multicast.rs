@@ -101,8 +101,20 @@ fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
         .with_context(|| format!("{node}: no default instance"))
 }
 
-/// What one mode-5 scenario uses besides its topology.
+/// One mode-5 scenario: `server` and `c1`..`c3` on bridge `lan`.
 struct Variant {
+    /// Scenario name.
+    name: &'static str,
+    /// Scenario summary.
+    about: &'static str,
+    /// The clients' config table (`[[multicast-client]]` …).
+    client_section: &'static str,
+    /// The clients' wildcard listener.
+    wildcard: &'static str,
+    /// The server's sending table (`[[multicast-server]]` …).
+    send: &'static str,
+    /// The addresses of `server`, `c1`, `c2`, `c3`, in that order.
+    cidrs: [&'static str; 4],
     /// The session mode the clients show.
     mode: &'static str,
     /// The server's address as clients see it (`ip:123`).
@@ -145,27 +157,28 @@ fn server_config(listen: &str, send: &str) -> String {
     format!("{}\n{send}\npoll = 0\n", stratum1(listen))
 }
 
-/// The shared topology: `server` and `c1`..`c3` on bridge `lan`, with
-/// `cidrs` in that order.
-fn topology(
-    name: &'static str,
-    about: &'static str,
-    configs: [Option<String>; 4],
-    cidrs: [&'static str; 4],
-    check: super::Check,
-) -> Scenario {
-    let names = ["server", CLIENTS[0], CLIENTS[1], CLIENTS[2]];
-    names.into_iter().zip(configs).zip(cidrs).fold(
-        Scenario::new(name, about, check),
-        |sc, ((node, config), cidr)| sc.node(node, config).on_lan(node, cidr),
-    )
-}
-
-fn clients_of(section: &str, wildcard: &str) -> [Option<String>; 3] {
-    [0, 1, 2].map(|i| Some(client_config(i, section, wildcard)))
+/// The scenario of `v`, checked by `check`.
+fn topology(v: &Variant, check: super::Check) -> Scenario {
+    let server = Some(server_config(v.server, v.send));
+    let clients = [0, 1, 2].map(|i| Some(client_config(i, v.client_section, v.wildcard)));
+    let configs = std::iter::once(server).chain(clients);
+    ["server", CLIENTS[0], CLIENTS[1], CLIENTS[2]]
+        .into_iter()
+        .zip(configs)
+        .zip(v.cidrs)
+        .fold(
+            Scenario::new(v.name, v.about, check),
+            |sc, ((node, config), cidr)| sc.node(node, config).on_lan(node, cidr),
+        )
 }
 
 const MULTICAST: Variant = Variant {
+    name: "multicast",
+    about: "3 clients calibrate on 224.0.1.1 mode 5, stay quiet, < 1 ms; server restart: 1 recalibration",
+    client_section: "[[multicast-client]]\ninterface = \"${prefix}lan0\"",
+    wildcard: "0.0.0.0:123",
+    send: "[[multicast-server]]\ninterface = \"${prefix}lan0\"",
+    cidrs: ["10.200.60.1/24", "10.200.60.2/24", "10.200.60.3/24", "10.200.60.4/24"],
     mode: "multicast-client",
     server: "10.200.60.1:123",
     clients: [
@@ -177,31 +190,21 @@ const MULTICAST: Variant = Variant {
 
 /// `cargo xtask scenario multicast`; see the module doc.
 pub fn multicast() -> Scenario {
-    let section = "[[multicast-client]]\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "0.0.0.0:123");
-    topology(
-        "multicast",
-        "3 clients calibrate on 224.0.1.1 mode 5, stay quiet, < 1 ms; server restart: 1 recalibration",
-        [
-            Some(server_config(
-                "10.200.60.1:123",
-                "[[multicast-server]]\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "10.200.60.1/24",
-            "10.200.60.2/24",
-            "10.200.60.3/24",
-            "10.200.60.4/24",
-        ],
-        |run| check_mode5(run, &MULTICAST),
-    )
+    topology(&MULTICAST, |run| check_mode5(run, &MULTICAST))
 }
 
 const MULTICAST_V6: Variant = Variant {
+    name: "multicast-v6",
+    about: "as multicast, on ff05::101 (ipv6-scope = 5) over fd00:200:0:60::/64",
+    client_section: "[[multicast-client]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
+    wildcard: "[::]:123",
+    send: "[[multicast-server]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
+    cidrs: [
+        "fd00:200:0:60::1/64",
+        "fd00:200:0:60::2/64",
+        "fd00:200:0:60::3/64",
+        "fd00:200:0:60::4/64",
+    ],
     mode: "multicast-client",
     server: "[fd00:200:0:60::1]:123",
     clients: [
@@ -213,31 +216,21 @@ const MULTICAST_V6: Variant = Variant {
 
 /// `cargo xtask scenario multicast-v6`; see the module doc.
 pub fn multicast_v6() -> Scenario {
-    let section = "[[multicast-client]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "[::]:123");
-    topology(
-        "multicast-v6",
-        "as multicast, on ff05::101 (ipv6-scope = 5) over fd00:200:0:60::/64",
-        [
-            Some(server_config(
-                "[fd00:200:0:60::1]:123",
-                "[[multicast-server]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "fd00:200:0:60::1/64",
-            "fd00:200:0:60::2/64",
-            "fd00:200:0:60::3/64",
-            "fd00:200:0:60::4/64",
-        ],
-        |run| check_mode5(run, &MULTICAST_V6),
-    )
+    topology(&MULTICAST_V6, |run| check_mode5(run, &MULTICAST_V6))
 }
 
 const BROADCAST: Variant = Variant {
+    name: "broadcast",
+    about: "as multicast, with subnet broadcast to 10.200.61.255",
+    client_section: "[[broadcast-client]]\ninterface = \"${prefix}lan0\"",
+    wildcard: "0.0.0.0:123",
+    send: "[[broadcast-server]]\naddress = \"10.200.61.255\"\ninterface = \"${prefix}lan0\"",
+    cidrs: [
+        "10.200.61.1/24",
+        "10.200.61.2/24",
+        "10.200.61.3/24",
+        "10.200.61.4/24",
+    ],
     mode: "broadcast-client",
     server: "10.200.61.1:123",
     clients: [
@@ -249,28 +242,7 @@ const BROADCAST: Variant = Variant {
 
 /// `cargo xtask scenario broadcast`; see the module doc.
 pub fn broadcast() -> Scenario {
-    let section = "[[broadcast-client]]\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "0.0.0.0:123");
-    topology(
-        "broadcast",
-        "as multicast, with subnet broadcast to 10.200.61.255",
-        [
-            Some(server_config(
-                "10.200.61.1:123",
-                "[[broadcast-server]]\naddress = \"10.200.61.255\"\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "10.200.61.1/24",
-            "10.200.61.2/24",
-            "10.200.61.3/24",
-            "10.200.61.4/24",
-        ],
-        |run| check_mode5(run, &BROADCAST),
-    )
+    topology(&BROADCAST, |run| check_mode5(run, &BROADCAST))
 }
 
 /// A client's view of its association with the server.
@@ -294,11 +266,12 @@ impl ClientView {
     }
 }
 
-fn client_view(run: &Run<'_>, node: &str, v: &Variant) -> Result<ClientView> {
+/// `node`'s view of its `mode` association with `server`.
+fn client_view(run: &Run<'_>, node: &str, mode: &str, server: &str) -> Result<ClientView> {
     let all = sessions(run, node)?;
     let mine: Vec<&Mode5Session> = all
         .iter()
-        .filter(|s| s.mode == v.mode && s.address == v.server)
+        .filter(|s| s.mode == mode && s.address == server)
         .collect();
     let first = mine.first();
     Ok(ClientView {
@@ -313,7 +286,7 @@ fn client_view(run: &Run<'_>, node: &str, v: &Variant) -> Result<ClientView> {
 fn views(run: &Run<'_>, v: &Variant) -> Result<Vec<ClientView>> {
     v.clients
         .iter()
-        .map(|(node, _)| client_view(run, node, v))
+        .map(|(node, _)| client_view(run, node, v.mode, v.server))
         .collect()
 }
 
@@ -626,17 +599,7 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
     ])?;
     interop::start_chronyd(run, &chronyd, "chrony", CHRONY_DIRECTIVES)?;
     let mut last: Vec<ClientView> = Vec::new();
-    let one = |node: &str, mode: &'static str| {
-        client_view(
-            run,
-            node,
-            &Variant {
-                mode,
-                server: CHRONY_SERVER,
-                clients: [("", ""); 3],
-            },
-        )
-    };
+    let one = |node: &str, mode: &str| client_view(run, node, mode, CHRONY_SERVER);
     let calibrated = guard::wait_until(CALIBRATE_TIMEOUT, Duration::from_millis(250), || {
         last = INTEROP_CLIENTS
             .iter()

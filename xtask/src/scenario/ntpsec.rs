@@ -57,7 +57,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{config::stratum1, guard, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, octal, opt, secs, show, us, Outcome, Run, Scenario};
 
 /// Where ntpsec's package is unpacked (`PREFIX/usr/sbin/ntpd`).
 pub const NTPSEC_PREFIX: &str = "/opt/strata-ntpsec";
@@ -382,7 +382,6 @@ impl Observed {
     }
 
     fn values(&self) -> Vec<(&'static str, String)> {
-        let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
         let peer = self.ntpd_peer.as_ref();
         let part1 = if self.strata_ok() {
             "pass"
@@ -393,39 +392,20 @@ impl Observed {
         };
         vec![
             ("strata_part", part1.to_owned()),
-            (
-                "strata_error_us",
-                show(self.strata_error_s.map(|e| format!("{:.1}", e * 1e6))),
-            ),
-            (
-                "strata_stratum",
-                show(self.strata_stratum.map(|s| s.to_string())),
-            ),
-            (
-                "strata_reach",
-                show(self.strata_reach.map(|r| format!("{r:o}"))),
-            ),
-            (
-                "strata_bad_header",
-                show(self.strata_bad_header.map(|n| n.to_string())),
-            ),
-            ("ntpd_tally", show(peer.map(|p| format!("{:?}", p.tally)))),
-            ("ntpd_reach", show(peer.map(|p| format!("{:o}", p.reach)))),
-            (
-                "ntpd_offset_us",
-                show(peer.map(|p| format!("{:.1}", p.offset_ms * 1e3))),
-            ),
+            ("strata_error_us", us(self.strata_error_s)),
+            ("strata_stratum", opt(self.strata_stratum)),
+            ("strata_reach", octal(self.strata_reach)),
+            ("strata_bad_header", opt(self.strata_bad_header)),
+            ("ntpd_tally", show(peer, |p| format!("{:?}", p.tally))),
+            ("ntpd_reach", octal(peer.map(|p| p.reach))),
+            ("ntpd_offset_us", us(peer.map(|p| p.offset_ms * 1e-3))),
             (
                 "ntpdig_offset_us",
-                show(
-                    self.ntpdig
-                        .as_ref()
-                        .map(|d| format!("{:.1}", d.offset * 1e6)),
-                ),
+                us(self.ntpdig.as_ref().map(|d| d.offset)),
             ),
             (
                 "ntpdig_stratum",
-                show(self.ntpdig.as_ref().map(|d| d.stratum.to_string())),
+                opt(self.ntpdig.as_ref().map(|d| d.stratum)),
             ),
         ]
     }
@@ -543,10 +523,9 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         Ok((part1 && last.ntpd_ok() && last.ntpdig_ok()).then_some(()))
     });
     let mut values = last.values();
-    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
-    values.push(("strata_sync_s", show(sync_s[0])));
-    values.push(("ntpd_sync_s", show(sync_s[1])));
-    values.push(("ntpdig_ok_s", show(sync_s[2])));
+    values.push(("strata_sync_s", secs(sync_s[0])));
+    values.push(("ntpd_sync_s", secs(sync_s[1])));
+    values.push(("ntpdig_ok_s", secs(sync_s[2])));
     if let Err(err) = &done {
         if let Some(p) = &last.ntpd_peer {
             values.push(("ntpd_peer", format!("{p:?}").replace(' ', "")));

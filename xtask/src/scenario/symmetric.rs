@@ -57,7 +57,10 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{config::stratum1, guard, Outcome, Run, Scenario};
+use super::{
+    config::{self, stratum1},
+    guard, octal, secs, show, us, Outcome, Run, Scenario,
+};
 
 /// The longest wait for phase 1 (both peers in sync, `b` via `a`).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -75,67 +78,27 @@ const A: &str = "10.200.1.2";
 const B: &str = "10.200.1.3";
 const U3: &str = "10.200.1.4";
 
-const U3_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 3
-
-[[listen]]
-address = "10.200.1.4:123"
-"#;
-
 /// `a`: client of `u1`, symmetric active toward `b`.
-const A_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "200ms"
-frequency-error-ppm = 20.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.1.1:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[peer]]
-address = "10.200.1.3:123"
-minpoll = -2
-maxpoll = 0
-
-[[listen]]
-address = "10.200.1.2:123"
-"#;
+fn a_config() -> String {
+    let clock = config::stepping("200ms", Some(20.0), "128ms");
+    let server = config::source("server", &format!("{U1}:123"));
+    let peer = config::source("peer", &format!("{B}:123"));
+    format!(
+        "{clock}{server}{peer}{}",
+        config::listen(&format!("{A}:123"))
+    )
+}
 
 /// `b`: client of `u3`, lets the subnet of `a` mobilise a passive association.
-const B_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "-300ms"
-frequency-error-ppm = -15.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.1.0/24"]
-
-[[server]]
-address = "10.200.1.4:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "10.200.1.3:123"
-"#;
+fn b_config() -> String {
+    let clock = config::stepping("-300ms", Some(-15.0), "128ms");
+    let access = config::access("peer", "10.200.1.0/24");
+    let server = config::source("server", &format!("{U3}:123"));
+    format!(
+        "{clock}{access}{server}{}",
+        config::listen(&format!("{B}:123"))
+    )
+}
 
 /// `cargo xtask scenario symmetric`; see the module doc.
 pub fn symmetric() -> Scenario {
@@ -147,8 +110,8 @@ pub fn symmetric() -> Scenario {
     // Started by the check (it stops them by PID).
     .bare("u1")
     .bare("a")
-    .daemon("b", B_CONFIG)
-    .daemon("u3", U3_CONFIG)
+    .daemon("b", b_config())
+    .daemon("u3", config::local(3, &format!("{U3}:123")))
     .on_lan("u1", "10.200.1.1/24")
     .on_lan("a", "10.200.1.2/24")
     .on_lan("b", "10.200.1.3/24")
@@ -254,14 +217,10 @@ fn probe(run: &Run<'_>, node: &str, ip: &str) -> Option<(f64, u8)> {
         .map(|s| (s.offset_s, s.stratum))
 }
 
-fn us(v: Option<f64>) -> String {
-    v.map_or_else(|| "none".to_owned(), |e| format!("{:.1}", e * 1e6))
-}
-
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let started = Instant::now();
     let u1 = run.start_stratad("u1", &stratum1(&format!("{U1}:123")))?;
-    let a_pid = run.start_stratad("a", A_CONFIG)?;
+    let a_pid = run.start_stratad("a", &a_config())?;
     let mut rec = Record::default();
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let mut failure: Option<String> = None;
@@ -339,10 +298,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     // Phase 3: a dies; b's passive association goes.
     if failure.is_none() {
         let reach_before = session_to(run, "b", A)?.and_then(|s| s.reach);
-        values.push((
-            "b_reach_before",
-            reach_before.map_or("none".to_owned(), |r| format!("{r:o}")),
-        ));
+        values.push(("b_reach_before", octal(reach_before)));
         run.stop(a_pid)?;
         let t0 = Instant::now();
         let phase3 = guard::wait_until(DEMOBILISE_TIMEOUT, SAMPLE_EVERY, || {
@@ -398,43 +354,6 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
 /// The longest wait for both interop pairs.
 pub const INTEROP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// `stratap`: no sources; chronyd's mode 1 mobilises a passive association.
-const STRATA_PASSIVE_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "30ms"
-
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.5.0/24"]
-
-[[listen]]
-address = "10.200.5.2:123"
-"#;
-
-/// `strataa`: chronyd as its symmetric active peer.
-const STRATA_ACTIVE_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "-30ms"
-
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[peer]]
-address = "10.200.5.3:123"
-minpoll = -2
-maxpoll = 0
-
-[[listen]]
-address = "10.200.5.4:123"
-"#;
-
 /// chronyd directives: serve `local stratum 3` and name `peer` as a peer.
 fn chrony_peer_directives(peer: &str) -> String {
     format!("local stratum 3\nallow 10.200.0.0/16\nport 123\npeer {peer} minpoll -2 maxpoll 0\n")
@@ -453,9 +372,21 @@ pub fn interop_symmetric() -> Scenario {
         interop_check,
     )
     .bare("chronyp")
-    .daemon("stratap", STRATA_PASSIVE_CONFIG)
+    // No sources: chronyd's mode 1 mobilises a passive association.
+    .daemon(
+        "stratap",
+        config::stepping("30ms", None, "10ms")
+            + &config::access("peer", "10.200.5.0/24")
+            + &config::listen("10.200.5.2:123"),
+    )
     .bare("chronya")
-    .daemon("strataa", STRATA_ACTIVE_CONFIG)
+    // chronyd as its symmetric active peer.
+    .daemon(
+        "strataa",
+        config::stepping("-30ms", None, "10ms")
+            + &config::source("peer", "10.200.5.3:123")
+            + &config::listen("10.200.5.4:123"),
+    )
     .on_lan("chronyp", "10.200.5.1/24")
     .on_lan("stratap", "10.200.5.2/24")
     .on_lan("chronya", "10.200.5.3/24")
@@ -488,35 +419,15 @@ impl PairObs {
     }
 
     fn values(&self, tag: &'static [&'static str; 5]) -> Vec<(&'static str, String)> {
-        let none = || "none".to_owned();
+        let chrony = self.chrony.as_ref();
+        let strata = self.strata.as_ref();
         vec![
-            (
-                tag[0],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{}{}", c.mode, c.state)),
-            ),
-            (
-                tag[1],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{:o}", c.reach)),
-            ),
-            (
-                tag[2],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{:.1}", c.offset_s * 1e6)),
-            ),
+            (tag[0], show(chrony, |c| format!("{}{}", c.mode, c.state))),
+            (tag[1], octal(chrony.map(|c| c.reach))),
+            (tag[2], us(chrony.map(|c| c.offset_s))),
             (
                 tag[3],
-                self.strata.as_ref().map_or_else(none, |s| {
-                    format!(
-                        "{}/{}",
-                        s.mode,
-                        s.reach.map_or_else(none, |r| format!("{r:o}"))
-                    )
-                }),
+                show(strata, |s| format!("{}/{}", s.mode, octal(s.reach))),
             ),
             (tag[4], us(self.probe.map(|p| p.0))),
         ]
@@ -585,9 +496,8 @@ fn interop_check(run: &Run<'_>) -> Result<Outcome> {
         "strata_active",
         "strata_a_error_us",
     ]));
-    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
-    values.push(("passive_ok_s", show(passive_s)));
-    values.push(("active_ok_s", show(active_s)));
+    values.push(("passive_ok_s", secs(passive_s)));
+    values.push(("active_ok_s", secs(active_s)));
     if done.is_err() {
         for (tag, obs) in [("last_passive", &passive), ("last_active", &active)] {
             values.push((
@@ -596,12 +506,8 @@ fn interop_check(run: &Run<'_>) -> Result<Outcome> {
                     "{:?}",
                     format!(
                         "chrony={} strata={} probe={:?}",
-                        obs.chrony
-                            .as_ref()
-                            .map_or("none".to_owned(), super::interop::Source::summary),
-                        obs.strata
-                            .as_ref()
-                            .map_or("none".to_owned(), super::Session::summary),
+                        show(obs.chrony.as_ref(), super::interop::Source::summary),
+                        show(obs.strata.as_ref(), super::Session::summary),
                         obs.probe
                     )
                 ),
@@ -669,20 +575,21 @@ mod tests {
         sc.validate().expect("well-formed");
         assert!(sc.needs_daemon());
         let dir = std::path::Path::new("/tmp/strata-st0000/symmetric");
-        for (node, template) in [("a", A_CONFIG), ("b", B_CONFIG), ("u3", U3_CONFIG)] {
+        let u3 = config::local(3, &format!("{U3}:123"));
+        for (node, template) in [("a", a_config()), ("b", b_config()), ("u3", u3)] {
             let node_dir = dir.join(node);
-            let ctx = super::super::config::RenderCtx {
+            let ctx = config::RenderCtx {
                 prefix: "st0000-",
                 run_dir: dir,
                 node_dir: &node_dir,
             };
-            let doc: toml::Table = super::super::config::render(template, &ctx)
+            let doc: toml::Table = config::render(&template, &ctx)
                 .expect("render")
                 .parse()
                 .expect("TOML");
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
         }
-        assert!(A_CONFIG.contains(&format!("\"{B}:123\"")));
-        assert!(B_CONFIG.contains("level = \"peer\""));
+        assert!(a_config().contains(&format!("\"{B}:123\"")));
+        assert!(b_config().contains("level = \"peer\""));
     }
 }

@@ -39,7 +39,10 @@ use std::{
 use anyhow::Result;
 use serde_json::Value;
 
-use super::{config::client, guard, wait_until, Line, Outcome, Run, Scenario};
+use super::{
+    config::{self, client},
+    guard, wait_until, Line, Outcome, Run, Scenario,
+};
 
 /// How long the checks wait for everything to synchronise.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -48,17 +51,6 @@ const MAX_ERROR_S: f64 = 1e-3;
 /// How long the symmetric pair across VPN A may take to form and
 /// synchronise CE5 (its first clock update may wait out the startup hold).
 const SYMMETRIC_TIMEOUT: Duration = Duration::from_secs(120);
-
-const CE1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.3.2:123"
-"#;
 
 const PE1_CONFIG: &str = r#"
 [clock]
@@ -111,27 +103,13 @@ instance = "vpna"
 
 /// CE5 (VPN A, behind PE1): no source of its own; PE1's address may mobilise
 /// a symmetric passive association, through which CE5 synchronises.
-const CE5_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "250ms"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.4.1/32"]
-
-# Time service for the rest (the scenario's probe runs from CE5 itself).
-[[access]]
-level = "synchronization"
-prefixes = ["0.0.0.0/0"]
-
-[[listen]]
-address = "10.200.4.2:123"
-"#;
+fn ce5_config() -> String {
+    let clock = config::stepping("250ms", None, "128ms");
+    let peer = config::access("peer", "10.200.4.1/32");
+    // Time service for the rest (the scenario's probe runs from CE5 itself).
+    let rest = config::access("synchronization", "0.0.0.0/0");
+    format!("{clock}{peer}{rest}{}", config::listen("10.200.4.2:123"))
+}
 
 const PE2_CONFIG: &str = r#"
 [clock]
@@ -179,11 +157,11 @@ pub fn vpn() -> Scenario {
     .bare("pe1-vpnb")
     .daemon("pe2", PE2_CONFIG)
     .bare("pe2-vpna")
-    .daemon("ce1", CE1_CONFIG)
+    .daemon("ce1", config::stratum1("10.200.3.2:123"))
     .daemon("ce2", client("150ms", "10.200.1.1:123", "10.200.1.2:123"))
     .daemon("ce3", client("400ms", "10.200.3.2:123", "10.200.2.2:123"))
     .daemon("ce4", client("-250ms", "10.200.1.1:123", "10.200.1.2:123"))
-    .daemon("ce5", CE5_CONFIG)
+    .daemon("ce5", ce5_config())
     .veth(("pe1-vpna", "a1", "10.200.3.1/24"), ("ce1", "e1", "10.200.3.2/24"))
     // The overlap: the same subnet and addresses in VPN A and VPN B.
     .veth(("pe1-vpna", "a4", "10.200.1.1/24"), ("ce4", "e4", "10.200.1.2/24"))
