@@ -379,7 +379,7 @@ fn demo_check(run: &Run<'_>) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::config::{render, RenderCtx};
+    use crate::scenario::config::rendered;
     use topology::WantSession;
 
     fn status(synchronized: bool, stratum: u8) -> Status {
@@ -449,20 +449,12 @@ mod tests {
     }
 
     fn configs() -> Vec<(&'static str, toml::Table)> {
-        let dir = std::path::Path::new("/tmp/strata-st0000/demo");
         scenario()
             .nodes
             .iter()
             .filter_map(|node| {
                 let template = node.config.as_deref()?;
-                let node_dir = dir.join(node.name);
-                let ctx = RenderCtx {
-                    prefix: "st0000-",
-                    run_dir: dir,
-                    node_dir: &node_dir,
-                };
-                let text = render(template, &ctx).expect("render");
-                Some((node.name, text.parse().expect("TOML")))
+                Some((node.name, rendered("demo", node.name, template)))
             })
             .collect()
     }

@@ -388,19 +388,11 @@ mod tests {
     fn configs_render_and_overlap() {
         let sc = access();
         sc.validate().expect("well-formed");
-        let dir = std::path::Path::new("/tmp/strata-st0000/access");
         for node in &sc.nodes {
             let Some(template) = &node.config else {
                 continue;
             };
-            let node_dir = dir.join(node.name);
-            let ctx = super::super::config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = super::super::config::render(template, &ctx).expect("render");
-            let _: toml::Table = out.parse().expect("TOML");
+            super::super::config::rendered("access", node.name, template);
         }
         let same: Vec<&str> = sc
             .addrs

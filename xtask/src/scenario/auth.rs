@@ -363,13 +363,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = phases(run, &mut values, started);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Instant) -> Result<()> {
@@ -545,13 +539,7 @@ mod tests {
         let dir = Path::new("/tmp/strata-st0000/auth");
         for role in roles() {
             let node_dir = dir.join(role.node);
-            let ctx = super::super::config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = super::super::config::render(&role.config, &ctx).expect("render");
-            let doc: toml::Table = out.parse().expect("TOML");
+            let doc = super::super::config::rendered("auth", role.node, &role.config);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
             match &role.keys {
                 Some(keys) => {

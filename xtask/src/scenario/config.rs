@@ -89,6 +89,23 @@ pub fn peer(offset: &str, peer: &str, listen: &str) -> String {
     format!("{s}{}{}", source("peer", peer), self::listen(listen))
 }
 
+/// `template` rendered for node `node` of scenario `scenario` under the
+/// run prefix `st0000-`, parsed (for tests).
+#[cfg(test)]
+pub fn rendered(scenario: &str, node: &str, template: &str) -> toml::Table {
+    let dir = Path::new("/tmp/strata-st0000").join(scenario);
+    let node_dir = dir.join(node);
+    let ctx = RenderCtx {
+        prefix: "st0000-",
+        run_dir: &dir,
+        node_dir: &node_dir,
+    };
+    render(template, &ctx)
+        .expect("render")
+        .parse()
+        .expect("TOML")
+}
+
 /// Renders `template` for one node; see the module doc.
 pub fn render(template: &str, ctx: &RenderCtx<'_>) -> Result<String> {
     let text = template

@@ -280,17 +280,9 @@ mod tests {
 
     #[test]
     fn client_server_configs_render() {
-        let dir = std::path::Path::new("/tmp/strata-st0000/client-server");
         let server = config::stratum1("10.200.1.1:123");
         for (node, template) in [("server", server), ("client", client_config())] {
-            let node_dir = dir.join(node);
-            let ctx = config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = config::render(&template, &ctx).expect("render");
-            let doc: toml::Table = out.parse().expect("TOML");
+            let doc = config::rendered("client-server", node, &template);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
             assert_eq!(
                 doc["control"]["socket"].as_str().map(str::to_owned),

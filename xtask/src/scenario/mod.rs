@@ -149,6 +149,19 @@ pub fn octal(r: Option<u8>) -> String {
     show(r, |r| format!("{r:o}"))
 }
 
+impl Outcome {
+    /// Passed when `result` is `Ok`; else `values` end with its `error`.
+    pub fn of<T>(result: &Result<T>, mut values: Vec<(&'static str, String)>) -> Outcome {
+        if let Err(e) = result {
+            values.push(("error", format!("{:?}", format!("{e:#}"))));
+        }
+        Outcome {
+            pass: result.is_ok(),
+            values,
+        }
+    }
+}
+
 /// A scenario's check, run once everything is up.
 pub type Check = fn(&Run<'_>) -> Result<Outcome>;
 

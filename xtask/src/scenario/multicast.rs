@@ -374,13 +374,7 @@ fn check_mode5(run: &Run<'_>, v: &Variant) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = mode5_phases(run, v, &mut values);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn mode5_phases(
@@ -575,13 +569,7 @@ fn check_interop(run: &Run<'_>) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = interop_phases(run, &mut values);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Result<()> {
@@ -709,20 +697,10 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn render(template: &str) -> toml::Table {
-        let dir = Path::new("/tmp/strata-st0000/multicast");
-        let node_dir = dir.join("n");
-        let ctx = super::super::config::RenderCtx {
-            prefix: "st0000-",
-            run_dir: dir,
-            node_dir: &node_dir,
-        };
-        let out = super::super::config::render(template, &ctx).expect("render");
-        out.parse().expect("TOML")
+        super::super::config::rendered("multicast", "n", template)
     }
 
     #[test]

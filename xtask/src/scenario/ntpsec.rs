@@ -526,19 +526,15 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     values.push(("strata_sync_s", secs(sync_s[0])));
     values.push(("ntpd_sync_s", secs(sync_s[1])));
     values.push(("ntpdig_ok_s", secs(sync_s[2])));
-    if let Err(err) = &done {
+    if done.is_err() {
         if let Some(p) = &last.ntpd_peer {
             values.push(("ntpd_peer", format!("{p:?}").replace(' ', "")));
         }
         if !last.diag.is_empty() {
             values.push(("last", format!("{:?}", last.diag.join("; "))));
         }
-        values.push(("error", format!("{:?}", format!("{err:#}"))));
     }
-    Ok(Outcome {
-        pass: done.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&done, values))
 }
 
 #[cfg(test)]

@@ -168,14 +168,7 @@ impl Figures {
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let mut figures = Figures::default();
     let result = steps(run, &mut figures);
-    let mut values = figures.values;
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, figures.values))
 }
 
 fn steps(run: &Run<'_>, figures: &mut Figures) -> Result<()> {

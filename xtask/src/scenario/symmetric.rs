@@ -574,19 +574,9 @@ mod tests {
         let sc = symmetric();
         sc.validate().expect("well-formed");
         assert!(sc.needs_daemon());
-        let dir = std::path::Path::new("/tmp/strata-st0000/symmetric");
         let u3 = config::local(3, &format!("{U3}:123"));
         for (node, template) in [("a", a_config()), ("b", b_config()), ("u3", u3)] {
-            let node_dir = dir.join(node);
-            let ctx = config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let doc: toml::Table = config::render(&template, &ctx)
-                .expect("render")
-                .parse()
-                .expect("TOML");
+            let doc = config::rendered("symmetric", node, &template);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
         }
         assert!(a_config().contains(&format!("\"{B}:123\"")));

@@ -598,21 +598,13 @@ mod tests {
 
     #[test]
     fn vpn_configs_render_with_prefixed_placements() {
-        let dir = std::path::Path::new("/tmp/strata-st0000/vpn");
         for sc in [vpn(), vpn_device()] {
             sc.validate().expect("well-formed");
             for node in &sc.nodes {
                 let Some(template) = &node.config else {
                     continue;
                 };
-                let node_dir = dir.join(node.name);
-                let ctx = super::super::config::RenderCtx {
-                    prefix: "st0000-",
-                    run_dir: dir,
-                    node_dir: &node_dir,
-                };
-                let out = super::super::config::render(template, &ctx).expect("render");
-                let doc: toml::Table = out.parse().expect("TOML");
+                let doc = config::rendered("vpn", node.name, template);
                 if let Some(instances) = doc.get("instance").and_then(|i| i.as_array()) {
                     for i in instances {
                         let placement = i.get("netns").or_else(|| i.get("device"));
