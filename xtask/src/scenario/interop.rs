@@ -39,7 +39,9 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::{config::stratum1, guard, octal, opt, secs, show, us, Outcome, Run, Scenario};
+use super::{
+    config::stratum1, guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
+};
 
 /// The longest wait for chronyd to select the strata server and settle.
 pub const CHRONY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,15 +57,6 @@ const STRATA_SERVER: &str = "10.200.3.3";
 
 /// The line chronyd logs when started with `-x`.
 const CLOCK_CONTROL_DISABLED: &str = "Disabled control of system clock";
-
-/// `CAP_SYS_TIME` in a capability mask.
-const CAP_SYS_TIME_BIT: u64 = 1 << 25;
-
-/// The effective capability mask (`CapEff:`) from `/proc/PID/status` text.
-fn cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
 
 /// chronyd's user after it drops root (Debian's chrony package).
 const CHRONY_USER: &str = "_chrony";
@@ -198,9 +191,7 @@ pub(crate) fn start_chronyd(
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let no_sys_time = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| cap_eff(&status))
-            .is_some_and(|caps| caps & CAP_SYS_TIME_BIT == 0);
+            .is_ok_and(|status| lacks_sys_time(&status, &["CapEff"]));
         Ok((text.contains(CLOCK_CONTROL_DISABLED) && no_sys_time && socket.exists()).then_some(()))
     })
     .with_context(|| {
@@ -480,17 +471,6 @@ mod tests {
     fn chronyd_always_runs_with_x_in_the_foreground() {
         let args = chronyd_args(Path::new("/tmp/c.conf"));
         assert_eq!(args, ["-x", "-d", "-f", "/tmp/c.conf"]);
-    }
-
-    #[test]
-    fn reads_effective_capabilities() {
-        let root = "Name:\tchronyd\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
-        let dropped = "CapPrm:\t0000000000000400\nCapEff:\t0000000000000400\n";
-        assert!(cap_eff(root).is_some_and(|c| c & CAP_SYS_TIME_BIT != 0));
-        assert_eq!(cap_eff(dropped), Some(0x400), "only CAP_NET_BIND_SERVICE");
-        assert!(cap_eff(dropped).is_some_and(|c| c & CAP_SYS_TIME_BIT == 0));
-        assert_eq!(cap_eff("Name:\tx\n"), None);
-        assert_eq!(cap_eff("CapEff:\tzz\n"), None);
     }
 
     #[test]

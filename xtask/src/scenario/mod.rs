@@ -600,6 +600,24 @@ impl Run<'_> {
     }
 }
 
+/// `CAP_SYS_TIME` in a capability mask.
+const CAP_SYS_TIME_BIT: u64 = 1 << 25;
+
+/// A capability mask line (`CapEff`, `CapBnd`, …) of `/proc/PID/status` text.
+pub fn cap_mask(status: &str, set: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(set)?.strip_prefix(':'))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Whether a process (its `/proc/PID/status` text) holds no `CAP_SYS_TIME`
+/// in any of `sets`. A missing or unreadable mask counts as holding it.
+pub fn lacks_sys_time(status: &str, sets: &[&str]) -> bool {
+    sets.iter()
+        .all(|s| cap_mask(status, s).is_some_and(|m| m & CAP_SYS_TIME_BIT == 0))
+}
+
 /// True when the effective user is root (read from `/proc/self/status`).
 pub fn is_root() -> Result<bool> {
     let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
@@ -901,6 +919,33 @@ mod tests {
         assert!(sc.validate().is_err(), "unknown bridge");
         sc.bridges = vec!["lan"];
         assert!(sc.validate().is_ok());
+    }
+
+    #[test]
+    fn capability_checks() {
+        let dropped = "CapInh:\t0000000000000000\nCapEff:\t000001fffdffffff\n\
+                       CapBnd:\t000001fffdffffff\n";
+        let root = "CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
+        let eff_only = "CapEff:\t000001fffdffffff\nCapBnd:\t000001ffffffffff\n";
+        let both = ["CapEff", "CapBnd"];
+        assert!(lacks_sys_time(dropped, &both));
+        assert!(!lacks_sys_time(root, &both));
+        assert!(
+            !lacks_sys_time(eff_only, &both),
+            "bounding set still has it"
+        );
+        assert!(lacks_sys_time(eff_only, &["CapEff"]));
+        assert!(!lacks_sys_time("CapEff:\t0\n", &both), "no CapBnd line");
+        assert!(
+            !lacks_sys_time("CapEff:\tzz\nCapBnd:\t0\n", &both),
+            "bad hex"
+        );
+        assert_eq!(cap_mask(dropped, "CapInh"), Some(0));
+        assert_eq!(
+            cap_mask("CapEff:\t0000000000000400\n", "CapEff"),
+            Some(0x400)
+        );
+        assert_eq!(cap_mask("Name:\tx\n", "CapEff"), None);
     }
 
     #[test]
