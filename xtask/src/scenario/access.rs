@@ -39,7 +39,6 @@ use std::{
 };
 
 use anyhow::Result;
-use serde_json::Value;
 
 use super::{
     config::{client, peer},
@@ -150,13 +149,11 @@ struct Counters {
 }
 
 fn counters(run: &Run<'_>, instance: &str) -> Result<Counters> {
-    let v: Value = run.query("pe", "status")?;
-    let inst = &v["instances"][instance];
-    let dropped = |reason: &str| inst["dropped"][reason].as_u64().unwrap_or(0);
+    let inst = run.instance("pe", instance)?;
     Ok(Counters {
-        kod_sent: inst["kod_sent"].as_u64().unwrap_or(0),
-        access_denied: dropped("access-denied"),
-        control_mode: dropped("control-mode"),
+        kod_sent: inst.kod_sent,
+        access_denied: inst.dropped("access-denied"),
+        control_mode: inst.dropped("control-mode"),
     })
 }
 

@@ -38,7 +38,6 @@
 //!    and the three good pairs are still in sync.
 
 use std::{
-    collections::BTreeMap,
     os::unix::fs::PermissionsExt,
     time::{Duration, Instant},
 };
@@ -46,7 +45,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, Outcome, Run, Scenario};
+use super::{guard, Instance, Outcome, Run, Scenario};
 
 /// The longest wait for the three good pairs.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -214,30 +213,6 @@ pub fn auth_scenario() -> Scenario {
     })
 }
 
-/// `stratactl status --json`: the fields this scenario reads.
-#[derive(Debug, Clone, Deserialize)]
-struct NodeStatus {
-    synchronized: bool,
-    stratum: u8,
-    #[serde(default)]
-    reference: Option<String>,
-    instances: BTreeMap<String, Counters>,
-}
-
-/// One instance's counters.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Counters {
-    received: u64,
-    #[serde(default)]
-    dropped: BTreeMap<String, u64>,
-}
-
-impl Counters {
-    fn dropped(&self, reason: &str) -> u64 {
-        self.dropped.get(reason).copied().unwrap_or(0)
-    }
-}
-
 /// `stratactl sessions --json`: the fields this scenario reads.
 #[derive(Debug, Clone, Deserialize)]
 struct AuthSession {
@@ -252,15 +227,8 @@ struct AuthSession {
     calibrated_delay_s: Option<f64>,
 }
 
-fn status(run: &Run<'_>, node: &str) -> Result<NodeStatus> {
-    run.query(node, "status")
-}
-
-fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
-    status(run, node)?
-        .instances
-        .remove("default")
-        .with_context(|| format!("{node}: no default instance"))
+fn counters(run: &Run<'_>, node: &str) -> Result<Instance> {
+    run.instance(node, "default")
 }
 
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<AuthSession>> {
@@ -324,7 +292,7 @@ fn good(
     peer: &str,
     mode: &str,
 ) -> Result<Good> {
-    let st = status(run, node)?;
+    let st = run.status(node)?;
     let all = sessions(run, node)?;
     let s = all.iter().find(|s| s.address == peer && s.mode == mode);
     let session_ok = s.is_some_and(|s| {
@@ -454,7 +422,7 @@ fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Inst
     ];
     let mut reaches = Vec::new();
     for (node, session) in wrong {
-        let st = status(run, node)?;
+        let st = run.status(node)?;
         ensure!(
             !st.synchronized && st.stratum == 16,
             "{node} synchronised with a wrong key: {st:?}"

@@ -222,17 +222,8 @@ fn rcvbuf_errors(run: &Run<'_>, node: &str) -> Result<u64> {
 
 /// The server's counters of the default instance: `kod_sent` and drops by reason.
 fn server_counters(run: &Run<'_>) -> Result<(u64, BTreeMap<String, u64>)> {
-    let v: Value = run.query("srv", "status")?;
-    let inst = &v["instances"]["default"];
-    let dropped = inst["dropped"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((inst["kod_sent"].as_u64().unwrap_or(0), dropped))
+    let inst = run.instance("srv", "default")?;
+    Ok((inst.kod_sent, inst.dropped))
 }
 
 /// Waits for a process of this run to exit and reads its counts from its log.

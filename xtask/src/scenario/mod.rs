@@ -30,6 +30,7 @@ mod symmetric;
 mod vpn;
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
@@ -379,6 +380,37 @@ pub struct Status {
     /// Number of clock steps so far.
     #[serde(default)]
     pub clock_steps: Option<u64>,
+    /// The system peer, `ip:port`.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Per-instance state and counters.
+    #[serde(default)]
+    pub instances: BTreeMap<String, Instance>,
+}
+
+/// One instance of `stratactl status --json`: its state and counters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Instance {
+    /// `up` or `down`.
+    pub state: String,
+    /// Where its sockets live (namespace, device, …).
+    pub placement: String,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Kiss-o'-death packets sent.
+    pub kod_sent: u64,
+    /// Dropped datagrams by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl Instance {
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.dropped.get(reason).copied().unwrap_or(0)
+    }
 }
 
 /// One entry of `stratactl sessions --json`.
@@ -513,6 +545,14 @@ impl Run<'_> {
     /// `stratactl … status --json` of `node`.
     pub fn status(&self, node: &str) -> Result<Status> {
         self.query(node, "status")
+    }
+
+    /// Instance `name` of `node`'s status.
+    pub fn instance(&self, node: &str, name: &str) -> Result<Instance> {
+        self.status(node)?
+            .instances
+            .remove(name)
+            .with_context(|| format!("{node}: no instance {name}"))
     }
 
     /// `stratactl … sessions --json` of `node`.

@@ -36,7 +36,6 @@
 //! [`LISTEN_PACKETS`] mode-5 packets, and still be within 1 ms after them.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -44,7 +43,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{config::stratum1, guard, interop, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, interop, Instance, Outcome, Run, Scenario};
 
 /// Mode-5 packets the server sends while the clients must stay quiet.
 const LISTEN_PACKETS: u64 = 15;
@@ -72,33 +71,13 @@ struct Mode5Session {
     calibrations: u32,
 }
 
-/// `stratactl status --json`: the per-instance counters.
-#[derive(Debug, Clone, Deserialize)]
-struct CountersStatus {
-    instances: BTreeMap<String, Counters>,
-}
-
-/// One instance's counters.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Counters {
-    received: u64,
-    sent: u64,
-    #[serde(default)]
-    dropped: BTreeMap<String, u64>,
-}
-
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<Mode5Session>> {
     run.query(node, "sessions")
 }
 
 /// The default instance's counters of `node`.
-fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
-    let status: CountersStatus = run.query(node, "status")?;
-    status
-        .instances
-        .get("default")
-        .cloned()
-        .with_context(|| format!("{node}: no default instance"))
+fn counters(run: &Run<'_>, node: &str) -> Result<Instance> {
+    run.instance(node, "default")
 }
 
 /// One mode-5 scenario: `server` and `c1`..`c3` on bridge `lan`.
@@ -352,7 +331,7 @@ fn wait_synced(run: &Run<'_>, v: &Variant, timeout: Duration) -> Result<Vec<f64>
 }
 
 /// Waits until the server has sent `n` more packets than `from`; returns its counters.
-fn wait_server_sent(run: &Run<'_>, from: u64, n: u64) -> Result<Counters> {
+fn wait_server_sent(run: &Run<'_>, from: u64, n: u64) -> Result<Instance> {
     guard::wait_until(
         Duration::from_secs(n * 2 + 10),
         Duration::from_millis(250),
@@ -398,14 +377,14 @@ fn mode5_phases(
     };
     // 2. Quiet while listening: no probe has run yet, so each client's
     // `sent` is its calibration requests.
-    let before: Vec<Counters> = CLIENTS
+    let before: Vec<Instance> = CLIENTS
         .iter()
         .map(|c| counters(run, c))
         .collect::<Result<_>>()?;
     let server_before = counters(run, "server")?;
     fig.requests = before.iter().map(|c| c.sent).collect();
     let server_after = wait_server_sent(run, server_before.sent, LISTEN_PACKETS)?;
-    let after: Vec<Counters> = CLIENTS
+    let after: Vec<Instance> = CLIENTS
         .iter()
         .map(|c| counters(run, c))
         .collect::<Result<_>>()?;
@@ -631,7 +610,7 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
     values.push(("error_us", join_f(&errors)));
     // Keep listening for a stretch of chronyd's mode 5 (no probes: the
     // clients must send nothing), then look again.
-    let start: Vec<Counters> = INTEROP_CLIENTS
+    let start: Vec<Instance> = INTEROP_CLIENTS
         .iter()
         .map(|(node, _, _)| counters(run, node))
         .collect::<Result<_>>()?;
@@ -817,8 +796,9 @@ mod tests {
         .expect("sessions");
         assert_eq!(s[0].calibrations, 1);
         assert_eq!(s[0].calibrated_delay_s, Some(0.00012));
-        let c: CountersStatus = serde_json::from_str(
-            r#"{"instances":{"default":{"received":12,"sent":40,"dropped":{},"kod_sent":0}}}"#,
+        let c: super::super::Status = serde_json::from_str(
+            r#"{"synchronized":false,"stratum":16,
+                "instances":{"default":{"received":12,"sent":40,"dropped":{},"kod_sent":0}}}"#,
         )
         .expect("status");
         assert_eq!(c.instances["default"].received, 12);

@@ -37,11 +37,10 @@ use std::{
 };
 
 use anyhow::Result;
-use serde_json::Value;
 
 use super::{
     config::{self, client},
-    guard, wait_until, Line, Outcome, Run, Scenario,
+    guard, wait_until, Line, Outcome, Run, Scenario, Status,
 };
 
 /// How long the checks wait for everything to synchronise.
@@ -201,26 +200,25 @@ fn synced(
     }
 }
 
-/// `stratactl status --json` of `node` as JSON.
-fn status_json(run: &Run<'_>, node: &str) -> Result<Value> {
-    run.query(node, "status")
+/// Datagrams `instance` sent (0 when it is missing).
+fn sent(status: &Status, instance: &str) -> u64 {
+    status.instances.get(instance).map_or(0, |i| i.sent)
 }
 
-fn counter(status: &Value, instance: &str, key: &str) -> u64 {
-    status["instances"][instance][key].as_u64().unwrap_or(0)
+/// Datagrams `instance` dropped for `reason` (0 when it is missing).
+fn dropped(status: &Status, instance: &str, reason: &str) -> u64 {
+    status
+        .instances
+        .get(instance)
+        .map_or(0, |i| i.dropped(reason))
 }
 
-fn dropped(status: &Value, instance: &str, reason: &str) -> u64 {
-    status["instances"][instance]["dropped"][reason]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-fn state(status: &Value, instance: &str) -> String {
-    status["instances"][instance]["state"]
-        .as_str()
-        .unwrap_or("missing")
-        .to_owned()
+/// The state of `instance`: `up`, `down` or `missing`.
+fn state<'a>(status: &'a Status, instance: &str) -> &'a str {
+    status
+        .instances
+        .get(instance)
+        .map_or("missing", |i| i.state.as_str())
 }
 
 /// A session of `node` in `instance` to `address` has reached its server.
@@ -281,7 +279,7 @@ fn vpn_check(run: &Run<'_>) -> Result<Outcome> {
 
     // The late instance is down until its namespace exists.
     let late_down = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        let st = status_json(run, "pe2").ok()?;
+        let st = run.status("pe2").ok()?;
         (state(&st, "late") == "down" && state(&st, "vpna") == "up").then_some(st)
     })
     .is_ok();
@@ -298,7 +296,7 @@ fn vpn_check(run: &Run<'_>) -> Result<Outcome> {
     run.guard.add_netns(&late_ns)?;
     guard::ip(&["-n", &late_ns, "link", "set", "lo", "up"])?;
     let late_up = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let st = status_json(run, "pe2").ok()?;
+        let st = run.status("pe2").ok()?;
         (state(&st, "late") == "up").then_some(())
     })
     .is_ok();
@@ -427,16 +425,16 @@ fn multi(run: &Run<'_>, pe: &str, ces: [&str; 2]) -> (bool, Vec<(&'static str, S
             .map_or("none".to_owned(), |(_, v)| v.clone())
     };
     let mut values = vec![("vpna_ce_error_us", err(&a)), ("vpnb_ce_error_us", err(&b))];
-    let Ok(st) = status_json(run, pe) else {
+    let Ok(st) = run.status(pe) else {
         values.push(("error", "\"no status\"".to_owned()));
         return (false, values);
     };
-    let (sent_a, sent_b) = (counter(&st, "vpna", "sent"), counter(&st, "vpnb", "sent"));
+    let (sent_a, sent_b) = (sent(&st, "vpna"), sent(&st, "vpnb"));
     values.push(("vpna_sent", sent_a.to_string()));
     values.push(("vpnb_sent", sent_b.to_string()));
     let mut leaks = 0;
     for ce in ces {
-        if let Ok(cs) = status_json(run, ce) {
+        if let Ok(cs) = run.status(ce) {
             leaks +=
                 dropped(&cs, "default", "bogus-origin") + dropped(&cs, "default", "no-association");
         } else {
@@ -556,9 +554,13 @@ fn vpn_device_check(run: &Run<'_>) -> Result<Outcome> {
         "via",
         "10.200.1.1",
     ])?;
-    let before = status_json(run, "pe").map(|s| dropped(&s, "default", "foreign-instance"))?;
+    let before = run
+        .status("pe")
+        .map(|s| dropped(&s, "default", "foreign-instance"))?;
     let leaked = run.true_offset("cea", "10.200.7.1:123".parse()?).is_ok();
-    let after = status_json(run, "pe").map(|s| dropped(&s, "default", "foreign-instance"))?;
+    let after = run
+        .status("pe")
+        .map(|s| dropped(&s, "default", "foreign-instance"))?;
     // The default listener still serves its own side.
     let (lan_ok, _) = synced(run, "lan", "10.200.7.1:123", 1);
     let leak = Line {
