@@ -182,17 +182,11 @@ pub(crate) fn start_chronyd(
     let pid = run.spawn_in(node, "chronyd", chronyd, &args)?;
     let log = node_dir.join("chronyd.log");
     let socket = dir.join("chronyd.sock");
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!(
-                "chronyd on {node} exited early ({status}); log: {}",
-                log.display()
-            );
-        }
+    run.wait_started(pid, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let no_sys_time = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .is_ok_and(|status| lacks_sys_time(&status, &["CapEff"]));
-        Ok((text.contains(CLOCK_CONTROL_DISABLED) && no_sys_time && socket.exists()).then_some(()))
+        (text.contains(CLOCK_CONTROL_DISABLED) && no_sys_time && socket.exists()).then_some(())
     })
     .with_context(|| {
         format!(

@@ -586,17 +586,24 @@ impl Run<'_> {
         // A socket left by an earlier daemon would look like this one's.
         std::fs::remove_file(&socket).ok();
         let pid = self.spawn_in(node, label, &self.bins.stratad, &["-c", &file])?;
+        let log = node_dir.join(format!("{label}.log"));
+        self.wait_started(pid, || socket.exists().then_some(()))
+            .with_context(|| {
+                let log = log.display();
+                format!("stratad on {node} did not open its control socket; log: {log}")
+            })?;
+        Ok(pid)
+    }
+
+    /// Waits up to 10 s until `ready` gives a value, failing as soon as
+    /// process `pid` (one this run started) exits.
+    pub fn wait_started<T>(&self, pid: u32, mut ready: impl FnMut() -> Option<T>) -> Result<T> {
         guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             if let Some(status) = self.exit_status(pid) {
-                bail!(
-                    "stratad on {node} exited early ({status}); log: {}",
-                    node_dir.join(format!("{label}.log")).display()
-                );
+                bail!("process {pid} exited early ({status})");
             }
-            Ok(socket.exists().then_some(()))
+            Ok(ready())
         })
-        .with_context(|| format!("stratad on {node} did not open its control socket"))?;
-        Ok(pid)
     }
 
     /// Renders `template` for `node` and starts `stratad` there

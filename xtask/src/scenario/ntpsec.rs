@@ -54,7 +54,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
 use super::{
@@ -211,30 +211,28 @@ fn start_ntpd(run: &Run<'_>, prefix: &Path, node: &str, directives: &str) -> Res
     let pid = run.spawn_in(node, "ntpd-out", &setpriv, &args)?;
     let log = node_dir.join("ntpd.log");
     // `ip netns exec` and `setpriv` exec in place: the PID becomes ntpd's.
-    let status = guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!(
-                "ntpd on {node} exited early ({status}); logs: {}, {}",
+    let status = run
+        .wait_started(pid, || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (comm.trim() == "ntpd")
+                .then(|| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .flatten()
+        })
+        .with_context(|| {
+            let out = node_dir.join("ntpd-out.log");
+            format!(
+                "ntpd on {node} did not start; logs: {}, {}",
                 log.display(),
-                node_dir.join("ntpd-out.log").display()
-            );
-        }
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        Ok((comm.trim() == "ntpd")
-            .then(|| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .flatten())
-    })
-    .with_context(|| format!("ntpd on {node} did not start"))?;
+                out.display()
+            )
+        })?;
     ensure!(
         lacks_sys_time(&status, &["CapEff", "CapBnd"]),
         "ntpd on {node} (PID {pid}) holds CAP_SYS_TIME: refusing to go on"
     );
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!("ntpd on {node} exited early ({status})");
-        }
+    run.wait_started(pid, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ok(text.contains("Listen normally").then_some(()))
+        text.contains("Listen normally").then_some(())
     })
     .with_context(|| {
         format!(
