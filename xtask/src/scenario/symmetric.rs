@@ -217,6 +217,24 @@ fn probe(run: &Run<'_>, node: &str, ip: &str) -> Option<(f64, u8)> {
         .map(|s| (s.offset_s, s.stratum))
 }
 
+/// Probes `a` and `b` (two process starts: at most once a second, by
+/// `next`), keeps their errors in `errs`, and says whether both are within
+/// [`MAX_ERROR_S`] at strata `want`; `None` when not due or a probe failed.
+fn probe_both(
+    run: &Run<'_>,
+    next: &mut Instant,
+    errs: &mut (Option<f64>, Option<f64>),
+    want: (u8, u8),
+) -> Option<bool> {
+    if Instant::now() < *next {
+        return None;
+    }
+    *next = Instant::now() + Duration::from_secs(1);
+    let (pa, pb) = (probe(run, "a", A)?, probe(run, "b", B)?);
+    *errs = (Some(pa.0), Some(pb.0));
+    Some(pa.0.abs() < MAX_ERROR_S && pb.0.abs() < MAX_ERROR_S && (pa.1, pb.1) == want)
+}
+
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let started = Instant::now();
     let u1 = run.start_stratad("u1", &stratum1(&format!("{U1}:123")))?;
@@ -233,26 +251,17 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
             let (a, b) = rec.sample(run, true)?;
             let a = a?;
             let shape = a.stratum == 2 && a.follows(U1) && b.stratum == 3 && b.follows(A);
-            // Probing costs two process starts: only once the shape is right.
-            if !shape || Instant::now() < next_probe {
+            // Probing only once the shape is right.
+            if !shape || !probe_both(run, &mut next_probe, &mut errs, (2, 3))? {
                 return None;
             }
-            next_probe = Instant::now() + Duration::from_secs(1);
-            let pa = probe(run, "a", A)?;
-            let pb = probe(run, "b", B)?;
-            errs = (Some(pa.0), Some(pb.0));
             let sessions_ok =
                 session_to(run, "a", B).ok().flatten().is_some_and(|s| {
                     s.mode == "symmetric-active" && s.reach.is_some_and(|r| r != 0)
                 }) && session_to(run, "b", A).ok().flatten().is_some_and(|s| {
                     s.mode == "symmetric-passive" && s.reach.is_some_and(|r| r != 0)
                 });
-            (pa.0.abs() < MAX_ERROR_S
-                && pb.0.abs() < MAX_ERROR_S
-                && pa.1 == 2
-                && pb.1 == 3
-                && sessions_ok)
-                .then_some(())
+            sessions_ok.then_some(())
         });
     let sync_s = started.elapsed().as_secs_f64();
     values.push(("a_error_us", us(errs.0)));
@@ -274,15 +283,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
             let (a, b) = rec.sample(run, true)?;
             let a = a?;
             let shape = a.stratum == 5 && a.follows(B) && b.stratum == 4 && b.follows(U3);
-            if !shape || Instant::now() < next_probe {
-                return None;
-            }
-            next_probe = Instant::now() + Duration::from_secs(1);
-            let pa = probe(run, "a", A)?;
-            let pb = probe(run, "b", B)?;
-            errs = (Some(pa.0), Some(pb.0));
-            (pa.0.abs() < MAX_ERROR_S && pb.0.abs() < MAX_ERROR_S && pa.1 == 5 && pb.1 == 4)
-                .then_some(())
+            (shape && probe_both(run, &mut next_probe, &mut errs, (5, 4))?).then_some(())
         });
         values.push(("failover_s", format!("{:.1}", t0.elapsed().as_secs_f64())));
         values.push(("a_error_after_us", us(errs.0)));
