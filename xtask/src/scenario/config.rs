@@ -58,12 +58,31 @@ pub fn stepping(offset: &str, ppm: Option<f64>, step: &str) -> String {
 /// A `[[server]]` (with iburst) or `[[peer]]` at `address`, polling every
 /// 2^-2..2^0 s.
 pub fn source(kind: &str, address: &str) -> String {
+    polled(kind, address, -2, 0)
+}
+
+/// As [`source`], polling every 2^`minpoll`..2^`maxpoll` s.
+pub fn polled(kind: &str, address: &str, minpoll: i8, maxpoll: i8) -> String {
     let iburst = if kind == "server" {
         "iburst = true\n"
     } else {
         ""
     };
-    format!("\n[[{kind}]]\naddress = \"{address}\"\nminpoll = -2\nmaxpoll = 0\n{iburst}")
+    format!(
+        "\n[[{kind}]]\naddress = \"{address}\"\nminpoll = {minpoll}\nmaxpoll = {maxpoll}\n{iburst}"
+    )
+}
+
+/// A strata client of the reference daemon at `server` (an interop
+/// scenario), answering at `listen`: 50 ms off and +20 ppm, stepped once
+/// (slewing 50 ms at 500 ppm at most would take minutes), then tracking.
+pub fn interop_client(server: &str, listen: &str) -> String {
+    let clock = stepping("50ms", Some(20.0), "10ms");
+    format!(
+        "{clock}{}{}",
+        polled("server", server, -1, 1),
+        self::listen(listen)
+    )
 }
 
 /// An `[[access]]` rule giving `prefix` the access `level`.

@@ -40,7 +40,8 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 
 use super::{
-    config::stratum1, guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
+    config::{interop_client, stratum1},
+    guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
 };
 
 /// The longest wait for chronyd to select the strata server and settle.
@@ -60,28 +61,6 @@ const CLOCK_CONTROL_DISABLED: &str = "Disabled control of system clock";
 
 /// chronyd's user after it drops root (Debian's chrony package).
 const CHRONY_USER: &str = "_chrony";
-
-const STRATA_CLIENT_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "50ms"
-frequency-error-ppm = 20.0
-
-# Shortened for the scenario: step the 50 ms start offset (slewing it at
-# 500 ppm at most would take minutes), then track.
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.3.1:123"
-minpoll = -1
-maxpoll = 1
-iburst = true
-
-[[listen]]
-address = "10.200.3.2:123"
-"#;
 
 /// chronyd directives of the server node (the common ones are added by [`chronyd_conf`]).
 const CHRONY_SERVER_DIRECTIVES: &str = "\
@@ -104,7 +83,13 @@ pub fn interop_chrony() -> Scenario {
         check,
     )
     .bare("chronysrv")
-    .daemon("stratacli", STRATA_CLIENT_CONFIG)
+    .daemon(
+        "stratacli",
+        interop_client(
+            &format!("{CHRONY_SERVER}:123"),
+            &format!("{STRATA_CLIENT}:123"),
+        ),
+    )
     .daemon("stratasrv", stratum1(&format!("{STRATA_SERVER}:123")))
     .bare("chronycli")
     .on_lan("chronysrv", "10.200.3.1/24")
@@ -488,8 +473,6 @@ mod tests {
 
     #[test]
     fn configs_use_the_topology_addresses() {
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{CHRONY_SERVER}:123\"")));
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{STRATA_CLIENT}:123\"")));
         let sc = interop_chrony();
         sc.validate().expect("well-formed");
         for ip in [CHRONY_SERVER, STRATA_CLIENT, STRATA_SERVER] {

@@ -58,7 +58,8 @@ use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
 use super::{
-    config::stratum1, guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
+    config::{interop_client, stratum1},
+    guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
 };
 
 /// Where ntpsec's package is unpacked (`PREFIX/usr/sbin/ntpd`).
@@ -80,27 +81,6 @@ const STRATA_SERVER: &str = "10.200.6.3";
 /// The orphan stratum ntpsec serves (the strata client gets one more).
 const ORPHAN_STRATUM: u8 = 5;
 
-const STRATA_CLIENT_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "50ms"
-frequency-error-ppm = 20.0
-
-# Shortened for the scenario: step the 50 ms start offset, then track.
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.6.1:123"
-minpoll = -1
-maxpoll = 1
-iburst = true
-
-[[listen]]
-address = "10.200.6.2:123"
-"#;
-
 /// ntpd directives of the server node (the common ones are added by [`ntpd_conf`]).
 const NTPSEC_SERVER_DIRECTIVES: &str = "tos orphan 5 orphanwait 0\n";
 
@@ -115,7 +95,10 @@ pub fn interop_ntpsec() -> Scenario {
         check,
     )
     .bare("ntpsrv")
-    .daemon("stratacli", STRATA_CLIENT_CONFIG)
+    .daemon(
+        "stratacli",
+        interop_client(&format!("{NTPSEC_SERVER}:123"), &format!("{STRATA_CLIENT}:123")),
+    )
     .daemon("stratasrv", stratum1(&format!("{STRATA_SERVER}:123")))
     .bare("ntpcli")
     .bare("digcli")
@@ -683,8 +666,6 @@ mod tests {
 
     #[test]
     fn configs_use_the_topology_addresses() {
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{NTPSEC_SERVER}:123\"")));
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{STRATA_CLIENT}:123\"")));
         assert!(NTPSEC_SERVER_DIRECTIVES.contains(&format!("orphan {ORPHAN_STRATUM} ")));
         assert!(NTPSEC_CLIENT_DIRECTIVES.contains(&format!("server {STRATA_SERVER} ")));
         let sc = interop_ntpsec();
