@@ -12,6 +12,7 @@
 //! server with a known offset, used by the unit tests and the `smoke` scenario.
 
 use std::{
+    io::ErrorKind,
     net::{SocketAddr, UdpSocket},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -134,26 +135,34 @@ pub fn probe_offset(addr: SocketAddr, timeout: Duration) -> Result<Sample> {
         .with_context(|| format!("send to {addr}"))?;
     let mut buf = [0u8; 1024];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        ensure!(!left.is_zero(), "no reply from {addr} within {timeout:?}");
-        socket.set_read_timeout(Some(left))?;
-        let len = match socket.recv(&mut buf) {
-            Ok(len) => len,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                bail!("no reply from {addr} within {timeout:?}")
-            }
-            Err(e) => return Err(e).with_context(|| format!("receive from {addr}")),
+        let Some((len, _)) = recv_until(&socket, deadline, &mut buf)
+            .with_context(|| format!("receive from {addr}"))?
+        else {
+            bail!("no reply from {addr} within {timeout:?}")
         };
         let t4 = ntp_timestamp(SystemTime::now());
         match parse_reply(&buf[..len], t1, t4) {
             Ok(sample) => return Ok(sample),
             Err(err) => eprintln!("probe: ignoring reply from {addr}: {err:#}"),
         }
+    }
+}
+
+/// One datagram on `socket` before `deadline`, or `None` once it has passed.
+fn recv_until(
+    socket: &UdpSocket,
+    deadline: Instant,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(usize, SocketAddr)>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Ok(None);
+    }
+    socket.set_read_timeout(Some(left))?;
+    match socket.recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -172,22 +181,10 @@ pub fn serve(
     let mut answered = 0;
     let mut buf = [0u8; 1024];
     while answered < max_requests {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some((len, from)) =
+            recv_until(socket, deadline, &mut buf).context("receive request")?
+        else {
             break;
-        }
-        socket.set_read_timeout(Some(left))?;
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => return Err(e).context("receive request"),
         };
         let t2 = ntp_timestamp(shift.apply(SystemTime::now()));
         let Some(request) = ntp::Header::parse(&buf[..len]).filter(|h| h.mode == 3) else {
