@@ -208,6 +208,21 @@ pub(crate) struct Tracking {
     pub(crate) leap: String,
 }
 
+/// Field `text` of output line `line`, parsed; the error names `what` and
+/// the line.
+pub(crate) fn field<T>(text: &str, what: &str, line: &str) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().with_context(|| format!("{what} in {line:?}"))
+}
+
+/// An octal reach register in output line `line`.
+pub(crate) fn reach_field(text: &str, line: &str) -> Result<u8> {
+    u8::from_str_radix(text, 8).with_context(|| format!("reach in {line:?}"))
+}
+
 impl Tracking {
     /// Parses one CSV line: id, name, stratum, ref time, system time, …, leap.
     pub(crate) fn parse(csv: &str) -> Result<Tracking> {
@@ -216,15 +231,9 @@ impl Tracking {
         ensure!(f.len() >= 14, "tracking: want 14 fields: {line:?}");
         Ok(Tracking {
             reference: f[1].to_owned(),
-            stratum: f[2]
-                .parse()
-                .with_context(|| format!("stratum in {line:?}"))?,
-            system_time_s: f[4]
-                .parse()
-                .with_context(|| format!("system time in {line:?}"))?,
-            last_offset_s: f[5]
-                .parse()
-                .with_context(|| format!("last offset in {line:?}"))?,
+            stratum: field(f[2], "stratum", line)?,
+            system_time_s: field(f[4], "system time", line)?,
+            last_offset_s: field(f[5], "last offset", line)?,
             leap: f[13].to_owned(),
         })
     }
@@ -267,14 +276,9 @@ impl Source {
                     mode: one(f[0])?,
                     state: one(f[1])?,
                     name: f[2].to_owned(),
-                    stratum: f[3]
-                        .parse()
-                        .with_context(|| format!("stratum in {line:?}"))?,
-                    reach: u8::from_str_radix(f[5], 8)
-                        .with_context(|| format!("reach in {line:?}"))?,
-                    offset_s: f[7]
-                        .parse()
-                        .with_context(|| format!("offset in {line:?}"))?,
+                    stratum: field(f[3], "stratum", line)?,
+                    reach: reach_field(f[5], line)?,
+                    offset_s: field(f[7], "offset", line)?,
                 })
             })
             .collect()

@@ -59,7 +59,7 @@ use serde::Deserialize;
 
 use super::{
     config::{interop_client, stratum1},
-    guard, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
+    guard, interop, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
 };
 
 /// Where ntpsec's package is unpacked (`PREFIX/usr/sbin/ntpd`).
@@ -187,7 +187,7 @@ fn start_ntpd(run: &Run<'_>, prefix: &Path, node: &str, directives: &str) -> Res
     std::fs::create_dir_all(&node_dir)?;
     let conf = node_dir.join("ntpd.conf");
     std::fs::write(&conf, ntpd_conf(directives, &node_dir))?;
-    let setpriv = super::interop::find_program("setpriv")?;
+    let setpriv = interop::find_program("setpriv")?;
     let ntpd = prefix.join("usr/sbin/ntpd");
     let args = ntpd_args(&ntpd, &conf);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -257,14 +257,9 @@ impl NtpqPeer {
                 Ok(NtpqPeer {
                     tally,
                     remote: f[0].to_owned(),
-                    stratum: f[2]
-                        .parse()
-                        .with_context(|| format!("stratum in {line:?}"))?,
-                    reach: u8::from_str_radix(f[6], 8)
-                        .with_context(|| format!("reach in {line:?}"))?,
-                    offset_ms: f[8]
-                        .parse()
-                        .with_context(|| format!("offset in {line:?}"))?,
+                    stratum: interop::field(f[2], "stratum", line)?,
+                    reach: interop::reach_field(f[6], line)?,
+                    offset_ms: interop::field(f[8], "offset", line)?,
                 })
             })
             .collect()
@@ -452,9 +447,9 @@ fn observe(run: &Run<'_>, tools: &Tools, need_ntpdig: bool) -> Observed {
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let prefix = ensure_ntpsec()?;
     let tools = Tools {
-        setpriv: super::interop::find_program("setpriv")?,
+        setpriv: interop::find_program("setpriv")?,
         ntpq: prefix.join("usr/bin/ntpq"),
-        ntpdig: super::interop::find_program("ntpdig")
+        ntpdig: interop::find_program("ntpdig")
             .context("`ntpdig` not found: apt-get install ntpsec-ntpdig (.ci/run does)")?,
     };
     let started = Instant::now();
