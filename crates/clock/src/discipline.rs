@@ -90,7 +90,7 @@
 //! after `poll_limit` samples at a poll with the fit averaging at least
 //! `poll_up_window` samples and a reduced chi-square below 1.5, the poll
 //! exponent rises by one; when the runs test drops samples and fewer than
-//! `poll_up_window` are left, or the fit keeps fewer than
+//! halfway between `poll_down_window` and `poll_up_window` are left, or the fit keeps fewer than
 //! `poll_down_window` (or its chi-square exceeds 2), it falls by one,
 //! within `[min_poll, max_poll]`.
 
@@ -918,9 +918,11 @@ impl Discipline {
     /// Poll adjustment from the regression window: while the runs test
     /// lets the fit average over at least `poll_up_window` samples, the
     /// clock is steady enough to poll less often (after `poll_limit`
-    /// samples at a poll); when it keeps fewer than `poll_down_window`,
-    /// the clock wanders (or the path changed) faster than the samples
-    /// come, so the poll comes down (after `poll_limit / 4`).
+    /// samples at a poll); when the runs test cuts the window to fewer
+    /// than halfway between `poll_down_window` and `poll_up_window`, or it
+    /// keeps fewer than `poll_down_window`, the clock wanders (or the path
+    /// changed) faster than the samples come, so the poll comes down (the
+    /// latter after `poll_limit / 4` samples).
     fn adjust_poll(&mut self) {
         self.samples_at_poll = self.samples_at_poll.saturating_add(1);
         let settle = u32::try_from(self.config.poll_limit.max(1)).unwrap_or(1);
@@ -928,7 +930,9 @@ impl Discipline {
             // The clock bent away from the line: no rise for a while, and
             // a fall if too few samples are left to average.
             self.samples_at_poll = 0;
-            if self.window < self.config.poll_up_window && self.poll > self.config.min_poll {
+            if self.window < (self.config.poll_up_window + self.config.poll_down_window) / 2
+                && self.poll > self.config.min_poll
+            {
                 self.poll -= 1;
             }
             return;

@@ -145,10 +145,10 @@ fn temperature() {
         "temperature",
         &Bounds {
             lock_s: 10.5,       // 7 s
-            rms_us: 10.05,      // 6.7 µs
-            max_us: 25.95,      // 17.3 µs
-            freq_ppm: 0.032100, // 0.0214 ppm
-            packets: 556,       // 371
+            rms_us: 14.70,      // 9.8 µs
+            max_us: 29.40,      // 19.6 µs
+            freq_ppm: 0.040650, // 0.0271 ppm
+            packets: 384,       // 256
         },
     );
 }
