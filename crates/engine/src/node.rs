@@ -95,7 +95,7 @@ pub enum Route {
     /// has arrived, so the peer sees them come from the port it sends to.
     Listener,
     /// The socket the driver set up for this broadcast/multicast
-    /// destination (a [`BroadcastServerConfig`] without a socket).
+    /// destination (a [`crate::BroadcastServerConfig`] without a socket).
     Broadcast,
 }
 
