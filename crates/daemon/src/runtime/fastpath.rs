@@ -375,8 +375,8 @@ fn run(ctx: &WorkerCtx) {
     let socket = &*ctx.socket;
     let mut rx = RecvBatch::new(BATCH, MAX_DATAGRAM);
     let mut tx = SendBatch::new(BATCH, HEADER_LEN);
-    // `ToNode` marks a datagram already dealt with (handed on or counted).
-    let mut plans = [Plan::ToNode; BATCH];
+    // The answer each datagram of the batch gets, if any.
+    let mut plans: [Option<Plan>; BATCH] = [None; BATCH];
     let mut cached = ctx.shared.load();
     let mut seen_local: Vec<IpAddr> = Vec::with_capacity(MAX_SEEN_LOCAL);
     let mut local = Local::default();
@@ -411,7 +411,7 @@ fn run(ctx: &WorkerCtx) {
             .apply(NtpTimestamp::from_unix(host.secs, host.nanos));
         tx.clear();
         for (i, plan) in plans.iter().enumerate().take(rx.len()) {
-            let Some((meta, data)) = rx.get(i) else {
+            let (Some(plan), Some((meta, data))) = (*plan, rx.get(i)) else {
                 continue;
             };
             let transmit = if ctx.wildcard {
@@ -423,19 +423,16 @@ fn run(ctx: &WorkerCtx) {
             } else {
                 Transmit::to(meta.src)
             };
-            if matches!(*plan, Plan::Drop(_) | Plan::ToNode) {
-                continue;
-            }
             let rx_time = snap.map.apply(NtpTimestamp::from_unix(
                 meta.rx_time.secs,
                 meta.rx_time.nanos,
             ));
             let queued = tx.push(transmit, |out| {
-                snap.responder.write(*plan, data, rx_time, tx_time, out)
+                snap.responder.write(plan, data, rx_time, tx_time, out)
             });
             if queued {
                 local.sent += 1;
-                if matches!(*plan, Plan::Kiss(_)) {
+                if matches!(plan, Plan::Kiss(_)) {
                     local.kod_sent += 1;
                 }
             } else {
@@ -452,8 +449,9 @@ fn run(ctx: &WorkerCtx) {
     }
 }
 
-/// Decides what to do with datagram `i` of the batch: counted here, handed
-/// to the event loop (both leave [`Plan::ToNode`]), or answered.
+/// Decides what to do with datagram `i` of the batch: the answer to send,
+/// or `None` when it is dealt with (counted here or handed to the event
+/// loop).
 fn classify(
     ctx: &WorkerCtx,
     snap: &Snapshot,
@@ -462,20 +460,18 @@ fn classify(
     now: Instant,
     seen_local: &mut Vec<IpAddr>,
     local: &mut Local,
-) -> Plan {
-    let Some((meta, data)) = rx.get(i) else {
-        return Plan::ToNode;
-    };
+) -> Option<Plan> {
+    let (meta, data) = rx.get(i)?;
     if rx.is_truncated(i) {
         local.received += 1;
         local.drop_packet(DropReason::Malformed);
-        return Plan::ToNode;
+        return None;
     }
     if ctx.instance == InstanceId::DEFAULT
         && meta.ifindex.is_some_and(|ifx| snap.foreign.contains(&ifx))
     {
         local.foreign += 1;
-        return Plan::ToNode;
+        return None;
     }
     // The first datagram to each local address goes to the event loop, so
     // the node learns the address (loop detection).
@@ -493,14 +489,14 @@ fn classify(
     };
     if plan == Plan::ToNode {
         hand_on(ctx, meta, data, local);
-        return plan;
+        return None;
     }
     local.received += 1;
     if let Some(reason) = plan.drop_reason() {
         // A KoD DENY is refused all the same: counted, and answered.
         local.drop_packet(reason);
     }
-    plan
+    (!matches!(plan, Plan::Drop(_))).then_some(plan)
 }
 
 /// Hands a datagram to the event loop, as its reader task would.
