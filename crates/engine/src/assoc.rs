@@ -200,14 +200,15 @@ pub(crate) enum Polled {
 pub(crate) struct Calibration {
     attempts: u8,
     replies: u8,
-    best_delay: f64,
+    /// The least delay of the volley's replies so far.
+    best_delay: Option<f64>,
 }
 
 impl Calibration {
     const START: Calibration = Calibration {
         attempts: 0,
         replies: 0,
-        best_delay: f64::INFINITY,
+        best_delay: None,
     };
 }
 
@@ -672,7 +673,7 @@ impl Association {
         let dispersion = log2d(pkt.precision) + precision + PHI * (t4 - t1).to_seconds().abs();
         if let Some(Some(cal)) = self.calibration_slot() {
             cal.replies += 1;
-            cal.best_delay = cal.best_delay.min(delay);
+            cal.best_delay = Some(cal.best_delay.map_or(delay, |best| best.min(delay)));
         }
         self.filter.add(
             Sample {
