@@ -247,7 +247,9 @@ impl Node {
     /// A node with only the default instance. `rng` draws the request
     /// cookies (the off-path protection of every client exchange): seed it
     /// from the operating system (`getrandom`) in production; tests and the
-    /// simulator pass a seeded ChaCha generator to stay deterministic.
+    /// simulator pass a seeded ChaCha generator to stay deterministic
+    /// (see the crate docs: a generator that is not cryptographic does not
+    /// compile).
     #[must_use]
     pub fn new(config: NodeConfig, rng: impl CryptoRng + RngCore + Send + 'static) -> Node {
         let mut discipline =
