@@ -15,6 +15,10 @@
 //!   in `crates/clock/src/backend/system.rs`.
 //! - `whitespace`: no trailing whitespace and no tabs in `.rs`, `.toml`, `.md`.
 //! - `lints`: every crate `Cargo.toml` has `[lints] workspace = true`.
+//! - `weak-rng`: `SmallRng`, `seed_from_u64` and `thread_rng` never appear
+//!   in the code of `crates/` outside tests (`tests/`, `benches/`, and a
+//!   file's `#[cfg(test)]` part) and the simulator (`crates/sim/`): secrets
+//!   and cookies come from a `CryptoRng` seeded by the OS.
 
 use std::{
     fmt,
@@ -75,6 +79,7 @@ pub fn check_file(path: &str, text: &str) -> Vec<Violation> {
         out.extend(check_module_doc(path, text));
         out.extend(check_banned_apis(path, text));
         out.extend(check_unsafe(path, text));
+        out.extend(check_weak_rng(path, text));
     }
     if path.ends_with("Cargo.toml") {
         out.extend(check_lints(path, text));
@@ -163,6 +168,38 @@ pub fn check_unsafe(path: &str, text: &str) -> Vec<Violation> {
                 "unsafe",
                 format!("`unsafe` is only allowed under crates/net/ and in {SYSTEM_BACKEND}"),
             )
+        })
+        .collect()
+}
+
+/// Predictable generators and seedings: fine for a simulation, never for
+/// a cookie.
+const WEAK_RNG: [&str; 3] = ["SmallRng", "seed_from_u64", "thread_rng"];
+
+/// `weak-rng`: shipped code draws randomness only from a `CryptoRng`.
+pub fn check_weak_rng(path: &str, text: &str) -> Vec<Violation> {
+    let test_or_sim =
+        path.starts_with("crates/sim/") || path.contains("/tests/") || path.contains("/benches/");
+    if !path.starts_with("crates/") || test_or_sim {
+        return Vec::new();
+    }
+    text.lines()
+        .enumerate()
+        // The test module closes a file; what follows it is test code.
+        .take_while(|(_, line)| line.trim() != "#[cfg(test)]")
+        .flat_map(|(i, line)| {
+            let code = code_part(line);
+            WEAK_RNG
+                .iter()
+                .filter(move |weak| has_token(code, weak))
+                .map(move |weak| {
+                    violation(
+                        path,
+                        i + 1,
+                        "weak-rng",
+                        format!("`{weak}` is predictable: use a `CryptoRng` seeded by the OS"),
+                    )
+                })
         })
         .collect()
 }
@@ -325,6 +362,24 @@ mod tests {
             check_banned_apis("crates/clock/src/filter.rs", code).len(),
             3
         );
+    }
+
+    #[test]
+    fn weak_rng_only_in_tests_and_the_simulator() {
+        let code = "//! Doc: no SmallRng here.\nlet r = SmallRng::seed_from_u64(1);\nlet t = rand::thread_rng();\nlet c = ChaCha20Rng::from_seed(s);\n#[cfg(test)]\nmod tests { let r = SmallRng::seed_from_u64(2); }\n";
+        let v = check_weak_rng("crates/engine/src/node.rs", code);
+        assert_eq!(
+            rules(&v),
+            [("weak-rng", 2), ("weak-rng", 2), ("weak-rng", 3)]
+        );
+        assert_eq!(
+            check_weak_rng("crates/daemon/src/runtime/mod.rs", code).len(),
+            3
+        );
+        assert!(check_weak_rng("crates/sim/src/sim.rs", code).is_empty());
+        assert!(check_weak_rng("crates/engine/tests/support/mod.rs", code).is_empty());
+        assert!(check_weak_rng("tests/src/lib.rs", code).is_empty());
+        assert!(check_weak_rng("crates/engine/src/x.rs", "let r = MySmallRngish;\n").is_empty());
     }
 
     #[test]
