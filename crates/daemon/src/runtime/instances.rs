@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The daemon's view of one instance: placement, listeners and health.
+pub(super) struct InstanceRt {
+    pub(super) name: String,
+    pub(super) placement: Placement,
+    /// The `[[listen]]` addresses of this instance.
+    pub(super) listen: Vec<SocketAddr>,
+    pub(super) up: bool,
+    /// Why the instance is down (or its last failure).
+    pub(super) error: Option<String>,
+    pub(super) retry_at: std::time::Instant,
+    pub(super) backoff: Duration,
+    /// Device-bound: the device's ifindex and those of its lower devices
+    /// (the interfaces enslaved to a VRF).
+    pub(super) ifindexes: Vec<u32>,
+    /// Datagrams dropped by the daemon itself, by reason.
+    pub(super) dropped: BTreeMap<String, u64>,
+    /// Broadcast and multicast settings.
+    pub(super) mode5: Mode5Rt,
+}
+
 impl Daemon {
     /// Registers every instance with the node (limits, access rules, local
     /// addresses); named instances start down and are brought up by

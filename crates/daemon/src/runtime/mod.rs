@@ -30,16 +30,18 @@
 //! datagram to this loop as the reader task would. With `workers = 0`
 //! listeners have reader tasks like every other socket.
 
+mod apply;
 mod fastpath;
 mod instances;
 pub mod metrics;
 mod mode5;
-mod reload;
+mod sockets;
 mod status;
 pub mod trace;
 
 use self::instances::*;
 use self::mode5::*;
+use self::sockets::*;
 use self::status::*;
 
 use std::collections::{BTreeMap, HashMap};
@@ -79,94 +81,9 @@ const RETRY_MAX: Duration = Duration::from_secs(8);
 /// default instance through an interface of a device-bound instance.
 pub const FOREIGN_INSTANCE: &str = "foreign-instance";
 
-/// The daemon's view of one instance: placement, listeners and health.
-struct InstanceRt {
-    name: String,
-    placement: Placement,
-    /// The `[[listen]]` addresses of this instance.
-    listen: Vec<SocketAddr>,
-    up: bool,
-    /// Why the instance is down (or its last failure).
-    error: Option<String>,
-    retry_at: std::time::Instant,
-    backoff: Duration,
-    /// Device-bound: the device's ifindex and those of its lower devices
-    /// (the interfaces enslaved to a VRF).
-    ifindexes: Vec<u32>,
-    /// Datagrams dropped by the daemon itself, by reason.
-    dropped: BTreeMap<String, u64>,
-    /// Broadcast and multicast settings.
-    mode5: Mode5Rt,
-}
-
-/// An instance's broadcast/multicast settings and, while it is up, the
-/// sockets that carry them.
-#[derive(Debug, Default)]
-struct Mode5Rt {
-    /// Groups its multicast clients join, with the interface to join on.
-    joins: Vec<(SocketAddr, Option<String>)>,
-    /// Whether a broadcast client listens in it.
-    broadcast_client: bool,
-    /// Where its servers send mode 5: destination, interface, TTL.
-    sends: Vec<(SocketAddr, Option<String>, u32)>,
-    /// While up: the socket and interface each destination is sent through.
-    senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
-}
-
-impl Mode5Rt {
-    fn broadcast_send(&self) -> bool {
-        self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
-    }
-}
-
-/// Largest datagram read; longer ones are truncated and then dropped as
-/// malformed by the engine.
-const MAX_DATAGRAM: usize = 1500;
-
-struct Datagram {
-    socket: SocketId,
-    meta: strata_net::RecvMeta,
-    data: Vec<u8>,
-}
-
 struct ControlRequest {
     request: Request,
     reply: oneshot::Sender<Reply>,
-}
-
-/// A socket as the event loop holds it: registered with the runtime when
-/// a reader task waits on it, or plain when fast-path workers read it (a
-/// registration would wake the loop for every datagram and every send).
-enum Io {
-    Async(Arc<AsyncFd<UdpSocket>>),
-    Plain(Arc<UdpSocket>),
-}
-
-impl Io {
-    fn get_ref(&self) -> &UdpSocket {
-        match self {
-            Io::Async(fd) => fd.get_ref(),
-            Io::Plain(s) => s,
-        }
-    }
-
-    /// The runtime registration, when there is one.
-    fn async_fd(&self) -> Option<&Arc<AsyncFd<UdpSocket>>> {
-        match self {
-            Io::Async(fd) => Some(fd),
-            Io::Plain(_) => None,
-        }
-    }
-}
-
-struct Socket {
-    io: Io,
-    instance: InstanceId,
-    listener: bool,
-    /// The reader task, or `None` when fast-path workers read the socket.
-    reader: Option<tokio::task::JoinHandle<()>>,
-    /// The fast-path workers of a listener.
-    workers: Option<fastpath::Workers>,
 }
 
 /// A running daemon's state, owned by the event loop.
@@ -426,99 +343,6 @@ impl Daemon {
         id
     }
 
-    fn close_socket(&mut self, id: SocketId) {
-        if let Some(sock) = self.sockets.remove(&id) {
-            if let Some(reader) = sock.reader {
-                reader.abort();
-            }
-            if let Some(workers) = sock.workers {
-                workers.stop();
-                self.stopping.push(workers);
-            }
-        }
-        self.client_sockets.retain(|_, s| *s != id);
-    }
-
-    fn open_socket(
-        &mut self,
-        instance: InstanceId,
-        local: SocketAddr,
-        listener: bool,
-        placement: &Placement,
-    ) -> anyhow::Result<SocketId> {
-        let broadcast = listener
-            && self
-                .instances
-                .get(&instance)
-                .is_some_and(|i| i.mode5.broadcast_send());
-        let socket = UdpSocket::open(&SocketOptions {
-            local,
-            placement: placement.clone(),
-            reuse_port: false,
-            broadcast,
-        })?;
-        let id = SocketId(self.next_socket);
-        self.next_socket += 1;
-        // `AsyncFd::new` is deprecated because a borrowed descriptor could be
-        // closed while registered; `UdpSocket` owns its descriptor, which stays
-        // open as long as the `AsyncFd` holding it, so this use is sound.
-        let (io, reader, workers) = if listener && self.workers > 0 {
-            let socket = Arc::new(socket);
-            let workers =
-                fastpath::Workers::spawn(self.workers, &socket, id, instance, &self.fast, &self.rx)
-                    .context("starting fast-path workers")?;
-            (Io::Plain(socket), None, Some(workers))
-        } else {
-            #[allow(deprecated)]
-            let io = Arc::new(AsyncFd::new(socket)?);
-            let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
-            (Io::Async(io), Some(reader), None)
-        };
-        self.sockets.insert(
-            id,
-            Socket {
-                io,
-                instance,
-                listener,
-                reader,
-                workers,
-            },
-        );
-        Ok(id)
-    }
-
-    fn client_socket(&mut self, instance: InstanceId, v6: bool) -> anyhow::Result<SocketId> {
-        if let Some(id) = self.client_sockets.get(&(instance, v6)) {
-            return Ok(*id);
-        }
-        let local = if v6 {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
-        } else {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-        };
-        let placement = match self.instances.get(&instance) {
-            Some(inst) if inst.up => inst.placement.clone(),
-            Some(inst) => bail!(
-                "instance {} is down: {}",
-                inst.name,
-                inst.error.as_deref().unwrap_or("not up yet")
-            ),
-            None => Placement::Default,
-        };
-        match self.open_socket(instance, local, false, &placement) {
-            Ok(id) => {
-                self.client_sockets.insert((instance, v6), id);
-                Ok(id)
-            }
-            Err(e) if placement != Placement::Default => {
-                let why = format!("client socket: {e:#}");
-                self.take_down(instance, why.clone());
-                bail!(why)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn handle_datagram(&mut self, d: &Datagram) {
         let Some(sock) = self.sockets.get(&d.socket) else {
             return;
@@ -660,38 +484,6 @@ impl Daemon {
         self.fast_dirty = false;
     }
 
-    /// Folds the counts of ended workers into the per-instance totals.
-    fn reap_workers(&mut self) {
-        let (done, running): (Vec<_>, Vec<_>) = self
-            .stopping
-            .drain(..)
-            .partition(fastpath::Workers::finished);
-        self.stopping = running;
-        for w in done {
-            self.fast_retired
-                .entry(w.instance)
-                .or_default()
-                .add(&w.totals());
-        }
-    }
-
-    /// The fast-path counters of `instance`: ended, stopping and running workers.
-    fn fast_totals(&self, instance: InstanceId) -> fastpath::Totals {
-        let mut t = self
-            .fast_retired
-            .get(&instance)
-            .cloned()
-            .unwrap_or_default();
-        let live = self.sockets.values().filter_map(|s| s.workers.as_ref());
-        for w in live
-            .chain(&self.stopping)
-            .filter(|w| w.instance == instance)
-        {
-            t.add(&w.totals());
-        }
-        t
-    }
-
     fn save_drift(&self) {
         let Some(path) = &self.drift_file else { return };
         let ppm = self.node.status().frequency_ppm;
@@ -723,31 +515,6 @@ fn discipline_config(config: &Config) -> DisciplineConfig {
         min_poll,
         max_poll,
         ..defaults
-    }
-}
-
-/// Reads one socket until it fails, forwarding each datagram.
-async fn read_socket(id: SocketId, io: Arc<AsyncFd<UdpSocket>>, tx: mpsc::Sender<Datagram>) {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    loop {
-        let Ok(mut guard) = io.readable().await else {
-            return;
-        };
-        match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(meta)) => {
-                let len = meta.len.min(buf.len());
-                let d = Datagram {
-                    socket: id,
-                    meta,
-                    data: buf[..len].to_vec(),
-                };
-                if tx.send(d).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) => tracing::debug!("receive error: {e}"),
-            Err(_would_block) => {}
-        }
     }
 }
 

@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// An instance's broadcast/multicast settings and, while it is up, the
+/// sockets that carry them.
+#[derive(Debug, Default)]
+pub(super) struct Mode5Rt {
+    /// Groups its multicast clients join, with the interface to join on.
+    pub(super) joins: Vec<(SocketAddr, Option<String>)>,
+    /// Whether a broadcast client listens in it.
+    pub(super) broadcast_client: bool,
+    /// Where its servers send mode 5: destination, interface, TTL.
+    pub(super) sends: Vec<(SocketAddr, Option<String>, u32)>,
+    /// While up: the socket and interface each destination is sent through.
+    pub(super) senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
+}
+
+impl Mode5Rt {
+    pub(super) fn broadcast_send(&self) -> bool {
+        self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
+    }
+}
+
 impl Daemon {
     /// Tells the engine about an instance's broadcast/multicast clients and
     /// servers.
@@ -110,63 +130,6 @@ impl Daemon {
             inst.mode5.senders = senders;
         }
         Ok(())
-    }
-
-    pub(super) fn local_addr(&self, id: SocketId) -> Option<SocketAddr> {
-        self.sockets.get(&id)?.io.get_ref().local_addr().ok()
-    }
-
-    /// A listener of the instance bound to the unspecified address on the
-    /// port and family of `like`.
-    pub(super) fn wildcard_listener(
-        &self,
-        instance: InstanceId,
-        like: SocketAddr,
-    ) -> Option<SocketId> {
-        self.sockets
-            .iter()
-            .filter(|(_, s)| s.instance == instance && s.listener)
-            .map(|(id, _)| *id)
-            .find(|id| {
-                self.local_addr(*id).is_some_and(|a| {
-                    a.ip().is_unspecified()
-                        && a.port() == like.port()
-                        && a.is_ipv4() == like.is_ipv4()
-                })
-            })
-    }
-
-    /// A listener of the instance of the family of `dst`, on port 123 if
-    /// there is one.
-    pub(super) fn listener_for(&self, instance: InstanceId, dst: SocketAddr) -> Option<SocketId> {
-        let mut candidates: Vec<(SocketId, SocketAddr)> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.instance == instance && s.listener)
-            .filter_map(|(id, _)| Some((*id, self.local_addr(*id)?)))
-            .filter(|(_, a)| a.is_ipv4() == dst.is_ipv4())
-            .collect();
-        // Port 123 first; then a wildcard listener (the routing table picks
-        // the source address), else the address sharing the longest prefix
-        // with the destination (the interface that faces it).
-        candidates.sort_by_key(|(id, a)| {
-            (
-                a.port() != DEFAULT_NTP_PORT,
-                !a.ip().is_unspecified(),
-                std::cmp::Reverse(common_prefix(a.ip(), dst.ip())),
-                id.0,
-            )
-        });
-        candidates.first().map(|(id, _)| *id)
-    }
-}
-
-/// The number of leading bits two addresses of one family share.
-fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
-        _ => 0,
     }
 }
 

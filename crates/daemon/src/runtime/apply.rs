@@ -274,14 +274,6 @@ impl Daemon {
         }
         self.publish_fast();
     }
-
-    fn listener_bound_to(&self, instance: InstanceId, addr: SocketAddr) -> Option<SocketId> {
-        self.sockets
-            .iter()
-            .filter(|(_, s)| s.instance == instance && s.listener)
-            .map(|(id, _)| *id)
-            .find(|id| self.local_addr(*id) == Some(addr))
-    }
 }
 
 /// Refuses a reload whose keys lack a key that the running configuration
