@@ -1,23 +1,34 @@
 //! Broadcast and multicast: group memberships, the sockets mode 5 is sent
 //! from, and the engine's broadcast/multicast settings per instance.
 
-use super::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use strata_engine::{BroadcastClientConfig, BroadcastServerConfig, InstanceId, SocketId};
+use strata_net::Placement;
+
+use super::sockets::Socket;
+use super::Daemon;
+use crate::config::{Config, DEFAULT_NTP_PORT};
 
 /// An instance's broadcast/multicast settings and, while it is up, the
 /// sockets that carry them.
 #[derive(Debug, Default)]
 pub(super) struct Mode5Rt {
     /// Groups its multicast clients join, with the interface to join on.
-    pub(super) joins: Vec<(SocketAddr, Option<String>)>,
+    joins: Vec<(SocketAddr, Option<String>)>,
     /// Whether a broadcast client listens in it.
-    pub(super) broadcast_client: bool,
+    broadcast_client: bool,
     /// Where its servers send mode 5: destination, interface, TTL.
-    pub(super) sends: Vec<(SocketAddr, Option<String>, u32)>,
+    sends: Vec<(SocketAddr, Option<String>, u32)>,
     /// While up: the socket and interface each destination is sent through.
-    pub(super) senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
+    pub senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
 }
 
 impl Mode5Rt {
+    /// Whether it sends broadcasts (its listeners need `SO_BROADCAST`).
     pub(super) fn broadcast_send(&self) -> bool {
         self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
     }
@@ -84,7 +95,7 @@ impl Daemon {
         id: InstanceId,
         placement: &Placement,
     ) -> anyhow::Result<()> {
-        let Some(inst) = self.instances.get(&id) else {
+        let Some(inst) = self.instances.get(id) else {
             return Ok(());
         };
         let joins = inst.mode5.joins.clone();
@@ -92,32 +103,31 @@ impl Daemon {
         let broadcast_client = inst.mode5.broadcast_client;
         for (group, iface) in joins {
             let ifindex = resolve_ifindex(placement, iface.as_deref())?;
-            let socket = match self.wildcard_listener(id, group) {
+            let socket = match self.sockets.wildcard_listener(id, group) {
                 Some(s) => s,
                 None => self
                     .open_socket(id, group, false, placement)
                     .with_context(|| format!("multicast group {group}"))?,
             };
-            if let Some(sock) = self.sockets.get(&socket) {
-                sock.io
-                    .get_ref()
+            if let Some(sock) = self.sockets.get(socket) {
+                sock.udp()
                     .join_multicast(group.ip(), ifindex.unwrap_or(0))?;
             }
             tracing::info!(%group, interface = ?iface, "joined multicast group");
         }
         let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_NTP_PORT);
-        if broadcast_client && self.wildcard_listener(id, any_v4).is_none() {
+        if broadcast_client && self.sockets.wildcard_listener(id, any_v4).is_none() {
             self.open_socket(id, any_v4, false, placement)
                 .context("broadcast client socket")?;
         }
         let mut senders = HashMap::new();
         for (dst, iface, ttl) in sends {
             let ifindex = resolve_ifindex(placement, iface.as_deref())?;
-            let Some(socket) = self.listener_for(id, dst) else {
+            let Some(socket) = self.sockets.listener_for(id, dst) else {
                 bail!("mode-5 destination {dst}: the instance has no [[listen]] address of this family to send from and to answer the clients' calibration");
             };
-            if let (Some(sock), true) = (self.sockets.get(&socket), dst.ip().is_multicast()) {
-                let io = sock.io.get_ref();
+            let io = self.sockets.get(socket).map(Socket::udp);
+            if let (Some(io), true) = (io, dst.ip().is_multicast()) {
                 io.set_multicast_ttl(ttl)?;
                 io.set_multicast_loop(false)?;
                 if let Some(i) = ifindex {
@@ -126,7 +136,7 @@ impl Daemon {
             }
             senders.insert(dst, (socket, ifindex));
         }
-        if let Some(inst) = self.instances.get_mut(&id) {
+        if let Some(inst) = self.instances.get_mut(id) {
             inst.mode5.senders = senders;
         }
         Ok(())
@@ -138,9 +148,7 @@ impl Daemon {
 /// servers only when every entry allows them; a required key only when
 /// every entry names the same one (else any trusted key); the shortest
 /// recalibration interval.
-pub(super) fn broadcast_client_settings(
-    clients: &[(bool, Option<u32>, f64)],
-) -> BroadcastClientConfig {
+fn broadcast_client_settings(clients: &[(bool, Option<u32>, f64)]) -> BroadcastClientConfig {
     let allow = clients.iter().all(|(a, _, _)| *a);
     let first = clients.first().and_then(|(_, k, _)| *k);
     let key = first.filter(|k| clients.iter().all(|(_, c, _)| *c == Some(*k)));
@@ -158,7 +166,7 @@ pub(super) fn broadcast_client_settings(
 }
 
 /// An instance's broadcast/multicast settings from the config.
-pub(super) fn mode5_settings(config: &Config, name: &str) -> Mode5Rt {
+pub(super) fn settings(config: &Config, name: &str) -> Mode5Rt {
     Mode5Rt {
         joins: config
             .multicast_client
@@ -186,10 +194,7 @@ pub(super) fn mode5_settings(config: &Config, name: &str) -> Mode5Rt {
 
 /// The index of interface `name` as seen from the placement's network
 /// namespace; `None` when no interface is named.
-pub(super) fn resolve_ifindex(
-    placement: &Placement,
-    name: Option<&str>,
-) -> anyhow::Result<Option<u32>> {
+fn resolve_ifindex(placement: &Placement, name: Option<&str>) -> anyhow::Result<Option<u32>> {
     let Some(name) = name else { return Ok(None) };
     let index = match placement {
         Placement::Netns(ns) => strata_net::in_netns(ns, || strata_net::ifindex(name))??,
