@@ -272,17 +272,8 @@ impl Totals {
     }
 }
 
-/// A worker's counts within one batch, added to its atomics at the end.
-#[derive(Default)]
-struct Local {
-    received: u64,
-    sent: u64,
-    kod_sent: u64,
-    foreign: u64,
-    dropped: [u64; REASONS],
-}
-
-impl Local {
+/// A worker's counts within one batch are [`Totals`] too, added to its atomics at the end.
+impl Totals {
     fn drop_packet(&mut self, reason: DropReason) {
         if let Some(slot) = DropReason::ALL
             .iter()
@@ -306,7 +297,7 @@ impl Local {
         for (a, n) in into.dropped.iter().zip(&self.dropped) {
             add(a, *n);
         }
-        *self = Local::default();
+        *self = Totals::default();
     }
 }
 
@@ -423,7 +414,7 @@ fn run(ctx: &WorkerCtx) {
     let mut plans: [Option<Plan>; BATCH] = [None; BATCH];
     let mut cached = ctx.shared.load();
     let mut seen_local: Vec<IpAddr> = Vec::with_capacity(MAX_SEEN_LOCAL);
-    let mut local = Local::default();
+    let mut local = Totals::default();
     while !ctx.stop.load(Ordering::Relaxed) {
         match socket.recv_batch(&mut rx) {
             Ok(_) => {}
@@ -503,7 +494,7 @@ fn classify(
     i: usize,
     now: Instant,
     seen_local: &mut Vec<IpAddr>,
-    local: &mut Local,
+    local: &mut Totals,
 ) -> Option<Plan> {
     let (meta, data) = rx.get(i)?;
     if rx.is_truncated(i) {
@@ -544,7 +535,7 @@ fn classify(
 }
 
 /// Hands a datagram to the event loop, as its reader task would.
-fn hand_on(ctx: &WorkerCtx, meta: &strata_net::RecvMeta, data: &[u8], local: &mut Local) {
+fn hand_on(ctx: &WorkerCtx, meta: &strata_net::RecvMeta, data: &[u8], local: &mut Totals) {
     let d = Datagram {
         socket: ctx.id,
         meta: *meta,
@@ -568,12 +559,12 @@ mod tests {
     #[test]
     fn totals_add_up_and_name_reasons() {
         let c = WorkerCounters::default();
-        let mut l = Local {
+        let mut l = Totals {
             received: 5,
             sent: 3,
             kod_sent: 1,
             foreign: 2,
-            ..Local::default()
+            ..Totals::default()
         };
         l.drop_packet(DropReason::RateLimited);
         l.drop_packet(DropReason::RateLimited);
