@@ -24,6 +24,32 @@
 //!
 //! Offsets follow RFC 5905 throughout: theta = reference − local clock,
 //! positive when the local clock is behind.
+//!
+//! # Example
+//!
+//! Feed on-wire samples to a clock filter; it picks the one with the least
+//! delay and reports the jitter:
+//!
+//! ```
+//! use strata_clock::filter::{ClockFilter, Sample};
+//!
+//! let mut filter = ClockFilter::new();
+//! let precision = 2f64.powi(-20);
+//! let mut picked = None;
+//! for (i, (offset, delay)) in [(0.012, 0.030), (0.010, 0.008), (0.015, 0.040)]
+//!     .into_iter()
+//!     .enumerate()
+//! {
+//!     let sample = Sample { offset, delay, dispersion: 1e-6, time: 16.0 * i as f64 };
+//!     if let Some(out) = filter.add(sample, precision) {
+//!         picked = Some(out);
+//!     }
+//! }
+//! let best = filter.last().or(picked).expect("a sample was picked");
+//! assert_eq!(best.offset, 0.010); // the least-delay sample
+//! assert!(best.jitter >= precision);
+//! ```
+#![warn(missing_debug_implementations)]
 
 pub mod backend;
 pub mod discipline;

@@ -215,6 +215,10 @@ pub const DEFAULT_GROUP_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(224, 0,
 pub const DEFAULT_IPV6_SCOPE: u8 = 5;
 /// The default mode-5 poll exponent (64 s).
 pub const DEFAULT_BROADCAST_POLL: i8 = 6;
+/// The default TTL (IPv4) / hop limit (IPv6) of a multicast server: 16, as
+/// the router CLI's `ntp-service multicast-server`, so that mode-5 packets
+/// cross routers (ntpd documents 127; the kernel's own default is 1).
+pub const DEFAULT_MULTICAST_TTL: u32 = 16;
 /// The default recalibration interval of a broadcast/multicast client, s.
 pub const DEFAULT_RECALIBRATE: f64 = 3600.0;
 
@@ -234,7 +238,7 @@ pub struct MulticastServer {
     pub interface: Option<String>,
     /// Poll exponent (default 6).
     pub poll: i8,
-    /// IPv4 TTL / IPv6 hop limit (default 1).
+    /// IPv4 TTL / IPv6 hop limit (default [`DEFAULT_MULTICAST_TTL`], 16).
     pub ttl: u32,
     /// The instance it belongs to.
     pub instance: String,

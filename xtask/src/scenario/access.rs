@@ -4,8 +4,10 @@
 //! One PE `stratad` (stratum-1 local reference, `[access-policy] deny =
 //! "kod"`) serves two namespace instances. CE `ca` in VPN A and CE `cb` in
 //! VPN B have the same address, 10.200.1.2, on the same subnet toward the
-//! PE. VPN A has a rule per level; VPN B has rules, none of which lists
-//! 10.200.1.0/24:
+//! PE. VPN A has a rule per level, and first in the file a `query` rule
+//! for all of 10.200.0.0/16, which every higher level's narrower prefix
+//! outranks (levels are checked from `peer` down, whatever the order);
+//! VPN B has rules, none of which lists 10.200.1.0/24:
 //!
 //! ```text
 //!  ca 10.200.1.2 (client)  ── a1 10.200.1.1 ┐  vpna: synchronization 10.200.1.0/24
@@ -89,7 +91,13 @@ instance = "vpna"
 address = "10.200.1.1:123"
 instance = "vpnb"
 
-# VPN A: one prefix per level, least restrictive first.
+# VPN A: one prefix per level. The broad query rule comes first in the
+# file; the higher levels of the narrower prefixes outrank it.
+[[access]]
+instance = "vpna"
+level = "query"
+prefixes = ["10.200.0.0/16"]
+
 [[access]]
 instance = "vpna"
 level = "peer"

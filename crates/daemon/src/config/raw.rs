@@ -21,8 +21,8 @@ use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
     ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement,
     Listen, LocalReference, MulticastClient, MulticastServer, Prefix, RateLimit, Responder, Server,
-    DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE, DEFAULT_NTP_PORT,
-    DEFAULT_RECALIBRATE,
+    DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE, DEFAULT_MULTICAST_TTL,
+    DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
 
@@ -528,7 +528,7 @@ impl RawConfig {
                 ),
                 interface: raw.interface.as_ref().map(|i| i.0.clone()),
                 poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
-                ttl: raw.ttl.as_ref().map_or(1, |t| t.0),
+                ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
                 instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
                 key: raw.key.as_ref().map(|k| k.0),
             })
