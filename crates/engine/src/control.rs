@@ -7,7 +7,8 @@
 //! in the units and formats ntpq expects (offsets, delays, jitter, root
 //! delay and dispersion in milliseconds; timestamps as `0x` hex), split
 //! into fragments of at most [`CONTROL_MAX_DATA`] octets with offsets and
-//! the more bit. Anything that writes (WRITEVAR, WRITECLOCK, CONFIGURE)
+//! the more bit. Poll exponents below 0 (sub-second polls) read as 0,
+//! the least ntpq can show. Anything that writes (WRITEVAR, WRITECLOCK, CONFIGURE)
 //! gets a permission error; READCLOCK a bad-association error (there are
 //! no reference clocks); every other opcode, the MRU list among them (not
 //! kept), a bad-opcode error. Responses carry the request's version and
@@ -311,7 +312,7 @@ impl View<'_> {
             ("reftime", hex_time(s.reference_time)),
             ("clock", hex_time(self.meta.rx_time)),
             ("peer", peer.to_string()),
-            ("tc", st.poll.to_string()),
+            ("tc", poll(st.poll)),
             ("offset", ms(st.offset)),
             ("frequency", format!("{:.3}", st.frequency_ppm)),
             ("sys_jitter", ms(st.jitter)),
@@ -360,8 +361,8 @@ impl View<'_> {
             ("unreach", u32::from(s.reach == 0).to_string()),
             ("hmode", hmode.to_string()),
             ("pmode", pmode.to_string()),
-            ("hpoll", s.poll.to_string()),
-            ("ppoll", s.remote_poll.unwrap_or(s.poll).to_string()),
+            ("hpoll", poll(s.poll)),
+            ("ppoll", poll(s.remote_poll.unwrap_or(s.poll))),
             ("keyid", s.key_id.unwrap_or(0).to_string()),
             ("offset", ms(s.offset)),
             ("delay", ms(s.delay)),
@@ -446,6 +447,12 @@ fn push_var(text: &mut String, name: &str, value: &str) {
     text.push_str(name);
     text.push('=');
     text.push_str(value);
+}
+
+/// A poll exponent as ntpq can show it: sub-second polls (negative
+/// exponents, which strata allows) read as 0, the least ntpd has.
+fn poll(exponent: i8) -> String {
+    exponent.max(0).to_string()
 }
 
 /// Seconds as milliseconds, six decimals.

@@ -241,6 +241,8 @@ fn readvar_association_fragments_and_matches_status() {
     assert_eq!(get(&v, "stratum"), "1");
     assert_eq!(get(&v, "hmode"), "3");
     assert_eq!(get(&v, "pmode"), "4");
+    // Sub-second polls (2^-2 s here) read as 0, the least ntpq shows.
+    assert_eq!(get(&v, "hpoll"), "0");
     assert_eq!(get(&v, "reach"), format!("{:#04x}", session.reach));
     let delay: f64 = get(&v, "delay").parse().unwrap();
     assert!((delay - session.delay * 1e3).abs() < 1e-5);
