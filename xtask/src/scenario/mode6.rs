@@ -14,12 +14,19 @@
 //! - `mode6-peers`: `ntpq -n -p` shows the source with tally `*`, the
 //!   stratum and reach `stratactl sessions` shows, and an offset and
 //!   delay within 1 ms of stratactl's (read a moment apart).
-//! - `mode6-as`: `ntpq -n -c as` lists the association as `sys.peer`.
+//! - `mode6-as`: `ntpq -n -c as` lists the association as `sys.peer`, and
+//!   `ntpq -n -c "rv ASSID"` with its id shows its address, stratum and
+//!   host mode (3, client).
 //! - `mode6-access`: `ntpq -c rv` from `t` (time only) gets no answer,
 //!   counted as `access-denied` on `mon`; a mode-3 probe from `q`
 //!   (control only) gets no time, one from `t` does.
 //! - `mode6-write`: a WRITEVAR sent with ntpsec's own Python library
 //!   (python3-ntp) from `q` is refused with a permission error.
+//! - `mode6-plugins`: Debian's monitoring-plugins: `check_ntp_peer` from
+//!   `q` returns OK (0) against `mon` and CRITICAL (2) against `lone`
+//!   (10.200.7.5, a strata whose only server never answers, so it stays
+//!   unsynchronised); `check_ntp_time` (mode 3) from the time-only `t`
+//!   returns OK against `mon`.
 //!
 //! ntpq is ntpsec's, from the package `.ci/run` unpacks privately into
 //! [`NTPSEC_PREFIX`](super::ntpsec::NTPSEC_PREFIX) (it runs on
@@ -41,6 +48,10 @@ const MONITORED: &str = "10.200.7.2";
 const QUERY: &str = "10.200.7.3";
 /// Allowed time, no control queries.
 const TIME_ONLY: &str = "10.200.7.4";
+/// Never synchronised: its server does not exist.
+const LONE: &str = "10.200.7.5";
+/// Where Debian's monitoring-plugins live.
+const PLUGINS: &str = "/usr/lib/nagios/plugins";
 /// The longest wait for `mon` to synchronise with full reach.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -63,12 +74,42 @@ pub fn mode6() -> Scenario {
     )
     .daemon("srv", stratum1(&format!("{SERVER}:123")))
     .daemon("mon", mon)
+    .daemon(
+        "lone",
+        format!(
+            "{}{}",
+            client("0ms", "10.200.7.9:123", &format!("{LONE}:123")),
+            access("query", &format!("{QUERY}/32")),
+        ),
+    )
     .bare("q")
     .bare("t")
     .on_lan("srv", "10.200.7.1/24")
     .on_lan("mon", "10.200.7.2/24")
     .on_lan("q", "10.200.7.3/24")
     .on_lan("t", "10.200.7.4/24")
+    .on_lan("lone", "10.200.7.5/24")
+}
+
+/// A monitoring plugin run in `node`: its exit code and first line.
+fn plugin(run: &Run<'_>, node: &str, name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &run.ns(node)])
+        .arg(Path::new(PLUGINS).join(name))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) => (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        Err(e) => (None, format!("{name}: {e}")),
+    }
 }
 
 /// `ntpq -n` with a 2 s answer timeout, running `commands` against `mon`.
@@ -187,17 +228,34 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     };
 
     let assoc = ntpq(run, &tool, "q", &["as"]).unwrap_or_else(|e| format!("error: {e:#}"));
+    let sys_peer: Vec<&str> = assoc.lines().filter(|l| l.contains("sys.peer")).collect();
+    // `ind assid status …`: the association id is the second column.
+    let assid = sys_peer
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("0");
+    let one = ntpq(run, &tool, "q", &[&format!("rv {assid}")])
+        .unwrap_or_else(|e| format!("error: {e:#}"));
+    let one_vars = rv_vars(&one);
     let as_line = Line {
         name: "mode6-as",
-        pass: assoc.lines().filter(|l| l.contains("sys.peer")).count() == 1,
-        values: vec![(
-            "sys_peer_lines",
-            assoc
-                .lines()
-                .filter(|l| l.contains("sys.peer"))
-                .count()
-                .to_string(),
-        )],
+        pass: sys_peer.len() == 1
+            && var(&one_vars, "srcadr") == Some(SERVER)
+            && var(&one_vars, "stratum").map(str::to_owned)
+                == session.stratum.map(|s| s.to_string())
+            && var(&one_vars, "hmode") == Some("3"),
+        values: vec![
+            ("sys_peer_lines", sys_peer.len().to_string()),
+            ("assid", assid.to_owned()),
+            (
+                "rv_srcadr",
+                var(&one_vars, "srcadr").unwrap_or("-").to_owned(),
+            ),
+            (
+                "rv_stratum",
+                var(&one_vars, "stratum").unwrap_or("-").to_owned(),
+            ),
+        ],
     };
 
     let denied_before = run.instance("mon", "default")?.dropped("access-denied");
@@ -251,6 +309,24 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         values: vec![("answer", write.trim().to_owned())],
     };
 
+    let thresholds = ["-w", "0.5", "-c", "1", "-t", "5"];
+    let with_host = |host: &'static str| [&["-H", host][..], &thresholds[..]].concat();
+    let peer_ok = plugin(run, "q", "check_ntp_peer", &with_host(MONITORED));
+    let peer_crit = plugin(run, "q", "check_ntp_peer", &with_host(LONE));
+    let time_ok = plugin(run, "t", "check_ntp_time", &with_host(MONITORED));
+    let plugins_line = Line {
+        name: "mode6-plugins",
+        pass: peer_ok.0 == Some(0) && peer_crit.0 == Some(2) && time_ok.0 == Some(0),
+        values: vec![
+            ("check_ntp_peer", format!("{:?} {}", peer_ok.0, peer_ok.1)),
+            (
+                "check_ntp_peer_unsynced",
+                format!("{:?} {}", peer_crit.0, peer_crit.1),
+            ),
+            ("check_ntp_time", format!("{:?} {}", time_ok.0, time_ok.1)),
+        ],
+    };
+
     let lines = [
         rv_line,
         named_line,
@@ -258,6 +334,7 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         as_line,
         access_line,
         write_line,
+        plugins_line,
     ];
     for line in &lines {
         line.print();
