@@ -22,6 +22,11 @@
 //!   (control only) gets no time, one from `t` does.
 //! - `mode6-write`: a WRITEVAR sent with ntpsec's own Python library
 //!   (python3-ntp) from `q` is refused with a permission error.
+//! - `mode6-instances`: `mon` has a second instance, `vpna` (a namespace
+//!   with its own listener 10.200.8.1, monitoring station `vq` at
+//!   `query` and server `vsrv`, stratum 3): `ntpq -p` from `vq` lists only
+//!   `vsrv` (reached), `ntpq -p` from `q` only `srv`, and the system
+//!   variables are the same in both.
 //! - `mode6-plugins`: Debian's monitoring-plugins: `check_ntp_peer` from
 //!   `q` returns OK (0) against `mon` and CRITICAL (2) against `lone`
 //!   (10.200.7.5, a strata whose only server never answers, so it stays
@@ -37,7 +42,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context, Result};
 
 use super::{
-    config::{access, client, stratum1},
+    config::{access, client, local, stratum1},
     ntpsec::{ensure_ntpsec, NtpqPeer},
     wait_until, Line, Outcome, Run, Scenario,
 };
@@ -48,6 +53,33 @@ const MONITORED: &str = "10.200.7.2";
 const QUERY: &str = "10.200.7.3";
 /// Allowed time, no control queries.
 const TIME_ONLY: &str = "10.200.7.4";
+/// `mon`'s second instance, `vpna` (a namespace): a listener for its
+/// monitoring station `vq` and one server, `vsrv` (stratum 3, so that the
+/// default instance's stratum-1 source stays the system peer).
+const VPN_INSTANCE: &str = r#"
+[[instance]]
+name = "vpna"
+netns = "${prefix}mon-vpna"
+
+[[listen]]
+address = "10.200.8.1:123"
+instance = "vpna"
+
+[[server]]
+address = "10.200.9.2:123"
+instance = "vpna"
+minpoll = -2
+maxpoll = 0
+
+[[access]]
+instance = "vpna"
+level = "query"
+prefixes = ["10.200.8.2/32"]
+"#;
+/// `mon`'s listener in `vpna`.
+const VPN_LISTENER: &str = "10.200.8.1";
+/// `vpna`'s server.
+const VPN_SERVER: &str = "10.200.9.2";
 /// Never synchronised: its server does not exist.
 const LONE: &str = "10.200.7.5";
 /// Where Debian's monitoring-plugins live.
@@ -58,7 +90,7 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(90);
 /// The scenario; see the module doc.
 pub fn mode6() -> Scenario {
     let mon = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         client(
             "20ms",
             &format!("{SERVER}:123"),
@@ -66,6 +98,7 @@ pub fn mode6() -> Scenario {
         ),
         access("query", &format!("{QUERY}/32")),
         access("synchronization", &format!("{TIME_ONLY}/32")),
+        VPN_INSTANCE,
     );
     Scenario::new(
         "mode6",
@@ -89,6 +122,11 @@ pub fn mode6() -> Scenario {
     .on_lan("q", "10.200.7.3/24")
     .on_lan("t", "10.200.7.4/24")
     .on_lan("lone", "10.200.7.5/24")
+    .bare("mon-vpna")
+    .bare("vq")
+    .daemon("vsrv", local(3, &format!("{VPN_SERVER}:123")))
+    .veth(("mon-vpna", "v1", "10.200.8.1/24"), ("vq", "e1", "10.200.8.2/24"))
+    .veth(("mon-vpna", "v2", "10.200.9.1/24"), ("vsrv", "e1", "10.200.9.2/24"))
 }
 
 /// A monitoring plugin run in `node`: its exit code and first line.
@@ -114,11 +152,22 @@ fn plugin(run: &Run<'_>, node: &str, name: &str, args: &[&str]) -> (Option<i32>,
 
 /// `ntpq -n` with a 2 s answer timeout, running `commands` against `mon`.
 fn ntpq(run: &Run<'_>, ntpq: &Path, node: &str, commands: &[&str]) -> Result<String> {
+    ntpq_at(run, ntpq, node, MONITORED, commands)
+}
+
+/// As [`ntpq`], against `target`.
+fn ntpq_at(
+    run: &Run<'_>,
+    ntpq: &Path,
+    node: &str,
+    target: &str,
+    commands: &[&str],
+) -> Result<String> {
     let mut args = vec!["-n", "-c", "timeout 2000"];
     for c in commands {
         args.extend(["-c", c]);
     }
-    args.push(MONITORED);
+    args.push(target);
     run.exec_in(node, ntpq, &args)
 }
 
@@ -154,13 +203,18 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     let source = format!("{SERVER}:123");
     let ready = wait_until(SYNC_TIMEOUT, Duration::from_secs(1), || {
         let st = run.status("mon").ok()?;
-        let reach = run
-            .sessions("mon")
-            .ok()?
-            .into_iter()
-            .find(|s| s.address == source)?
-            .reach?;
-        (st.synchronized && reach == 0xff).then_some(())
+        let sessions = run.sessions("mon").ok()?;
+        let reach = |address: &str| {
+            sessions
+                .iter()
+                .find(|s| s.address == address)
+                .and_then(|s| s.reach)
+        };
+        let vpn_source = format!("{VPN_SERVER}:123");
+        (st.synchronized
+            && reach(&source) == Some(0xff)
+            && reach(&vpn_source).is_some_and(|r| r != 0))
+        .then_some(())
     });
     let status = run.status("mon")?;
     let session = run
@@ -327,7 +381,40 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         ],
     };
 
+    // Per instance: each listener shows its own instance's associations.
+    let remotes = |peers: &Result<Vec<NtpqPeer>>| -> Vec<String> {
+        peers
+            .as_ref()
+            .map(|p| p.iter().map(|p| p.remote.clone()).collect())
+            .unwrap_or_default()
+    };
+    let vpn_peers =
+        ntpq_at(run, &tool, "vq", VPN_LISTENER, &["peers"]).and_then(|o| NtpqPeer::parse_all(&o));
+    let vpn_remotes = remotes(&vpn_peers);
+    let default_remotes = remotes(&peers);
+    let vpn_reach = vpn_peers
+        .as_ref()
+        .ok()
+        .and_then(|p| p.first().map(|p| p.reach));
+    let vpn_rv = ntpq_at(run, &tool, "vq", VPN_LISTENER, &["rv 0 stratum"]).unwrap_or_default();
+    let instance_line = Line {
+        name: "mode6-instances",
+        pass: vpn_remotes == [VPN_SERVER]
+            && default_remotes == [SERVER]
+            && vpn_reach.is_some_and(|r| r != 0)
+            && var(&rv_vars(&vpn_rv), "stratum") == Some(&status.stratum.to_string()),
+        values: vec![
+            ("vpna", vpn_remotes.join("+")),
+            ("default", default_remotes.join("+")),
+            (
+                "vpna_reach",
+                vpn_reach.map_or("-".to_owned(), |r| format!("{r:o}")),
+            ),
+        ],
+    };
+
     let lines = [
+        instance_line,
         rv_line,
         named_line,
         peers_line,
