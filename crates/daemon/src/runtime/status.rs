@@ -4,7 +4,7 @@
 use super::*;
 use strata_engine::{AssociationState, SelectionRole, SessionStatus};
 
-use crate::control::{FilterSample, SessionDetail};
+use crate::control::{Estimate, FilterSample, SessionDetail};
 use crate::logging::AssociationView;
 
 impl Daemon {
@@ -92,6 +92,13 @@ impl Daemon {
                     last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
                     clock_steps: s.clock_steps,
                     clock_backend: self.backend_name.to_owned(),
+                    estimate: (s.estimate.samples > 0).then_some(Estimate {
+                        offset_s: s.estimate.offset,
+                        offset_uncertainty_s: s.estimate.offset_uncertainty,
+                        rms_offset_s: s.estimate.rms_offset,
+                        skew_ppm: s.estimate.frequency_uncertainty_ppm,
+                        samples: s.estimate.samples,
+                    }),
                     instances,
                 })
             }
