@@ -364,11 +364,11 @@ fn access_check(run: &Run<'_>) -> Result<Outcome> {
                 (mode6a.answered() + mode7a.answered() + mode6b.answered()).to_string(),
             ),
             (
-                "vpna_control_mode",
+                "vpna_refused",
                 a3.refused().saturating_sub(a2.refused()).to_string(),
             ),
             (
-                "vpnb_control_mode",
+                "vpnb_refused",
                 b3.refused().saturating_sub(b1.refused()).to_string(),
             ),
         ],
