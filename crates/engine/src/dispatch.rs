@@ -52,12 +52,11 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
-        if data
-            .first()
-            .is_some_and(|b| matches!(Mode::from(*b), Mode::Control | Mode::Private))
-        {
-            // strata has no network control protocol.
-            return Err(DropReason::ControlMode);
+        match data.first().map(|b| Mode::from(*b)) {
+            Some(Mode::Control) => return self.handle_control(now, meta, data),
+            // Mode 7 (ntpdc's private protocol) stays unanswered.
+            Some(Mode::Private) => return Err(DropReason::ControlMode),
+            _ => {}
         }
         let (pkt, _layout) = strata_wire::parse_datagram(data).map_err(wire_drop_reason)?;
         let existing = self.by_addr.get(&(meta.instance, meta.src)).copied();

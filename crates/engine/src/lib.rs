@@ -95,6 +95,7 @@ pub mod access;
 mod assoc;
 pub mod auth;
 mod broadcast;
+mod control;
 pub mod counters;
 mod dispatch;
 mod node;

@@ -224,6 +224,8 @@ pub struct Node {
     pub(crate) by_addr: HashMap<(InstanceId, SocketAddr), usize>,
     next_id: u32,
     pub(crate) replies: VecDeque<PendingReply>,
+    /// Control (mode 6) answer fragments waiting to be sent.
+    pub(crate) control_replies: VecDeque<crate::control::ControlReply>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) discipline: Discipline,
     pub(crate) sys: System,
@@ -266,6 +268,7 @@ impl Node {
             by_addr: HashMap::new(),
             next_id: 1,
             replies: VecDeque::new(),
+            control_replies: VecDeque::new(),
             events,
             discipline,
             sys: System::new(),
@@ -538,6 +541,9 @@ impl Node {
         if let Some(tx) = self.poll_reply(clock_now, buf) {
             return Some(tx);
         }
+        if let Some(tx) = self.poll_control(buf) {
+            return Some(tx);
+        }
         let state = self.server_state(clock_now);
         if let Some(tx) = self.poll_broadcast(&state, clock_now, buf) {
             return Some(tx);
@@ -566,6 +572,7 @@ impl Node {
     #[must_use]
     pub fn has_transmit(&self) -> bool {
         !self.replies.is_empty()
+            || self.has_control()
             || self.broadcast_servers.iter().any(|b| b.due)
             || self.assocs.iter().any(|a| a.pending_send)
     }

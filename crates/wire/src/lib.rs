@@ -1,5 +1,6 @@
 //! strata-wire: the NTPv4 packet format (RFC 5905), extension fields
-//! (RFC 7822) and MAC trailers (RFC 5905 / RFC 8573).
+//! (RFC 7822), MAC trailers (RFC 5905 / RFC 8573) and control messages
+//! (mode 6, RFC 9327).
 //!
 //! The crate follows the smoltcp pattern: zero-copy views over byte buffers
 //! ([`NtpPacket`], [`ExtensionField`]) whose accessors read fixed field
@@ -46,11 +47,15 @@
 #![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+mod control;
 mod ext;
 mod packet;
 mod refid;
 pub mod time;
 
+pub use control::{
+    ControlError, ControlPacket, ControlRepr, Opcode, CONTROL_HEADER_LEN, CONTROL_MAX_DATA,
+};
 pub use ext::{
     parse_datagram, parse_trailer, ExtensionField, ExtensionIter, ExtensionRepr, Layout, Mac,
     EXTENSION_HEADER_LEN, MAC_LENS, MIN_EXTENSION_LEN,
