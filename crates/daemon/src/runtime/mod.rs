@@ -436,6 +436,9 @@ fn discipline_config(config: &Config) -> DisciplineConfig {
         panic_threshold: config.discipline.panic_threshold,
         min_poll,
         max_poll,
+        // An observe-only clock is never adjusted: the estimator must
+        // know, or its frequency estimate runs off.
+        steered: config.clock.backend != ClockBackend::Observe,
         ..defaults
     }
 }

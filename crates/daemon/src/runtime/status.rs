@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::instances::placement_name;
 use super::{ControlRequest, Daemon, FOREIGN_INSTANCE};
 use crate::control::{
-    self, FilterSample, InstanceCounters, Reply, Request, Session, SessionDetail, Status,
+    self, Estimate, FilterSample, InstanceCounters, Reply, Request, Session, SessionDetail, Status,
 };
 use crate::logging::AssociationView;
 
@@ -97,6 +97,13 @@ impl Daemon {
                     last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
                     clock_steps: s.clock_steps,
                     clock_backend: self.backend_name.to_owned(),
+                    estimate: (s.estimate.samples > 0).then_some(Estimate {
+                        offset_s: s.estimate.offset,
+                        offset_uncertainty_s: s.estimate.offset_uncertainty,
+                        rms_offset_s: s.estimate.rms_offset,
+                        skew_ppm: s.estimate.frequency_uncertainty_ppm,
+                        samples: s.estimate.samples,
+                    }),
                     instances,
                 })
             }
