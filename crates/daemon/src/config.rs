@@ -24,7 +24,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
-pub use raw::parse_prefix;
+pub use value::parse_prefix;
 pub use value::ValueError;
 
 /// The embedded default configuration (used when no file is given).
