@@ -263,9 +263,13 @@ impl Node {
             Verdict::Ok { key_id } if settings.key.is_none_or(|k| k == key_id) => Some(key_id),
             Verdict::None => None,
             // Unknown, untrusted or another key, a failed digest, a crypto-NAK.
-            _ => return Err(DropReason::BadMac),
+            _ => {
+                self.note_refused(now, meta, DropReason::BadMac);
+                return Err(DropReason::BadMac);
+            }
         };
         if !settings.allow_unauthenticated && key.is_none() {
+            self.note_refused(now, meta, DropReason::Unauthenticated);
             return Err(DropReason::Unauthenticated);
         }
         if pkt.leap == Leap::Unsynchronized || pkt.stratum == 0 || pkt.stratum >= MAX_STRATUM {
@@ -291,6 +295,9 @@ impl Node {
             maxpoll: poll,
             iburst: false,
         };
+        if let Some(i) = self.instance_mut(meta.instance) {
+            i.refused.remove(&meta.src);
+        }
         let mut a = Association::new_broadcast(id, config, multicast, settings, now);
         a.key = key;
         let mode = a.mode();
