@@ -12,7 +12,7 @@ use crate::access::AccessLevel;
 use crate::assoc::{Arrival, Association, AssociationMode, ClientConfig, Received, Via};
 use crate::auth::{self, Verdict};
 use crate::counters::DropReason;
-use crate::node::{Event, Node, RecvMeta, Route, Transmit, DEFAULT_MAX_DYNAMIC};
+use crate::node::{Event, Node, RecvMeta, Route, Transmit};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, Admission, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
@@ -215,11 +215,7 @@ impl Node {
                 Err(DropReason::AccessDenied)
             };
         }
-        let max = self
-            .instances
-            .get(usize::from(meta.instance.0))
-            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
-        if self.dynamic_count(meta.instance) >= max {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let id = self.next_association_id();
@@ -282,7 +278,7 @@ impl Node {
         {
             return Err(DropReason::AccessDenied);
         }
-        if self.dynamic_count(meta.instance) >= inst.max_dynamic {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());

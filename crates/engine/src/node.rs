@@ -39,6 +39,9 @@ use crate::time::Instant;
 
 /// Default `max-dynamic-sessions` of an instance.
 pub const DEFAULT_MAX_DYNAMIC: usize = 100;
+
+/// Default limit on dynamic associations of all instances together.
+pub const DEFAULT_MAX_DYNAMIC_TOTAL: usize = 1000;
 /// At most this many local addresses are remembered per instance for loop
 /// detection.
 const MAX_LOCAL_REFIDS: usize = 256;
@@ -278,6 +281,8 @@ pub struct Node {
     pub(crate) policy_generation: u64,
     /// Symmetric keys for MACs.
     pub(crate) keys: KeyStore,
+    /// The limit on dynamic associations of all instances together.
+    pub(crate) max_dynamic_total: usize,
 }
 
 impl Node {
@@ -311,6 +316,7 @@ impl Node {
             policy: Policy::default(),
             policy_generation: 0,
             keys: KeyStore::new_empty(),
+            max_dynamic_total: DEFAULT_MAX_DYNAMIC_TOTAL,
             config,
         }
     }
@@ -468,6 +474,24 @@ impl Node {
         if let Some(i) = self.instance_mut(instance) {
             i.max_dynamic = max;
         }
+    }
+
+    /// Sets the limit on dynamic associations of all instances together
+    /// (default [`DEFAULT_MAX_DYNAMIC_TOTAL`]); existing ones stay, new
+    /// ones beyond it are refused (`session-limit`).
+    pub fn set_max_dynamic_total(&mut self, max: usize) {
+        self.max_dynamic_total = max;
+    }
+
+    /// Whether an instance may mobilise one more dynamic association:
+    /// below its own limit and below the limit of all instances together.
+    pub(crate) fn dynamic_room(&self, instance: InstanceId) -> bool {
+        let max = self
+            .instances
+            .get(usize::from(instance.0))
+            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
+        let total = self.assocs.iter().filter(|a| a.mode().is_dynamic()).count();
+        self.dynamic_count(instance) < max && total < self.max_dynamic_total
     }
 
     /// Declares our own addresses in an instance, for loop detection: a

@@ -619,3 +619,53 @@ fn a_refused_server_is_reported_once_and_listed() {
     assert!(!std::iter::from_fn(|| node.poll_event())
         .any(|e| matches!(e, strata_engine::Event::Refused { .. })));
 }
+
+#[test]
+fn the_dynamic_limit_of_all_instances_together_holds() {
+    let mut node = listening_client(2, SimClock::new(0.0, 0.0), 1).node;
+    let vpn = node.add_instance("vpna");
+    node.set_broadcast_client(
+        vpn,
+        Some(BroadcastClientConfig {
+            allow_unauthenticated: true,
+            ..BroadcastClientConfig::default()
+        }),
+    );
+    node.set_max_dynamic(InstanceId::DEFAULT, 10);
+    node.set_max_dynamic(vpn, 10);
+    node.set_max_dynamic_total(5);
+    let base = NtpTimestamp::from_unix(EPOCH, 0);
+    let send = |node: &mut Node, instance: InstanceId, servers: std::ops::Range<u8>| {
+        for i in servers {
+            let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 200, 9, i)), 123);
+            let m = RecvMeta {
+                instance,
+                ..meta(src, base)
+            };
+            node.handle_datagram(Instant::ZERO, &m, &mode5(base, 1, Leap::NoWarning));
+        }
+    };
+    send(&mut node, InstanceId::DEFAULT, 0..3);
+    send(&mut node, vpn, 10..14);
+    let per_instance = |node: &Node, instance: InstanceId| {
+        node.sessions(Instant::ZERO)
+            .filter(|s| s.instance == instance)
+            .count()
+    };
+    assert_eq!(per_instance(&node, InstanceId::DEFAULT), 3);
+    assert_eq!(per_instance(&node, vpn), 2, "5 in all");
+    let vpn_dropped = |node: &Node| {
+        node.instances()
+            .find(|(id, _, _)| *id == vpn)
+            .expect("vpna")
+            .2
+            .dropped(DropReason::SessionLimit)
+    };
+    assert_eq!(vpn_dropped(&node), 2);
+    // A higher limit lets more in; the instance's own limit still holds.
+    node.set_max_dynamic_total(100);
+    node.set_max_dynamic(vpn, 4);
+    send(&mut node, vpn, 20..24);
+    assert_eq!(per_instance(&node, vpn), 4);
+    assert_eq!(vpn_dropped(&node), 4);
+}

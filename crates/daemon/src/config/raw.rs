@@ -19,10 +19,10 @@ use super::value::{
 };
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
-    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement,
-    Listen, LocalReference, MulticastClient, MulticastServer, RateLimit, Responder, Server,
-    DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE, DEFAULT_NTP_PORT,
-    DEFAULT_RECALIBRATE,
+    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, DynamicSessions, Instance,
+    InstancePlacement, Listen, LocalReference, MulticastClient, MulticastServer, RateLimit,
+    Responder, Server, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
+    DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
 
@@ -105,6 +105,7 @@ pub(crate) struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     auth: Option<RawAuth>,
     responder: Option<RawResponder>,
+    dynamic_sessions: Option<RawDynamicSessions>,
 }
 
 /// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
@@ -121,6 +122,11 @@ macro_rules! tables {
 }
 
 tables! {
+    /// `[dynamic-sessions]`.
+    struct RawDynamicSessions {
+        max: V<Int<usize, 0, 1_000_000>>, max_total: V<Int<usize, 0, 1_000_000>>,
+    }
+
     /// `[responder]`.
     struct RawResponder {
         workers: V<Int<usize, 0, 256>>,
@@ -498,6 +504,15 @@ impl RawConfig {
                 .map(|w| w.0),
         };
 
+        let d = DynamicSessions::default();
+        let dynamic_sessions = self
+            .dynamic_sessions
+            .as_ref()
+            .map_or(d, |raw| DynamicSessions {
+                max: raw.max.as_ref().map_or(d.max, |m| m.0),
+                max_total: raw.max_total.as_ref().map_or(d.max_total, |m| m.0),
+            });
+
         let mut listen = Vec::new();
         for (base, raw) in entries("listen", &self.listen) {
             let address = e.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
@@ -587,6 +602,7 @@ impl RawConfig {
             rate_limit,
             auth,
             responder,
+            dynamic_sessions,
             warnings: Vec::new(),
         })
     }
