@@ -92,6 +92,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// `[responder]`: how requests are answered (the fast path's workers).
     pub responder: Responder,
+    /// `[dynamic-sessions]`: limits on associations that remotes mobilise.
+    pub dynamic_sessions: DynamicSessions,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -327,6 +329,27 @@ pub struct Instance {
 impl Instance {
     /// The default of `max-dynamic-sessions`.
     pub const DEFAULT_MAX_DYNAMIC_SESSIONS: usize = 100;
+}
+
+/// `[dynamic-sessions]`: limits on dynamic associations (symmetric passive and
+/// broadcast/multicast client ones, which remotes mobilise); beyond them new ones are
+/// refused and counted (`session-limit`). Applied on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicSessions {
+    /// `max`: the default instance's limit (default 100); an `[[instance]]` sets its own
+    /// `max-dynamic-sessions`.
+    pub max: usize,
+    /// `max-total`: all instances together (default 1000).
+    pub max_total: usize,
+}
+
+impl Default for DynamicSessions {
+    fn default() -> Self {
+        DynamicSessions {
+            max: Instance::DEFAULT_MAX_DYNAMIC_SESSIONS,
+            max_total: strata_engine::DEFAULT_MAX_DYNAMIC_TOTAL,
+        }
+    }
 }
 
 /// What a matching source may do: the engine's access levels (`peer`,
@@ -584,6 +607,7 @@ impl Config {
             rate_limit: None,
             auth: None,
             responder: Responder::default(),
+            dynamic_sessions: DynamicSessions::default(),
             warnings: Vec::new(),
         }
     }

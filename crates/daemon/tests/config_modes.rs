@@ -21,6 +21,8 @@ fn modes_parse_with_defaults() {
         r#"
 [[listen]]
 address = "0.0.0.0:123"
+[[listen]]
+address = "[::]:123"
 [[peer]]
 address = "10.200.2.2"
 minpoll = -2

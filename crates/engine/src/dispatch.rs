@@ -12,7 +12,7 @@ use crate::access::AccessLevel;
 use crate::assoc::{Arrival, Association, AssociationMode, ClientConfig, Received, Via};
 use crate::auth::{self, Verdict};
 use crate::counters::DropReason;
-use crate::node::{Event, Node, RecvMeta, Route, Transmit, DEFAULT_MAX_DYNAMIC};
+use crate::node::{Event, Node, RecvMeta, Route, Transmit};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, Admission, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
@@ -214,11 +214,7 @@ impl Node {
                 Err(DropReason::AccessDenied)
             };
         }
-        let max = self
-            .instances
-            .get(usize::from(meta.instance.0))
-            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
-        if self.dynamic_count(meta.instance) >= max {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let id = self.next_association_id();
@@ -262,9 +258,13 @@ impl Node {
             Verdict::Ok { key_id } if settings.key.is_none_or(|k| k == key_id) => Some(key_id),
             Verdict::None => None,
             // Unknown, untrusted or another key, a failed digest, a crypto-NAK.
-            _ => return Err(DropReason::BadMac),
+            _ => {
+                self.note_refused(now, meta, DropReason::BadMac);
+                return Err(DropReason::BadMac);
+            }
         };
         if !settings.allow_unauthenticated && key.is_none() {
+            self.note_refused(now, meta, DropReason::Unauthenticated);
             return Err(DropReason::Unauthenticated);
         }
         if pkt.leap == Leap::Unsynchronized || pkt.stratum == 0 || pkt.stratum >= MAX_STRATUM {
@@ -277,7 +277,7 @@ impl Node {
         {
             return Err(DropReason::AccessDenied);
         }
-        if self.dynamic_count(meta.instance) >= inst.max_dynamic {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
@@ -290,6 +290,9 @@ impl Node {
             maxpoll: poll,
             iburst: false,
         };
+        if let Some(i) = self.instance_mut(meta.instance) {
+            i.refused.remove(&meta.src);
+        }
         let mut a = Association::new_broadcast(id, config, multicast, settings, now);
         a.key = key;
         let mode = a.mode();

@@ -114,7 +114,8 @@ pub use assoc::{
 pub use broadcast::BroadcastServerConfig;
 pub use counters::{Counters, DropReason};
 pub use node::{
-    Event, InstanceId, Node, NodeConfig, RecvMeta, Route, SocketId, Transmit, DEFAULT_MAX_DYNAMIC,
+    Event, InstanceId, Node, NodeConfig, RecvMeta, RefusedServer, Route, SocketId, Transmit,
+    DEFAULT_MAX_DYNAMIC, DEFAULT_MAX_DYNAMIC_TOTAL, MAX_REFUSED_SERVERS,
 };
 pub use ratelimit::RateLimitConfig;
 pub use responder::{DenyPolicy, Plan, Responder};

@@ -19,10 +19,10 @@ use super::value::{
 };
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
-    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement,
-    Listen, LocalReference, MulticastClient, MulticastServer, RateLimit, Responder, Server,
-    DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE, DEFAULT_MULTICAST_TTL,
-    DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
+    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, DynamicSessions, Instance,
+    InstancePlacement, Listen, LocalReference, MulticastClient, MulticastServer, RateLimit,
+    Responder, Server, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
+    DEFAULT_MULTICAST_TTL, DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
 
@@ -105,6 +105,7 @@ pub(crate) struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     auth: Option<RawAuth>,
     responder: Option<RawResponder>,
+    dynamic_sessions: Option<RawDynamicSessions>,
 }
 
 /// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
@@ -121,6 +122,11 @@ macro_rules! tables {
 }
 
 tables! {
+    /// `[dynamic-sessions]`.
+    struct RawDynamicSessions {
+        max: V<Int<usize, 0, 1_000_000>>, max_total: V<Int<usize, 0, 1_000_000>>,
+    }
+
     /// `[responder]`.
     struct RawResponder {
         workers: V<Int<usize, 0, 256>>,
@@ -332,6 +338,41 @@ fn group(group: Option<&V<Group>>, scope: Option<&V<Scope>>, port: Option<&V<Por
     SocketAddr::new(ip, port.map_or(DEFAULT_NTP_PORT, |p| p.0))
 }
 
+/// A multicast or broadcast server sends from a `[[listen]]` socket of its instance (clients
+/// calibrate against the port that answers them), so its instance needs a listener of the
+/// destination's address family; start-up refuses one without.
+fn check_mode5_senders(errors: &mut Errors, raw: &RawConfig, listen: &[Listen]) {
+    let instance = |i: &Option<String>| i.as_deref().unwrap_or(DEFAULT_INSTANCE).to_owned();
+    let multicast = entries("multicast-server", &raw.multicast_server).map(|(base, m)| {
+        let dst = group(m.group.as_ref(), m.ipv6_scope.as_ref(), m.port.as_ref());
+        let key = if m.group.is_none() && m.ipv6_scope.is_some() {
+            "ipv6-scope"
+        } else {
+            "group"
+        };
+        (base.key(key), Some(dst), instance(&m.instance))
+    });
+    let broadcast = entries("broadcast-server", &raw.broadcast_server).map(|(base, b)| {
+        let dst = b.address.as_ref().map(|a| a.0);
+        (base.key("address"), dst, instance(&b.instance))
+    });
+    for (path, dst, instance) in multicast.chain(broadcast) {
+        let Some(dst) = dst else { continue };
+        if !listen
+            .iter()
+            .any(|l| l.instance == instance && l.address.is_ipv4() == dst.is_ipv4())
+        {
+            let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
+            errors.push(
+                path,
+                format!(
+                    "instance \"{instance}\" has no [[listen]] address of the {family} family to send {dst} from (clients calibrate against that port)"
+                ),
+            );
+        }
+    }
+}
+
 /// The broadcast/multicast clients of one instance share one setting in the engine, so those
 /// that name a key must all name the same one, and either all or none name one.
 fn check_client_keys(errors: &mut Errors, raw: &RawConfig) {
@@ -463,6 +504,15 @@ impl RawConfig {
                 .map(|w| w.0),
         };
 
+        let d = DynamicSessions::default();
+        let dynamic_sessions = self
+            .dynamic_sessions
+            .as_ref()
+            .map_or(d, |raw| DynamicSessions {
+                max: raw.max.as_ref().map_or(d.max, |m| m.0),
+                max_total: raw.max_total.as_ref().map_or(d.max_total, |m| m.0),
+            });
+
         let mut listen = Vec::new();
         for (base, raw) in entries("listen", &self.listen) {
             let address = e.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
@@ -527,6 +577,7 @@ impl RawConfig {
             .collect();
         self.check_key_references(e, auth.as_ref(), store.as_ref());
         check_client_keys(e, self);
+        check_mode5_senders(e, self, &listen);
 
         if !errors.0.is_empty() {
             return Err(errors.0);
@@ -551,6 +602,7 @@ impl RawConfig {
             rate_limit,
             auth,
             responder,
+            dynamic_sessions,
             warnings: Vec::new(),
         })
     }
