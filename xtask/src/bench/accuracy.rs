@@ -19,7 +19,8 @@
 //!   no `CAP_SYS_TIME`) with `server 10.200.9.1` and the same poll range.
 //!
 //! All namespaces share the host clock, so the true offset is 0 and each
-//! observer's estimate of its own clock's offset is its error:
+//! observer's estimate of its own clock's offset, less half the path's
+//! asymmetry (which no NTP client can see; WAN only), is its error:
 //!
 //! * strata: `stratactl status --json` `estimate.offset_s`, the
 //!   discipline's smoothed offset now (RFC 5905 theta, reference − local),
@@ -461,6 +462,10 @@ fn measure(run: &Run<'_>, setting: Setting) -> Result<Outcome> {
         chrony: Series::default(),
         chrony_plus_last: Series::default(),
     };
+    // The asymmetry no NTP client can see: up takes asym/2 longer than
+    // down, so every estimate of theta reads asym/2 high. Errors are taken
+    // less it.
+    let bias = setting.impairment().asym_s / 2.0;
     let mut freq_ppm = Vec::new();
     let t0 = Instant::now();
     for i in 0..seconds {
@@ -471,18 +476,21 @@ fn measure(run: &Run<'_>, setting: Setting) -> Result<Outcome> {
         }
         if let Ok(s) = run.query::<ObserverStatus>("obsst", "status") {
             if let Some(e) = s.estimate {
-                report.strata.samples.push(e.offset_s);
+                report.strata.samples.push(e.offset_s - bias);
             }
-            report.strata_raw.samples.extend(s.offset_s);
+            report
+                .strata_raw
+                .samples
+                .extend(s.offset_s.map(|o| o - bias));
             freq_ppm.extend(s.frequency_ppm);
         }
         if let Ok(t) = tracking(&chronyc_bin, &chronyd) {
             if chrony_synced(&t) {
-                report.chrony.samples.push(t.system_time_s);
+                report.chrony.samples.push(t.system_time_s - bias);
                 report
                     .chrony_plus_last
                     .samples
-                    .push(t.system_time_s + t.last_offset_s);
+                    .push(t.system_time_s + t.last_offset_s - bias);
             }
         }
     }
