@@ -153,6 +153,10 @@ pub struct Status {
     pub clock_steps: u64,
     /// The clock backend: `"system"`, `"observe"` or `"virtual"`.
     pub clock_backend: String,
+    /// The kernel's view of the clock (`backend = "system"` only; absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelStatus>,
     /// Packet counters per instance name.
     pub instances: BTreeMap<String, InstanceCounters>,
 }
@@ -535,6 +539,54 @@ fn format_age(age: Option<f64>) -> String {
     }
 }
 
+/// The kernel's view of a system clock (`adjtimex`), shown beside the
+/// daemon's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelStatus {
+    /// The kernel's frequency correction, ppm.
+    pub frequency_ppm: f64,
+    /// The `STA_*` status bits.
+    pub status: i32,
+    /// The clock state (`TIME_OK` = 0 … `TIME_ERROR` = 5).
+    pub state: i32,
+    /// The kernel's maximum error, seconds.
+    pub max_error_s: f64,
+    /// The kernel's estimated error, seconds.
+    pub est_error_s: f64,
+    /// The daemon's root distance now (grown since the last update), seconds.
+    pub root_distance_s: Option<f64>,
+    /// How many times another process set the clock under the daemon.
+    pub clock_set_by_others: u64,
+}
+
+impl KernelStatus {
+    /// The status bits by name, e.g. `UNSYNC|NANO`.
+    #[must_use]
+    pub fn status_names(&self) -> String {
+        const NAMES: [(i32, &str); 9] = [
+            (0x0001, "PLL"),
+            (0x0002, "PPSFREQ"),
+            (0x0004, "PPSTIME"),
+            (0x0008, "FLL"),
+            (0x0010, "INS"),
+            (0x0020, "DEL"),
+            (0x0040, "UNSYNC"),
+            (0x0080, "FREQHOLD"),
+            (0x2000, "NANO"),
+        ];
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(bit, _)| self.status & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join("|")
+        }
+    }
+}
+
 /// The status as an aligned `name: value` listing.
 pub fn render_status(status: &Status) -> String {
     let mut rows: Vec<(String, String)> = vec![
@@ -569,6 +621,32 @@ pub fn render_status(status: &Status) -> String {
         ("clock steps".into(), status.clock_steps.to_string()),
         ("clock backend".into(), status.clock_backend.clone()),
     ];
+    if let Some(k) = &status.kernel {
+        rows.push((
+            "kernel".into(),
+            format!(
+                "{} ({}), frequency {:+.3} ppm, maxerror {}, esterror {}",
+                if k.status & 0x0040 == 0 {
+                    "synchronized"
+                } else {
+                    "unsynchronized"
+                },
+                k.status_names(),
+                k.frequency_ppm,
+                format_span(k.max_error_s),
+                format_span(k.est_error_s),
+            ),
+        ));
+        if let Some(d) = k.root_distance_s {
+            rows.push(("root distance".into(), format_span(d)));
+        }
+        if k.clock_set_by_others > 0 {
+            rows.push((
+                "clock set by others".into(),
+                k.clock_set_by_others.to_string(),
+            ));
+        }
+    }
     for (name, counters) in &status.instances {
         let dropped: u64 = counters.dropped.values().sum();
         let mut value = format!(
@@ -942,6 +1020,7 @@ mod tests {
             last_update_s: Some(9.6),
             clock_steps: 1,
             clock_backend: "virtual".to_owned(),
+            kernel: None,
             instances,
         }
     }

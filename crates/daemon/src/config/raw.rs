@@ -176,6 +176,7 @@ pub(crate) struct RawClock {
     pub(crate) drift_file: Option<String>,
     pub(crate) initial_offset: Option<String>,
     pub(crate) frequency_error_ppm: Option<f64>,
+    pub(crate) max_distance: Option<String>,
 }
 
 /// `[discipline]`.
@@ -1349,11 +1350,19 @@ impl RawConfig {
                 defaults.frequency_error_ppm
             }
         };
+        let max_distance = duration(
+            errors,
+            KeyPath::keys(&["clock", "max-distance"]),
+            raw.max_distance.as_ref(),
+            defaults.max_distance,
+            false,
+        );
         ClockConfig {
             backend,
             drift_file,
             initial_offset,
             frequency_error_ppm,
+            max_distance,
         }
     }
 

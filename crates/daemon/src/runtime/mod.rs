@@ -32,6 +32,7 @@
 
 mod fastpath;
 mod instances;
+mod kernel;
 pub mod metrics;
 mod mode5;
 mod reload;
@@ -202,6 +203,8 @@ struct Daemon {
     /// Something the workers read beyond the server state and the clock
     /// changed (access rules, policy, instances): publish again.
     fast_dirty: bool,
+    /// The kernel's side of a system clock.
+    kernel: kernel::KernelSync,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -211,6 +214,7 @@ struct Daemon {
 /// offset exceeds the panic threshold.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let initial_frequency = config.clock.drift_file.as_deref().and_then(read_drift_file);
+    let mut kernel_frequency = None;
     let (clock, backend_name): (Box<dyn Clock>, &'static str) = match config.clock.backend {
         ClockBackend::Virtual => (
             Box::new(VirtualClock::new(
@@ -221,15 +225,35 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             "virtual",
         ),
         ClockBackend::Observe => (Box::new(ObserveOnly::new(HostRealtime)), "observe"),
-        ClockBackend::System => (
-            Box::new(SystemClock::new().context("opening the system clock")?),
-            "system",
-        ),
+        ClockBackend::System => {
+            let mut clock = SystemClock::new().context("opening the system clock")?;
+            kernel_frequency = Some(clock.take_over().context("taking over the kernel clock")?);
+            (Box::new(clock), "system")
+        }
+    };
+    // Without a drift file a system clock starts from the kernel's
+    // frequency (never zero), known only roughly.
+    let mut discipline = discipline_config(&config);
+    let initial_frequency = match (initial_frequency, kernel_frequency) {
+        (None, Some(ppm)) => {
+            tracing::info!(
+                frequency_ppm = ppm,
+                "no drift file: starting from the kernel's frequency"
+            );
+            discipline.initial_frequency_uncertainty_ppm = strata_clock::backend::MAX_FREQUENCY_PPM;
+            Some(ppm)
+        }
+        (drift, _) => drift,
+    };
+    let kernel_sync = if kernel_frequency.is_some() {
+        kernel::KernelSync::system(config.clock.max_distance)
+    } else {
+        kernel::KernelSync::default()
     };
     let node_config = NodeConfig {
         precision: -20,
         local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
-        discipline: discipline_config(&config),
+        discipline,
         initial_frequency_ppm: initial_frequency,
         seed: random_seed(),
         ..NodeConfig::default()
@@ -262,6 +286,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         fast_retired: BTreeMap::new(),
         published: None,
         fast_dirty: true,
+        kernel: kernel_sync,
     };
 
     daemon.setup_instances(&config);
@@ -345,6 +370,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     crate::notify::ready(&format!("serving, clock {backend_name}"));
 
     daemon.flush()?;
+    let clock_watch = daemon.kernel.watch.clone();
     let result = loop {
         let deadline = daemon
             .node
@@ -364,8 +390,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let now = daemon.now();
                 daemon.node.handle_timeout(now);
             }
+            () = kernel::clock_set(clock_watch.clone()) => daemon.kernel.external_change(),
             _ = maintenance.tick() => {
                 daemon.maintain();
+                let now = daemon.now();
+                let synchronized = daemon.node.status().synchronized;
+                daemon.kernel.tick(now, synchronized);
                 // Selection roles change without an event.
                 daemon.log_associations();
             }
@@ -406,6 +436,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     };
     crate::notify::stopping();
     daemon.save_drift();
+    let drift = daemon.node.status().frequency_ppm;
+    if let Err(e) = daemon.clock.release(drift) {
+        tracing::warn!("cannot leave the kernel clock unsynchronised: {e}");
+    }
     let _ = std::fs::remove_file(&control_path);
     tracing::info!("stratad stopped");
     result
@@ -606,6 +640,7 @@ impl Daemon {
             match event {
                 Event::Clock(ClockCommand::Step { offset }) => {
                     self.clock.step(offset)?;
+                    self.kernel.after_own_step();
                     tracing::info!(offset_s = offset, "clock stepped");
                 }
                 Event::Clock(ClockCommand::SetFrequency { ppm }) => {
@@ -623,6 +658,13 @@ impl Daemon {
         }
         if associations_changed {
             self.log_associations();
+        }
+        if self.kernel.enabled {
+            if let Some(sync) = self.kernel.on_status(&self.node.status()) {
+                if let Err(e) = self.clock.set_sync_status(sync) {
+                    tracing::warn!("cannot set the kernel's sync status: {e}");
+                }
+            }
         }
         self.publish_fast_if_changed();
         Ok(())
