@@ -216,11 +216,20 @@ impl SystemClock {
     /// which is left as it is.
     pub fn take_over(&mut self) -> Result<f64, ClockError> {
         let current = kernel_state()?;
+        // The kernel takes ADJ_OFFSET only while STA_PLL is set: zero the
+        // pending slew with the PLL on, then switch it (and the FLL) off.
         let mut tx = zeroed_timex();
         tx.modes = libc::ADJ_STATUS | libc::ADJ_OFFSET;
-        tx.status = takeover_status(current.status);
+        tx.status = (current.status | libc::STA_PLL) & !libc::STA_FLL;
         tx.offset = 0;
         adjtimex(&mut tx)?;
+        let mut tx = zeroed_timex();
+        tx.modes = libc::ADJ_STATUS;
+        tx.status = takeover_status(current.status);
+        adjtimex(&mut tx)?;
+        // Zeroing the offset with the PLL on may touch the frequency: put
+        // the kernel's back.
+        self.set_frequency(current.frequency_ppm)?;
         Ok(current.frequency_ppm)
     }
 }
