@@ -17,6 +17,26 @@ xflags::xflags! {
             /// Keep the per-run directory (configs, logs) even when the scenario passes.
             optional --keep
         }
+        /// Run a guest-kernel scenario in qemu: NAME, `all`, or `list` (root only).
+        /// Uses stratad/stratactl from `$XTASK_BIN_DIR` when set, else builds them.
+        cmd vm {
+            /// Scenario name, `all` or `list`.
+            required name: String
+            /// Keep the run directory (initramfs, console log) even when it passes.
+            optional --keep
+        }
+        /// Helpers inside a `cargo xtask vm` guest (refuse to run elsewhere):
+        /// `truth` (responder), `set-clock` (step/frequency), `kernel` (adjtimex state).
+        cmd vm-guest {
+            /// `truth`, `set-clock` or `kernel`.
+            required action: String
+            /// truth: address to answer on (default 0.0.0.0:4460).
+            optional --addr addr: String
+            /// set-clock: step the clock by this many seconds.
+            optional --step step: f64
+            /// set-clock: set the frequency correction, ppm.
+            optional --freq freq: f64
+        }
         /// Build the daemons and show a two-hop chain (s1 <- c1 <- c2) converging
         /// live in network namespaces; ends with a summary and pass/FAIL (root only).
         cmd demo {}

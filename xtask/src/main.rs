@@ -13,6 +13,7 @@ mod probe;
 mod scenario;
 mod sim;
 mod tidy;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -48,6 +49,10 @@ fn run() -> Result<()> {
                 keep: cmd.keep,
             },
         ),
+        flags::XtaskCmd::Vm(cmd) => vm::cli(&sh, &cmd.name, cmd.keep),
+        flags::XtaskCmd::VmGuest(cmd) => {
+            vm::guest_cli(&cmd.action, cmd.addr.as_deref(), cmd.step, cmd.freq)
+        }
         flags::XtaskCmd::Demo(_) => demo::cli(&sh),
         flags::XtaskCmd::Sim(cmd) => sim::cli(
             &sh,
@@ -214,6 +219,11 @@ fn test_cmd(sh: &Shell) -> Result<()> {
         )?;
     } else {
         println!("xtask test: skipped: scenario all (requires root for network namespaces)");
+    }
+    if scenario::is_root()? && vm::available() {
+        step("vm all", vm::cli(sh, "all", false))?;
+    } else {
+        println!("xtask test: skipped: vm all (requires root, qemu-system-x86 and busybox-static)");
     }
     println!("xtask test: all steps passed");
     Ok(())
