@@ -271,7 +271,7 @@ fn run_one(
     };
     let short = Duration::from_secs(30);
     ctx.guest.ok(
-        &format!("ip link set eth0 up && ip addr add {GUEST_ADDR}/24 dev eth0"),
+        &format!("/usr/sbin/ip link set eth0 up && /usr/sbin/ip addr add {GUEST_ADDR}/24 dev eth0"),
         short,
     )?;
     ctx.guest.ok(
@@ -282,6 +282,12 @@ fn run_one(
         short,
     )?;
     let result = (sc.run)(&mut ctx);
+    if result.is_err() {
+        // The guest's logs go to the console log for the post-mortem.
+        ctx.guest
+            .run("tail -n 30 /tmp/*.log", Duration::from_secs(30))
+            .ok();
+    }
     let problems = ctx.guard.cleanup();
     for p in &problems {
         eprintln!("cleanup: {p}");

@@ -101,6 +101,8 @@ pub fn files() -> Vec<(&'static str, String)> {
 /// The guest's topology (eth0 already has its address).
 const NET_SH: &str = "#!/bin/sh
 set -e
+# busybox sh prefers its own `ip` applet: use iproute2's by path.
+ip() { /usr/sbin/ip \"$@\"; }
 ip link add vrf-a type vrf table 10
 ip link set vrf-a up
 ip link set eth0 master vrf-a
@@ -125,6 +127,7 @@ ip -n ceb link set ce-b up
 /// (Re-)creates `vrf-b` and enslaves `pe-b` (its address is kept).
 const VRF_B_SH: &str = "#!/bin/sh
 set -e
+ip() { /usr/sbin/ip \"$@\"; }
 ip link add vrf-b type vrf table 20
 ip link set vrf-b up
 ip link set pe-b master vrf-b
@@ -184,7 +187,7 @@ fn synced_to_pe(s: &Value) -> bool {
 /// was answered.
 fn leak_probe(ctx: &mut Ctx) -> Result<String> {
     ctx.guest.ok(
-        "ip netns exec ceb xtask ntp-load once 10.201.0.1:1123 --timeout-ms 500",
+        "/usr/sbin/ip netns exec ceb xtask ntp-load once 10.201.0.1:1123 --timeout-ms 500",
         SHORT,
     )
 }
@@ -200,7 +203,9 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
         .ok("stratad -c /scenario/pe.toml >/tmp/pe.log 2>&1 &", SHORT)?;
     for ce in ["cea", "ceb"] {
         ctx.guest.ok(
-            &format!("ip netns exec {ce} stratad -c /scenario/{ce}.toml >/tmp/{ce}.log 2>&1 &"),
+            &format!(
+                "/usr/sbin/ip netns exec {ce} stratad -c /scenario/{ce}.toml >/tmp/{ce}.log 2>&1 &"
+            ),
             SHORT,
         )?;
     }
@@ -243,7 +248,7 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     // A burst from CE B is counted in vpnb, never in vpna or default.
     let before = pe_status(ctx)?;
     let load = ctx.guest.ok(
-        "ip netns exec ceb xtask ntp-load flood 10.201.0.1:123 --rate 20 --seconds 3 --max-requests 60",
+        "/usr/sbin/ip netns exec ceb xtask ntp-load flood 10.201.0.1:123 --rate 20 --seconds 3 --max-requests 60",
         SHORT,
     )?;
     let after = pe_status(ctx)?;
@@ -290,7 +295,7 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     );
 
     // Delete and re-create vrf-b: vpnb goes down and comes back up.
-    ctx.guest.ok("ip link del vrf-b", SHORT)?;
+    ctx.guest.ok("/usr/sbin/ip link del vrf-b", SHORT)?;
     let gone = Instant::now();
     poll(ctx, Duration::from_secs(60), "vpnb down", |ctx| {
         let s = pe_status(ctx)?;

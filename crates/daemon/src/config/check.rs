@@ -172,6 +172,7 @@ const CLOCK: &[Field] = &[
     field("drift-file", Kind::Str),
     field("initial-offset", Kind::Str),
     field("frequency-error-ppm", Kind::Number),
+    field("max-distance", Kind::Str),
 ];
 const DISCIPLINE: &[Field] = &[
     field("step-threshold", Kind::Str),
