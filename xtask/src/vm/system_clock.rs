@@ -401,6 +401,27 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
         },
     )?;
     let recover_s = changed_at.elapsed().as_secs_f64();
+    // The step (like `date -s`) made the kernel unsynchronised (ntp_clear):
+    // wait for the next clock update to hand the status back.
+    let resynced = poll(
+        ctx,
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        "kernel synchronised, root distance settled after the step",
+        |ctx| {
+            // Also wait for the filters to refill: the root distance right
+            // after a step is far above max-distance.
+            let k = kernel(ctx)?;
+            let settled = status(ctx)?.is_some_and(|s| {
+                s.synchronized
+                    && s.kernel
+                        .as_ref()
+                        .and_then(|k| k.root_distance_s)
+                        .is_some_and(|d| d < max_distance - 0.0005)
+            });
+            Ok((settled && k.status & STA_UNSYNC == 0).then_some(k))
+        },
+    )?;
     let s = status(ctx)?.context("no status")?;
     let logged = ctx.guest.ok(
         "grep -c 'set by another process' /tmp/stratad.log || true",
@@ -426,8 +447,28 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
         s.clock_steps - before
     );
 
+    figures.push(format!(
+        "after the step: kernel {} maxerror {:.3} ms",
+        resynced.bits(),
+        resynced.maxerror_s * 1e3
+    ));
+
     // 5. Sources lost: the kernel's maxerror grows by itself, the daemon
     // reports unsynchronised once its root distance passes max-distance.
+    // (Right after a start the root distance is large while the filters
+    // fill, so the daemon may have reported it already: count from here.)
+    let stale_count = |ctx: &mut Ctx| -> Result<u64> {
+        Ok(ctx
+            .guest
+            .ok(
+                "grep -c 'exceeds max-distance' /tmp/stratad.log || true",
+                SHORT,
+            )?
+            .trim()
+            .parse()
+            .unwrap_or(0))
+    };
+    let stale_before = stale_count(ctx)?;
     let reference = ctx.reference.take().context("no reference")?;
     crate::scenario::guard::run_cmd(std::process::Command::new("kill").args([
         "-s",
@@ -445,12 +486,17 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
         |ctx| Ok(status(ctx)?.filter(|s| !s.synchronized)),
     )?;
     let unsync_s = lost.elapsed().as_secs_f64();
+    // The kernel adds 500 µs once a second: read the growth over >= 10 s.
+    poll(
+        ctx,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+        "10 s",
+        |_| Ok((ta.elapsed() >= Duration::from_secs(10)).then_some(())),
+    )?;
     let kb = kernel(ctx)?;
     let growth = (kb.maxerror_s - ka.maxerror_s) / ta.elapsed().as_secs_f64();
-    let logged = ctx.guest.ok(
-        "grep -c 'exceeds max-distance' /tmp/stratad.log || true",
-        SHORT,
-    )?;
+    let logged = stale_count(ctx)?.saturating_sub(stale_before).to_string();
     figures.push(format!(
         "source lost: unsynchronised after {unsync_s:.0} s (root distance {:.3} ms > max-distance {:.3} ms, logged {}), \
          kernel maxerror grows {:.0} µs/s, kernel {}",
