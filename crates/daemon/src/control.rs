@@ -1146,6 +1146,31 @@ instance vpna:     down (netns pe1-vpna), received 40, sent 40, dropped 0, kod s
     }
 
     #[test]
+    fn status_text_shows_the_kernel_beside_the_daemon() {
+        let mut s = status();
+        s.clock_backend = "system".to_owned();
+        s.kernel = Some(KernelStatus {
+            frequency_ppm: -9.0675,
+            status: 0x2040,
+            state: 5,
+            max_error_s: 16.0,
+            est_error_s: 0.00035,
+            root_distance_s: Some(0.0043),
+            clock_set_by_others: 1,
+        });
+        let text = render_status(&s);
+        assert!(text.contains(
+            "clock backend:        system\nkernel:               unsynchronized (UNSYNC|NANO), \
+             frequency -9.068 ppm, maxerror 16.000 s, esterror 350.0 µs\n\
+             root distance:        4.300 ms\nclock set by others:  1\ninstance default:"
+        ), "{text}");
+        s.kernel.as_mut().unwrap().status = 0x2000;
+        assert!(render_status(&s).contains("kernel:               synchronized (NANO)"));
+        // Without a kernel view (other backends) nothing is added.
+        assert!(!render_status(&status()).contains("kernel"));
+    }
+
+    #[test]
     fn sessions_table_is_exact() {
         let expected = "\
 INSTANCE  ADDRESS         MODE              STATE        ST  POLL  REACH    OFFSET     DELAY      DISP  JITTER  REFID       LAST
