@@ -233,10 +233,10 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     let t0 = Instant::now();
     let mut points = Vec::new();
     let mut worst = locked;
-    let mut max_distance_seen = 0.0f64;
+    let mut distances = Vec::new();
     while t0.elapsed() < SLOPE_SPAN {
         if let Some(s) = status(ctx)? {
-            max_distance_seen = max_distance_seen.max(s.root_distance());
+            distances.push(s.root_distance());
         }
         let t = ctx.truth()?;
         points.push((t0.elapsed().as_secs_f64(), t.error_s, t.rtt_s));
@@ -348,7 +348,14 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     );
     // The restart's max-distance sits a little above the root distances
     // seen while locked, so that losing the source shows within ~2 min.
-    let max_distance = max_distance_seen + 0.0015;
+    // The restart's max-distance: a little above most root distances seen
+    // while locked (their 90th percentile + 0.2 ms).
+    distances.sort_by(f64::total_cmp);
+    let p90 = distances
+        .get(distances.len() * 9 / 10)
+        .copied()
+        .context("no root distances")?;
+    let max_distance = p90 + 0.0002;
     let conf = stratad_conf().replace(
         "backend = \"system\"\n",
         &format!(
@@ -468,6 +475,21 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
             .parse()
             .unwrap_or(0))
     };
+    // Remove the source at a moment the root distance is within 1 ms of
+    // max-distance, so that its growth at 15 ppm passes it within ~70 s.
+    let near = poll(
+        ctx,
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        "root distance near max-distance",
+        |ctx| {
+            Ok(status(ctx)?
+                .filter(|s| s.synchronized)
+                .and_then(|s| s.kernel.and_then(|k| k.root_distance_s))
+                .filter(|d| (max_distance - 0.001..max_distance - 0.0002).contains(d)))
+        },
+    )?;
+    let expected_s = (max_distance - near) / PHI;
     let stale_before = stale_count(ctx)?;
     let reference = ctx.reference.take().context("no reference")?;
     crate::scenario::guard::run_cmd(std::process::Command::new("kill").args([
@@ -480,8 +502,8 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     let ta = Instant::now();
     let unsynced = poll(
         ctx,
-        Duration::from_secs(240),
-        Duration::from_secs(2),
+        Duration::from_secs_f64(expected_s + 30.0),
+        Duration::from_secs(1),
         "unsynchronised after the source is lost",
         |ctx| Ok(status(ctx)?.filter(|s| !s.synchronized)),
     )?;
@@ -498,8 +520,10 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     let growth = (kb.maxerror_s - ka.maxerror_s) / ta.elapsed().as_secs_f64();
     let logged = stale_count(ctx)?.saturating_sub(stale_before).to_string();
     figures.push(format!(
-        "source lost: unsynchronised after {unsync_s:.0} s (root distance {:.3} ms > max-distance {:.3} ms, logged {}), \
+        "source lost at root distance {:.3} ms: unsynchronised after {unsync_s:.0} s (expected {expected_s:.0} s at 15 ppm; \
+         root distance {:.3} ms > max-distance {:.3} ms, logged {}), \
          kernel maxerror grows {:.0} µs/s, kernel {}",
+        near * 1e3,
         unsynced
             .kernel
             .as_ref()
@@ -525,6 +549,8 @@ pub fn run(ctx: &mut Ctx) -> Result<String> {
     Ok(figures.join("; "))
 }
 
+/// RFC 5905 PHI, the root dispersion's growth without updates (s/s).
+const PHI: f64 = 15e-6;
 const STA_PLL: i64 = 0x0001;
 const STA_FLL: i64 = 0x0008;
 const STA_INS: i64 = 0x0010;

@@ -9,8 +9,10 @@
 //!   esterror (the jitter) and `STA_UNSYNC` is cleared. Between updates the
 //!   kernel grows maxerror itself (500 µs/s) and sets `STA_UNSYNC` at 16 s.
 //! * The daemon's own root distance grows at 15 ppm (RFC 5905 PHI) from the
-//!   last update; once it passes `[clock] max-distance` the daemon reports
-//!   itself unsynchronised (logged once) until the next update.
+//!   last update; while it is past `[clock] max-distance` (grown, or
+//!   already at an update while the filters fill after a start or step)
+//!   the daemon reports itself unsynchronised, until an update within the
+//!   limit. Each change is logged once.
 //! * A clean stop leaves the drift estimate as the frequency, `STA_UNSYNC`
 //!   set and the leap bits cleared (see `Clock::release`).
 //! * A `timerfd` with `TFD_TIMER_CANCEL_ON_SET` notices the clock being set
@@ -92,13 +94,23 @@ impl KernelSync {
             return None;
         }
         self.distance = root_distance(s);
-        if self.stale {
+        // Hysteresis: only an update within max-distance ends a stale
+        // spell (right after a start or step the filters are still filling
+        // and the distance is large); each change is logged once.
+        if self.stale && self.distance <= self.max_distance {
+            self.stale = false;
             tracing::info!(
                 root_distance_s = self.distance,
-                "synchronised again (clock updated)"
+                "root distance within max-distance again: synchronised"
+            );
+        } else if !self.stale && self.distance > self.max_distance {
+            self.stale = true;
+            tracing::warn!(
+                root_distance_s = self.distance,
+                max_distance_s = self.max_distance,
+                "root distance exceeds max-distance: reporting unsynchronised"
             );
         }
-        self.stale = false;
         Some(SyncStatus {
             max_error: self.distance,
             est_error: s.jitter,
@@ -124,8 +136,8 @@ impl KernelSync {
                 tracing::warn!(
                     root_distance_s = d,
                     max_distance_s = self.max_distance,
-                    "no clock update for too long: root distance exceeds max-distance; \
-                     reporting unsynchronised (the kernel keeps its last frequency)"
+                    "root distance exceeds max-distance: reporting unsynchronised \
+                     (no clock update; the kernel keeps the last frequency)"
                 );
             }
         }
@@ -230,8 +242,19 @@ mod tests {
         assert!(!k.stale);
         k.tick(Instant::from_nanos(70_000_000_000), true);
         assert!(k.stale);
-        // A new update clears it.
+        // A new update within the limit clears it.
         k.on_status(&status(true, Some(Instant::from_nanos(71_000_000_000))));
+        assert!(!k.stale);
+        // One beyond it (filters still filling) starts a stale spell at
+        // once, and only one within the limit ends it.
+        let mut far = status(true, Some(Instant::from_nanos(72_000_000_000)));
+        far.server.root_dispersion = NtpShort::from_seconds(0.5);
+        assert!(k.on_status(&far).is_some(), "the kernel is still told");
+        assert!(k.stale);
+        far.last_update = Some(Instant::from_nanos(73_000_000_000));
+        k.on_status(&far);
+        assert!(k.stale);
+        k.on_status(&status(true, Some(Instant::from_nanos(74_000_000_000))));
         assert!(!k.stale);
     }
 }
