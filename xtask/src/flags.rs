@@ -25,17 +25,13 @@ xflags::xflags! {
             /// Keep the run directory (initramfs, console log) even when it passes.
             optional --keep
         }
-        /// Helpers inside a `cargo xtask vm` guest (refuse to run elsewhere):
-        /// `truth` (responder), `set-clock` (step/frequency), `kernel` (adjtimex state).
+        /// The truth responder inside a `cargo xtask vm` guest (refuses to run elsewhere):
+        /// `truth` answers NTP probes with kernel receive timestamps.
         cmd vm-guest {
-            /// `truth`, `set-clock` or `kernel`.
+            /// `truth`.
             required action: String
-            /// truth: address to answer on (default 0.0.0.0:4460).
+            /// Address to answer on (default 0.0.0.0:4460).
             optional --addr addr: String
-            /// set-clock: step the clock by this many seconds.
-            optional --step step: f64
-            /// set-clock: set the frequency correction, ppm.
-            optional --freq freq: f64
         }
         /// Build the daemons and show a two-hop chain (s1 <- c1 <- c2) converging
         /// live in network namespaces; ends with a summary and pass/FAIL (root only).

@@ -8,6 +8,7 @@ mod demo;
 mod dist;
 mod flags;
 mod fuzz;
+mod ntp;
 mod ntpload;
 mod probe;
 mod scenario;
@@ -50,9 +51,7 @@ fn run() -> Result<()> {
             },
         ),
         flags::XtaskCmd::Vm(cmd) => vm::cli(&sh, &cmd.name, cmd.keep),
-        flags::XtaskCmd::VmGuest(cmd) => {
-            vm::guest_cli(&cmd.action, cmd.addr.as_deref(), cmd.step, cmd.freq)
-        }
+        flags::XtaskCmd::VmGuest(cmd) => vm::guest_cli(&cmd.action, cmd.addr.as_deref()),
         flags::XtaskCmd::Demo(_) => demo::cli(&sh),
         flags::XtaskCmd::Sim(cmd) => sim::cli(
             &sh,

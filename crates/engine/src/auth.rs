@@ -542,6 +542,22 @@ pub fn sign(
     }
 }
 
+/// Signs the `len`-byte packet at the front of `buf` in place, appending
+/// the MAC of key `key_id`; returns the new length. `None` when it cannot
+/// be signed (unknown key, `buf` too small): callers fail closed and send
+/// nothing.
+pub(crate) fn sign_in_place(
+    store: &KeyStore,
+    key_id: u32,
+    len: usize,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut plain = [0u8; HEADER_LEN];
+    let plain = plain.get_mut(..len)?;
+    plain.copy_from_slice(buf.get(..len)?);
+    sign(store, key_id, plain, buf).ok()
+}
+
 /// Judges the MAC of a received datagram: finds it with
 /// [`strata_wire::parse_datagram`] and checks the digest over every byte
 /// before it with a trusted key, in constant time. Never panics.

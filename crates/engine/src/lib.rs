@@ -11,17 +11,23 @@
 //!
 //! Two timebases meet here: the caller's monotonic [`Instant`] for timers,
 //! and the disciplined clock's NTP timescale for packet timestamps. The
-//! server side is also available as the pure function [`server::respond`],
-//! for drivers that answer requests on several threads.
+//! server side is also available as a [`Responder`] snapshot
+//! ([`Node::responder`]), for drivers that answer requests on several
+//! threads with the node's own rules.
 #![forbid(unsafe_code)]
 
 pub mod access;
 mod assoc;
 pub mod auth;
+mod broadcast;
 pub mod counters;
+mod dispatch;
 mod node;
 pub mod ratelimit;
+pub mod responder;
 pub mod server;
+mod status;
+mod system;
 pub mod time;
 
 pub use access::{AccessLevel, AccessRule};
@@ -29,12 +35,14 @@ pub use assoc::{
     AssociationId, AssociationMode, AssociationState, BroadcastClientConfig, ClientConfig,
     CALIBRATION_ATTEMPTS, CALIBRATION_REPLIES,
 };
+pub use broadcast::BroadcastServerConfig;
 pub use counters::{Counters, DropReason};
 pub use node::{
-    BroadcastServerConfig, DenyPolicy, Event, InstanceId, Node, NodeConfig, RecvMeta,
-    SelectionRole, SessionStatus, SocketId, SystemStatus, Transmit, DEFAULT_MAX_DYNAMIC,
+    Event, InstanceId, Node, NodeConfig, RecvMeta, Route, SocketId, Transmit, DEFAULT_MAX_DYNAMIC,
 };
 pub use ratelimit::RateLimitConfig;
+pub use responder::{DenyPolicy, Plan, Responder};
 pub use server::{admit, kiss_of_death, respond, Admission, ServerState};
+pub use status::{SelectionRole, SessionStatus, SystemStatus};
 pub use strata_clock::discipline::ClockCommand;
 pub use time::Instant;

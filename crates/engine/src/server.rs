@@ -60,6 +60,42 @@ impl ServerState {
     pub fn is_synchronized(&self) -> bool {
         self.leap != Leap::Unsynchronized && self.stratum < MAX_STRATUM
     }
+
+    /// The header a node in this state sends: its system variables, with
+    /// leap 3 and stratum 0 while it is not synchronised, and the given
+    /// mode, version, poll and timestamps. Every packet that carries the
+    /// server's time (modes 2, 4 and 5, and our own mode 1) starts here.
+    #[must_use]
+    pub fn header(
+        &self,
+        mode: Mode,
+        version: u8,
+        poll: i8,
+        origin: NtpTimestamp,
+        receive: NtpTimestamp,
+        transmit: NtpTimestamp,
+    ) -> NtpRepr {
+        let synced = self.is_synchronized();
+        NtpRepr {
+            leap: if synced {
+                self.leap
+            } else {
+                Leap::Unsynchronized
+            },
+            version,
+            mode,
+            stratum: if synced { self.stratum } else { 0 },
+            poll,
+            precision: self.precision,
+            root_delay: self.root_delay,
+            root_dispersion: self.root_dispersion,
+            reference_id: self.reference_id,
+            reference_timestamp: self.reference_time,
+            origin_timestamp: origin,
+            receive_timestamp: receive,
+            transmit_timestamp: transmit,
+        }
+    }
 }
 
 /// Builds the reply to a client (mode 3) request.
@@ -79,35 +115,15 @@ pub fn respond(
     state: &ServerState,
     out: &mut [u8],
 ) -> Result<usize, DropReason> {
-    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
-    let mode = match req.mode {
-        Mode::Client => Mode::Server,
-        // A stateless answer to a symmetric active peer we keep no
-        // association for (ntpd's `nopeer` behaviour).
-        Mode::SymmetricActive => Mode::SymmetricPassive,
-        _ => return Err(DropReason::UnexpectedMode),
-    };
-    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
-    let synced = state.is_synchronized();
-    let reply = NtpRepr {
-        leap: if synced {
-            state.leap
-        } else {
-            Leap::Unsynchronized
-        },
-        version: req.version,
+    let (req, mode, out) = parse_request(request, out)?;
+    let reply = state.header(
         mode,
-        stratum: if synced { state.stratum } else { 0 },
-        poll: req.poll,
-        precision: state.precision,
-        root_delay: state.root_delay,
-        root_dispersion: state.root_dispersion,
-        reference_id: state.reference_id,
-        reference_timestamp: state.reference_time,
-        origin_timestamp: req.transmit_timestamp,
-        receive_timestamp: rx_time,
-        transmit_timestamp: tx_time,
-    };
+        req.version,
+        req.poll,
+        req.transmit_timestamp,
+        rx_time,
+        tx_time,
+    );
     reply.emit(&mut NtpPacket::new_unchecked(&mut *out));
     Ok(HEADER_LEN)
 }
@@ -126,13 +142,7 @@ pub fn kiss_of_death(
     precision: i8,
     out: &mut [u8],
 ) -> Result<usize, DropReason> {
-    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
-    let mode = match req.mode {
-        Mode::Client => Mode::Server,
-        Mode::SymmetricActive => Mode::SymmetricPassive,
-        _ => return Err(DropReason::UnexpectedMode),
-    };
-    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let (req, mode, out) = parse_request(request, out)?;
     let kod = NtpRepr {
         leap: Leap::Unsynchronized,
         version: req.version,
@@ -150,6 +160,24 @@ pub fn kiss_of_death(
     };
     kod.emit(&mut NtpPacket::new_unchecked(&mut *out));
     Ok(HEADER_LEN)
+}
+
+/// Parses a request the server answers, giving it, the mode of the
+/// answer and the header's room in `out`: a client request (mode 3 → 4)
+/// or a symmetric active packet from a peer we keep no association for
+/// (mode 1 → a stateless 2, ntpd's `nopeer` behaviour).
+fn parse_request<'a>(
+    request: &[u8],
+    out: &'a mut [u8],
+) -> Result<(NtpRepr, Mode, &'a mut [u8]), DropReason> {
+    let (req, _layout) = strata_wire::parse_datagram(request).map_err(wire_drop_reason)?;
+    let mode = match req.mode {
+        Mode::Client => Mode::Server,
+        Mode::SymmetricActive => Mode::SymmetricPassive,
+        _ => return Err(DropReason::UnexpectedMode),
+    };
+    let out = out.get_mut(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    Ok((req, mode, out))
 }
 
 /// Maps a wire parse error to the drop counter it belongs to.

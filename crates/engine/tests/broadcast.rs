@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use strata_engine::{
     AssociationMode, BroadcastClientConfig, BroadcastServerConfig, DropReason, InstanceId, Instant,
-    Node, RecvMeta, SocketId, CALIBRATION_ATTEMPTS,
+    Node, RecvMeta, Route, SocketId, CALIBRATION_ATTEMPTS,
 };
 use strata_wire::{
     Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId,
@@ -328,7 +328,7 @@ fn broadcast_server_sends_nothing_until_synchronised() {
         .poll_transmit(NtpTimestamp::from_unix(EPOCH, 0), &mut buf)
         .expect("mode 5");
     assert_eq!(tx.dst, GROUP);
-    assert_eq!(tx.socket, Some(SocketId(9)));
+    assert_eq!(tx.route, Route::Socket(SocketId(9)));
     assert_eq!(tx.ifindex, Some(3));
     let (p, _) = strata_wire::parse_datagram(&buf[..tx.len]).expect("parse");
     assert_eq!(p.mode, Mode::Broadcast);

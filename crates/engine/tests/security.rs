@@ -4,6 +4,7 @@
 //! listener exchanges.
 
 mod support;
+use support::rng;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -15,10 +16,13 @@ use strata_engine::{
 use strata_wire::{KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpTimestamp, HEADER_LEN};
 
 fn server() -> Node {
-    Node::new(NodeConfig {
-        local_stratum: Some(1),
-        ..NodeConfig::default()
-    })
+    Node::new(
+        NodeConfig {
+            local_stratum: Some(1),
+            ..NodeConfig::default()
+        },
+        rng(1),
+    )
 }
 
 fn ip(last: u8) -> IpAddr {
@@ -366,7 +370,7 @@ fn keyed_associations_sign_and_require_the_key() {
     use strata_engine::auth::{verify, Verdict};
     let mut server = server();
     server.set_keys(keys());
-    let mut client = Node::new(NodeConfig::default());
+    let mut client = Node::new(NodeConfig::default(), rng(2));
     client.set_keys(keys());
     let id = client.add_client(client_to(ip(1)), Instant::ZERO);
     assert!(client.set_association_key(id, Some(2)));
@@ -412,7 +416,7 @@ fn keyed_associations_sign_and_require_the_key() {
 
 #[test]
 fn a_crypto_nak_counts_only_when_it_answers_our_request() {
-    let mut client = Node::new(NodeConfig::default());
+    let mut client = Node::new(NodeConfig::default(), rng(2));
     client.set_keys(keys());
     let id = client.add_client(client_to(ip(1)), Instant::ZERO);
     assert!(client.set_association_key(id, Some(1)));
@@ -458,7 +462,7 @@ fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
     let store = keys();
     let mut node = server();
     node.set_keys(keys());
-    node.set_listener_key(SocketId(1), Some(1));
+    node.set_listener(SocketId(1), Some(1));
     assert_eq!(node.listener_key(SocketId(1)), Some(1));
     let signed = |key: u32, mode: Mode, xmt: u64| {
         let mut out = [0u8; 128];
@@ -513,7 +517,7 @@ fn a_keyed_listener_answers_only_requests_signed_with_its_key() {
     assert!(node
         .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 1), &mut buf)
         .is_some());
-    node.set_listener_key(SocketId(1), None);
+    node.set_listener(SocketId(1), None);
     assert!(exchange(&mut node, ip(3), &request(Mode::Client, 10)).is_some());
 }
 
@@ -551,7 +555,7 @@ fn trusted_mode1_mobilises_a_passive_peer_without_a_peer_rule() {
 fn trusted_mode5_is_accepted_without_allow_unauthenticated() {
     use strata_engine::auth::sign;
     use strata_engine::BroadcastClientConfig;
-    let mut node = Node::new(NodeConfig::default());
+    let mut node = Node::new(NodeConfig::default(), rng(2));
     node.set_keys(keys());
     node.set_broadcast_client(InstanceId::DEFAULT, Some(BroadcastClientConfig::default()));
     let mode5 = |xmt: u32| {
@@ -592,7 +596,7 @@ fn trusted_mode5_is_accepted_without_allow_unauthenticated() {
 
 #[test]
 fn a_keyed_peer_counts_the_crypto_nak_that_answers_its_mode_1() {
-    let mut peer = Node::new(NodeConfig::default());
+    let mut peer = Node::new(NodeConfig::default(), rng(2));
     peer.set_keys(keys());
     let id = peer.add_peer(client_to(ip(1)), Instant::ZERO);
     assert!(peer.set_association_key(id, Some(2)));

@@ -5,7 +5,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 
 use strata_engine::{
-    AccessLevel, AccessRule, AssociationMode, DropReason, Event, InstanceId, Node,
+    AccessLevel, AccessRule, AssociationMode, DropReason, Event, InstanceId, Node, Route,
 };
 use strata_wire::ReferenceId;
 use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
@@ -259,12 +259,50 @@ fn symmetric_packets_leave_from_the_listener_they_arrived_on() {
     let mut buf = [0u8; 128];
     let tx = b.poll_transmit(t, &mut buf).expect("mode-2 answer");
     assert_eq!(tx.dst, a_src);
-    assert_eq!(tx.socket, Some(SocketId(7)), "from the listener");
+    assert_eq!(tx.route, Route::Socket(SocketId(7)), "from the listener");
     assert_eq!(tx.src_ip, Some(b_ip));
     assert_eq!(tx.ifindex, Some(4));
     // Its own later polls leave the same way.
     let later = net0() + core::time::Duration::from_secs(3600);
     b.handle_timeout(later);
     let tx = b.poll_transmit(t, &mut buf).expect("a poll");
-    assert_eq!((tx.dst, tx.socket), (a_src, Some(SocketId(7))));
+    assert_eq!((tx.dst, tx.route), (a_src, Route::Socket(SocketId(7))));
+}
+
+#[test]
+fn packets_name_their_route_and_symmetric_ones_carry_the_real_time() {
+    use strata_wire::{Mode, NtpTimestamp};
+    // Before the peer has been heard: calibration requests leave from the
+    // client socket, mode 1 from a listener (port 123), never chosen by
+    // reading the packet in the driver.
+    let mut a = lab_node(0.128, 2.0, 5);
+    a.add_peer(lab_config(addr(3), false), net0());
+    a.add_client(lab_config(addr(4), false), net0());
+    let clock = NtpTimestamp::from_unix(1_800_000_000, 0);
+    let mut buf = [0u8; 128];
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let Some(deadline) = a.poll_timeout() else {
+            break;
+        };
+        a.handle_timeout(deadline);
+        while let Some(tx) = a.poll_transmit(clock, &mut buf) {
+            let (p, _) = strata_wire::parse_datagram(&buf[..tx.len]).expect("parse");
+            if p.mode == Mode::SymmetricActive {
+                // Only the bits below the precision (2^-20 s) are random.
+                let diff = p.transmit_timestamp.to_bits() ^ clock.to_bits();
+                assert!(diff < 1 << 12, "real time kept: {diff:#x}");
+            }
+            seen.push((p.mode, tx.route, tx.dst));
+        }
+    }
+    assert!(seen.contains(&(Mode::Client, Route::Client, addr(4))));
+    assert!(
+        seen.contains(&(Mode::Client, Route::Client, addr(3))),
+        "calibration"
+    );
+    assert!(seen.contains(&(Mode::SymmetricActive, Route::Listener, addr(3))));
+    assert!(seen
+        .iter()
+        .all(|(mode, route, _)| (*mode == Mode::SymmetricActive) == (*route == Route::Listener)));
 }

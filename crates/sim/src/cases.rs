@@ -183,11 +183,13 @@ pub fn run_case(case: &Case, seed: u64, duration: f64) -> Result<CaseResult, Sim
         return Err(SimError::InvalidTime);
     }
     let mut sim = Sim::new(seed);
-    let client_node = Node::new(NodeConfig {
-        discipline: client_discipline(),
-        seed: sim.node_seed(0),
-        ..NodeConfig::default()
-    });
+    let client_node = Node::new(
+        NodeConfig {
+            discipline: client_discipline(),
+            ..NodeConfig::default()
+        },
+        sim.node_rng(0),
+    );
     let client = sim.add_host("client", client_node, case.client_clock.clone());
     if case.multicast_poll.is_some() {
         sim.join(client, GROUP.ip())?;
@@ -200,11 +202,13 @@ pub fn run_case(case: &Case, seed: u64, duration: f64) -> Result<CaseResult, Sim
         )?;
     }
     for (i, s) in case.servers.iter().enumerate() {
-        let node = Node::new(NodeConfig {
-            local_stratum: Some(1),
-            seed: sim.node_seed(i + 1),
-            ..NodeConfig::default()
-        });
+        let node = Node::new(
+            NodeConfig {
+                local_stratum: Some(1),
+                ..NodeConfig::default()
+            },
+            sim.node_rng(i + 1),
+        );
         let server = sim.add_host(&format!("server{}", i + 1), node, s.clock.clone());
         sim.connect(client, server, s.path)?;
         match case.multicast_poll {

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use strata_engine::{
     BroadcastClientConfig, BroadcastServerConfig, ClientConfig, Event, InstanceId, Instant, Node,
@@ -178,8 +179,8 @@ impl Sim {
     }
 
     /// Adds a host running `node` on a clock built from `model`, with the
-    /// address `10.200.X.Y:123`. The node's [`strata_engine::NodeConfig`]
-    /// seed is the caller's; [`Sim::node_seed`] gives a reproducible one.
+    /// address `10.200.X.Y:123`. The node's cookie generator is the
+    /// caller's; [`Sim::node_rng`] gives a reproducible one.
     pub fn add_host(&mut self, name: &str, node: Node, model: ClockModel) -> HostId {
         let i = self.hosts.len();
         let (hi, lo) = (i / 250, i % 250 + 1);
@@ -208,13 +209,17 @@ impl Sim {
         HostId(i)
     }
 
-    /// A node seed derived from the simulation seed and a host index.
+    /// A node's cookie generator, seeded from the simulation seed and a
+    /// host index: the engine demands a cryptographic generator, and a
+    /// seeded one keeps the simulation deterministic.
     #[must_use]
-    pub fn node_seed(&self, index: usize) -> u64 {
+    pub fn node_rng(&self, index: usize) -> ChaCha8Rng {
         let i = u64::try_from(index).unwrap_or(u64::MAX);
-        self.seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        ChaCha8Rng::seed_from_u64(
+            self.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9)),
+        )
     }
 
     /// Connects hosts `a` and `b`; `path.delay_ab` is the `a` → `b`

@@ -140,19 +140,23 @@ fn multicast() {
 #[test]
 fn multicast_reaches_members_only_and_requests_only_while_calibrating() {
     let mut sim = Sim::new(7);
-    let server = Node::new(NodeConfig {
-        local_stratum: Some(1),
-        seed: sim.node_seed(0),
-        ..NodeConfig::default()
-    });
+    let server = Node::new(
+        NodeConfig {
+            local_stratum: Some(1),
+            ..NodeConfig::default()
+        },
+        sim.node_rng(0),
+    );
     let s = sim.add_host("server", server, ClockModel::perfect());
     let mut clients = Vec::new();
     for (i, name) in ["member", "non-member"].into_iter().enumerate() {
-        let node = Node::new(NodeConfig {
-            discipline: client_discipline(),
-            seed: sim.node_seed(i + 1),
-            ..NodeConfig::default()
-        });
+        let node = Node::new(
+            NodeConfig {
+                discipline: client_discipline(),
+                ..NodeConfig::default()
+            },
+            sim.node_rng(i + 1),
+        );
         let c = sim.add_host(name, node, ClockModel::offset(0.2, 20.0));
         sim.connect(c, s, Path::symmetric(100e-6)).expect("path");
         sim.set_multicast_client(
@@ -195,20 +199,24 @@ fn multicast_reaches_members_only_and_requests_only_while_calibrating() {
 
 fn lan_sim(seed: u64, path: Path) -> (Sim, strata_sim::HostId) {
     let mut sim = Sim::new(seed);
-    let client = Node::new(NodeConfig {
-        discipline: strata_clock::discipline::DisciplineConfig {
-            min_poll: 4,
-            max_poll: 6,
-            ..client_discipline()
+    let client = Node::new(
+        NodeConfig {
+            discipline: strata_clock::discipline::DisciplineConfig {
+                min_poll: 4,
+                max_poll: 6,
+                ..client_discipline()
+            },
+            ..NodeConfig::default()
         },
-        seed: sim.node_seed(0),
-        ..NodeConfig::default()
-    });
-    let server = Node::new(NodeConfig {
-        local_stratum: Some(1),
-        seed: sim.node_seed(1),
-        ..NodeConfig::default()
-    });
+        sim.node_rng(0),
+    );
+    let server = Node::new(
+        NodeConfig {
+            local_stratum: Some(1),
+            ..NodeConfig::default()
+        },
+        sim.node_rng(1),
+    );
     let c = sim.add_host("client", client, ClockModel::offset(0.5, 50.0));
     let s = sim.add_host("server", server, ClockModel::perfect());
     sim.connect(c, s, path).expect("valid path");
@@ -260,15 +268,20 @@ fn route_change_shifts_the_error_by_half_the_asymmetry() {
 fn temperature_step_is_tracked() {
     let (mut sim, c) = {
         let mut sim = Sim::new(3);
-        let client = Node::new(NodeConfig {
-            discipline: client_discipline(),
-            seed: sim.node_seed(0),
-            ..NodeConfig::default()
-        });
-        let server = Node::new(NodeConfig {
-            local_stratum: Some(1),
-            ..NodeConfig::default()
-        });
+        let client = Node::new(
+            NodeConfig {
+                discipline: client_discipline(),
+                ..NodeConfig::default()
+            },
+            sim.node_rng(0),
+        );
+        let server = Node::new(
+            NodeConfig {
+                local_stratum: Some(1),
+                ..NodeConfig::default()
+            },
+            sim.node_rng(99),
+        );
         let model = ClockModel {
             frequency_steps: vec![(3600.0, 2.0)],
             wander_ppm_per_sqrt_s: 1e-4,

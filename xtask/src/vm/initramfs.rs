@@ -231,6 +231,9 @@ pub fn base(kernel: &Kernel, bins: &GuestBins) -> Result<Image> {
     }
     img.add_binary("/usr/sbin/ip", &which("ip")?)?;
     img.add_binary("/usr/sbin/chronyd", &which("chronyd")?)?;
+    // GNU date sets the clock to the nanosecond (busybox's to the second);
+    // under its own name, as busybox sh runs its own `date` applet first.
+    img.add_binary("/usr/local/bin/gnudate", &which("date")?)?;
     img.add_binary("/usr/local/bin/stratad", &bins.stratad)?;
     img.add_binary("/usr/local/bin/stratactl", &bins.stratactl)?;
     img.add_binary("/usr/local/bin/xtask", &bins.xtask)?;

@@ -14,9 +14,10 @@
 //! KVM is probed once (a boot that must reach `/init` in time) and the
 //! result cached in `target/vm/accel`; TCG is the default.
 //!
-//! The `vm-guest` helpers (`xtask vm-guest truth|set-clock|kernel`) run
-//! inside the guest only: they refuse to run where the guest marker file
-//! is missing or PID 1 is not the guest's `/init`.
+//! The guest helper `xtask vm-guest truth` runs inside the guest only: it
+//! refuses to run where the guest marker file is missing or PID 1 is not
+//! the guest's `/init`. The guest's clock is set with GNU `date` and
+//! busybox `adjtimex`, and read with busybox `adjtimex` (read-only).
 
 pub mod cpio;
 pub mod guest;
@@ -351,13 +352,8 @@ fn accel(vm_dir: &Path, kernel: &kernel::Kernel, initrd: &Path, dir: &Path) -> R
     Ok(chosen)
 }
 
-/// `xtask vm-guest ACTION`: helpers that run inside a guest only.
-pub fn guest_cli(
-    action: &str,
-    addr: Option<&str>,
-    step: Option<f64>,
-    freq: Option<f64>,
-) -> Result<()> {
+/// `xtask vm-guest truth`: the truth responder, inside a guest only.
+pub fn guest_cli(action: &str, addr: Option<&str>) -> Result<()> {
     let init = std::fs::read("/proc/1/cmdline").unwrap_or_default();
     ensure!(
         Path::new(initramfs::GUEST_MARKER).is_file() && init.starts_with(b"/bin/sh\0/init"),
@@ -373,30 +369,11 @@ pub fn guest_cli(
             eprintln!("truth: answered {n}");
             Ok(())
         }
-        "set-clock" => {
-            use strata_clock::backend::{Clock, SystemClock};
-            let mut clock = SystemClock::new()?;
-            if let Some(step) = step {
-                clock.step(step)?;
-            }
-            if let Some(freq) = freq {
-                clock.set_frequency(freq)?;
-            }
-            Ok(())
-        }
-        "kernel" => {
-            let k = strata_clock::backend::system::kernel_state()?;
-            println!(
-                "kernel freq_ppm={:.6} status=0x{:x} state={} maxerror_s={:.6} esterror_s={:.6}",
-                k.frequency_ppm, k.status, k.state, k.max_error, k.est_error
-            );
-            Ok(())
-        }
-        other => bail!("unknown vm-guest action {other:?}: truth, set-clock or kernel"),
+        other => bail!("unknown vm-guest action {other:?}: truth"),
     }
 }
 
-/// The kernel state a `vm-guest kernel` line reports.
+/// The kernel state busybox `adjtimex` (read-only, no options) prints.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct KernelLine {
     /// Frequency, ppm.
@@ -412,22 +389,21 @@ pub struct KernelLine {
 }
 
 impl KernelLine {
-    /// Parses `vm-guest kernel` output.
+    /// Parses busybox `adjtimex` output.
     pub fn parse(text: &str) -> Option<KernelLine> {
-        let line = text.lines().find(|l| l.starts_with("kernel "))?;
-        let mut k = KernelLine::default();
-        for field in line.split_whitespace().skip(1) {
-            let (key, v) = field.split_once('=')?;
-            match key {
-                "freq_ppm" => k.freq_ppm = v.parse().ok()?,
-                "status" => k.status = i64::from_str_radix(v.trim_start_matches("0x"), 16).ok()?,
-                "state" => k.state = v.parse().ok()?,
-                "maxerror_s" => k.maxerror_s = v.parse().ok()?,
-                "esterror_s" => k.esterror_s = v.parse().ok()?,
-                _ => {}
-            }
-        }
-        Some(k)
+        let field = |name: &str| -> Option<i64> {
+            let line = text.lines().find(|l| l.contains(name))?;
+            let rest = line[line.find(name)? + name.len()..].trim();
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        #[allow(clippy::cast_precision_loss)] // kernel values are far below 2^52
+        Some(KernelLine {
+            freq_ppm: field("freq.adjust:")? as f64 / 65536.0,
+            status: field("status:")?,
+            state: field("return value:")?,
+            maxerror_s: field("maxerror:")? as f64 * 1e-6,
+            esterror_s: field("esterror:")? as f64 * 1e-6,
+        })
     }
 
     /// The status bits by name (`PLL`, `UNSYNC`, …).
@@ -462,13 +438,15 @@ mod tests {
 
     #[test]
     fn parses_kernel_lines() {
-        let k = KernelLine::parse(
-            "noise\nkernel freq_ppm=50.000000 status=0x2041 state=5 maxerror_s=16.000000 esterror_s=0.000010\n",
-        )
-        .unwrap();
+        let out = "    mode:         0\n-o  offset:       0 us\n\
+                   -f  freq.adjust:  3276800 (65536 = 1ppm)\n    maxerror:     16000000\n\
+                   \x20   esterror:     10\n    status:       8257 (PLL|UNSYNC|NANO)\n\
+                   -p  timeconstant: 2\n    return value: 5 (clock not synchronized)\n";
+        let k = KernelLine::parse(out).unwrap();
         assert_eq!(k.freq_ppm, 50.0);
         assert_eq!(k.status, 0x2041);
         assert_eq!(k.state, 5);
+        assert!((k.maxerror_s - 16.0).abs() < 1e-9 && (k.esterror_s - 1e-5).abs() < 1e-12);
         assert_eq!(k.bits(), "PLL|UNSYNC|NANO");
         assert!(KernelLine::parse("nothing").is_none());
     }

@@ -14,23 +14,21 @@
 //! time) by least squares, with its standard error.
 
 use std::{
-    net::SocketAddr,
-    os::fd::AsFd,
-    time::{Duration, Instant},
+    net::{SocketAddr, UdpSocket},
+    os::fd::{AsFd, AsRawFd},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use strata_net::{SocketOptions, Transmit, UdpSocket};
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout},
+    sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage},
+};
 
-use crate::probe;
+use crate::{ntp, probe};
 
 /// The guest port the truth responder answers on.
 pub const PORT: u16 = 4460;
-/// Length of an NTP header.
-const HEADER_LEN: usize = 48;
-/// Seconds from 1900 to 1970.
-const NTP_UNIX_OFFSET: i64 = 2_208_988_800;
 
 /// One truth measurement: the least-round-trip exchange of a burst.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,10 +59,27 @@ pub fn best(samples: &[probe::Sample]) -> Option<Truth> {
         })
 }
 
+/// Runs `f` on a helper thread inside network namespace `ns`
+/// (`/run/netns/NAME`); sockets it opens stay in that namespace.
+pub fn in_netns<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("network namespace {ns}"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> Result<R> {
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering network namespace {ns}"))?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Probes the guest responder at `addr` `count` times from namespace `ns`
 /// and keeps the exchange with the least round trip.
 pub fn measure(ns: &str, addr: SocketAddr, count: usize) -> Result<Truth> {
-    let samples = strata_net::in_netns(ns, || {
+    let samples = in_netns(ns, || {
         (0..count)
             .filter_map(|_| probe::probe_offset(addr, Duration::from_millis(500)).ok())
             .collect::<Vec<_>>()
@@ -140,35 +155,19 @@ pub fn slope(points: &[(f64, f64)]) -> Option<Slope> {
     })
 }
 
-/// An NTP timestamp of a `CLOCK_REALTIME` reading.
-fn ntp_timestamp(secs: i64, nanos: u32) -> u64 {
-    // Era arithmetic: the seconds field wraps modulo 2^32 by definition.
-    let s = u64::from_ne_bytes((secs + NTP_UNIX_OFFSET).to_ne_bytes()) & 0xffff_ffff;
-    let frac = (u64::from(nanos) << 32) / 1_000_000_000;
-    (s << 32) | frac
+/// The reply to a mode-3 `request` received at `t2` (NTP timestamps),
+/// sent at `t3`; `None` for anything that is not a client request.
+pub fn reply(request: &[u8], t2: u64, t3: u64) -> Option<[u8; ntp::HEADER_LEN]> {
+    let h = ntp::Header::parse(request)?;
+    (h.mode == 3).then(|| ntp::reply(&h, 1, *b"TRUE", t2, t3))
 }
 
-/// The reply to a mode-3 `request` received at `t2`, sent at `t3`; `None`
-/// for anything that is not a client request.
-pub fn reply(request: &[u8], t2: u64, t3: u64) -> Option<[u8; HEADER_LEN]> {
-    if request.len() < HEADER_LEN || request[0] & 0x07 != 3 {
-        return None;
-    }
-    let mut out = [0u8; HEADER_LEN];
-    out[0] = 0x24; // LI 0, version 4, mode 4
-    out[1] = 1;
-    out[3] = 0xec;
-    out[12..16].copy_from_slice(b"TRUE");
-    out[16..24].copy_from_slice(&t3.to_be_bytes());
-    out[24..32].copy_from_slice(&request[40..48]);
-    out[32..40].copy_from_slice(&t2.to_be_bytes());
-    out[40..48].copy_from_slice(&t3.to_be_bytes());
-    Some(out)
-}
-
-/// Answers truth probes on `addr` for at most `max` (inside a guest).
+/// Answers truth probes on `addr` for at most `max` (inside a guest): the
+/// receive timestamp is the kernel's (`SO_TIMESTAMPNS`), the transmit
+/// timestamp is read right before sending.
 pub fn serve(addr: SocketAddr, max: Duration) -> Result<u64> {
-    let socket = UdpSocket::open(&SocketOptions::new(addr)).context("truth socket")?;
+    let socket = UdpSocket::bind(addr).with_context(|| format!("bind {addr}"))?;
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
     let deadline = Instant::now() + max;
     let mut buf = [0u8; 512];
     let mut answered = 0u64;
@@ -176,19 +175,40 @@ pub fn serve(addr: SocketAddr, max: Duration) -> Result<u64> {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-        nix::poll::poll(&mut fds, PollTimeout::from(ms)).context("poll")?;
-        let meta = match socket.recv(&mut buf) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e).context("receive probe"),
+        if nix::poll::poll(&mut fds, PollTimeout::from(ms)).context("poll")? == 0 {
+            continue;
+        }
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let (len, from, rx) = {
+            let msg = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .context("recvmsg")?;
+            let rx = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                    _ => None,
+                })
+            });
+            let from = msg.address.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+            });
+            (msg.bytes, from, rx)
         };
-        let t2 = ntp_timestamp(meta.rx_time.secs, meta.rx_time.nanos);
-        let now = strata_net::HostTime::now();
-        let t3 = ntp_timestamp(now.secs, now.nanos);
-        if let Some(out) = reply(&buf[..meta.len.min(buf.len())], t2, t3) {
-            socket
-                .send(&out, &Transmit::to(meta.src))
-                .context("reply")?;
+        let (Some(from), Some(rx)) = (from, rx) else {
+            continue;
+        };
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+        // CLOCK_REALTIME after 1970; nanoseconds below 1e9
+        let t2 = ntp::from_unix(rx.tv_sec() as u64, rx.tv_nsec() as u32);
+        let t3 = ntp::timestamp(SystemTime::now());
+        if let Some(out) = reply(&buf[..len.min(buf.len())], t2, t3) {
+            socket.send_to(&out, from).context("reply")?;
             answered += 1;
         }
     }
@@ -250,21 +270,14 @@ mod tests {
 
     #[test]
     fn replies_only_to_client_requests() {
-        let mut req = [0u8; HEADER_LEN];
-        req[0] = 0x23;
-        req[40..48].copy_from_slice(&7u64.to_be_bytes());
+        let req = ntp::request(3, 7);
         let out = reply(&req, 11, 12).unwrap();
         assert_eq!(out[0] & 7, 4);
         assert_eq!(&out[24..32], &7u64.to_be_bytes());
         assert_eq!(&out[32..40], &11u64.to_be_bytes());
         assert_eq!(&out[40..48], &12u64.to_be_bytes());
-        req[0] = 0x24;
-        assert!(reply(&req, 1, 2).is_none());
+        assert!(reply(&ntp::request(4, 7), 1, 2).is_none());
         assert!(reply(&req[..10], 1, 2).is_none());
-        assert_eq!(
-            ntp_timestamp(0, 500_000_000),
-            (2_208_988_800u64 << 32) | (1 << 31)
-        );
     }
 
     #[test]

@@ -11,33 +11,26 @@
 //!
 //! 1. `recvmmsg` up to [`BATCH`] datagrams ([`UdpSocket::recv_batch`]), with
 //!    their kernel receive timestamps and packet info;
-//! 2. per datagram: a plain client request (48 bytes, mode 3, version
-//!    1..=4) is checked against the instance's access rules and the
-//!    node's own rate limiter (the same [`ShardedRateLimiter`] the event
-//!    loop uses, shared, so a client's limit is per (instance, IP) whoever
-//!    answers it) and planned as an answer, a KoD RATE/DENY or a drop,
-//!    exactly as the engine's responder decides;
+//! 2. per datagram: the engine's [`Responder`] plans an answer, a KoD
+//!    RATE/DENY, a drop, or a hand-over to the event loop — the same
+//!    access rules, deny policy, rate limiter (shared, so a client's limit
+//!    is per (instance, IP) whoever answers it) and listener keys the node
+//!    answers with;
 //! 3. the clock is read once for the batch, as late as possible, and the
-//!    answers are built in place ([`strata_engine::respond`]) into a
+//!    answers are built in place ([`Responder::write`]) into a
 //!    preallocated [`SendBatch`] and sent with one `sendmmsg`.
 //!
-//! Everything else goes to the event loop unchanged, as a datagram of the
-//! listener, so the engine handles it as before: replies to our own
-//! associations (mode 4), symmetric and broadcast modes, control modes,
-//! anything malformed or of another version, and every request that
-//! carries extension fields or a MAC, and every datagram of a listener
-//! with a `key` (authenticated requests are answered by the engine, which
-//! owns the keys: one code path for MACs, and the keys never leave the
-//! event loop). The first request a worker sees for
-//! each local address also goes to the event loop, which learns that
-//! address for loop detection as it always has.
+//! What the responder hands over goes to the event loop unchanged, as a
+//! datagram of the listener, so the engine handles it: everything but a
+//! plain client request on a listener the snapshot knows without a key
+//! (authenticated requests are answered by the engine, which owns the
+//! keys). The first request a worker sees for each local address also
+//! goes to the event loop, which learns that address for loop detection.
 //!
 //! # Shared state
 //!
-//! The event loop publishes a [`Snapshot`] — the server state (leap,
-//! stratum, reference id, root delay and dispersion, reference time),
-//! the clock's [`HostMap`], the rate limiter, the deny policy, the access
-//! rules per instance and the interfaces of device-bound instances — when
+//! The event loop publishes a [`Snapshot`] — the node's [`Responder`], the
+//! clock's [`HostMap`] and the interfaces of device-bound instances — when
 //! any of it changes (a clock update, a step, a reload, an instance going
 //! up or down). Workers check a generation number once per batch and take
 //! the new snapshot only when it moved: no lock per datagram. The rate
@@ -81,14 +74,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use strata_clock::backend::HostMap;
-use strata_engine::access::level_for;
-use strata_engine::ratelimit::{Decision, ShardedRateLimiter};
-use strata_engine::{
-    admit, kiss_of_death, respond, AccessRule, Admission, DropReason, InstanceId, Instant,
-    ServerState, SocketId,
-};
+use strata_engine::{DropReason, InstanceId, Instant, Plan, Responder, SocketId};
 use strata_net::{HostTime, RecvBatch, SendBatch, Transmit, UdpSocket};
-use strata_wire::{KissCode, NtpTimestamp, HEADER_LEN};
+use strata_wire::{NtpTimestamp, HEADER_LEN};
 use tokio::sync::mpsc;
 
 use super::{Datagram, MAX_DATAGRAM};
@@ -105,49 +93,32 @@ const REASONS: usize = DropReason::ALL.len();
 /// What the workers read: published by the event loop.
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
-    /// The server state, as `Node::server_state` gives it.
-    pub state: ServerState,
-    /// Whether the reference time is each answer's transmit time (the
-    /// local reference).
-    pub reference_follows_clock: bool,
+    /// The node's responder (`Node::responder`). A listener it does not
+    /// know (opened since) or that requires a key has every datagram
+    /// handed to the event loop: the fast path fails closed.
+    pub responder: Responder,
     /// The served clock as a function of host time.
     pub map: HostMap,
-    /// The node's rate limiter, when limiting is on.
-    pub limiter: Option<Arc<ShardedRateLimiter>>,
-    /// Whether refused clients get a KoD DENY (`[access-policy] deny = "kod"`).
-    pub deny_kod: bool,
-    /// Access rules, indexed by instance id.
-    pub access: Vec<Vec<AccessRule>>,
     /// Interfaces of up device-bound instances: the default instance's
     /// listeners drop datagrams that arrive on them.
     pub foreign: Vec<u32>,
-    /// The listeners whose requests workers answer: open and without a
-    /// `[[listen]] key`. A worker whose listener is not listed (keyed, or
-    /// opened after this snapshot) hands every datagram to the event loop,
-    /// which owns the keys: the fast path fails closed.
-    pub open: Vec<SocketId>,
 }
 
 impl Snapshot {
     /// A snapshot that serves nobody (used until the first publication).
     fn closed() -> Snapshot {
         Snapshot {
-            state: ServerState::unsynchronized(-20),
-            reference_follows_clock: false,
+            responder: Responder::closed(-20),
             map: HostMap::IDENTITY,
-            limiter: None,
-            deny_kod: false,
-            access: Vec::new(),
             foreign: Vec::new(),
-            open: Vec::new(),
         }
     }
 }
 
 /// The part of a [`Snapshot`] that the event loop compares after every
-/// input to tell whether to publish again: server state, whether the
-/// reference follows the clock, the clock's map and the limiter's address.
-pub(super) type Key = (ServerState, bool, HostMap, usize);
+/// input to tell whether to publish again: the server state, the node's
+/// policy generation and the clock's map.
+pub(super) type Key = (strata_engine::ServerState, u64, HostMap);
 
 /// The published snapshot and its generation, shared by every worker.
 #[derive(Debug)]
@@ -296,16 +267,6 @@ impl Local {
 }
 
 /// What a worker does with one datagram of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// Nothing more (dropped, counted or handed on).
-    Skip,
-    /// Answer with the time.
-    Answer,
-    /// Answer with this kiss code.
-    Kiss(KissCode),
-}
-
 /// The worker threads of one listener.
 #[derive(Debug)]
 pub(super) struct Workers {
@@ -414,7 +375,8 @@ fn run(ctx: &WorkerCtx) {
     let socket = &*ctx.socket;
     let mut rx = RecvBatch::new(BATCH, MAX_DATAGRAM);
     let mut tx = SendBatch::new(BATCH, HEADER_LEN);
-    let mut plans = [Plan::Skip; BATCH];
+    // `ToNode` marks a datagram already dealt with (handed on or counted).
+    let mut plans = [Plan::ToNode; BATCH];
     let mut cached = ctx.shared.load();
     let mut seen_local: Vec<IpAddr> = Vec::with_capacity(MAX_SEEN_LOCAL);
     let mut local = Local::default();
@@ -447,10 +409,6 @@ fn run(ctx: &WorkerCtx) {
         let tx_time = snap
             .map
             .apply(NtpTimestamp::from_unix(host.secs, host.nanos));
-        let mut state = snap.state;
-        if snap.reference_follows_clock {
-            state.reference_time = tx_time;
-        }
         tx.clear();
         for (i, plan) in plans.iter().enumerate().take(rx.len()) {
             let Some((meta, data)) = rx.get(i) else {
@@ -465,30 +423,21 @@ fn run(ctx: &WorkerCtx) {
             } else {
                 Transmit::to(meta.src)
             };
-            let queued = match *plan {
-                Plan::Skip => continue,
-                Plan::Answer => {
-                    let rx_time = snap.map.apply(NtpTimestamp::from_unix(
-                        meta.rx_time.secs,
-                        meta.rx_time.nanos,
-                    ));
-                    tx.push(transmit, |out| {
-                        respond(data, rx_time, tx_time, &state, out).ok()
-                    })
-                }
-                Plan::Kiss(code) => {
-                    let precision = state.precision;
-                    let ok = tx.push(transmit, |out| {
-                        kiss_of_death(data, code, precision, out).ok()
-                    });
-                    if ok {
-                        local.kod_sent += 1;
-                    }
-                    ok
-                }
-            };
+            if matches!(*plan, Plan::Drop(_) | Plan::ToNode) {
+                continue;
+            }
+            let rx_time = snap.map.apply(NtpTimestamp::from_unix(
+                meta.rx_time.secs,
+                meta.rx_time.nanos,
+            ));
+            let queued = tx.push(transmit, |out| {
+                snap.responder.write(*plan, data, rx_time, tx_time, out)
+            });
             if queued {
                 local.sent += 1;
+                if matches!(*plan, Plan::Kiss(_)) {
+                    local.kod_sent += 1;
+                }
             } else {
                 // Unreachable for a request `classify` accepted.
                 local.drop_packet(DropReason::Malformed);
@@ -504,7 +453,7 @@ fn run(ctx: &WorkerCtx) {
 }
 
 /// Decides what to do with datagram `i` of the batch: counted here, handed
-/// to the event loop, or answered.
+/// to the event loop (both leave [`Plan::ToNode`]), or answered.
 fn classify(
     ctx: &WorkerCtx,
     snap: &Snapshot,
@@ -515,55 +464,43 @@ fn classify(
     local: &mut Local,
 ) -> Plan {
     let Some((meta, data)) = rx.get(i) else {
-        return Plan::Skip;
+        return Plan::ToNode;
     };
     if rx.is_truncated(i) {
         local.received += 1;
         local.drop_packet(DropReason::Malformed);
-        return Plan::Skip;
+        return Plan::ToNode;
     }
     if ctx.instance == InstanceId::DEFAULT
         && meta.ifindex.is_some_and(|ifx| snap.foreign.contains(&ifx))
     {
         local.foreign += 1;
-        return Plan::Skip;
+        return Plan::ToNode;
     }
-    let plain_request =
-        data.len() == HEADER_LEN && data[0] & 0x7 == 3 && (1..=4).contains(&((data[0] >> 3) & 0x7));
+    // The first datagram to each local address goes to the event loop, so
+    // the node learns the address (loop detection).
     let new_local = meta
         .dst_ip
-        .is_some_and(|ip| !seen_local.contains(&ip) && seen_local.len() < MAX_SEEN_LOCAL);
-    if !plain_request || new_local || !snap.open.contains(&ctx.id) {
-        if let (true, Some(ip)) = (new_local && plain_request, meta.dst_ip) {
+        .filter(|ip| !seen_local.contains(ip) && seen_local.len() < MAX_SEEN_LOCAL);
+    let plan = match new_local {
+        Some(ip) => {
             seen_local.push(ip);
+            Plan::ToNode
         }
+        None => snap
+            .responder
+            .plan(now, ctx.instance, ctx.id, meta.src.ip(), data),
+    };
+    if plan == Plan::ToNode {
         hand_on(ctx, meta, data, local);
-        return Plan::Skip;
+        return plan;
     }
     local.received += 1;
-    let rules = snap
-        .access
-        .get(usize::from(ctx.instance.0))
-        .map_or(&[][..], Vec::as_slice);
-    let limiter = snap.limiter.as_deref();
-    let admission = admit(level_for(rules, meta.src.ip()), snap.deny_kod, || {
-        limiter.map_or(Decision::Allow, |l| {
-            l.check(now, (ctx.instance, meta.src.ip()))
-        })
-    });
-    match admission {
-        Admission::Answer => Plan::Answer,
-        Admission::KissRate => Plan::Kiss(KissCode::Rate),
-        Admission::KissDeny => {
-            // Refused all the same: counted, and answered with a KoD DENY.
-            local.drop_packet(DropReason::AccessDenied);
-            Plan::Kiss(KissCode::Deny)
-        }
-        Admission::Drop(reason) => {
-            local.drop_packet(reason);
-            Plan::Skip
-        }
+    if let Some(reason) = plan.drop_reason() {
+        // A KoD DENY is refused all the same: counted, and answered.
+        local.drop_packet(reason);
     }
+    plan
 }
 
 /// Hands a datagram to the event loop, as its reader task would.
@@ -616,13 +553,13 @@ mod tests {
     fn snapshots_are_taken_when_published() {
         let shared = Shared::new(std::time::Instant::now());
         let mut cached = shared.load();
-        assert!(cached.1.access.is_empty());
+        assert!(cached.1.foreign.is_empty());
         shared.refresh(&mut cached);
         let gen = cached.0;
         let mut s = Snapshot::closed();
-        s.deny_kod = true;
+        s.foreign = vec![7];
         shared.publish(s);
         shared.refresh(&mut cached);
-        assert!(cached.0 > gen && cached.1.deny_kod);
+        assert!(cached.0 > gen && cached.1.foreign == [7]);
     }
 }

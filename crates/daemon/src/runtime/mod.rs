@@ -50,11 +50,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
     AccessRule, AssociationId, AssociationMode, BroadcastClientConfig, BroadcastServerConfig,
-    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
+    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, Route, SocketId,
 };
 use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
 use strata_wire::{Leap, NtpTimestamp};
@@ -255,9 +257,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
         discipline,
         initial_frequency_ppm: initial_frequency,
-        seed: random_seed(),
         ..NodeConfig::default()
     };
+    // Request cookies must be unguessable: no start without the OS's
+    // random number generator.
+    let rng = os_seeded_rng()?;
     let (rx, mut datagrams) = mpsc::channel::<Datagram>(4096);
     let origin = std::time::Instant::now();
     let workers = config
@@ -265,7 +269,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .workers
         .unwrap_or_else(fastpath::default_workers);
     let mut daemon = Daemon {
-        node: Node::new(node_config),
+        node: Node::new(node_config, rng),
         clock,
         origin,
         sockets: HashMap::new(),
@@ -598,20 +602,15 @@ impl Daemon {
             let Some(tx) = self.node.poll_transmit(clock_now, &mut buf) else {
                 break;
             };
-            let sender = self
-                .instances
-                .get(&tx.instance)
-                .and_then(|i| i.mode5.senders.get(&tx.dst).copied());
-            let (socket, ifindex) = match (tx.socket, sender) {
-                (Some(s), _) => (Some(s), tx.ifindex),
-                (None, Some((s, ifindex))) => (Some(s), ifindex),
-                // Symmetric packets (modes 1 and 2) leave from a listener, so
-                // the peer sees them come from the port it sends to (123),
-                // also before the peer's first packet has arrived.
-                (None, None) if matches!(buf[0] & 7, 1 | 2) => {
-                    (self.listener_for(tx.instance, tx.dst), tx.ifindex)
-                }
-                (None, None) => (None, tx.ifindex),
+            let (socket, ifindex) = match tx.route {
+                Route::Socket(s) => (Some(s), tx.ifindex),
+                Route::Broadcast => self
+                    .instances
+                    .get(&tx.instance)
+                    .and_then(|i| i.mode5.senders.get(&tx.dst).copied())
+                    .map_or((None, tx.ifindex), |(s, ifindex)| (Some(s), ifindex)),
+                Route::Listener => (self.listener_for(tx.instance, tx.dst), tx.ifindex),
+                Route::Client => (None, tx.ifindex),
             };
             let socket = match socket {
                 Some(s) => s,
@@ -674,11 +673,8 @@ impl Daemon {
     fn fast_key(&self) -> fastpath::Key {
         (
             self.node.server_state(NtpTimestamp::ZERO),
-            self.node.reference_follows_clock(),
+            self.node.policy_generation(),
             self.clock.host_map(),
-            self.node
-                .shared_rate_limiter()
-                .map_or(0, |l| Arc::as_ptr(&l) as usize),
         )
     }
 
@@ -691,14 +687,6 @@ impl Daemon {
     /// Publishes a new snapshot to the fast-path workers.
     fn publish_fast(&mut self) {
         let key = self.fast_key();
-        let mut access = Vec::new();
-        for (id, inst) in &self.instances {
-            let i = usize::from(id.0);
-            if access.len() <= i {
-                access.resize(i + 1, Vec::new());
-            }
-            access[i] = access_rules(&self.config, &inst.name);
-        }
         let foreign = self
             .instances
             .values()
@@ -706,19 +694,9 @@ impl Daemon {
             .flat_map(|i| i.ifindexes.iter().copied())
             .collect();
         self.fast.publish(fastpath::Snapshot {
-            state: key.0,
-            reference_follows_clock: key.1,
+            responder: self.node.responder(NtpTimestamp::ZERO),
             map: key.2,
-            limiter: self.node.shared_rate_limiter(),
-            deny_kod: self.config.access_policy.deny == crate::config::DenyAction::Kod,
-            access,
             foreign,
-            open: self
-                .sockets
-                .iter()
-                .filter(|(id, s)| s.listener && self.node.listener_key(**id).is_none())
-                .map(|(id, _)| *id)
-                .collect(),
         });
         self.published = Some(key);
         self.fast_dirty = false;
@@ -835,10 +813,16 @@ fn write_drift_file(path: &Path, ppm: f64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn random_seed() -> u64 {
-    let t = HostTime::now();
-    let pid = u64::from(std::process::id());
-    #[allow(clippy::cast_sign_loss)] // mixing bits for a seed
-    let secs = t.secs as u64;
-    (secs << 30) ^ u64::from(t.nanos) ^ (pid << 48) ^ (pid << 7)
+/// The engine's cookie generator: ChaCha20 keyed from the operating
+/// system (`getrandom`).
+///
+/// # Errors
+/// When the OS generator fails: the daemon then refuses to start rather
+/// than send guessable cookies.
+fn os_seeded_rng() -> anyhow::Result<ChaCha20Rng> {
+    let mut seed = <ChaCha20Rng as SeedableRng>::Seed::default();
+    getrandom::fill(&mut seed).map_err(|e| {
+        anyhow::anyhow!("cannot seed request cookies from the operating system (getrandom): {e}")
+    })?;
+    Ok(ChaCha20Rng::from_seed(seed))
 }

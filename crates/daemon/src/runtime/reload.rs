@@ -32,7 +32,7 @@ impl Daemon {
         // may change between two reads; either read failing refuses it).
         let keys = match &new.auth {
             None => KeyStore::new_empty(),
-            Some(auth) => auth.load_keys()?,
+            Some(auth) => auth.load_keys().map_err(|e| e.to_string())?,
         };
         let old = self.config.clone();
         let mut restart = Vec::new();
@@ -248,8 +248,8 @@ impl Daemon {
         (opened, closed)
     }
 
-    /// Tells the node which listeners require a key (`[[listen]] key`), by
-    /// matching every open listener to its entry of the running config,
+    /// Registers every open listener with the node, with the key it
+    /// requires (`[[listen]] key`, matched in the running config),
     /// and publishes the result to the fast-path workers at once (until
     /// then, a worker of a listener opened since the last snapshot hands
     /// everything to the event loop).
@@ -260,7 +260,7 @@ impl Daemon {
             .filter(|(_, s)| s.listener)
             .map(|(id, s)| (*id, s.instance))
             .collect();
-        self.node.clear_listener_keys();
+        self.node.clear_listeners();
         for (socket, instance) in listeners {
             let name = self.instance_name(instance);
             let local = self.local_addr(socket);
@@ -270,7 +270,7 @@ impl Daemon {
                 .iter()
                 .find(|l| l.instance == name && Some(l.address) == local)
                 .and_then(|l| l.key);
-            self.node.set_listener_key(socket, key);
+            self.node.set_listener(socket, key);
         }
         self.publish_fast();
     }

@@ -203,7 +203,7 @@ async fn query(start: &TraceStart, dst: SocketAddr) -> Result<(NtpRepr, f64, f64
             start.instance
         ));
     };
-    let cookie = cookie();
+    let cookie = cookie()?;
     let key = (*socket, dst, cookie);
     let rx = start.probes.register(key);
     let mut buf = [0u8; strata_wire::HEADER_LEN];
@@ -255,11 +255,12 @@ fn parse_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// A query cookie nobody off-path can guess: random state mixed with the time.
-fn cookie() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::BuildHasher as _;
-    let t = HostTime::now();
-    RandomState::new().hash_one((t.secs, t.nanos))
+/// A query's cookie, from the operating system's generator: a trace
+/// query is rare, so each draws its own.
+fn cookie() -> Result<u64, String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random cookie (getrandom): {e}"))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 impl Daemon {

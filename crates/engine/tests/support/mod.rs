@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
 use strata_engine::{
     ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId,
@@ -275,25 +277,36 @@ pub fn addr(last: u8) -> SocketAddr {
 
 /// A node serving its local clock at `stratum`.
 pub fn server_node(stratum: u8) -> Node {
-    Node::new(NodeConfig {
-        local_stratum: Some(stratum),
-        ..NodeConfig::default()
-    })
+    Node::new(
+        NodeConfig {
+            local_stratum: Some(stratum),
+            ..NodeConfig::default()
+        },
+        rng(u64::from(stratum)),
+    )
+}
+
+/// A seeded cryptographic generator: deterministic tests, and the type
+/// the engine demands of its cookie source.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
 }
 
 /// A node with lab discipline constants (polls 2^-2..2^0 s).
 pub fn lab_node(step_threshold: f64, stepout: f64, seed: u64) -> Node {
-    Node::new(NodeConfig {
-        discipline: DisciplineConfig {
-            step_threshold,
-            stepout,
-            min_poll: -2,
-            max_poll: 0,
-            ..DisciplineConfig::default()
+    Node::new(
+        NodeConfig {
+            discipline: DisciplineConfig {
+                step_threshold,
+                stepout,
+                min_poll: -2,
+                max_poll: 0,
+                ..DisciplineConfig::default()
+            },
+            ..NodeConfig::default()
         },
-        seed,
-        ..NodeConfig::default()
-    })
+        rng(seed),
+    )
 }
 
 /// A lab-poll association config for `remote`.
