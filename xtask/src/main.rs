@@ -58,6 +58,7 @@ fn run() -> Result<()> {
             &sim::Options {
                 case: cmd.case,
                 seed: cmd.seed,
+                seeds: cmd.seeds,
                 hours: cmd.hours,
             },
         ),

@@ -56,6 +56,7 @@ fn status() -> Status {
         clock_steps: 1,
         clock_backend: "virtual".to_owned(),
         kernel: None,
+        estimate: None,
         instances,
     }
 }

@@ -46,6 +46,7 @@ fn status() -> Status {
         clock_steps: 0,
         clock_backend: "observe".to_owned(),
         kernel: None,
+        estimate: None,
         instances: Default::default(),
     }
 }

@@ -20,6 +20,7 @@
 //! `offset = T3 + delay/2 − T4`.
 
 mod broadcast;
+mod client;
 mod symmetric;
 
 pub use broadcast::BroadcastClientConfig;
@@ -32,8 +33,8 @@ use rand_core::CryptoRngCore;
 use strata_clock::filter::{ClockFilter, FilterOutput, Sample};
 use strata_clock::{MAXDISP, PHI};
 use strata_wire::{
-    offset_and_delay, KissCode, Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp,
-    ReferenceId, HEADER_LEN,
+    offset_and_delay, Leap, Mode, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp, ReferenceId,
+    HEADER_LEN,
 };
 
 use crate::counters::DropReason;
@@ -43,6 +44,7 @@ use crate::time::{poll_interval, Instant};
 use crate::{InstanceId, Route};
 
 use self::broadcast::BroadcastClient;
+use self::client::Outstanding;
 use self::symmetric::Symmetric;
 
 /// The burst spacing of `iburst` and calibration (RFC 5905 BTIME),
@@ -198,24 +200,16 @@ pub(crate) enum Polled {
 pub(crate) struct Calibration {
     attempts: u8,
     replies: u8,
-    best_delay: f64,
+    /// The least delay of the volley's replies so far.
+    best_delay: Option<f64>,
 }
 
 impl Calibration {
     const START: Calibration = Calibration {
         attempts: 0,
         replies: 0,
-        best_delay: f64::INFINITY,
+        best_delay: None,
     };
-}
-
-/// A client request (mode 3) waiting for its reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Outstanding {
-    /// The cookie sent as our transmit timestamp.
-    cookie: NtpTimestamp,
-    /// Our clock when the request left.
-    t1: NtpTimestamp,
 }
 
 /// What an association does in its mode, with the state only that mode
@@ -604,18 +598,7 @@ impl Association {
                 }
                 s.packet(clock_now, poll, sys, rng)
             }
-            _ => {
-                let mut cookie = NtpTimestamp::from_bits(rng.next_u64());
-                if cookie.is_zero() {
-                    // A zero origin means "none" to the server.
-                    cookie = NtpTimestamp::from_bits(1);
-                }
-                self.outstanding = Some(Outstanding {
-                    cookie,
-                    t1: clock_now,
-                });
-                NtpRepr::client_request(poll, cookie)
-            }
+            _ => self.client_request(clock_now, rng),
         };
         repr.emit(&mut NtpPacket::new_unchecked(&mut *out));
         Some((HEADER_LEN, route))
@@ -690,7 +673,7 @@ impl Association {
         let dispersion = log2d(pkt.precision) + precision + PHI * (t4 - t1).to_seconds().abs();
         if let Some(Some(cal)) = self.calibration_slot() {
             cal.replies += 1;
-            cal.best_delay = cal.best_delay.min(delay);
+            cal.best_delay = Some(cal.best_delay.map_or(delay, |best| best.min(delay)));
         }
         self.filter.add(
             Sample {
@@ -714,74 +697,6 @@ impl Association {
             Mode::Broadcast => self.receive_broadcast(rx, self.key.is_some()),
             _ => Err(DropReason::UnexpectedMode),
         }
-    }
-
-    /// A server (mode 4) reply: the client checks of RFC 5905, with the
-    /// cookie as the origin.
-    fn receive_reply(&mut self, rx: Arrival) -> Outcome {
-        let (now, rx_time, pkt) = (rx.now, rx.rx_time, rx.pkt);
-        if self.state == AssociationState::Denied {
-            return Err(DropReason::NoAssociation);
-        }
-        let answers_ours = self
-            .outstanding
-            .is_some_and(|o| pkt.origin_timestamp == o.cookie);
-        if pkt.stratum == 0 {
-            // Kiss-o'-death (a crypto-NAK is one too): obeyed only when it
-            // answers our own request.
-            if !answers_ours {
-                return Err(DropReason::SpoofedKod);
-            }
-            if pkt.reference_id.kiss_code() == KissCode::Cryp {
-                // The server could not authenticate our request. Counted;
-                // the request stays outstanding, so a forged copy cannot
-                // suppress a genuine reply, and reach decays as for a loss.
-                return Err(DropReason::CryptoNak);
-            }
-            self.outstanding = None;
-            return match pkt.reference_id.kiss_code() {
-                KissCode::Rate => {
-                    let raised = pkt.poll.max(self.poll.saturating_add(1));
-                    let floor = raised.clamp(self.config.minpoll, self.config.maxpoll);
-                    self.kod_floor = Some(floor);
-                    self.poll = self.poll.max(floor);
-                    self.burst = 0;
-                    self.next_poll = now + poll_interval(self.poll);
-                    Ok((Received::RateLimited, None))
-                }
-                KissCode::Deny | KissCode::Rstr => {
-                    self.state = AssociationState::Denied;
-                    self.pending_send = false;
-                    Ok((Received::Denied, Some(AssociationState::Denied)))
-                }
-                _ => Err(DropReason::UnknownKod),
-            };
-        }
-        if !pkt.transmit_timestamp.is_zero() && Some(pkt.transmit_timestamp) == self.last_reply_xmt
-        {
-            return Err(DropReason::Duplicate);
-        }
-        let Some(request) = self.outstanding.filter(|_| answers_ours) else {
-            return Err(DropReason::Bogus);
-        };
-        if pkt.receive_timestamp.is_zero() || pkt.transmit_timestamp.is_zero() {
-            return Err(DropReason::ZeroTimestamp);
-        }
-        // The exchange is complete: a second copy must not match again.
-        self.outstanding = None;
-        self.last_reply_xmt = Some(pkt.transmit_timestamp);
-        let before = self.state;
-        self.note_valid(now, pkt);
-        Self::check_header(pkt)?;
-        let out = self.add_sample(now, request.t1, pkt, rx_time, rx.sys_precision);
-        if self
-            .calibration()
-            .is_some_and(|c| c.replies >= CALIBRATION_REPLIES)
-        {
-            self.finish_calibration(now);
-        }
-        let changed = (self.state != before).then_some(self.state);
-        Ok((Received::Sample(out), changed))
     }
 }
 

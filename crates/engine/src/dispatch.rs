@@ -16,6 +16,7 @@ use crate::node::{Event, Node, RecvMeta, Route, Transmit, DEFAULT_MAX_DYNAMIC};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, Admission, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
+/// A request waiting for its answer in [`Node::poll_transmit`].
 pub(crate) struct PendingReply {
     meta: RecvMeta,
     header: [u8; HEADER_LEN],

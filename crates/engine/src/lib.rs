@@ -14,6 +14,41 @@
 //! server side is also available as a [`Responder`] snapshot
 //! ([`Node::responder`]), for drivers that answer requests on several
 //! threads with the node's own rules.
+//!
+//! # Randomness
+//! Request cookies protect every client exchange against off-path
+//! forgery, so the generator [`Node::new`] takes must be a
+//! `rand_core::CryptoRng` (seeded from the OS in production):
+//!
+//! ```
+//! use rand_chacha::{rand_core::SeedableRng, ChaCha8Rng};
+//! use strata_engine::{Node, NodeConfig};
+//! let node = Node::new(NodeConfig::default(), ChaCha8Rng::from_seed([7; 32]));
+//! ```
+//!
+//! A generator that is not cryptographic does not compile:
+//!
+//! ```compile_fail
+//! use rand_chacha::rand_core::{impls, Error, RngCore};
+//! use strata_engine::{Node, NodeConfig};
+//! struct Counter(u64);
+//! impl RngCore for Counter {
+//!     fn next_u32(&mut self) -> u32 {
+//!         impls::next_u32_via_fill(self)
+//!     }
+//!     fn next_u64(&mut self) -> u64 {
+//!         self.0 += 1;
+//!         self.0
+//!     }
+//!     fn fill_bytes(&mut self, dest: &mut [u8]) {
+//!         impls::fill_bytes_via_next(self, dest)
+//!     }
+//!     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Error> {
+//!         Ok(self.fill_bytes(dest))
+//!     }
+//! }
+//! let node = Node::new(NodeConfig::default(), Counter(0));
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod access;

@@ -95,7 +95,7 @@ pub enum Route {
     /// has arrived, so the peer sees them come from the port it sends to.
     Listener,
     /// The socket the driver set up for this broadcast/multicast
-    /// destination (a [`BroadcastServerConfig`] without a socket).
+    /// destination (a [`crate::BroadcastServerConfig`] without a socket).
     Broadcast,
 }
 
@@ -247,7 +247,9 @@ impl Node {
     /// A node with only the default instance. `rng` draws the request
     /// cookies (the off-path protection of every client exchange): seed it
     /// from the operating system (`getrandom`) in production; tests and the
-    /// simulator pass a seeded ChaCha generator to stay deterministic.
+    /// simulator pass a seeded ChaCha generator to stay deterministic
+    /// (see the crate docs: a generator that is not cryptographic does not
+    /// compile).
     #[must_use]
     pub fn new(config: NodeConfig, rng: impl CryptoRng + RngCore + Send + 'static) -> Node {
         let mut discipline =

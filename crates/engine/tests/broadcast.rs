@@ -333,6 +333,25 @@ fn broadcast_server_sends_nothing_until_synchronised() {
     let (p, _) = strata_wire::parse_datagram(&buf[..tx.len]).expect("parse");
     assert_eq!(p.mode, Mode::Broadcast);
     assert_eq!(p.stratum, 3);
+    // Without a socket of its own it leaves through the driver's sender
+    // for the destination.
+    let mut node = server_node(3);
+    node.add_broadcast_server(
+        BroadcastServerConfig {
+            instance: InstanceId::DEFAULT,
+            destination: GROUP,
+            poll: 0,
+            socket: None,
+            ifindex: None,
+            key: None,
+        },
+        Instant::ZERO,
+    );
+    node.handle_timeout(Instant::ZERO);
+    let tx = node
+        .poll_transmit(NtpTimestamp::from_unix(EPOCH, 0), &mut buf)
+        .expect("mode 5");
+    assert_eq!((tx.dst, tx.route), (GROUP, Route::Broadcast));
 }
 
 // ---- authenticated mode 5 ------------------------------------------------

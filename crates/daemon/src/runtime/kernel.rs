@@ -204,6 +204,7 @@ mod tests {
             poll: 0,
             last_update: at,
             clock_steps: 0,
+            estimate: strata_clock::discipline::Estimate::default(),
         }
     }
 

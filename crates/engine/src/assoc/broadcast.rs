@@ -112,11 +112,11 @@ impl BroadcastClient {
 
     /// Starts listening with the delay a volley measured; returns whether
     /// it measured one (no reply: nothing to listen with).
-    pub(super) fn start_listening(&mut self, now: Instant, best_delay: f64) -> bool {
-        if !best_delay.is_finite() {
+    pub(super) fn start_listening(&mut self, now: Instant, best_delay: Option<f64>) -> bool {
+        let Some(best_delay) = best_delay else {
             self.listen = None;
             return false;
-        }
+        };
         let last_xmt = self.listen.map_or(self.seen_xmt, |l| l.last_xmt);
         self.listen = Some(Listen {
             delay: best_delay,
