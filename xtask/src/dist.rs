@@ -22,6 +22,7 @@ pub const EXPECTED: &[&str] = &[
     "/usr/share/man/man1/stratactl.1",
     "/usr/share/doc/strata/operations.md",
     "/usr/share/doc/strata/examples/strata-netns.conf",
+    "/usr/lib/systemd/ntp-units.d/80-strata.list",
 ];
 
 /// Builds the package and returns its path.

@@ -17,6 +17,22 @@ xflags::xflags! {
             /// Keep the per-run directory (configs, logs) even when the scenario passes.
             optional --keep
         }
+        /// Run a guest-kernel scenario in qemu: NAME, `all`, or `list` (root only).
+        /// Uses stratad/stratactl from `$XTASK_BIN_DIR` when set, else builds them.
+        cmd vm {
+            /// Scenario name, `all` or `list`.
+            required name: String
+            /// Keep the run directory (initramfs, console log) even when it passes.
+            optional --keep
+        }
+        /// The truth responder inside a `cargo xtask vm` guest (refuses to run elsewhere):
+        /// `truth` answers NTP probes with kernel receive timestamps.
+        cmd vm-guest {
+            /// `truth`.
+            required action: String
+            /// Address to answer on (default 0.0.0.0:4460).
+            optional --addr addr: String
+        }
         /// Build the daemons and show a two-hop chain (s1 <- c1 <- c2) converging
         /// live in network namespaces; ends with a summary and pass/FAIL (root only).
         cmd demo {}

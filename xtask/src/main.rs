@@ -14,6 +14,7 @@ mod probe;
 mod scenario;
 mod sim;
 mod tidy;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +50,8 @@ fn run() -> Result<()> {
                 keep: cmd.keep,
             },
         ),
+        flags::XtaskCmd::Vm(cmd) => vm::cli(&sh, &cmd.name, cmd.keep),
+        flags::XtaskCmd::VmGuest(cmd) => vm::guest_cli(&cmd.action, cmd.addr.as_deref()),
         flags::XtaskCmd::Demo(_) => demo::cli(&sh),
         flags::XtaskCmd::Sim(cmd) => sim::cli(
             &sh,
@@ -226,6 +229,11 @@ fn test_cmd(sh: &Shell) -> Result<()> {
         )?;
     } else {
         println!("xtask test: skipped: scenario all (requires root for network namespaces)");
+    }
+    if scenario::is_root()? && vm::available() {
+        step("vm all", vm::cli(sh, "all", false))?;
+    } else {
+        println!("xtask test: skipped: vm all (requires root, qemu-system-x86 and busybox-static)");
     }
     println!("xtask test: all steps passed");
     Ok(())

@@ -147,6 +147,9 @@ pub struct ClockConfig {
     pub initial_offset: f64,
     /// Virtual clock: its frequency error in ppm (default 0).
     pub frequency_error_ppm: f64,
+    /// System clock: the root distance (s) past which the daemon reports
+    /// itself unsynchronised when no clock update comes (default 1.5 s).
+    pub max_distance: f64,
 }
 
 /// `[discipline]`, all in seconds.
@@ -578,6 +581,7 @@ impl Config {
                 backend: ClockBackend::Observe,
                 drift_file: None,
                 initial_offset: 0.0,
+                max_distance: 1.5,
                 frequency_error_ppm: 0.0,
             },
             discipline: DisciplineConfig {

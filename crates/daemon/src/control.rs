@@ -112,6 +112,54 @@ pub struct Trace {
     pub end: String,
 }
 
+/// The kernel's view of a system clock (`adjtimex`), shown beside the
+/// daemon's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelStatus {
+    /// The kernel's frequency correction, ppm.
+    pub frequency_ppm: f64,
+    /// The `STA_*` status bits.
+    pub status: i32,
+    /// The clock state (`TIME_OK` = 0 … `TIME_ERROR` = 5).
+    pub state: i32,
+    /// The kernel's maximum error, seconds.
+    pub max_error_s: f64,
+    /// The kernel's estimated error, seconds.
+    pub est_error_s: f64,
+    /// The daemon's root distance now (grown since the last update), seconds.
+    pub root_distance_s: Option<f64>,
+    /// How many times another process set the clock under the daemon.
+    pub clock_set_by_others: u64,
+}
+
+impl KernelStatus {
+    /// The status bits by name, e.g. `UNSYNC|NANO`.
+    #[must_use]
+    pub fn status_names(&self) -> String {
+        const NAMES: [(i32, &str); 9] = [
+            (0x0001, "PLL"),
+            (0x0002, "PPSFREQ"),
+            (0x0004, "PPSTIME"),
+            (0x0008, "FLL"),
+            (0x0010, "INS"),
+            (0x0020, "DEL"),
+            (0x0040, "UNSYNC"),
+            (0x0080, "FREQHOLD"),
+            (0x2000, "NANO"),
+        ];
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(bit, _)| self.status & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join("|")
+        }
+    }
+}
+
 /// The daemon's system status (`stratactl status --json` prints this object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -152,6 +200,10 @@ pub struct Status {
     pub clock_steps: u64,
     /// The clock backend: `"system"`, `"observe"` or `"virtual"`.
     pub clock_backend: String,
+    /// The kernel's view of the clock (`backend = "system"` only; absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Box<KernelStatus>>,
     /// Packet counters per instance name.
     pub instances: BTreeMap<String, InstanceCounters>,
     /// The discipline's smoothed estimate, once it has one.
@@ -536,6 +588,7 @@ pub(crate) mod fixtures {
             last_update_s: Some(9.6),
             clock_steps: 1,
             clock_backend: "virtual".to_owned(),
+            kernel: None,
             instances,
             estimate: None,
         }

@@ -80,6 +80,32 @@ pub fn render_status(status: &Status) -> String {
         ("clock steps".into(), status.clock_steps.to_string()),
         ("clock backend".into(), status.clock_backend.clone()),
     ];
+    if let Some(k) = &status.kernel {
+        rows.push((
+            "kernel".into(),
+            format!(
+                "{} ({}), frequency {:+.3} ppm, maxerror {}, esterror {}",
+                if k.status & 0x0040 == 0 {
+                    "synchronized"
+                } else {
+                    "unsynchronized"
+                },
+                k.status_names(),
+                k.frequency_ppm,
+                format_span(k.max_error_s),
+                format_span(k.est_error_s),
+            ),
+        ));
+        if let Some(d) = k.root_distance_s {
+            rows.push(("root distance".into(), format_span(d)));
+        }
+        if k.clock_set_by_others > 0 {
+            rows.push((
+                "clock set by others".into(),
+                k.clock_set_by_others.to_string(),
+            ));
+        }
+    }
     if let Some(e) = &status.estimate {
         rows.extend([
             (
@@ -446,6 +472,31 @@ instance vpna:     down (netns pe1-vpna), received 40, sent 40, dropped 0, kod s
         assert!(text.contains("rms offset:        3.1 µs\n"), "{text}");
         assert!(text.contains("skew:              0.0123 ppm\n"), "{text}");
         assert!(text.contains("samples:           40\n"), "{text}");
+    }
+
+    #[test]
+    fn status_text_shows_the_kernel_beside_the_daemon() {
+        let mut s = status();
+        s.clock_backend = "system".to_owned();
+        s.kernel = Some(Box::new(crate::control::KernelStatus {
+            frequency_ppm: -9.0675,
+            status: 0x2040,
+            state: 5,
+            max_error_s: 16.0,
+            est_error_s: 0.00035,
+            root_distance_s: Some(0.0043),
+            clock_set_by_others: 1,
+        }));
+        let text = render_status(&s);
+        assert!(text.contains(
+            "clock backend:        system\nkernel:               unsynchronized (UNSYNC|NANO), \
+             frequency -9.068 ppm, maxerror 16.000 s, esterror 350.0 µs\n\
+             root distance:        4.300 ms\nclock set by others:  1\ninstance default:"
+        ), "{text}");
+        s.kernel.as_mut().unwrap().status = 0x2000;
+        assert!(render_status(&s).contains("kernel:               synchronized (NANO)"));
+        // Without a kernel view (other backends) nothing is added.
+        assert!(!render_status(&status()).contains("kernel"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod virtual_clock;
 
 pub use observe::ObserveOnly;
 #[cfg(target_os = "linux")]
-pub use system::{HostRealtime, SystemClock};
+pub use system::{ClockChangeWatch, HostRealtime, SystemClock};
 pub use virtual_clock::{ManualTime, VirtualClock};
 
 use std::sync::Arc;
@@ -134,6 +134,31 @@ impl HostMap {
     }
 }
 
+/// What the kernel is told about the clock's synchronisation on each
+/// clock update (see [`Clock::set_sync_status`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyncStatus {
+    /// Maximum error (s): the root distance.
+    pub max_error: f64,
+    /// Estimated error (s): the jitter.
+    pub est_error: f64,
+}
+
+/// The kernel's view of the clock (`adjtimex`), for status output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelView {
+    /// Frequency correction, ppm.
+    pub frequency_ppm: f64,
+    /// The `STA_*` status bits.
+    pub status: i32,
+    /// The clock state (`TIME_OK` … `TIME_ERROR`).
+    pub state: i32,
+    /// Maximum error, s.
+    pub max_error: f64,
+    /// Estimated error, s.
+    pub est_error: f64,
+}
+
 /// A steerable clock.
 pub trait Clock: Send {
     /// This clock's reading.
@@ -160,6 +185,21 @@ pub trait Clock: Send {
     /// host clock itself.
     fn host_map(&self) -> HostMap {
         HostMap::IDENTITY
+    }
+    /// Tells the kernel the clock is synchronised with these error bounds
+    /// (a clock update). Nothing for clocks without a kernel status.
+    fn set_sync_status(&mut self, _sync: SyncStatus) -> Result<(), ClockError> {
+        Ok(())
+    }
+    /// At a clean stop: leaves `frequency_ppm` (the drift estimate, without
+    /// any phase slew) as the frequency and marks the clock unsynchronised.
+    /// Nothing for clocks without a kernel status.
+    fn release(&mut self, _frequency_ppm: f64) -> Result<(), ClockError> {
+        Ok(())
+    }
+    /// The kernel's view of the clock, for clocks the kernel keeps.
+    fn kernel_view(&self) -> Option<KernelView> {
+        None
     }
 }
 
@@ -205,5 +245,14 @@ impl<C: Clock + ?Sized> Clock for Box<C> {
     }
     fn host_map(&self) -> HostMap {
         (**self).host_map()
+    }
+    fn set_sync_status(&mut self, sync: SyncStatus) -> Result<(), ClockError> {
+        (**self).set_sync_status(sync)
+    }
+    fn release(&mut self, frequency_ppm: f64) -> Result<(), ClockError> {
+        (**self).release(frequency_ppm)
+    }
+    fn kernel_view(&self) -> Option<KernelView> {
+        (**self).kernel_view()
     }
 }

@@ -11,16 +11,34 @@
 //! * a leap second is the `STA_INS` / `STA_DEL` status bits
 //!   ([`leap_status`]).
 //!
+//! The kernel's synchronisation status follows the daemon, as with chrony:
+//!
+//! * [`SystemClock::take_over`] (at start) clears `STA_PLL`/`STA_FLL` (the
+//!   kernel's own loops must not fight the daemon's) and zeroes a pending
+//!   `ADJ_OFFSET`, and reports the kernel's current frequency, which a
+//!   daemon without a drift file starts from;
+//! * [`Clock::set_sync_status`] (on every clock update) sets `ADJ_MAXERROR`
+//!   and `ADJ_ESTERROR` and clears `STA_UNSYNC`; between updates the kernel
+//!   grows maxerror by itself (500 µs/s) and sets `STA_UNSYNC` when it
+//!   passes 16 s;
+//! * [`Clock::release`] (at a clean stop) leaves the drift estimate as the
+//!   frequency, `STA_UNSYNC` set and the leap bits cleared.
+//!
+//! [`ClockChangeWatch`] notices the clock being set by someone else (a
+//! `timerfd` armed with `TFD_TIMER_CANCEL_ON_SET`).
+//!
 //! [`kernel_state`] is a read-only query (`modes = 0`) that needs no
 //! privilege. The conversions are pure functions so they can be tested
 //! without touching the clock.
 
-use std::io;
+use std::io::{self, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_wire::NtpTimestamp;
 
-use super::{check_frequency, check_step, Clock, ClockError, LeapAction, TimeSource};
+use super::{
+    check_frequency, check_step, Clock, ClockError, KernelView, LeapAction, SyncStatus, TimeSource,
+};
 
 /// The host realtime clock (`CLOCK_REALTIME`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -136,6 +154,42 @@ pub fn leap_status(status: i32, action: LeapAction) -> i32 {
     }
 }
 
+/// The kernel's limit for maxerror and esterror (`NTP_PHASE_LIMIT`, 16 s),
+/// in microseconds.
+pub const MAX_ERROR_US: i64 = 16_000_000;
+
+/// Seconds to the `adjtimex` microsecond fields, clamped to
+/// `0..=`[`MAX_ERROR_US`] (not finite counts as the limit).
+#[must_use]
+pub fn error_to_us(seconds: f64) -> i64 {
+    if !seconds.is_finite() {
+        return MAX_ERROR_US;
+    }
+    #[allow(clippy::cast_possible_truncation)] // clamped to 0..=1.6e7 first
+    let us = (seconds * 1e6).round().clamp(0.0, 16e6) as i64;
+    us
+}
+
+/// The status word at take-over: the kernel's PLL and FLL off (the daemon
+/// disciplines the clock), everything else kept.
+#[must_use]
+pub fn takeover_status(status: i32) -> i32 {
+    status & !(libc::STA_PLL | libc::STA_FLL)
+}
+
+/// The status word on a clock update: synchronised (`STA_UNSYNC` clear).
+#[must_use]
+pub fn synced_status(status: i32) -> i32 {
+    status & !libc::STA_UNSYNC
+}
+
+/// The status word a clean stop leaves: unsynchronised, no leap second
+/// armed, the kernel's PLL and FLL still off.
+#[must_use]
+pub fn released_status(status: i32) -> i32 {
+    (status | libc::STA_UNSYNC) & !(libc::STA_INS | libc::STA_DEL | libc::STA_PLL | libc::STA_FLL)
+}
+
 /// The host clock, steered through `adjtimex`. See the module doc.
 #[derive(Debug)]
 pub struct SystemClock {
@@ -155,6 +209,28 @@ impl SystemClock {
     /// The kernel clock state (read-only).
     pub fn kernel_state(&self) -> Result<KernelState, ClockError> {
         kernel_state()
+    }
+
+    /// Takes the kernel clock over: clears `STA_PLL`/`STA_FLL`, zeroes a
+    /// pending `ADJ_OFFSET` slew, and returns the kernel's frequency (ppm),
+    /// which is left as it is.
+    pub fn take_over(&mut self) -> Result<f64, ClockError> {
+        let current = kernel_state()?;
+        // The kernel takes ADJ_OFFSET only while STA_PLL is set: zero the
+        // pending slew with the PLL on, then switch it (and the FLL) off.
+        let mut tx = zeroed_timex();
+        tx.modes = libc::ADJ_STATUS | libc::ADJ_OFFSET;
+        tx.status = (current.status | libc::STA_PLL) & !libc::STA_FLL;
+        tx.offset = 0;
+        adjtimex(&mut tx)?;
+        let mut tx = zeroed_timex();
+        tx.modes = libc::ADJ_STATUS;
+        tx.status = takeover_status(current.status);
+        adjtimex(&mut tx)?;
+        // Zeroing the offset with the PLL on may touch the frequency: put
+        // the kernel's back.
+        self.set_frequency(current.frequency_ppm)?;
+        Ok(current.frequency_ppm)
     }
 }
 
@@ -213,7 +289,164 @@ impl Clock for SystemClock {
     fn adjusts_host(&self) -> bool {
         true
     }
+
+    fn set_sync_status(&mut self, sync: SyncStatus) -> Result<(), ClockError> {
+        let current = kernel_state()?.status;
+        let mut tx = zeroed_timex();
+        tx.modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+        tx.status = synced_status(current);
+        #[allow(clippy::cast_possible_truncation, clippy::useless_conversion)]
+        // at most 1.6e7, fits every c_long
+        {
+            tx.maxerror = error_to_us(sync.max_error) as libc::c_long;
+            tx.esterror = error_to_us(sync.est_error) as libc::c_long;
+        }
+        adjtimex(&mut tx).map(|_| ())
+    }
+
+    fn release(&mut self, frequency_ppm: f64) -> Result<(), ClockError> {
+        let freq = ppm_to_freq(frequency_ppm).ok_or(ClockError::OutOfRange {
+            what: "frequency (ppm)",
+            value: frequency_ppm,
+        })?;
+        let current = kernel_state()?.status;
+        let mut tx = zeroed_timex();
+        tx.modes = libc::ADJ_STATUS | libc::ADJ_FREQUENCY | libc::ADJ_MAXERROR;
+        tx.status = released_status(current);
+        #[allow(clippy::cast_possible_truncation, clippy::useless_conversion)]
+        // |freq| <= 500 × 2^16 < 2^31 fits every c_long
+        {
+            tx.freq = freq as libc::c_long;
+            tx.maxerror = MAX_ERROR_US as libc::c_long;
+        }
+        adjtimex(&mut tx).map(|_| ())
+    }
+
+    fn kernel_view(&self) -> Option<KernelView> {
+        kernel_state().ok().map(|k| KernelView {
+            frequency_ppm: k.frequency_ppm,
+            status: k.status,
+            state: k.state,
+            max_error: k.max_error,
+            est_error: k.est_error,
+        })
+    }
 }
+
+/// Notices the realtime clock being set (stepped) by anyone: a `timerfd` on
+/// `CLOCK_REALTIME` armed far in the future with `TFD_TIMER_CANCEL_ON_SET`,
+/// whose read fails with `ECANCELED` after every discontinuous change.
+/// The daemon's own steps are noticed too: [`ClockChangeWatch::changed`]
+/// right after a step consumes them.
+#[derive(Debug)]
+pub struct ClockChangeWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ClockChangeWatch {
+    /// Creates and arms the watch (non-blocking descriptor).
+    pub fn new() -> Result<Self, ClockError> {
+        let fd = timerfd_create()?;
+        let watch = Self { fd };
+        watch.arm()?;
+        Ok(watch)
+    }
+
+    fn arm(&self) -> Result<(), ClockError> {
+        // Far in the future (year 2286): it never expires, only cancels.
+        timerfd_arm_cancel_on_set(&self.fd, 10_000_000_000)
+    }
+
+    /// Whether the clock was set since the last call; re-arms the watch.
+    /// Never blocks.
+    pub fn changed(&self) -> Result<bool, ClockError> {
+        let mut buf = [0u8; 8];
+        match std::fs::File::from(self.fd.try_clone().map_err(|e| ClockError::Os {
+            op: "dup timerfd",
+            source: e,
+        })?)
+        .read(&mut buf)
+        {
+            Ok(_) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                self.arm()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(ClockError::Os {
+                op: "read timerfd",
+                source: e,
+            }),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for ClockChangeWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for ClockChangeWatch {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC)`.
+#[allow(unsafe_code)]
+fn timerfd_create() -> Result<std::os::fd::OwnedFd, ClockError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall with constant arguments; it returns a new
+    // descriptor or -1.
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(ClockError::Os {
+            op: "timerfd_create",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms `fd` to expire at the absolute realtime `secs`, cancelled on set.
+#[allow(unsafe_code)]
+fn timerfd_arm_cancel_on_set(fd: &std::os::fd::OwnedFd, secs: i64) -> Result<(), ClockError> {
+    use std::os::fd::AsRawFd;
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: `fd` is an open timerfd; `spec` is a valid `itimerspec` that
+    // outlives the call, and the old value pointer may be null.
+    let rc = unsafe {
+        libc::timerfd_settime(
+            fd.as_raw_fd(),
+            libc::TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET,
+            &spec,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(ClockError::Os {
+            op: "timerfd_settime",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// `TFD_TIMER_CANCEL_ON_SET` (linux/timerfd.h: `1 << 1`).
+const TFD_TIMER_CANCEL_ON_SET: libc::c_int = 1 << 1;
 
 /// An all-zero `timex`: with `modes = 0` it is a read-only request.
 #[allow(unsafe_code)]
@@ -287,6 +520,38 @@ mod tests {
         let b = SystemClock::new().unwrap().kernel_state().unwrap();
         assert_eq!(a.frequency_ppm, b.frequency_ppm);
         assert!(SystemClock::new().unwrap().adjusts_host());
+    }
+
+    #[test]
+    fn kernel_status_words() {
+        let base = libc::STA_PLL | libc::STA_FLL | libc::STA_UNSYNC | libc::STA_NANO;
+        assert_eq!(takeover_status(base), libc::STA_UNSYNC | libc::STA_NANO);
+        assert_eq!(synced_status(base), base & !libc::STA_UNSYNC);
+        assert_eq!(
+            released_status(libc::STA_INS | libc::STA_NANO),
+            libc::STA_UNSYNC | libc::STA_NANO
+        );
+        assert_eq!(
+            released_status(libc::STA_DEL | libc::STA_PLL),
+            libc::STA_UNSYNC
+        );
+    }
+
+    #[test]
+    fn errors_to_microseconds() {
+        assert_eq!(error_to_us(0.0015), 1500);
+        assert_eq!(error_to_us(-1.0), 0);
+        assert_eq!(error_to_us(100.0), MAX_ERROR_US);
+        assert_eq!(error_to_us(f64::NAN), MAX_ERROR_US);
+    }
+
+    #[test]
+    fn clock_change_watch_is_quiet_without_a_change() {
+        // Reading never blocks and reports no change while nobody sets the
+        // clock (the host clock is never set by this test).
+        let watch = ClockChangeWatch::new().expect("timerfd");
+        assert!(!watch.changed().unwrap());
+        assert!(!watch.changed().unwrap());
     }
 
     #[test]

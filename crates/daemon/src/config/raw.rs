@@ -162,7 +162,7 @@ tables! {
     /// `[clock]`.
     struct RawClock {
         backend: V<ClockBackend>, drift_file: V<FilePath>, initial_offset: V<Offset>,
-        frequency_error_ppm: V<Finite>,
+        frequency_error_ppm: V<Finite>, max_distance: V<Duration>,
     }
 
     /// `[discipline]`.
@@ -443,6 +443,10 @@ impl RawConfig {
                 drift_file: raw.drift_file.as_ref().map(|p| p.0.clone()),
                 initial_offset: raw.initial_offset.as_ref().map_or(0.0, |o| o.0),
                 frequency_error_ppm: raw.frequency_error_ppm.as_ref().map_or(0.0, |f| f.0),
+                max_distance: raw
+                    .max_distance
+                    .as_ref()
+                    .map_or(defaults.clock.max_distance, |v| v.0),
             });
         let d = &defaults.discipline;
         let discipline = self

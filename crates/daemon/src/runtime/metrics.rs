@@ -368,6 +368,7 @@ mod tests {
             last_update_s: Some(3.0),
             clock_steps: 0,
             clock_backend: "virtual".into(),
+            kernel: None,
             estimate: None,
             instances: BTreeMap::from([(
                 "vpn1".to_owned(),

@@ -44,6 +44,7 @@
 mod apply;
 mod fastpath;
 mod instances;
+mod kernel;
 pub mod metrics;
 mod mode5;
 mod sockets;
@@ -106,6 +107,8 @@ struct Daemon {
     probes: trace::Probes,
     /// The associations as last logged.
     association_log: crate::logging::AssociationLog,
+    /// The kernel's side of a system clock.
+    kernel: kernel::KernelSync,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -115,6 +118,7 @@ struct Daemon {
 /// offset exceeds the panic threshold.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let initial_frequency = config.clock.drift_file.as_deref().and_then(read_drift_file);
+    let mut kernel_frequency = None;
     let (clock, backend_name): (Box<dyn Clock>, &'static str) = match config.clock.backend {
         ClockBackend::Virtual => (
             Box::new(VirtualClock::new(
@@ -125,15 +129,35 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             "virtual",
         ),
         ClockBackend::Observe => (Box::new(ObserveOnly::new(HostRealtime)), "observe"),
-        ClockBackend::System => (
-            Box::new(SystemClock::new().context("opening the system clock")?),
-            "system",
-        ),
+        ClockBackend::System => {
+            let mut clock = SystemClock::new().context("opening the system clock")?;
+            kernel_frequency = Some(clock.take_over().context("taking over the kernel clock")?);
+            (Box::new(clock), "system")
+        }
+    };
+    // Without a drift file a system clock starts from the kernel's
+    // frequency (never zero), known only roughly.
+    let mut discipline = discipline_config(&config);
+    let initial_frequency = match (initial_frequency, kernel_frequency) {
+        (None, Some(ppm)) => {
+            tracing::info!(
+                frequency_ppm = ppm,
+                "no drift file: starting from the kernel's frequency"
+            );
+            discipline.initial_frequency_uncertainty_ppm = strata_clock::backend::MAX_FREQUENCY_PPM;
+            Some(ppm)
+        }
+        (drift, _) => drift,
+    };
+    let kernel_sync = if kernel_frequency.is_some() {
+        kernel::KernelSync::system(config.clock.max_distance)
+    } else {
+        kernel::KernelSync::default()
     };
     let node_config = NodeConfig {
         precision: -20,
         local_stratum: config.local_reference.as_ref().map(|l| l.stratum),
-        discipline: discipline_config(&config),
+        discipline,
         initial_frequency_ppm: initial_frequency,
         ..NodeConfig::default()
     };
@@ -160,6 +184,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         config_path,
         probes: trace::Probes::default(),
         association_log: crate::logging::AssociationLog::default(),
+        kernel: kernel_sync,
     };
     if workers > 0 {
         tracing::info!(workers, "fast path: worker threads per listener");
@@ -191,6 +216,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     crate::notify::ready(&format!("serving, clock {backend_name}"));
 
     daemon.flush()?;
+    let clock_watch = daemon.kernel.watch.clone();
     let result = loop {
         let deadline = daemon
             .node
@@ -210,8 +236,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let now = daemon.now();
                 daemon.node.handle_timeout(now);
             }
+            () = kernel::clock_set(clock_watch.clone()) => daemon.kernel.external_change(),
             _ = maintenance.tick() => {
                 daemon.maintain();
+                let now = daemon.now();
+                let synchronized = daemon.node.status().synchronized;
+                daemon.kernel.tick(now, synchronized);
                 // Selection roles change without an event.
                 daemon.log_associations();
             }
@@ -246,6 +276,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     };
     crate::notify::stopping();
     daemon.save_drift();
+    let drift = daemon.node.status().frequency_ppm;
+    if let Err(e) = daemon.clock.release(drift) {
+        tracing::warn!("cannot leave the kernel clock unsynchronised: {e}");
+    }
     let _ = std::fs::remove_file(&control_path);
     tracing::info!("stratad stopped");
     result
@@ -376,6 +410,7 @@ impl Daemon {
             match event {
                 Event::Clock(ClockCommand::Step { offset }) => {
                     self.clock.step(offset)?;
+                    self.kernel.after_own_step();
                     tracing::info!(offset_s = offset, "clock stepped");
                 }
                 Event::Clock(ClockCommand::SetFrequency { ppm }) => {
@@ -398,6 +433,13 @@ impl Daemon {
         }
         if associations_changed {
             self.log_associations();
+        }
+        if self.kernel.enabled {
+            if let Some(sync) = self.kernel.on_status(&self.node.status()) {
+                if let Err(e) = self.clock.set_sync_status(sync) {
+                    tracing::warn!("cannot set the kernel's sync status: {e}");
+                }
+            }
         }
         self.publish_fast(false);
         Ok(())

@@ -110,7 +110,7 @@ impl Daemon {
                     })
                     .collect();
                 Reply::Status(Status {
-                    synchronized: s.synchronized,
+                    synchronized: s.synchronized && !self.kernel.stale,
                     stratum: s.server.stratum,
                     offset_s: s.offset,
                     frequency_ppm: s.frequency_ppm,
@@ -132,6 +132,17 @@ impl Daemon {
                     last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
                     clock_steps: s.clock_steps,
                     clock_backend: self.backend_name.to_owned(),
+                    kernel: self.clock.kernel_view().map(|k| {
+                        Box::new(control::KernelStatus {
+                            frequency_ppm: k.frequency_ppm,
+                            status: k.status,
+                            state: k.state,
+                            max_error_s: k.max_error,
+                            est_error_s: k.est_error,
+                            root_distance_s: self.kernel.distance_at(now),
+                            clock_set_by_others: self.kernel.external_changes,
+                        })
+                    }),
                     estimate: (s.estimate.samples > 0).then_some(Estimate {
                         offset_s: s.estimate.offset,
                         offset_uncertainty_s: s.estimate.offset_uncertainty,
