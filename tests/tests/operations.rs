@@ -117,25 +117,27 @@ fn drift_file_carries_the_frequency_across_a_restart() {
     let p1 = free_udp_port();
     let _s1 = server(dir.path(), p1);
     let mut client = Daemon::start(dir.path(), "client", &client_config(p1, ""));
-    let locked = wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
+    wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
         let s = client.status();
-        ((s.frequency_ppm + 40.0).abs() < 1.0 && s.synchronized).then_some(s.frequency_ppm)
+        ((s.frequency_ppm + 40.0).abs() < 1.0 && s.synchronized).then_some(())
     })
     .expect("frequency locked");
     assert!(client.stop(), "clean exit on SIGTERM");
+    // The file holds the estimate at the stop, which a sample taken after
+    // the lock above may have moved a little: it is near the true -40 ppm.
     let saved: f64 = std::fs::read_to_string(dir.path().join("client.drift"))
         .expect("drift file written at shutdown")
         .trim()
         .parse()
         .expect("a number");
-    assert!(
-        (saved - locked).abs() < 0.5,
-        "saved {saved}, locked {locked}"
-    );
-    // Restarted, the frequency is there before any sample.
+    assert!((saved + 40.0).abs() < 5.0, "saved {saved}");
+    // Restarted, the saved frequency is there before any sample.
     let again = Daemon::start(dir.path(), "client", &client_config(p1, ""));
     let first = again.status().frequency_ppm;
-    assert!((first + 40.0).abs() < 1.0, "frequency at start {first}");
+    assert!(
+        (first - saved).abs() < 0.5,
+        "frequency at start {first}, saved {saved}"
+    );
 }
 
 #[test]

@@ -438,13 +438,24 @@ fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Inst
                 reaches.push(format!("{node}:{:o}", s.reach));
             }
             None => {
+                // The refused server is listed (state `refused-…`), never
+                // mobilised.
+                let (refused, mobilised): (Vec<_>, Vec<_>) =
+                    all.iter().partition(|s| s.state.starts_with("refused-"));
                 ensure!(
-                    all.is_empty(),
-                    "{node} mobilised sessions with a wrong key: {all:?}"
+                    mobilised.is_empty(),
+                    "{node} mobilised sessions with a wrong key: {mobilised:?}"
                 );
+                let srv_ip = SRV.split(':').next().unwrap_or(SRV);
+                let srv_refused = refused
+                    .iter()
+                    .find(|s| s.address.split(':').next() == Some(srv_ip));
+                let state = srv_refused
+                    .map(|s| s.state.as_str())
+                    .with_context(|| format!("{node} does not list srv as refused: {all:?}"))?;
                 let c = counters(run, node)?;
                 ensure!(c.received > 0, "{node} heard no mode 5");
-                reaches.push(format!("{node}:none"));
+                reaches.push(format!("{node}:{state}"));
             }
         }
     }
