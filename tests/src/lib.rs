@@ -13,6 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_daemon::control::{self, Reply, Request, Session, Status};
 use strata_wire::{Mode, NtpPacket, NtpRepr, NtpTimestamp};
 
+/// How long a control request may take: generous, so that a loaded
+/// machine's slow answer is not taken for none.
+const CONTROL_WAIT: Duration = Duration::from_secs(10);
+
 /// The path of a workspace binary (`stratad`, `stratactl`), built on demand
 /// into the same target directory as the running test.
 ///
@@ -136,7 +140,7 @@ impl Daemon {
     /// # Errors
     /// When the control socket does not answer with a status.
     pub fn try_status(&self) -> Result<Status, String> {
-        match control::request(&self.socket, &Request::Status, Duration::from_secs(2)) {
+        match control::request(&self.socket, &Request::Status, CONTROL_WAIT) {
             Ok(Reply::Status(s)) => Ok(s),
             Ok(other) => Err(format!("unexpected reply {other:?}")),
             Err(e) => Err(e.to_string()),
@@ -158,7 +162,7 @@ impl Daemon {
     /// When the control socket does not answer with sessions.
     #[must_use]
     pub fn sessions(&self) -> Vec<Session> {
-        match control::request(&self.socket, &Request::Sessions, Duration::from_secs(2)) {
+        match control::request(&self.socket, &Request::Sessions, CONTROL_WAIT) {
             Ok(Reply::Sessions(s)) => s,
             other => panic!("unexpected reply {other:?}"),
         }

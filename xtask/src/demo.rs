@@ -40,16 +40,14 @@ use std::{
     collections::BTreeMap,
     io::IsTerminal as _,
     net::SocketAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
-use serde::Deserialize;
+use anyhow::{bail, Result};
 use xshell::Shell;
 
 use crate::probe::Sample;
-use crate::scenario::{self, guard, wait_until, Outcome, Run, Scenario, Session, Status};
+use crate::scenario::{self, wait_until, Instance, Outcome, Run, Scenario, Session, Status};
 use topology::{NodeSpec, NODES};
 
 /// How long the clients get to synchronise (typically 5 to 30 s).
@@ -105,31 +103,11 @@ fn fail_reason(outcome: &Outcome) -> String {
     }
 }
 
-/// One instance of a node, from `stratactl status --json`.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct InstanceView {
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    placement: String,
-    #[serde(default)]
-    received: u64,
-    #[serde(default)]
-    sent: u64,
-}
-
-/// The `instances` table of `stratactl status --json`.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct StatusInstances {
-    #[serde(default)]
-    instances: BTreeMap<String, InstanceView>,
-}
-
 /// One node as seen at one tick.
 #[derive(Debug, Clone, Default)]
 struct NodeView {
     status: Option<Status>,
-    instances: BTreeMap<String, InstanceView>,
+    instances: BTreeMap<String, Instance>,
     sessions: Vec<Session>,
     true_error_s: Option<f64>,
     /// Why something could not be read (stratactl or probe failure).
@@ -187,33 +165,15 @@ impl NodeView {
     }
 }
 
-/// `stratactl --socket … WHAT --json` of `node` (from the host: unix
-/// sockets are not namespaced).
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
-/// A node's status and its instances, from one `status --json`.
-fn status_of(run: &Run<'_>, node: &str) -> Result<(Status, BTreeMap<String, InstanceView>)> {
-    let out = stratactl(run, node, "status")?;
-    let status: Status =
-        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))?;
-    let instances: StatusInstances =
-        serde_json::from_str(&out).with_context(|| format!("parse instances of {node}: {out}"))?;
-    Ok((status, instances.instances))
-}
-
 /// Reads one node: status, instances, sessions and (once it serves
 /// synchronised time) its true error.
 fn observe_node(run: &Run<'_>, spec: &NodeSpec) -> NodeView {
     let mut problems = Vec::new();
-    let (status, instances) = match status_of(run, spec.name) {
-        Ok((s, i)) => (Some(s), i),
+    let (status, instances) = match run.status(spec.name) {
+        Ok(s) => {
+            let instances = s.instances.clone();
+            (Some(s), instances)
+        }
         Err(e) => {
             problems.push(format!("status: {e:#}"));
             (None, BTreeMap::new())
@@ -391,7 +351,7 @@ fn demo_check(run: &Run<'_>) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::config::{render, RenderCtx};
+    use crate::scenario::config::rendered;
     use topology::WantSession;
 
     fn status(synchronized: bool, stratum: u8) -> Status {
@@ -461,20 +421,12 @@ mod tests {
     }
 
     fn configs() -> Vec<(&'static str, toml::Table)> {
-        let dir = std::path::Path::new("/tmp/strata-st0000/demo");
         scenario()
             .nodes
             .iter()
             .filter_map(|node| {
                 let template = node.config.as_deref()?;
-                let node_dir = dir.join(node.name);
-                let ctx = RenderCtx {
-                    prefix: "st0000-",
-                    run_dir: dir,
-                    node_dir: &node_dir,
-                };
-                let text = render(template, &ctx).expect("render");
-                Some((node.name, text.parse().expect("TOML")))
+                Some((node.name, rendered("demo", node.name, template)))
             })
             .collect()
     }
@@ -793,20 +745,22 @@ mod tests {
         views[spec("pe").0].instances = BTreeMap::from([
             (
                 "default".to_owned(),
-                InstanceView {
+                Instance {
                     state: "up".to_owned(),
                     placement: "default".to_owned(),
                     received: 40,
                     sent: 41,
+                    ..Instance::default()
                 },
             ),
             (
                 "vpna".to_owned(),
-                InstanceView {
+                Instance {
                     state: "up".to_owned(),
                     placement: "netns st0000-pe-vpna".to_owned(),
                     received: 52,
                     sent: 50,
+                    ..Instance::default()
                 },
             ),
         ]);

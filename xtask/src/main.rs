@@ -8,6 +8,7 @@ mod demo;
 mod dist;
 mod flags;
 mod fuzz;
+mod ntp;
 mod ntpload;
 mod probe;
 mod scenario;

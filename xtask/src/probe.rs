@@ -7,23 +7,19 @@
 //! ahead of the host. Scenarios run it inside a node's namespace as
 //! `ip netns exec NS xtask probe ADDR`.
 //!
-//! The 48-byte header is built and read by hand (RFC 5905 §7.3) so this tool
-//! does not depend on the library under test. [`serve`] is the matching tiny
+//! The header comes from [`crate::ntp`], independent of the crates under
+//! test. [`serve`] is the matching tiny
 //! server with a known offset, used by the unit tests and the `smoke` scenario.
 
 use std::{
+    io::ErrorKind,
     net::{SocketAddr, UdpSocket},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, ensure, Context, Result};
 
-/// Length of an NTP header without extension fields.
-const HEADER_LEN: usize = 48;
-/// Seconds from the NTP era-0 epoch (1900) to the Unix epoch (1970).
-const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-/// One second in NTP 32.32 fixed point.
-const FRAC_PER_SEC: f64 = 4_294_967_296.0;
+use crate::ntp::{self, diff_seconds, timestamp as ntp_timestamp};
 
 /// A signed shift of the clock a [`serve`] responder answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,63 +90,27 @@ impl Sample {
     }
 }
 
-/// An NTP 32.32 timestamp (era-relative) of a wall-clock time.
-fn ntp_timestamp(t: SystemTime) -> u64 {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    // Era arithmetic: the seconds field wraps modulo 2^32 by definition.
-    let secs = (since.as_secs() + NTP_UNIX_OFFSET) & 0xffff_ffff;
-    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
-    (secs << 32) | frac
-}
-
-/// `a − b` in seconds, for timestamps less than 68 years apart (era-safe).
-fn diff_seconds(a: u64, b: u64) -> f64 {
-    let d = i64::from_ne_bytes(a.wrapping_sub(b).to_ne_bytes());
-    // Precision: f64 keeps ~2^-22 s resolution at 68 years; plenty here.
-    d as f64 / FRAC_PER_SEC
-}
-
-fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
-    let bytes: [u8; 8] = buf.get(at..at + 8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-/// A client request carrying `t1` as its transmit timestamp.
-fn request(t1: u64) -> [u8; HEADER_LEN] {
-    let mut buf = [0u8; HEADER_LEN];
-    buf[0] = 0x23; // LI 0, version 4, mode 3 (client)
-    buf[40..48].copy_from_slice(&t1.to_be_bytes());
-    buf
-}
-
 /// Validates a server reply to the request sent at `t1`, received at `t4`.
 fn parse_reply(buf: &[u8], t1: u64, t4: u64) -> Result<Sample> {
+    let Some(h) = ntp::Header::parse(buf) else {
+        bail!("reply too short: {} bytes", buf.len())
+    };
+    ensure!(h.mode == 4, "reply has mode {}, want 4 (server)", h.mode);
     ensure!(
-        buf.len() >= HEADER_LEN,
-        "reply too short: {} bytes",
-        buf.len()
-    );
-    let mode = buf[0] & 0x07;
-    ensure!(mode == 4, "reply has mode {mode}, want 4 (server)");
-    let stratum = buf[1];
-    ensure!(
-        stratum != 0,
+        h.stratum != 0,
         "kiss-o'-death or unsynchronized reply (stratum 0)"
     );
-    let (origin, t2, t3) = match (read_u64(buf, 24), read_u64(buf, 32), read_u64(buf, 40)) {
-        (Some(o), Some(r), Some(x)) => (o, r, x),
-        _ => bail!("reply too short"),
-    };
     ensure!(
-        origin == t1,
+        h.origin == t1,
         "reply origin timestamp does not match request"
     );
+    let (t2, t3) = (h.receive, h.transmit);
     let offset_s = (diff_seconds(t2, t1) + diff_seconds(t3, t4)) / 2.0;
     let delay_s = diff_seconds(t4, t1) - diff_seconds(t3, t2);
     Ok(Sample {
         offset_s,
         delay_s,
-        stratum,
+        stratum: h.stratum,
     })
 }
 
@@ -171,30 +131,38 @@ pub fn probe_offset(addr: SocketAddr, timeout: Duration) -> Result<Sample> {
     let deadline = Instant::now() + timeout;
     let t1 = ntp_timestamp(SystemTime::now());
     socket
-        .send(&request(t1))
+        .send(&ntp::request(3, t1))
         .with_context(|| format!("send to {addr}"))?;
     let mut buf = [0u8; 1024];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        ensure!(!left.is_zero(), "no reply from {addr} within {timeout:?}");
-        socket.set_read_timeout(Some(left))?;
-        let len = match socket.recv(&mut buf) {
-            Ok(len) => len,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                bail!("no reply from {addr} within {timeout:?}")
-            }
-            Err(e) => return Err(e).with_context(|| format!("receive from {addr}")),
+        let Some((len, _)) = recv_until(&socket, deadline, &mut buf)
+            .with_context(|| format!("receive from {addr}"))?
+        else {
+            bail!("no reply from {addr} within {timeout:?}")
         };
         let t4 = ntp_timestamp(SystemTime::now());
         match parse_reply(&buf[..len], t1, t4) {
             Ok(sample) => return Ok(sample),
             Err(err) => eprintln!("probe: ignoring reply from {addr}: {err:#}"),
         }
+    }
+}
+
+/// One datagram on `socket` before `deadline`, or `None` once it has passed.
+fn recv_until(
+    socket: &UdpSocket,
+    deadline: Instant,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(usize, SocketAddr)>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Ok(None);
+    }
+    socket.set_read_timeout(Some(left))?;
+    match socket.recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -213,38 +181,17 @@ pub fn serve(
     let mut answered = 0;
     let mut buf = [0u8; 1024];
     while answered < max_requests {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some((len, from)) =
+            recv_until(socket, deadline, &mut buf).context("receive request")?
+        else {
             break;
-        }
-        socket.set_read_timeout(Some(left))?;
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => return Err(e).context("receive request"),
         };
         let t2 = ntp_timestamp(shift.apply(SystemTime::now()));
-        if len < HEADER_LEN || buf[0] & 0x07 != 3 {
+        let Some(request) = ntp::Header::parse(&buf[..len]).filter(|h| h.mode == 3) else {
             continue;
-        }
-        let mut reply = [0u8; HEADER_LEN];
-        reply[0] = 0x24; // LI 0, version 4, mode 4 (server)
-        reply[1] = 1; // stratum
-        reply[2] = buf[2]; // poll
-        reply[3] = 0xec; // precision 2^-20
-        reply[12..16].copy_from_slice(b"XTSK");
-        reply[24..32].copy_from_slice(&buf[40..48]);
-        reply[32..40].copy_from_slice(&t2.to_be_bytes());
+        };
         let t3 = ntp_timestamp(shift.apply(SystemTime::now()));
-        reply[16..24].copy_from_slice(&t3.to_be_bytes());
-        reply[40..48].copy_from_slice(&t3.to_be_bytes());
+        let reply = ntp::reply(&request, 1, *b"XTSK", t2, t3);
         socket.send_to(&reply, from).context("send reply")?;
         answered += 1;
     }
@@ -267,9 +214,19 @@ mod tests {
     #[test]
     fn measures_known_positive_offset() {
         let (addr, handle) = responder(Shift::from_millis(250), 1);
+        let started = Instant::now();
         let sample = probe_offset(addr, Duration::from_secs(5)).expect("probe");
-        assert!((sample.offset_s - 0.250).abs() < 0.005, "{sample:?}");
-        assert!(sample.delay_s >= 0.0 && sample.delay_s < 0.1, "{sample:?}");
+        let waited = started.elapsed().as_secs_f64();
+        // The error of an offset is at most half the round trip, however
+        // slow the machine is; the round trip fits in the time waited.
+        assert!(
+            (sample.offset_s - 0.250).abs() <= sample.delay_s / 2.0 + 1e-3,
+            "{sample:?}"
+        );
+        assert!(
+            sample.delay_s >= 0.0 && sample.delay_s <= waited,
+            "{sample:?}"
+        );
         assert_eq!(sample.stratum, 1);
         assert_eq!(handle.join().expect("join"), 1);
     }
@@ -278,7 +235,10 @@ mod tests {
     fn measures_known_negative_offset() {
         let (addr, handle) = responder(Shift::from_millis(-1500), 1);
         let sample = probe_offset(addr, Duration::from_secs(5)).expect("probe");
-        assert!((sample.offset_s + 1.5).abs() < 0.005, "{sample:?}");
+        assert!(
+            (sample.offset_s + 1.5).abs() <= sample.delay_s / 2.0 + 1e-3,
+            "{sample:?}"
+        );
         assert_eq!(handle.join().expect("join"), 1);
     }
 
@@ -289,7 +249,9 @@ mod tests {
         let started = Instant::now();
         let err = probe_offset(addr, Duration::from_millis(200)).expect_err("must time out");
         assert!(err.to_string().contains("no reply"), "{err:#}");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // It gives up rather than waiting forever (bound generous for a
+        // loaded machine).
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]
@@ -312,7 +274,7 @@ mod tests {
     #[test]
     fn reply_validation() {
         let t1 = ntp_timestamp(SystemTime::now());
-        let mut good = [0u8; HEADER_LEN];
+        let mut good = [0u8; ntp::HEADER_LEN];
         good[0] = 0x24;
         good[1] = 2;
         good[24..32].copy_from_slice(&t1.to_be_bytes());
@@ -330,18 +292,6 @@ mod tests {
         kod[1] = 0;
         assert!(parse_reply(&kod, t1, t1).is_err(), "stratum 0");
         assert!(parse_reply(&good, t1 + 1, t1).is_err(), "origin mismatch");
-    }
-
-    #[test]
-    fn timestamps_wrap_across_eras() {
-        // 2036-02-07T06:28:16Z is the end of NTP era 0.
-        let before = UNIX_EPOCH + Duration::from_secs(2_085_978_495);
-        let after = before + Duration::from_secs(2);
-        assert!(
-            ntp_timestamp(after) < ntp_timestamp(before),
-            "seconds field wraps"
-        );
-        assert!((diff_seconds(ntp_timestamp(after), ntp_timestamp(before)) - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -19,6 +19,13 @@
 //!   in the code of `crates/` outside tests (`tests/`, `benches/`, and a
 //!   file's `#[cfg(test)]` part) and the simulator (`crates/sim/`): secrets
 //!   and cookies come from a `CryptoRng` seeded by the OS.
+//! - `crate-graph`: the manifests of `crates/*` and `xtask` depend only on
+//!   the workspace crates [`CRATE_GRAPH`] allows (any table: normal, dev,
+//!   build, per target). External crates are not restricted here.
+//! - `architecture`: `docs/ARCHITECTURE.md` names every module file under
+//!   `crates/*/src` (crate roots `lib.rs`/`main.rs` aside) in its crate's
+//!   `### \`crates/NAME\`` section, in backticks, by path below `src/`, file
+//!   name or module name (see [`module_names`]).
 
 use std::{
     fmt,
@@ -68,6 +75,21 @@ const BANNED_APIS: [&str; 3] = ["tokio", "Instant::now", "SystemTime::now"];
 /// This file spells the banned tokens in its rules and samples.
 const THIS_FILE: &str = "xtask/src/tidy.rs";
 
+/// Which workspace crates each crate may depend on (directory names:
+/// `crates/NAME`, and `xtask`). `engine` never uses `net` or `daemon`;
+/// `xtask` measures the crates and so depends on none of them.
+pub const CRATE_GRAPH: [(&str, &[&str]); 7] = [
+    ("wire", &[]),
+    ("clock", &["wire"]),
+    ("net", &[]),
+    ("engine", &["wire", "clock"]),
+    ("sim", &["engine", "clock", "wire"]),
+    ("daemon", &["wire", "clock", "net", "engine"]),
+    ("xtask", &[]),
+];
+/// The architecture document [`check_architecture`] reads.
+pub const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
+
 /// Applies every rule to one file.
 pub fn check_file(path: &str, text: &str) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -84,6 +106,7 @@ pub fn check_file(path: &str, text: &str) -> Vec<Violation> {
     if path.ends_with("Cargo.toml") {
         out.extend(check_lints(path, text));
         out.extend(check_manifest_deps(path, text));
+        out.extend(check_crate_graph(path, text));
     }
     out
 }
@@ -270,6 +293,141 @@ pub fn check_manifest_deps(path: &str, text: &str) -> Vec<Violation> {
         .collect()
 }
 
+/// The workspace crates a manifest depends on: `(table line, crate dir
+/// name)` for each dependency named `strata-*` (or renamed from one with
+/// `package`), or given by `path`.
+fn workspace_deps(table: &toml::Table, text: &str) -> Vec<(usize, String)> {
+    fn dep_tables(t: &toml::Table) -> impl Iterator<Item = &toml::Table> {
+        ["dependencies", "dev-dependencies", "build-dependencies"]
+            .into_iter()
+            .filter_map(|k| t.get(k)?.as_table())
+    }
+    let mut tables: Vec<&toml::Table> = dep_tables(table).collect();
+    if let Some(targets) = table.get("target").and_then(toml::Value::as_table) {
+        for target in targets.values().filter_map(toml::Value::as_table) {
+            tables.extend(dep_tables(target));
+        }
+    }
+    let mut out = Vec::new();
+    for (key, spec) in tables.into_iter().flatten() {
+        let package = spec.get("package").and_then(toml::Value::as_str);
+        let name = package.unwrap_or(key);
+        let ours = name.strip_prefix("strata-").map(str::to_owned).or_else(|| {
+            let path = spec.get("path").and_then(toml::Value::as_str)?;
+            Some(path.trim_end_matches('/').rsplit('/').next()?.to_owned())
+        });
+        if let Some(dep) = ours {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key.as_str()))
+                .map_or(1, |i| i + 1);
+            out.push((line, dep));
+        }
+    }
+    out
+}
+
+/// `crate-graph`: a crate depends only on the workspace crates
+/// [`CRATE_GRAPH`] allows it.
+pub fn check_crate_graph(path: &str, text: &str) -> Vec<Violation> {
+    let krate = match path.strip_suffix("/Cargo.toml") {
+        Some("xtask") => "xtask",
+        Some(dir) => match dir.strip_prefix("crates/") {
+            Some(name) if !name.contains('/') => name,
+            _ => return Vec::new(),
+        },
+        None => return Vec::new(),
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new(); // `lints` reports it
+    };
+    let Some((_, allowed)) = CRATE_GRAPH.iter().find(|(c, _)| *c == krate) else {
+        return vec![violation(
+            path,
+            1,
+            "crate-graph",
+            format!(
+                "crate `{krate}` is not in tidy's CRATE_GRAPH: add it with the crates it may use"
+            ),
+        )];
+    };
+    workspace_deps(&table, text)
+        .into_iter()
+        .filter(|(_, dep)| !allowed.contains(&dep.as_str()))
+        .map(|(line, dep)| {
+            violation(
+                path,
+                line,
+                "crate-graph",
+                format!("`{krate}` must not depend on `{dep}` (allowed: {allowed:?})"),
+            )
+        })
+        .collect()
+}
+
+/// The names under which the architecture document may name the module
+/// file `rel` (its path below `src/`): the path, and for `a/b.rs` also
+/// `b.rs`, `a/b`, `a::b` and `b`; for `a/mod.rs` also `a` and `a/`. Crate
+/// roots (`lib.rs`, `main.rs`) need no name.
+pub fn module_names(rel: &str) -> Option<Vec<String>> {
+    if matches!(rel, "lib.rs" | "main.rs") {
+        return None;
+    }
+    let stem = rel.strip_suffix(".rs").unwrap_or(rel);
+    let mut names = vec![rel.to_owned()];
+    if let Some(dir) = stem.strip_suffix("/mod") {
+        names.extend([dir.to_owned(), format!("{dir}/"), dir.replace('/', "::")]);
+    } else {
+        let file = rel.rsplit('/').next().unwrap_or(rel);
+        let last = stem.rsplit('/').next().unwrap_or(stem);
+        names.extend([file.to_owned(), stem.to_owned(), stem.replace('/', "::")]);
+        names.push(last.to_owned());
+    }
+    names.dedup();
+    Some(names)
+}
+
+/// `architecture`: `doc` (the text of [`ARCHITECTURE`]) names every module
+/// file of `files` (paths like `crates/NAME/src/...`) in the section of
+/// its crate.
+pub fn check_architecture(doc: &str, files: &[String]) -> Vec<Violation> {
+    let section = |krate: &str| -> &str {
+        let heading = format!("### `crates/{krate}`");
+        let Some(start) = doc.find(&heading) else {
+            return "";
+        };
+        let body = &doc[start + heading.len()..];
+        let end = ["\n### ", "\n## "]
+            .iter()
+            .filter_map(|h| body.find(h))
+            .min()
+            .unwrap_or(body.len());
+        &body[..end]
+    };
+    let mut out = Vec::new();
+    for file in files {
+        let Some((krate, rel)) = file
+            .strip_prefix("crates/")
+            .and_then(|f| f.split_once("/src/"))
+        else {
+            continue;
+        };
+        let Some(names) = module_names(rel) else {
+            continue;
+        };
+        let text = section(krate);
+        if !names.iter().any(|n| text.contains(&format!("`{n}`"))) {
+            out.push(violation(
+                ARCHITECTURE,
+                1,
+                "architecture",
+                format!("the `crates/{krate}` section does not name `{rel}` ({file})"),
+            ));
+        }
+    }
+    out
+}
+
 /// Collects the files tidy looks at, skipping build output and hidden dirs.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("read dir {}", dir.display()))?;
@@ -300,6 +458,7 @@ pub fn check_tree(root: &Path) -> Result<Vec<Violation>> {
     walk(root, &mut files)?;
     files.sort();
     let mut out = Vec::new();
+    let mut sources = Vec::new();
     for file in files {
         let rel = file.strip_prefix(root).unwrap_or(&file);
         let rel = rel
@@ -311,6 +470,9 @@ pub fn check_tree(root: &Path) -> Result<Vec<Violation>> {
         if !matches!(ext, "rs" | "toml" | "md") {
             continue;
         }
+        if ext == "rs" && rel.starts_with("crates/") && rel.contains("/src/") {
+            sources.push(rel.clone());
+        }
         match std::fs::read_to_string(&file) {
             Ok(text) => out.extend(check_file(&rel, &text)),
             Err(e) => out.push(violation(
@@ -320,6 +482,10 @@ pub fn check_tree(root: &Path) -> Result<Vec<Violation>> {
                 format!("cannot read as UTF-8: {e}"),
             )),
         }
+    }
+    if !sources.is_empty() {
+        let doc = std::fs::read_to_string(root.join(ARCHITECTURE)).unwrap_or_default();
+        out.extend(check_architecture(&doc, &sources));
     }
     Ok(out)
 }
@@ -448,6 +614,62 @@ mod tests {
             check_lints("crates/a/Cargo.toml", "[package\n").is_some(),
             "unparsable"
         );
+    }
+
+    #[test]
+    fn crate_graph() {
+        let engine = "[package]\nname = \"strata-engine\"\n[dependencies]\nstrata-wire.workspace = true\nrand = \"0.8\"\naes-siv = \"0.7\"\nstrata-net.workspace = true\n[dev-dependencies]\ndaemon = { package = \"strata-daemon\", path = \"../daemon\" }\n";
+        assert_eq!(
+            rules(&check_crate_graph("crates/engine/Cargo.toml", engine)),
+            [("crate-graph", 7), ("crate-graph", 9)]
+        );
+        let net = "[package]\nname = \"strata-net\"\n[target.'cfg(unix)'.dependencies]\nwire = { path = \"../wire\" }\nrustls = \"0.23\"\n";
+        assert_eq!(
+            rules(&check_crate_graph("crates/net/Cargo.toml", net)),
+            [("crate-graph", 4)]
+        );
+        let daemon = "[package]\nname = \"strata-daemon\"\n[dependencies]\nstrata-net.workspace = true\nstrata-engine.workspace = true\nrustls = \"0.23\"\nhickory-resolver = \"0.24\"\n";
+        assert!(check_crate_graph("crates/daemon/Cargo.toml", daemon).is_empty());
+        let xtask = "[package]\nname = \"xtask\"\n[dependencies]\nstrata-wire.workspace = true\n";
+        assert_eq!(check_crate_graph("xtask/Cargo.toml", xtask).len(), 1);
+        let new = "[package]\nname = \"strata-nts\"\n";
+        assert_eq!(check_crate_graph("crates/nts/Cargo.toml", new).len(), 1);
+        // Outside crates/* and xtask the rule does not apply.
+        assert!(check_crate_graph("tests/Cargo.toml", engine).is_empty());
+        assert!(check_crate_graph("crates/wire/fuzz/Cargo.toml", engine).is_empty());
+    }
+
+    #[test]
+    fn architecture_names_every_module() {
+        let doc = "# A\n### `crates/wire` — w\n`time.rs`, `packet` and `linux/mmsg.rs`.\n### `crates/clock` — c\n`backend` (`virtual`).\n## Rules\n`select`\n";
+        let files: Vec<String> = [
+            "crates/wire/src/lib.rs",
+            "crates/wire/src/time.rs",
+            "crates/wire/src/packet.rs",
+            "crates/wire/src/linux/mmsg.rs",
+            "crates/wire/src/ext.rs",
+            "crates/clock/src/backend/mod.rs",
+            "crates/clock/src/backend/virtual.rs",
+            "crates/clock/src/select.rs",
+            "crates/net/src/batch.rs",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let got: Vec<String> = check_architecture(doc, &files)
+            .into_iter()
+            .map(|v| v.message)
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains("`ext.rs`"), "{got:?}");
+        assert!(
+            got[1].contains("`select.rs`"),
+            "outside its section: {got:?}"
+        );
+        assert!(got[2].contains("crates/net"), "no section: {got:?}");
+        assert_eq!(module_names("lib.rs"), None);
+        let names = module_names("runtime/mod.rs").expect("named");
+        assert!(names.contains(&"runtime".to_owned()));
+        assert!(!names.contains(&"mod".to_owned()));
     }
 
     #[test]

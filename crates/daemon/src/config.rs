@@ -13,6 +13,7 @@
 mod check;
 mod duration;
 mod raw;
+mod value;
 
 use std::fmt;
 use std::io;
@@ -24,6 +25,7 @@ use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
 pub use raw::parse_prefix;
+pub use value::ValueError;
 
 /// The embedded default configuration (used when no file is given).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -394,35 +396,84 @@ impl AuthConfig {
     /// Reads and parses the keys file into a key store.
     ///
     /// # Errors
-    /// A message naming the file: unreadable, readable by group or others, a parse error
-    /// (with its line), or a trusted key id that is not in the file.
-    pub fn load_keys(&self) -> Result<strata_engine::auth::KeyStore, String> {
-        let path = self.keys_file.display();
-        let metadata =
-            std::fs::metadata(&self.keys_file).map_err(|e| format!("keys file {path}: {e}"))?;
-        if group_or_world_readable(&metadata) {
-            return Err(format!(
-                "keys file {path} is readable by group or others (run chmod 600 {path})"
-            ));
+    /// [`KeysFileError`], naming the file: unreadable, readable by group or others, a parse
+    /// error (with its line), or a trusted key id that is not in the file.
+    pub fn load_keys(&self) -> Result<strata_engine::auth::KeyStore, KeysFileError> {
+        let path = || self.keys_file.clone();
+        let read = |source| KeysFileError::Read {
+            path: path(),
+            source,
+        };
+        let metadata = std::fs::metadata(&self.keys_file).map_err(read)?;
+        if mode_has(&metadata, 0o044) {
+            return Err(KeysFileError::Readable { path: path() });
         }
-        let text = std::fs::read_to_string(&self.keys_file)
-            .map_err(|e| format!("keys file {path}: {e}"))?;
+        let text = std::fs::read_to_string(&self.keys_file).map_err(read)?;
         let keys =
-            strata_engine::auth::parse_keys_file(&text).map_err(|e| format!("{path}: {e}"))?;
-        strata_engine::auth::KeyStore::new(keys, self.trusted_keys.iter().copied())
-            .map_err(|e| format!("{path}: {e}"))
+            strata_engine::auth::parse_keys_file(&text).map_err(|source| KeysFileError::Parse {
+                path: path(),
+                source,
+            })?;
+        strata_engine::auth::KeyStore::new(keys, self.trusted_keys.iter().copied()).map_err(
+            |source| KeysFileError::Store {
+                path: path(),
+                source,
+            },
+        )
     }
 }
 
-#[cfg(unix)]
-fn group_or_world_readable(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o044 != 0
+/// Why a keys file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysFileError {
+    /// It cannot be read.
+    #[error("keys file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Group or others may read it.
+    #[error("keys file {p} is readable by group or others (run chmod 600 {p})", p = path.display())]
+    Readable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line does not parse.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with its line.
+        #[source]
+        source: strata_engine::auth::KeysError,
+    },
+    /// The keys do not make a store (a trusted key that is not in the file).
+    #[error("{}: {source}", path.display())]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: strata_engine::auth::StoreError,
+    },
 }
 
-#[cfg(not(unix))]
-fn group_or_world_readable(_metadata: &std::fs::Metadata) -> bool {
-    false
+/// Whether a file's mode has any of the permission bits `bits` (never, where there are none).
+fn mode_has(metadata: &std::fs::Metadata, bits: u32) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        metadata.permissions().mode() & bits != 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (metadata, bits);
+        false
+    }
 }
 
 /// `[responder]`: the server side's fast path.
@@ -491,8 +542,10 @@ pub struct LogConfig {
 }
 
 impl Config {
-    /// The values used for absent keys (no listeners, no servers).
-    fn builtin_defaults() -> Config {
+    /// The configuration of an empty file: every absent key's default, no listeners, sources
+    /// or instances. The daemon starts from it and applies its configuration as a reload.
+    #[must_use]
+    pub fn empty() -> Config {
         Config {
             clock: ClockConfig {
                 backend: ClockBackend::Observe,
@@ -548,16 +601,19 @@ pub struct Diagnostic {
 
 /// Checks `path` and prints the outcome as `check-config` does (both
 /// `stratad` and `stratactl` offer it): `FILE: ok` on stdout, or one line
-/// per error on stdout and a count on stderr. Returns whether the file is
-/// valid.
+/// per error on stdout and a count on stderr. Returns the exit code: success when the file
+/// is valid.
 ///
 /// # Errors
 /// When the file cannot be read.
-pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> {
-    let diagnostics = check_file(path)?;
+pub fn report_check(path: &Path, program: &str) -> Result<std::process::ExitCode, ReadError> {
+    let diagnostics = check_file(path).map_err(|source| ReadError {
+        path: path.to_owned(),
+        source,
+    })?;
     if diagnostics.is_empty() {
         println!("{}: ok", path.display());
-        return Ok(true);
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     for d in &diagnostics {
         println!("{d}");
@@ -567,7 +623,18 @@ pub fn report_check(path: &Path, program: &str) -> Result<bool, std::io::Error> 
         path.display(),
         diagnostics.len()
     );
-    Ok(false)
+    Ok(std::process::ExitCode::FAILURE)
+}
+
+/// A configuration file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {}: {source}", path.display())]
+pub struct ReadError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: io::Error,
 }
 
 impl fmt::Display for Diagnostic {
@@ -617,18 +684,6 @@ fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX).map(|key| key.as_str().replace("__", ".").replace('_', "-").into())
 }
 
-/// Whether a file's mode lets anyone write it.
-#[cfg(unix)]
-fn world_writable(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o002 != 0
-}
-
-#[cfg(not(unix))]
-fn world_writable(_metadata: &std::fs::Metadata) -> bool {
-    false
-}
-
 /// Load the configuration: the embedded default ([`DEFAULT_TOML`]) when `path` is `None`, else
 /// the file; then `STRATA_*` environment overrides (double underscore nests, single underscore
 /// stands for `-`: `STRATA_CLOCK__DRIFT_FILE` sets `clock.drift-file`). The result is validated.
@@ -650,7 +705,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
             let text = std::fs::read_to_string(path).map_err(read_error)?;
             let metadata = std::fs::metadata(path).map_err(read_error)?;
             let mut warnings = Vec::new();
-            if world_writable(&metadata) {
+            if mode_has(&metadata, 0o002) {
                 warnings.push(format!(
                     "configuration file {} is world-writable: anyone can change how strata sets the clock",
                     path.display()
@@ -716,4 +771,11 @@ pub fn check_file(path: &Path) -> Result<Vec<Diagnostic>, io::Error> {
 /// Validate configuration text, like [`check_file`]; diagnostics are labelled `<string>`.
 pub fn check_str(text: &str) -> Vec<Diagnostic> {
     check::check_text(text, "<string>")
+}
+
+/// Every key the configuration knows, as `table.key` (arrays of tables without indices),
+/// read from the same structs the file is parsed with.
+#[must_use]
+pub fn schema_keys() -> Vec<String> {
+    check::schema_keys()
 }

@@ -2,6 +2,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod logging;
 pub mod notify;
 pub mod runtime;

@@ -261,6 +261,18 @@ fn panic_threshold_zero_means_never() {
 }
 
 #[test]
+fn an_empty_file_is_the_empty_configuration() {
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("empty.toml", "")?;
+        let c = config::load(Some(Path::new("empty.toml"))).expect("an empty file loads");
+        assert_eq!(c, config::Config::empty());
+        assert!(c.listen.is_empty() && c.server.is_empty() && c.instance.is_empty());
+        Ok(())
+    });
+}
+
+#[test]
 fn default_config_is_valid() {
     assert_eq!(config::check_str(config::DEFAULT_TOML), vec![]);
     let c = config::default_config();

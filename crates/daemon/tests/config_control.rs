@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use strata_daemon::control::{
-    self, decode_reply, decode_request, encode_reply, encode_request, read_request,
-    render_sessions, render_status, ControlError, InstanceCounters, Reply, Request, Session,
-    Status, MAX_REQUEST_LEN,
+    self, decode_reply, decode_request, encode_reply, encode_request, read_request, ControlError,
+    InstanceCounters, Reply, Request, Session, Status, MAX_REQUEST_LEN,
 };
+use strata_daemon::ctl::{render_sessions, render_status};
 
 fn status() -> Status {
     let mut dropped = BTreeMap::new();

@@ -109,7 +109,7 @@ fn metrics_scrape_and_trace_to_stratum_1() {
     let _server = start(&s_conf);
     let _client = start(&c_conf);
 
-    let synced = poll(Duration::from_secs(20), || {
+    let synced = poll(Duration::from_secs(60), || {
         let out = stratactl(&c_sock, &["status", "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
         (v["synchronized"] == true).then_some(v)

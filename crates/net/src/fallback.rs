@@ -268,6 +268,15 @@ pub fn ifindex(_name: &str) -> Result<u32, NetError> {
 /// # Errors
 ///
 /// Always [`NetError::Unsupported`].
+pub fn device_ifindexes(_name: &str) -> Result<Vec<u32>, NetError> {
+    Err(NetError::Unsupported("interface lookup"))
+}
+
+/// Not available on this operating system.
+///
+/// # Errors
+///
+/// Always [`NetError::Unsupported`].
 pub fn in_netns<F, R>(_name: &str, _f: F) -> Result<R, NetError>
 where
     F: FnOnce() -> R + Send,

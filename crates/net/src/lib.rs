@@ -87,7 +87,7 @@ mod fallback;
 use fallback as sys;
 
 pub use batch::{RecvBatch, SendBatch, MAX_BATCH};
-pub use sys::{ifindex, in_netns, netns_exists, UdpSocket};
+pub use sys::{device_ifindexes, ifindex, in_netns, netns_exists, UdpSocket};
 
 /// The directory where named network namespaces are mounted (`ip netns`).
 pub const NETNS_DIR: &str = "/run/netns";

@@ -497,6 +497,33 @@ pub fn ifindex(name: &str) -> Result<u32, NetError> {
     }
 }
 
+/// The index of the network device `name` followed by those of its lower devices: for a
+/// VRF (or a bridge, a bond) the interfaces enslaved to it, as `/sys/class/net/NAME/lower_*`
+/// lists them. A socket bound to a VRF receives on its lower devices, so a packet's ifindex
+/// may be any of these.
+///
+/// sysfs shows the namespace it was mounted in (normally the daemon's own), not the calling
+/// thread's. Lower devices that vanish while being read are left out.
+///
+/// # Errors
+///
+/// [`NetError::NoSuchDevice`] if there is no device `name`.
+pub fn device_ifindexes(name: &str) -> Result<Vec<u32>, NetError> {
+    let mut out = vec![ifindex(name)?];
+    if let Ok(entries) = std::fs::read_dir(Path::new("/sys/class/net").join(name)) {
+        for entry in entries.flatten() {
+            let entry = entry.file_name();
+            let Some(lower) = entry.to_str().and_then(|n| n.strip_prefix("lower_")) else {
+                continue;
+            };
+            if let Ok(i) = ifindex(lower) {
+                out.push(i);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs `f` on a short-lived helper thread that has entered
 /// `/run/netns/NAME` (`setns` with `CLONE_NEWNET`), and returns its
 /// result; the caller's threads never change namespace. Used to create

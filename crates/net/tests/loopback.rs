@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use common::{is_root, recv_timeout, RECV_TIMEOUT};
 use strata_net::{
-    ifindex, in_netns, is_truncated, netns_exists, HostTime, NetError, Placement, SocketOptions,
-    TimestampSource, Transmit, UdpSocket,
+    device_ifindexes, ifindex, in_netns, is_truncated, netns_exists, HostTime, NetError, Placement,
+    SocketOptions, TimestampSource, Transmit, UdpSocket,
 };
 
 fn open(local: &str) -> UdpSocket {
@@ -209,6 +209,18 @@ fn missing_device_is_reported() {
             other => panic!("device {dev:?}: expected NoSuchDevice, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_device_without_lower_devices_is_only_itself() {
+    assert_eq!(
+        device_ifindexes("lo").unwrap(),
+        vec![ifindex("lo").unwrap()]
+    );
+    assert!(matches!(
+        device_ifindexes("strata-nodev0"),
+        Err(NetError::NoSuchDevice(name)) if name == "strata-nodev0"
+    ));
 }
 
 #[test]

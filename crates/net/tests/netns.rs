@@ -1,6 +1,7 @@
 //! Root-only tests in network namespaces this test creates (and always
 //! deletes): sockets opened inside a namespace, IPv4 multicast on its
-//! loopback device and IPv6 multicast on a veth pair inside it.
+//! loopback device and IPv6 multicast on a veth pair inside it, and the lower devices of an
+//! upper device.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -11,8 +12,8 @@ use std::os::unix::fs::MetadataExt;
 
 use common::{is_root, recv_timeout, NetnsGuard, RECV_TIMEOUT};
 use strata_net::{
-    ifindex, in_netns, netns_exists, NetError, Placement, SocketOptions, TimestampSource, Transmit,
-    UdpSocket,
+    device_ifindexes, ifindex, in_netns, netns_exists, NetError, Placement, SocketOptions,
+    TimestampSource, Transmit, UdpSocket,
 };
 
 /// The inode of the calling thread's network namespace.
@@ -189,4 +190,44 @@ fn namespace_is_gone_after_guard_drops() {
     assert!(result.is_err());
     assert!(!created.is_empty());
     assert!(!netns_exists(&created));
+}
+
+/// Set in the copy of this test binary that `lower_devices_are_listed` runs inside its
+/// namespace: the device whose ifindexes that copy checks.
+const LOWER_CHILD: &str = "STRATA_NETTEST_LOWER_OF";
+
+#[test]
+fn lower_devices_are_listed() {
+    if let Ok(dev) = std::env::var(LOWER_CHILD) {
+        // Inside the namespace, with its sysfs (`ip netns exec` mounts it).
+        let got = device_ifindexes(&dev).unwrap();
+        assert_eq!(got, vec![ifindex(&dev).unwrap(), ifindex("v0").unwrap()]);
+        assert_eq!(
+            device_ifindexes("v0").unwrap(),
+            vec![ifindex("v0").unwrap()]
+        );
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // A macvlan's lower device shows in sysfs as a VRF's enslaved interfaces do.
+    let ns = NetnsGuard::new("lower");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "add", "m0", "link", "v0", "type", "macvlan"]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "lower_devices_are_listed", "--nocapture"])
+        .env(LOWER_CHILD, "m0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }

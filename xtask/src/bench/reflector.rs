@@ -28,11 +28,10 @@ use nix::{
 };
 
 use super::mmsg::{self, RecvBatch};
+use crate::ntp;
 
 /// The NTP header length; replies are exactly this long.
-pub const HEADER_LEN: usize = 48;
-/// Seconds from 1900 (NTP era 0) to 1970 (Unix).
-const UNIX_OFFSET: u64 = 2_208_988_800;
+pub const HEADER_LEN: usize = ntp::HEADER_LEN;
 /// How long one blocking receive waits before the bounds are checked again.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 /// The reflector's reference identifier.
@@ -53,38 +52,21 @@ pub struct Config {
 
 /// A `TimeSpec` (Unix epoch) as a 64-bit NTP timestamp (era-wrapped).
 pub fn ntp_from_timespec(ts: TimeSpec) -> u64 {
-    // Wrapping to 32 bits is the NTP era rule.
-    let secs = u64::try_from(ts.tv_sec())
-        .unwrap_or(0)
-        .wrapping_add(UNIX_OFFSET)
-        & 0xffff_ffff;
-    let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0).min(999_999_999);
-    let frac = (nanos << 32) / 1_000_000_000;
-    (secs << 32) | frac
+    let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+    ntp::from_unix(secs, u32::try_from(ts.tv_nsec()).unwrap_or(0))
 }
 
 /// Writes the mode-4 reply to `request` into `out` (at least 48 bytes).
 /// Returns `false` (write nothing) unless the request is a mode-3 packet
 /// of at least 48 bytes with version 1..=4.
 pub fn build_reply(request: &[u8], rx: u64, tx: u64, out: &mut [u8; HEADER_LEN]) -> bool {
-    let Some(header) = request.get(..HEADER_LEN) else {
-        return false;
-    };
-    let version = (header[0] >> 3) & 0x7;
-    if header[0] & 0x7 != 3 || !(1..=4).contains(&version) {
-        return false;
+    match ntp::Header::parse(request) {
+        Some(h) if h.mode == 3 && (1..=4).contains(&h.version) => {
+            *out = ntp::reply(&h, 1, REFID, rx, tx);
+            true
+        }
+        _ => false,
     }
-    *out = [0u8; HEADER_LEN];
-    out[0] = (version << 3) | 4; // leap 0, request's version, mode 4
-    out[1] = 1; // stratum
-    out[2] = header[2]; // poll
-    out[3] = 0xec; // precision 2^-20
-    out[12..16].copy_from_slice(&REFID);
-    out[16..24].copy_from_slice(&tx.to_be_bytes()); // reference
-    out[24..32].copy_from_slice(&header[40..48]); // origin = request transmit
-    out[32..40].copy_from_slice(&rx.to_be_bytes());
-    out[40..48].copy_from_slice(&tx.to_be_bytes());
-    true
 }
 
 /// Runs the reflector until a bound is reached; returns the number of
@@ -200,7 +182,7 @@ mod tests {
     #[test]
     fn converts_unix_time_to_ntp() {
         let t = ntp_from_timespec(TimeSpec::new(0, 500_000_000));
-        assert_eq!(t >> 32, UNIX_OFFSET);
+        assert_eq!(t >> 32, 2_208_988_800);
         assert_eq!(t & 0xffff_ffff, 1 << 31);
     }
 
@@ -212,7 +194,7 @@ mod tests {
         let cfg = Config {
             addr,
             batch: 8,
-            max_duration: Duration::from_secs(5),
+            max_duration: Duration::from_secs(60),
             max_packets: 3,
         };
         let handle = std::thread::spawn(move || run(&cfg));
@@ -221,7 +203,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
         let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut buf = [0u8; 64];
         let mut xmt = 100u64;
         // The reflector may not be bound yet: resend until three replies.

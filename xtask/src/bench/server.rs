@@ -69,7 +69,7 @@ use nix::{sched::CpuSet, unistd::Pid};
 use xshell::{cmd, Shell};
 
 use super::loadgen::{self, Load, LoadGen, Stats};
-use crate::scenario::{interop, ntpsec};
+use crate::scenario::{self, interop, ntpsec};
 
 /// The fixed open-loop rate of the latency and CPU figures.
 pub const FIXED_RATE: f64 = 20_000.0;
@@ -98,8 +98,6 @@ pub const CHRONYD_RATE_LIMIT: &str = "ratelimit interval -10 burst 255\n";
 const WINDOW: usize = 512;
 /// chronyd's log line when started with `-x`.
 const CLOCK_CONTROL_DISABLED: &str = "Disabled control of system clock";
-/// `CAP_SYS_TIME` in a capability mask.
-const CAP_SYS_TIME_BIT: u64 = 1 << 25;
 /// chronyd's user after it drops root (Debian's chrony package).
 const CHRONY_USER: &str = "_chrony";
 /// The servers measured by default (ntpsec only when it can be had).
@@ -340,12 +338,6 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
 pub fn vm_rss_kib(status: &str) -> Option<u64> {
     let v = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
     v.split_whitespace().next()?.parse().ok()
-}
-
-/// The effective capability mask from `/proc/PID/status` text.
-fn cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// `Cpus_allowed_list` from `/proc/PID/status` text.
@@ -857,7 +849,7 @@ fn confirm_ntpsec(server: &mut Server, dir: &Path) -> Result<()> {
         if comm.trim() == "ntpd" {
             let status = server.status()?;
             ensure!(
-                ntpsec::lacks_sys_time(&status),
+                scenario::lacks_sys_time(&status, &["CapEff", "CapBnd"]),
                 "ntpd (PID {}) holds CAP_SYS_TIME: refusing to load it",
                 server.pid()
             );
@@ -910,9 +902,7 @@ fn confirm_chronyd_x(server: &mut Server) -> Result<()> {
         let text = std::fs::read_to_string(&server.log).unwrap_or_default();
         let no_sys_time = server
             .status()
-            .ok()
-            .and_then(|s| cap_eff(&s))
-            .is_some_and(|caps| caps & CAP_SYS_TIME_BIT == 0);
+            .is_ok_and(|s| scenario::lacks_sys_time(&s, &["CapEff"]));
         if text.contains(CLOCK_CONTROL_DISABLED) && no_sys_time {
             println!("bench server chronyd: -x confirmed (log line and no CAP_SYS_TIME)");
             return Ok(());
@@ -1155,7 +1145,7 @@ mod tests {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
         assert!(vm_rss_kib(&status).is_some_and(|k| k > 0));
         assert!(cpus_allowed(&status).is_some());
-        assert!(cap_eff(&status).is_some());
+        assert!(crate::scenario::cap_mask(&status, "CapEff").is_some());
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! that starts hundreds of milliseconds off is stepped after 2 s rather than
 //! 900 s (`stepout`).
 
-use crate::scenario::{Addr, End, Link, Node, Scenario};
+use crate::scenario::Scenario;
 
 /// The topology in three lines, for the live view.
 pub const DIAGRAM: &str = concat!(
@@ -269,57 +269,33 @@ allow-unauthenticated = true
 address = "0.0.0.0:123"
 "#;
 
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
-fn daemon(name: &'static str, config: &str) -> Node {
-    Node {
-        name,
-        config: Some(config.to_owned()),
-    }
-}
-
 /// The demo topology as scenario data; `check` is the live view.
 pub fn scenario(check: crate::scenario::Check) -> Scenario {
-    Scenario {
-        name: "demo",
-        about: "client/server, a VPN instance, a symmetric pair and multicast, converging live",
-        nodes: vec![
-            daemon("s1", S1_CONFIG),
-            daemon("pe", PE_CONFIG),
-            Node {
-                name: "pe-vpna",
-                config: None,
-            },
-            daemon("ce1", CE1_CONFIG),
-            daemon("ce2", CE2_CONFIG),
-            daemon("mc", MC_CONFIG),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("s1", "eth0"), end("pe", "eth0")),
-            Link::Veth(end("s1", "mc0"), end("mc", "eth0")),
-            Link::Veth(end("pe-vpna", "a1"), end("ce1", "eth0")),
-            Link::Veth(end("pe-vpna", "a2"), end("ce2", "eth0")),
-        ],
-        addrs: vec![
-            addr("s1", "eth0", "10.200.1.1/24"),
-            addr("pe", "eth0", "10.200.1.2/24"),
-            addr("s1", "mc0", "10.200.3.1/24"),
-            addr("mc", "eth0", "10.200.3.2/24"),
-            addr("pe-vpna", "a1", "10.200.2.1/24"),
-            addr("ce1", "eth0", "10.200.2.2/24"),
-            addr("pe-vpna", "a2", "10.200.4.1/24"),
-            addr("ce2", "eth0", "10.200.4.2/24"),
-        ],
+    Scenario::new(
+        "demo",
+        "client/server, a VPN instance, a symmetric pair and multicast, converging live",
         check,
-    }
+    )
+    .daemon("s1", S1_CONFIG)
+    .daemon("pe", PE_CONFIG)
+    .bare("pe-vpna")
+    .daemon("ce1", CE1_CONFIG)
+    .daemon("ce2", CE2_CONFIG)
+    .daemon("mc", MC_CONFIG)
+    .veth(
+        ("s1", "eth0", "10.200.1.1/24"),
+        ("pe", "eth0", "10.200.1.2/24"),
+    )
+    .veth(
+        ("s1", "mc0", "10.200.3.1/24"),
+        ("mc", "eth0", "10.200.3.2/24"),
+    )
+    .veth(
+        ("pe-vpna", "a1", "10.200.2.1/24"),
+        ("ce1", "eth0", "10.200.2.2/24"),
+    )
+    .veth(
+        ("pe-vpna", "a2", "10.200.4.1/24"),
+        ("ce2", "eth0", "10.200.4.2/24"),
+    )
 }

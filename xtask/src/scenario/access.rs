@@ -38,10 +38,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use anyhow::Result;
 
-use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{
+    config::{client, peer},
+    wait_until, Line, Outcome, Run, Scenario,
+};
 use crate::ntpload::Counts;
 
 /// How long everything may take to synchronise.
@@ -115,140 +117,27 @@ level = "synchronization"
 prefixes = ["10.200.6.0/24"]
 "#;
 
-/// A CE client of the PE at `server`, listening on `listen` (for probes).
-fn client_config(offset: &str, server: &str, listen: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-initial-offset = "{offset}"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "{server}"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "{listen}"
-"#
-    )
-}
-
-/// A CE with the PE as its symmetric active `[[peer]]`.
-fn peer_config(offset: &str, peer: &str, listen: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-initial-offset = "{offset}"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[peer]]
-address = "{peer}"
-minpoll = -2
-maxpoll = 0
-
-[[listen]]
-address = "{listen}"
-"#
-    )
-}
-
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
-fn node(name: &'static str, config: Option<String>) -> Node {
-    Node { name, config }
-}
-
 /// `cargo xtask scenario access`.
 pub fn access() -> Scenario {
-    Scenario {
-        name: "access",
-        about: "access levels per VPN: one CE address served in VPN A, KoD DENY in VPN B; peer/server/query levels; mode 6/7 dropped",
-        nodes: vec![
-            node("pe", Some(PE_CONFIG.to_owned())),
-            node("pe-vpna", None),
-            node("pe-vpnb", None),
-            node(
-                "ca",
-                Some(client_config("200ms", "10.200.1.1:123", "10.200.1.2:123")),
-            ),
-            node(
-                "cb",
-                Some(client_config("-150ms", "10.200.1.1:123", "10.200.1.2:123")),
-            ),
-            node(
-                "cp",
-                Some(peer_config("250ms", "10.200.2.1:123", "10.200.2.2:123")),
-            ),
-            node(
-                "cs",
-                Some(peer_config("-250ms", "10.200.3.1:123", "10.200.3.2:123")),
-            ),
-            node("cq", None),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("pe-vpna", "a1"), end("ca", "e1")),
-            Link::Veth(end("pe-vpna", "a2"), end("cp", "e2")),
-            Link::Veth(end("pe-vpna", "a3"), end("cs", "e3")),
-            Link::Veth(end("pe-vpna", "a4"), end("cq", "e4")),
-            Link::Veth(end("pe-vpnb", "b1"), end("cb", "e5")),
-        ],
-        addrs: vec![
-            addr("pe-vpna", "a1", "10.200.1.1/24"),
-            addr("ca", "e1", "10.200.1.2/24"),
-            addr("pe-vpna", "a2", "10.200.2.1/24"),
-            addr("cp", "e2", "10.200.2.2/24"),
-            addr("pe-vpna", "a3", "10.200.3.1/24"),
-            addr("cs", "e3", "10.200.3.2/24"),
-            addr("pe-vpna", "a4", "10.200.4.1/24"),
-            addr("cq", "e4", "10.200.4.2/24"),
-            // The overlap: VPN B's CE has VPN A's CE's address and subnet.
-            addr("pe-vpnb", "b1", "10.200.1.1/24"),
-            addr("cb", "e5", "10.200.1.2/24"),
-        ],
-        check: access_check,
-    }
-}
-
-/// One check's line.
-struct Line {
-    name: &'static str,
-    pass: bool,
-    values: Vec<(&'static str, String)>,
-}
-
-impl Line {
-    fn print(&self) {
-        let kv: String = self
-            .values
-            .iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect();
-        println!(
-            "  {}: {}{kv}",
-            self.name,
-            if self.pass { "pass" } else { "FAIL" }
-        );
-    }
+    Scenario::new(
+        "access",
+        "access levels per VPN: one CE address served in VPN A, KoD DENY in VPN B; peer/server/query levels; mode 6/7 dropped",
+        access_check,
+    )
+    .daemon("pe", PE_CONFIG)
+    .bare("pe-vpna")
+    .bare("pe-vpnb")
+    .daemon("ca", client("200ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("cb", client("-150ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("cp", peer("250ms", "10.200.2.1:123", "10.200.2.2:123"))
+    .daemon("cs", peer("-250ms", "10.200.3.1:123", "10.200.3.2:123"))
+    .bare("cq")
+    .veth(("pe-vpna", "a1", "10.200.1.1/24"), ("ca", "e1", "10.200.1.2/24"))
+    .veth(("pe-vpna", "a2", "10.200.2.1/24"), ("cp", "e2", "10.200.2.2/24"))
+    .veth(("pe-vpna", "a3", "10.200.3.1/24"), ("cs", "e3", "10.200.3.2/24"))
+    .veth(("pe-vpna", "a4", "10.200.4.1/24"), ("cq", "e4", "10.200.4.2/24"))
+    // The overlap: VPN B's CE has VPN A's CE's address and subnet.
+    .veth(("pe-vpnb", "b1", "10.200.1.1/24"), ("cb", "e5", "10.200.1.2/24"))
 }
 
 /// The PE's per-instance counters.
@@ -260,14 +149,11 @@ struct Counters {
 }
 
 fn counters(run: &Run<'_>, instance: &str) -> Result<Counters> {
-    let out = run.stratactl("pe", "status")?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("status of pe: {out}"))?;
-    let inst = &v["instances"][instance];
-    let dropped = |reason: &str| inst["dropped"][reason].as_u64().unwrap_or(0);
+    let inst = run.instance("pe", instance)?;
     Ok(Counters {
-        kod_sent: inst["kod_sent"].as_u64().unwrap_or(0),
-        access_denied: dropped("access-denied"),
-        control_mode: dropped("control-mode"),
+        kod_sent: inst.kod_sent,
+        access_denied: inst.dropped("access-denied"),
+        control_mode: inst.dropped("control-mode"),
     })
 }
 
@@ -499,19 +385,11 @@ mod tests {
     fn configs_render_and_overlap() {
         let sc = access();
         sc.validate().expect("well-formed");
-        let dir = std::path::Path::new("/tmp/strata-st0000/access");
         for node in &sc.nodes {
             let Some(template) = &node.config else {
                 continue;
             };
-            let node_dir = dir.join(node.name);
-            let ctx = super::super::config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = super::super::config::render(template, &ctx).expect("render");
-            let _: toml::Table = out.parse().expect("TOML");
+            super::super::config::rendered("access", node.name, template);
         }
         let same: Vec<&str> = sc
             .addrs

@@ -38,16 +38,14 @@
 //!    and the three good pairs are still in sync.
 
 use std::{
-    collections::BTreeMap,
     os::unix::fs::PermissionsExt,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, symmetric::start_daemon, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{guard, Instance, Outcome, Run, Scenario};
 
 /// The longest wait for the three good pairs.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -200,69 +198,19 @@ fn roles() -> Vec<Role> {
     ]
 }
 
-fn lan(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// `cargo xtask scenario auth`; see the module doc.
 pub fn auth_scenario() -> Scenario {
-    let roles = roles();
-    Scenario {
-        name: "auth",
-        about: "signed client/server (SHA256), symmetric (AES-CMAC), multicast (MD5) sync; wrong keys do not, counters say why",
-        nodes: roles
-            .iter()
-            .map(|r| Node {
-                name: r.node,
-                // Nodes with keys start from the check, once their keys
-                // file is written.
-                config: r.keys.is_none().then(|| r.config.clone()),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: roles
-            .iter()
-            .map(|r| Link::BridgePort {
-                bridge: "lan",
-                end: lan(r.node),
-            })
-            .collect(),
-        addrs: roles
-            .iter()
-            .map(|r| Addr {
-                end: lan(r.node),
-                cidr: r.cidr,
-            })
-            .collect(),
+    let sc = Scenario::new(
+        "auth",
+        "signed client/server (SHA256), symmetric (AES-CMAC), multicast (MD5) sync; wrong keys do not, counters say why",
         check,
-    }
-}
-
-/// `stratactl status --json`: the fields this scenario reads.
-#[derive(Debug, Clone, Deserialize)]
-struct NodeStatus {
-    synchronized: bool,
-    stratum: u8,
-    #[serde(default)]
-    reference: Option<String>,
-    instances: BTreeMap<String, Counters>,
-}
-
-/// One instance's counters.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Counters {
-    received: u64,
-    #[serde(default)]
-    dropped: BTreeMap<String, u64>,
-}
-
-impl Counters {
-    fn dropped(&self, reason: &str) -> u64 {
-        self.dropped.get(reason).copied().unwrap_or(0)
-    }
+    );
+    roles().into_iter().fold(sc, |sc, r| {
+        // Nodes with keys start from the check, once their keys file is
+        // written.
+        sc.node(r.node, r.keys.is_none().then_some(r.config))
+            .on_lan(r.node, r.cidr)
+    })
 }
 
 /// `stratactl sessions --json`: the fields this scenario reads.
@@ -279,30 +227,12 @@ struct AuthSession {
     calibrated_delay_s: Option<f64>,
 }
 
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
-fn status(run: &Run<'_>, node: &str) -> Result<NodeStatus> {
-    let out = stratactl(run, node, "status")?;
-    serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))
-}
-
-fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
-    status(run, node)?
-        .instances
-        .remove("default")
-        .with_context(|| format!("{node}: no default instance"))
+fn counters(run: &Run<'_>, node: &str) -> Result<Instance> {
+    run.instance(node, "default")
 }
 
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<AuthSession>> {
-    let out = stratactl(run, node, "sessions")?;
-    serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
+    run.query(node, "sessions")
 }
 
 /// Writes `node`'s keys file with mode 0600 (created so: never readable by
@@ -362,7 +292,7 @@ fn good(
     peer: &str,
     mode: &str,
 ) -> Result<Good> {
-    let st = status(run, node)?;
+    let st = run.status(node)?;
     let all = sessions(run, node)?;
     let s = all.iter().find(|s| s.address == peer && s.mode == mode);
     let session_ok = s.is_some_and(|s| {
@@ -401,20 +331,14 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = phases(run, &mut values, started);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Instant) -> Result<()> {
     for role in roles() {
         let Some(keys) = &role.keys else { continue };
         write_keys(run, role.node, keys)?;
-        start_daemon(run, role.node, &role.config)?;
+        run.start_stratad(role.node, &role.config)?;
     }
     // 1. The signed pairs synchronise.
     let targets: [(&str, &str, u8, &str, &str); 3] = [
@@ -498,7 +422,7 @@ fn phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>, started: Inst
     ];
     let mut reaches = Vec::new();
     for (node, session) in wrong {
-        let st = status(run, node)?;
+        let st = run.status(node)?;
         ensure!(
             !st.synchronized && st.stratum == 16,
             "{node} synchronised with a wrong key: {st:?}"
@@ -583,13 +507,7 @@ mod tests {
         let dir = Path::new("/tmp/strata-st0000/auth");
         for role in roles() {
             let node_dir = dir.join(role.node);
-            let ctx = super::super::config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = super::super::config::render(&role.config, &ctx).expect("render");
-            let doc: toml::Table = out.parse().expect("TOML");
+            let doc = super::super::config::rendered("auth", role.node, &role.config);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
             match &role.keys {
                 Some(keys) => {

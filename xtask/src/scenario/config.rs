@@ -29,6 +29,102 @@ impl RenderCtx<'_> {
     }
 }
 
+// Pieces of daemon configs that scenarios share; a node's config is their
+// concatenation plus whatever is its own.
+
+/// A virtual clock and a local reference at `stratum`, answering at `listen`.
+pub fn local(stratum: u8, listen: &str) -> String {
+    format!(
+        "[clock]\nbackend = \"virtual\"\n\n[local-reference]\nstratum = {stratum}\n{}",
+        self::listen(listen)
+    )
+}
+
+/// A stratum-1 server answering at `listen` ([`local`]).
+pub fn stratum1(listen: &str) -> String {
+    local(1, listen)
+}
+
+/// A virtual clock starting `offset` off with `ppm` frequency error, that
+/// steps an error over `step` once, after 2 s (shortened for scenarios).
+pub fn stepping(offset: &str, ppm: Option<f64>, step: &str) -> String {
+    let ppm = ppm.map_or(String::new(), |p| format!("frequency-error-ppm = {p:.1}\n"));
+    format!(
+        "[clock]\nbackend = \"virtual\"\ninitial-offset = \"{offset}\"\n{ppm}\n\
+         [discipline]\nstep-threshold = \"{step}\"\nstepout = \"2s\"\n"
+    )
+}
+
+/// A `[[server]]` (with iburst) or `[[peer]]` at `address`, polling every
+/// 2^-2..2^0 s.
+pub fn source(kind: &str, address: &str) -> String {
+    polled(kind, address, -2, 0)
+}
+
+/// As [`source`], polling every 2^`minpoll`..2^`maxpoll` s.
+pub fn polled(kind: &str, address: &str, minpoll: i8, maxpoll: i8) -> String {
+    let iburst = if kind == "server" {
+        "iburst = true\n"
+    } else {
+        ""
+    };
+    format!(
+        "\n[[{kind}]]\naddress = \"{address}\"\nminpoll = {minpoll}\nmaxpoll = {maxpoll}\n{iburst}"
+    )
+}
+
+/// A strata client of the reference daemon at `server` (an interop
+/// scenario), answering at `listen`: 50 ms off and +20 ppm, stepped once
+/// (slewing 50 ms at 500 ppm at most would take minutes), then tracking.
+pub fn interop_client(server: &str, listen: &str) -> String {
+    let clock = stepping("50ms", Some(20.0), "10ms");
+    format!(
+        "{clock}{}{}",
+        polled("server", server, -1, 1),
+        self::listen(listen)
+    )
+}
+
+/// An `[[access]]` rule giving `prefix` the access `level`.
+pub fn access(level: &str, prefix: &str) -> String {
+    format!("\n[[access]]\nlevel = \"{level}\"\nprefixes = [\"{prefix}\"]\n")
+}
+
+/// A `[[listen]]` socket at `address`.
+pub fn listen(address: &str) -> String {
+    format!("\n[[listen]]\naddress = \"{address}\"\n")
+}
+
+/// A client of `server` ([`stepping`] over 128 ms, [`source`]) answering
+/// at `listen`.
+pub fn client(offset: &str, server: &str, listen: &str) -> String {
+    let s = stepping(offset, None, "128ms");
+    format!("{s}{}{}", source("server", server), self::listen(listen))
+}
+
+/// A symmetric active peer of `peer`, otherwise as [`client`].
+pub fn peer(offset: &str, peer: &str, listen: &str) -> String {
+    let s = stepping(offset, None, "128ms");
+    format!("{s}{}{}", source("peer", peer), self::listen(listen))
+}
+
+/// `template` rendered for node `node` of scenario `scenario` under the
+/// run prefix `st0000-`, parsed (for tests).
+#[cfg(test)]
+pub fn rendered(scenario: &str, node: &str, template: &str) -> toml::Table {
+    let dir = Path::new("/tmp/strata-st0000").join(scenario);
+    let node_dir = dir.join(node);
+    let ctx = RenderCtx {
+        prefix: "st0000-",
+        run_dir: &dir,
+        node_dir: &node_dir,
+    };
+    render(template, &ctx)
+        .expect("render")
+        .parse()
+        .expect("TOML")
+}
+
 /// Renders `template` for one node; see the module doc.
 pub fn render(template: &str, ctx: &RenderCtx<'_>) -> Result<String> {
     let text = template
@@ -115,6 +211,26 @@ mod tests {
             Some("st1a2b-eth0")
         );
         assert_eq!(doc["clock"]["drift-file"].as_str(), Some("/r/n/drift"));
+    }
+
+    #[test]
+    fn shared_configs_are_toml() {
+        let (run, node) = (Path::new("/r"), Path::new("/r/n"));
+        let parse = |t: &str| -> toml::Table {
+            render(t, &ctx(run, node))
+                .expect("render")
+                .parse()
+                .expect("TOML")
+        };
+        let c = parse(&client("200ms", "10.200.1.1:123", "10.200.1.2:123"));
+        assert_eq!(c["server"][0]["iburst"].as_bool(), Some(true));
+        assert_eq!(c["clock"]["initial-offset"].as_str(), Some("200ms"));
+        assert_eq!(c["listen"][0]["address"].as_str(), Some("10.200.1.2:123"));
+        let p = parse(&peer("-250ms", "10.200.3.1:123", "10.200.3.2:123"));
+        assert_eq!(p["peer"][0]["minpoll"].as_integer(), Some(-2));
+        assert!(p["peer"][0].get("iburst").is_none());
+        let s = parse(&stratum1("10.200.3.3:123"));
+        assert_eq!(s["local-reference"]["stratum"].as_integer(), Some(1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config, opt, show, us, wait_until, Outcome, Run, Scenario};
 
 /// Every scenario, in the order `scenario all` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -31,59 +31,25 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
 /// Plumbing only, no daemon: namespaces, a veth, a bridge, IPv4 and IPv6,
 /// processes in namespaces, and the probe across links.
 fn smoke() -> Scenario {
-    Scenario {
-        name: "smoke",
-        about: "namespace plumbing: veth + bridge, v4/v6, probe across links (no daemon)",
-        nodes: vec![
-            Node {
-                name: "a",
-                config: None,
-            },
-            Node {
-                name: "b",
-                config: None,
-            },
-            Node {
-                name: "c",
-                config: None,
-            },
-        ],
-        bridges: vec!["lan"],
-        links: vec![
-            Link::Veth(end("a", "eth0"), end("b", "eth0")),
-            Link::BridgePort {
-                bridge: "lan",
-                end: end("b", "lan0"),
-            },
-            Link::BridgePort {
-                bridge: "lan",
-                end: end("c", "lan0"),
-            },
-        ],
-        addrs: vec![
-            addr("a", "eth0", "10.200.0.1/24"),
-            addr("b", "eth0", "10.200.0.2/24"),
-            addr("a", "eth0", "fd00:200::1/64"),
-            addr("b", "eth0", "fd00:200::2/64"),
-            addr("b", "lan0", "10.200.9.2/24"),
-            addr("c", "lan0", "10.200.9.3/24"),
-        ],
-        check: smoke_check,
-    }
+    Scenario::new(
+        "smoke",
+        "namespace plumbing: veth + bridge, v4/v6, probe across links (no daemon)",
+        smoke_check,
+    )
+    .bare("a")
+    .bare("b")
+    .bare("c")
+    .veth(
+        ("a", "eth0", "10.200.0.1/24"),
+        ("b", "eth0", "10.200.0.2/24"),
+    )
+    .addr("a", "eth0", "fd00:200::1/64")
+    .addr("b", "eth0", "fd00:200::2/64")
+    .on_lan("b", "10.200.9.2/24")
+    .on_lan("c", "10.200.9.3/24")
 }
 
 fn smoke_check(run: &Run<'_>) -> Result<Outcome> {
@@ -142,61 +108,27 @@ fn smoke_check(run: &Run<'_>) -> Result<Outcome> {
     Ok(Outcome { pass, values })
 }
 
-const SERVER_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.1.1:123"
-"#;
-
-const CLIENT_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "500ms"
-frequency-error-ppm = 50.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.1.1:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "10.200.1.2:123"
-"#;
+/// The client: 500 ms off, +50 ppm, polling the server.
+fn client_config() -> String {
+    let clock = config::stepping("500ms", Some(50.0), "128ms");
+    let source = config::source("server", "10.200.1.1:123");
+    format!("{clock}{source}{}", config::listen("10.200.1.2:123"))
+}
 
 /// One client syncing to one stratum-1 server over a veth: the client starts
 /// 500 ms off with a +50 ppm frequency error, must step once and then track.
 fn client_server() -> Scenario {
-    Scenario {
-        name: "client-server",
-        about: "client steps 500 ms once, then cancels a +50 ppm error (|true error| < 1 ms)",
-        nodes: vec![
-            Node {
-                name: "server",
-                config: Some(SERVER_CONFIG.to_owned()),
-            },
-            Node {
-                name: "client",
-                config: Some(CLIENT_CONFIG.to_owned()),
-            },
-        ],
-        bridges: vec![],
-        links: vec![Link::Veth(end("server", "eth0"), end("client", "eth0"))],
-        addrs: vec![
-            addr("server", "eth0", "10.200.1.1/24"),
-            addr("client", "eth0", "10.200.1.2/24"),
-        ],
-        check: client_server_check,
-    }
+    Scenario::new(
+        "client-server",
+        "client steps 500 ms once, then cancels a +50 ppm error (|true error| < 1 ms)",
+        client_server_check,
+    )
+    .daemon("server", config::stratum1("10.200.1.1:123"))
+    .daemon("client", client_config())
+    .veth(
+        ("server", "eth0", "10.200.1.1/24"),
+        ("client", "eth0", "10.200.1.2/24"),
+    )
 }
 
 /// What the client looked like at one poll.
@@ -217,14 +149,10 @@ impl Observed {
     }
 
     fn values(&self, sync_s: f64) -> Vec<(&'static str, String)> {
-        let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
         vec![
-            (
-                "true_error_us",
-                show(self.true_error_s.map(|e| format!("{:.1}", e * 1e6))),
-            ),
-            ("freq_ppm", show(self.freq_ppm.map(|f| format!("{f:.3}")))),
-            ("steps", show(self.steps.map(|s| s.to_string()))),
+            ("true_error_us", us(self.true_error_s)),
+            ("freq_ppm", show(self.freq_ppm, |f| format!("{f:.3}"))),
+            ("steps", opt(self.steps)),
             ("sync_s", format!("{sync_s:.1}")),
         ]
     }
@@ -245,7 +173,7 @@ fn client_server_check(run: &Run<'_>) -> Result<Outcome> {
                 st.offset_s,
                 se.iter()
                     .find(|s| s.address == "10.200.1.1:123")
-                    .map_or("none".to_owned(), super::Session::summary),
+                    .map_or_else(|| "none".to_owned(), super::Session::summary),
             ),
             (Err(e), _) | (_, Err(e)) => format!("stratactl_error={:?}", format!("{e:#}")),
         };
@@ -352,16 +280,9 @@ mod tests {
 
     #[test]
     fn client_server_configs_render() {
-        let dir = std::path::Path::new("/tmp/strata-st0000/client-server");
-        for (node, template) in [("server", SERVER_CONFIG), ("client", CLIENT_CONFIG)] {
-            let node_dir = dir.join(node);
-            let ctx = super::super::config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let out = super::super::config::render(template, &ctx).expect("render");
-            let doc: toml::Table = out.parse().expect("TOML");
+        let server = config::stratum1("10.200.1.1:123");
+        for (node, template) in [("server", server), ("client", client_config())] {
+            let doc = config::rendered("client-server", node, &template);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
             assert_eq!(
                 doc["control"]["socket"].as_str().map(str::to_owned),

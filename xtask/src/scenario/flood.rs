@@ -49,7 +49,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::{guard, wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{guard, wait_until, Outcome, Run, Scenario};
 use crate::ntpload::Counts;
 
 /// The limiter's interval, seconds.
@@ -125,50 +125,21 @@ address = "{SERVER}"
     )
 }
 
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
 /// `cargo xtask scenario flood`.
 pub fn flood() -> Scenario {
-    let mut addrs = vec![
-        addr("srv", "s1", "10.200.1.1/24"),
-        addr("srv", "s2", "10.200.2.1/24"),
-        addr("ab", "a0", "10.200.2.2/24"),
-    ];
-    addrs.extend(LEGIT.iter().map(|cidr| addr("cl", "c0", cidr)));
-    Scenario {
-        name: "flood",
-        about: "20 clients poll while one address floods 10,000 req/s for 10 s: rate limit, KoD RATE, memory, no amplification",
-        nodes: vec![
-            Node {
-                name: "srv",
-                config: Some(server_config()),
-            },
-            Node {
-                name: "cl",
-                config: None,
-            },
-            Node {
-                name: "ab",
-                config: None,
-            },
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("srv", "s1"), end("cl", "c0")),
-            Link::Veth(end("srv", "s2"), end("ab", "a0")),
-        ],
-        addrs,
-        check: flood_check,
-    }
+    let sc = Scenario::new(
+        "flood",
+        "20 clients poll while one address floods 10,000 req/s for 10 s: rate limit, KoD RATE, memory, no amplification",
+        flood_check,
+    )
+    .daemon("srv", server_config())
+    .bare("cl")
+    .bare("ab")
+    .veth(("srv", "s1", "10.200.1.1/24"), ("cl", "c0", LEGIT[0]))
+    .veth(("srv", "s2", "10.200.2.1/24"), ("ab", "a0", "10.200.2.2/24"));
+    LEGIT[1..]
+        .iter()
+        .fold(sc, |sc, cidr| sc.addr("cl", "c0", cidr))
 }
 
 /// The RSS cap, KiB: the idle daemon's RSS, the queue allowance and the
@@ -214,18 +185,6 @@ fn cpu_s(pid: &str) -> Result<f64> {
     Ok(total as f64 / 100.0)
 }
 
-/// The PID of the `stratad` in `node`'s namespace.
-fn stratad_pid(run: &Run<'_>, node: &str) -> Result<String> {
-    let pids = guard::ip(&["netns", "pids", &run.ns(node)])?;
-    pids.split_whitespace()
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "stratad")
-        })
-        .map(str::to_owned)
-        .with_context(|| format!("no stratad in {node}"))
-}
-
 /// (rx bytes, tx bytes) of interface `ifname` in `node`.
 fn link_bytes(run: &Run<'_>, node: &str, ifname: &str) -> Result<(u64, u64)> {
     let out = guard::ip(&[
@@ -263,18 +222,8 @@ fn rcvbuf_errors(run: &Run<'_>, node: &str) -> Result<u64> {
 
 /// The server's counters of the default instance: `kod_sent` and drops by reason.
 fn server_counters(run: &Run<'_>) -> Result<(u64, BTreeMap<String, u64>)> {
-    let out = run.stratactl("srv", "status")?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("status: {out}"))?;
-    let inst = &v["instances"]["default"];
-    let dropped = inst["dropped"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((inst["kod_sent"].as_u64().unwrap_or(0), dropped))
+    let inst = run.instance("srv", "default")?;
+    Ok((inst.kod_sent, inst.dropped))
 }
 
 /// Waits for a process of this run to exit and reads its counts from its log.
@@ -387,7 +336,7 @@ fn values(m: &Measured) -> Vec<(&'static str, String)> {
 }
 
 fn flood_check(run: &Run<'_>) -> Result<Outcome> {
-    let pid = stratad_pid(run, "srv")?;
+    let pid = run.stratad_pid("srv")?.to_string();
     guard::ip(&[
         "-n",
         &run.ns("ab"),

@@ -8,6 +8,12 @@
 //! and always tears down through a [`Guard`]. It prints one line per
 //! scenario: `scenario NAME: pass|FAIL key=value ...`.
 //!
+//! A definition is built from an empty [`Scenario::new`] with
+//! [`Scenario::daemon`], [`Scenario::bare`], [`Scenario::veth`] and
+//! [`Scenario::on_lan`], its configs from the shared pieces in [`config`].
+//! The check gets a [`Run`] (`run.rs`): `stratactl` queries, daemons it
+//! starts and stops itself, true-offset probes.
+//!
 //! Daemon nodes run `stratad` and are queried with `stratactl`, built with
 //! `cargo build -p strata-daemon --bins` into the cargo target dir, or taken
 //! from `$XTASK_BIN_DIR` when set (no build then).
@@ -26,22 +32,17 @@ pub(crate) mod interop;
 mod multicast;
 pub(crate) mod ntpsec;
 mod ops;
+mod run;
 mod symmetric;
 mod vpn;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use crate::probe::Sample;
 pub use guard::{wait_until, Guard};
+pub use run::*;
 
 /// Longest Linux interface name.
 const IFNAMSIZ_MAX: usize = 15;
@@ -87,15 +88,6 @@ pub struct Node {
     pub config: Option<String>,
 }
 
-/// The result of a check: pass or fail, plus the values it measured.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// Whether the scenario passed.
-    pub pass: bool,
-    /// `key=value` pairs for the summary line.
-    pub values: Vec<(&'static str, String)>,
-}
-
 /// A scenario's check, run once everything is up.
 pub type Check = fn(&Run<'_>) -> Result<Outcome>;
 
@@ -117,7 +109,82 @@ pub struct Scenario {
     pub check: Check,
 }
 
+/// One end of a veth with its address: `(node, ifname, ip/len)`.
+pub type Iface = (&'static str, &'static str, &'static str);
+
+/// The builder: a scenario starts empty ([`Scenario::new`]) and each call
+/// adds nodes, links and addresses, so a definition lists only what is its
+/// own.
 impl Scenario {
+    /// An empty scenario.
+    pub fn new(name: &'static str, about: &'static str, check: Check) -> Scenario {
+        Scenario {
+            name,
+            about,
+            nodes: Vec::new(),
+            bridges: Vec::new(),
+            links: Vec::new(),
+            addrs: Vec::new(),
+            check,
+        }
+    }
+
+    /// Adds node `name`, running `stratad` with `config` when there is one.
+    #[must_use]
+    pub fn node(mut self, name: &'static str, config: Option<impl Into<String>>) -> Scenario {
+        let config = config.map(Into::into);
+        self.nodes.push(Node { name, config });
+        self
+    }
+
+    /// Adds a bare namespace (no daemon at start).
+    #[must_use]
+    pub fn bare(self, name: &'static str) -> Scenario {
+        self.node(name, None::<String>)
+    }
+
+    /// Adds a node running `stratad` with `config`.
+    #[must_use]
+    pub fn daemon(self, name: &'static str, config: impl Into<String>) -> Scenario {
+        self.node(name, Some(config))
+    }
+
+    /// Adds a veth pair between two interfaces, each with its address.
+    #[must_use]
+    pub fn veth(mut self, (na, ia, ca): Iface, (nb, ib, cb): Iface) -> Scenario {
+        let end = |node, ifname| End { node, ifname };
+        self.links.push(Link::Veth(end(na, ia), end(nb, ib)));
+        self.addr(na, ia, ca).addr(nb, ib, cb)
+    }
+
+    /// Adds an address to `node`'s interface `ifname`.
+    #[must_use]
+    pub fn addr(
+        mut self,
+        node: &'static str,
+        ifname: &'static str,
+        cidr: &'static str,
+    ) -> Scenario {
+        let end = End { node, ifname };
+        self.addrs.push(Addr { end, cidr });
+        self
+    }
+
+    /// Puts `node` on the bridge `lan` (added on first use) through its
+    /// interface `lan0`, with address `cidr`.
+    #[must_use]
+    pub fn on_lan(mut self, node: &'static str, cidr: &'static str) -> Scenario {
+        if !self.bridges.contains(&"lan") {
+            self.bridges.push("lan");
+        }
+        let end = End {
+            node,
+            ifname: "lan0",
+        };
+        self.links.push(Link::BridgePort { bridge: "lan", end });
+        self.addr(node, "lan0", cidr)
+    }
+
     /// Whether any node runs the daemon (so the binaries must be built).
     pub fn needs_daemon(&self) -> bool {
         self.nodes.iter().any(|n| n.config.is_some())
@@ -211,179 +278,6 @@ pub struct Options {
     pub keep: bool,
 }
 
-/// Paths of the binaries scenarios run.
-#[derive(Debug, Clone)]
-pub struct Bins {
-    /// `stratad`.
-    pub stratad: PathBuf,
-    /// `stratactl`.
-    pub stratactl: PathBuf,
-    /// This `xtask` (for `probe` and `ntp-responder` inside namespaces).
-    pub xtask: PathBuf,
-}
-
-/// `stratactl status --json`, the fields scenarios use.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Status {
-    /// Whether the clock is synchronized.
-    pub synchronized: bool,
-    /// Stratum.
-    pub stratum: u8,
-    /// Last offset (RFC 5905 theta: positive when the local clock is behind).
-    #[serde(default)]
-    pub offset_s: Option<f64>,
-    /// Frequency correction in ppm.
-    #[serde(default)]
-    pub frequency_ppm: Option<f64>,
-    /// Number of clock steps so far.
-    #[serde(default)]
-    pub clock_steps: Option<u64>,
-}
-
-/// One entry of `stratactl sessions --json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Session {
-    /// Instance name.
-    pub instance: String,
-    /// Remote address.
-    pub address: String,
-    /// Association mode.
-    pub mode: String,
-    /// Session state.
-    pub state: String,
-    /// Remote stratum.
-    #[serde(default)]
-    pub stratum: Option<u8>,
-    /// Reach register.
-    #[serde(default)]
-    pub reach: Option<u8>,
-    /// Poll exponent.
-    #[serde(default)]
-    pub poll: Option<i8>,
-    /// Offset, seconds.
-    #[serde(default)]
-    pub offset_s: Option<f64>,
-    /// Delay, seconds.
-    #[serde(default)]
-    pub delay_s: Option<f64>,
-}
-
-impl Session {
-    /// A one-line summary for diagnostics.
-    pub fn summary(&self) -> String {
-        format!(
-            "{}/{} mode={} state={} stratum={:?} reach={} poll={:?} offset_s={:?} delay_s={:?}",
-            self.instance,
-            self.address,
-            self.mode,
-            self.state,
-            self.stratum,
-            self.reach.map_or("none".to_owned(), |r| format!("{r:o}")),
-            self.poll,
-            self.offset_s,
-            self.delay_s,
-        )
-    }
-}
-
-/// A running scenario, as its check sees it.
-pub struct Run<'a> {
-    /// This run's prefix, `st<4 hex>-`.
-    pub prefix: &'a str,
-    /// This scenario's directory.
-    pub dir: PathBuf,
-    /// Binaries.
-    pub bins: &'a Bins,
-    guard: &'a Guard,
-}
-
-impl Run<'_> {
-    /// The namespace of `node`.
-    pub fn ns(&self, node: &str) -> String {
-        format!("{}{node}", self.prefix)
-    }
-
-    /// The real interface name of `ifname`.
-    pub fn ifname(&self, ifname: &str) -> String {
-        format!("{}{ifname}", self.prefix)
-    }
-
-    /// The directory of `node` (config, control socket, drift file, logs).
-    pub fn node_dir(&self, node: &str) -> PathBuf {
-        self.dir.join(node)
-    }
-
-    /// The control socket of `node`.
-    pub fn control_socket(&self, node: &str) -> PathBuf {
-        self.node_dir(node).join("control.sock")
-    }
-
-    /// Runs `program args` inside `node`'s namespace and returns its stdout.
-    pub fn exec_in(&self, node: &str, program: &Path, args: &[&str]) -> Result<String> {
-        guard::run_cmd(
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns(node)])
-                .arg(program)
-                .args(args),
-        )
-    }
-
-    /// Starts `program args` inside `node`'s namespace, owned by the guard,
-    /// with output to `NODE_DIR/LABEL.log`. Returns the PID.
-    pub fn spawn_in(&self, node: &str, label: &str, program: &Path, args: &[&str]) -> Result<u32> {
-        let dir = self.node_dir(node);
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join(format!("{label}.log")))?;
-        self.guard.spawn(
-            &format!("{node}/{label}"),
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns(node)])
-                .arg(program)
-                .args(args)
-                .stdout(log.try_clone()?)
-                .stderr(log),
-        )
-    }
-
-    /// Whether a process started by this run has exited, and how.
-    pub fn exit_status(&self, pid: u32) -> Option<std::process::ExitStatus> {
-        self.guard.exit_status(pid)
-    }
-
-    fn stratactl(&self, node: &str, what: &str) -> Result<String> {
-        let socket = self.control_socket(node);
-        guard::run_cmd(
-            Command::new(&self.bins.stratactl)
-                .arg("--socket")
-                .arg(&socket)
-                .args([what, "--json"]),
-        )
-    }
-
-    /// `stratactl --socket … status --json` of `node` (run from the host:
-    /// unix sockets are not namespaced).
-    pub fn status(&self, node: &str) -> Result<Status> {
-        let out = self.stratactl(node, "status")?;
-        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))
-    }
-
-    /// `stratactl --socket … sessions --json` of `node`.
-    pub fn sessions(&self, node: &str) -> Result<Vec<Session>> {
-        let out = self.stratactl(node, "sessions")?;
-        serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
-    }
-
-    /// The true clock error of the server at `addr`, probed from inside `node`.
-    pub fn true_offset(&self, node: &str, addr: SocketAddr) -> Result<Sample> {
-        let out = self.exec_in(
-            node,
-            &self.bins.xtask,
-            &["probe", &addr.to_string(), "--timeout-ms", "1000"],
-        )?;
-        Sample::parse_line(out.lines().last().unwrap_or(""))
-    }
-}
-
 /// True when the effective user is root (read from `/proc/self/status`).
 pub fn is_root() -> Result<bool> {
     let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
@@ -447,34 +341,9 @@ fn build(sc: &Scenario, run: &Run<'_>, guard: &Guard) -> Result<()> {
         guard::ip(&args)?;
     }
     for node in &sc.nodes {
-        let Some(template) = &node.config else {
-            continue;
-        };
-        let node_dir = run.node_dir(node.name);
-        std::fs::create_dir_all(&node_dir)?;
-        let ctx = config::RenderCtx {
-            prefix: run.prefix,
-            run_dir: &run.dir,
-            node_dir: &node_dir,
-        };
-        let rendered = config::render(template, &ctx)
-            .with_context(|| format!("config of node {}", node.name))?;
-        let file = node_dir.join("strata.toml");
-        std::fs::write(&file, rendered)?;
-        let file = file.display().to_string();
-        let pid = run.spawn_in(node.name, "stratad", &run.bins.stratad, &["-c", &file])?;
-        let socket = ctx.control_socket();
-        guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            if let Some(status) = run.exit_status(pid) {
-                bail!(
-                    "stratad on {} exited early ({status}); log: {}",
-                    node.name,
-                    node_dir.join("stratad.log").display()
-                );
-            }
-            Ok(socket.exists().then_some(()))
-        })
-        .with_context(|| format!("stratad on {} did not open its control socket", node.name))?;
+        if let Some(template) = &node.config {
+            run.start_stratad(node.name, template)?;
+        }
     }
     Ok(())
 }
@@ -710,6 +579,33 @@ mod tests {
         assert!(sc.validate().is_err(), "unknown bridge");
         sc.bridges = vec!["lan"];
         assert!(sc.validate().is_ok());
+    }
+
+    #[test]
+    fn capability_checks() {
+        let dropped = "CapInh:\t0000000000000000\nCapEff:\t000001fffdffffff\n\
+                       CapBnd:\t000001fffdffffff\n";
+        let root = "CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
+        let eff_only = "CapEff:\t000001fffdffffff\nCapBnd:\t000001ffffffffff\n";
+        let both = ["CapEff", "CapBnd"];
+        assert!(lacks_sys_time(dropped, &both));
+        assert!(!lacks_sys_time(root, &both));
+        assert!(
+            !lacks_sys_time(eff_only, &both),
+            "bounding set still has it"
+        );
+        assert!(lacks_sys_time(eff_only, &["CapEff"]));
+        assert!(!lacks_sys_time("CapEff:\t0\n", &both), "no CapBnd line");
+        assert!(
+            !lacks_sys_time("CapEff:\tzz\nCapBnd:\t0\n", &both),
+            "bad hex"
+        );
+        assert_eq!(cap_mask(dropped, "CapInh"), Some(0));
+        assert_eq!(
+            cap_mask("CapEff:\t0000000000000400\n", "CapEff"),
+            Some(0x400)
+        );
+        assert_eq!(cap_mask("Name:\tx\n", "CapEff"), None);
     }
 
     #[test]

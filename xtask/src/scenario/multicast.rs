@@ -36,16 +36,14 @@
 //! [`LISTEN_PACKETS`] mode-5 packets, and still be within 1 ms after them.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, interop, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, interop, Instance, Outcome, Run, Scenario};
 
 /// Mode-5 packets the server sends while the clients must stay quiet.
 const LISTEN_PACKETS: u64 = 15;
@@ -73,49 +71,29 @@ struct Mode5Session {
     calibrations: u32,
 }
 
-/// `stratactl status --json`: the per-instance counters.
-#[derive(Debug, Clone, Deserialize)]
-struct CountersStatus {
-    instances: BTreeMap<String, Counters>,
-}
-
-/// One instance's counters.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Counters {
-    received: u64,
-    sent: u64,
-    #[serde(default)]
-    dropped: BTreeMap<String, u64>,
-}
-
-fn stratactl(run: &Run<'_>, node: &str, what: &str) -> Result<String> {
-    guard::run_cmd(
-        Command::new(&run.bins.stratactl)
-            .arg("--socket")
-            .arg(run.control_socket(node))
-            .args([what, "--json"]),
-    )
-}
-
 fn sessions(run: &Run<'_>, node: &str) -> Result<Vec<Mode5Session>> {
-    let out = stratactl(run, node, "sessions")?;
-    serde_json::from_str(&out).with_context(|| format!("parse sessions of {node}: {out}"))
+    run.query(node, "sessions")
 }
 
 /// The default instance's counters of `node`.
-fn counters(run: &Run<'_>, node: &str) -> Result<Counters> {
-    let out = stratactl(run, node, "status")?;
-    let status: CountersStatus =
-        serde_json::from_str(&out).with_context(|| format!("parse status of {node}: {out}"))?;
-    status
-        .instances
-        .get("default")
-        .cloned()
-        .with_context(|| format!("{node}: no default instance in {out}"))
+fn counters(run: &Run<'_>, node: &str) -> Result<Instance> {
+    run.instance(node, "default")
 }
 
-/// What one mode-5 scenario uses besides its topology.
+/// One mode-5 scenario: `server` and `c1`..`c3` on bridge `lan`.
 struct Variant {
+    /// Scenario name.
+    name: &'static str,
+    /// Scenario summary.
+    about: &'static str,
+    /// The clients' config table (`[[multicast-client]]` …).
+    client_section: &'static str,
+    /// The clients' wildcard listener.
+    wildcard: &'static str,
+    /// The server's sending table (`[[multicast-server]]` …).
+    send: &'static str,
+    /// The addresses of `server`, `c1`, `c2`, `c3`, in that order.
+    cidrs: [&'static str; 4],
     /// The session mode the clients show.
     mode: &'static str,
     /// The server's address as clients see it (`ip:123`).
@@ -152,78 +130,34 @@ address = "{wildcard}"
     )
 }
 
-/// The server's config: local stratum-1 reference, its listener, `send`.
+/// The server's config: local stratum-1 reference, its listener, `send`
+/// (poll 0, 1 s, instead of the default 64 s: shortened for the scenario).
 fn server_config(listen: &str, send: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "{listen}"
-
-# poll 0 (1 s) instead of the default 6 (64 s): shortened for the scenario.
-{send}
-poll = 0
-"#
-    )
+    format!("{}\n{send}\npoll = 0\n", stratum1(listen))
 }
 
-fn lan(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
-/// The shared topology: `server` and `c1`..`c3` on bridge `lan`, with
-/// `cidrs` in that order.
-fn topology(
-    name: &'static str,
-    about: &'static str,
-    configs: [Option<String>; 4],
-    cidrs: [&'static str; 4],
-    check: super::Check,
-) -> Scenario {
-    let names = ["server", CLIENTS[0], CLIENTS[1], CLIENTS[2]];
-    let [s, c1, c2, c3] = configs;
-    let nodes = names
-        .iter()
-        .zip([s, c1, c2, c3])
-        .map(|(name, config)| Node { name, config })
-        .collect();
-    Scenario {
-        name,
-        about,
-        nodes,
-        bridges: vec!["lan"],
-        links: names
-            .iter()
-            .map(|node| Link::BridgePort {
-                bridge: "lan",
-                end: lan(node),
-            })
-            .collect(),
-        addrs: names
-            .iter()
-            .zip(cidrs)
-            .map(|(node, cidr)| Addr {
-                end: lan(node),
-                cidr,
-            })
-            .collect(),
-        check,
-    }
-}
-
-fn clients_of(section: &str, wildcard: &str) -> [Option<String>; 3] {
-    [0, 1, 2].map(|i| Some(client_config(i, section, wildcard)))
+/// The scenario of `v`, checked by `check`.
+fn topology(v: &Variant, check: super::Check) -> Scenario {
+    let server = Some(server_config(v.server, v.send));
+    let clients = [0, 1, 2].map(|i| Some(client_config(i, v.client_section, v.wildcard)));
+    let configs = std::iter::once(server).chain(clients);
+    ["server", CLIENTS[0], CLIENTS[1], CLIENTS[2]]
+        .into_iter()
+        .zip(configs)
+        .zip(v.cidrs)
+        .fold(
+            Scenario::new(v.name, v.about, check),
+            |sc, ((node, config), cidr)| sc.node(node, config).on_lan(node, cidr),
+        )
 }
 
 const MULTICAST: Variant = Variant {
+    name: "multicast",
+    about: "3 clients calibrate on 224.0.1.1 mode 5, stay quiet, < 1 ms; server restart: 1 recalibration",
+    client_section: "[[multicast-client]]\ninterface = \"${prefix}lan0\"",
+    wildcard: "0.0.0.0:123",
+    send: "[[multicast-server]]\ninterface = \"${prefix}lan0\"",
+    cidrs: ["10.200.60.1/24", "10.200.60.2/24", "10.200.60.3/24", "10.200.60.4/24"],
     mode: "multicast-client",
     server: "10.200.60.1:123",
     clients: [
@@ -235,31 +169,21 @@ const MULTICAST: Variant = Variant {
 
 /// `cargo xtask scenario multicast`; see the module doc.
 pub fn multicast() -> Scenario {
-    let section = "[[multicast-client]]\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "0.0.0.0:123");
-    topology(
-        "multicast",
-        "3 clients calibrate on 224.0.1.1 mode 5, stay quiet, < 1 ms; server restart: 1 recalibration",
-        [
-            Some(server_config(
-                "10.200.60.1:123",
-                "[[multicast-server]]\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "10.200.60.1/24",
-            "10.200.60.2/24",
-            "10.200.60.3/24",
-            "10.200.60.4/24",
-        ],
-        |run| check_mode5(run, &MULTICAST),
-    )
+    topology(&MULTICAST, |run| check_mode5(run, &MULTICAST))
 }
 
 const MULTICAST_V6: Variant = Variant {
+    name: "multicast-v6",
+    about: "as multicast, on ff05::101 (ipv6-scope = 5) over fd00:200:0:60::/64",
+    client_section: "[[multicast-client]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
+    wildcard: "[::]:123",
+    send: "[[multicast-server]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
+    cidrs: [
+        "fd00:200:0:60::1/64",
+        "fd00:200:0:60::2/64",
+        "fd00:200:0:60::3/64",
+        "fd00:200:0:60::4/64",
+    ],
     mode: "multicast-client",
     server: "[fd00:200:0:60::1]:123",
     clients: [
@@ -271,31 +195,21 @@ const MULTICAST_V6: Variant = Variant {
 
 /// `cargo xtask scenario multicast-v6`; see the module doc.
 pub fn multicast_v6() -> Scenario {
-    let section = "[[multicast-client]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "[::]:123");
-    topology(
-        "multicast-v6",
-        "as multicast, on ff05::101 (ipv6-scope = 5) over fd00:200:0:60::/64",
-        [
-            Some(server_config(
-                "[fd00:200:0:60::1]:123",
-                "[[multicast-server]]\nipv6-scope = 5\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "fd00:200:0:60::1/64",
-            "fd00:200:0:60::2/64",
-            "fd00:200:0:60::3/64",
-            "fd00:200:0:60::4/64",
-        ],
-        |run| check_mode5(run, &MULTICAST_V6),
-    )
+    topology(&MULTICAST_V6, |run| check_mode5(run, &MULTICAST_V6))
 }
 
 const BROADCAST: Variant = Variant {
+    name: "broadcast",
+    about: "as multicast, with subnet broadcast to 10.200.61.255",
+    client_section: "[[broadcast-client]]\ninterface = \"${prefix}lan0\"",
+    wildcard: "0.0.0.0:123",
+    send: "[[broadcast-server]]\naddress = \"10.200.61.255\"\ninterface = \"${prefix}lan0\"",
+    cidrs: [
+        "10.200.61.1/24",
+        "10.200.61.2/24",
+        "10.200.61.3/24",
+        "10.200.61.4/24",
+    ],
     mode: "broadcast-client",
     server: "10.200.61.1:123",
     clients: [
@@ -307,28 +221,7 @@ const BROADCAST: Variant = Variant {
 
 /// `cargo xtask scenario broadcast`; see the module doc.
 pub fn broadcast() -> Scenario {
-    let section = "[[broadcast-client]]\ninterface = \"${prefix}lan0\"";
-    let [c1, c2, c3] = clients_of(section, "0.0.0.0:123");
-    topology(
-        "broadcast",
-        "as multicast, with subnet broadcast to 10.200.61.255",
-        [
-            Some(server_config(
-                "10.200.61.1:123",
-                "[[broadcast-server]]\naddress = \"10.200.61.255\"\ninterface = \"${prefix}lan0\"",
-            )),
-            c1,
-            c2,
-            c3,
-        ],
-        [
-            "10.200.61.1/24",
-            "10.200.61.2/24",
-            "10.200.61.3/24",
-            "10.200.61.4/24",
-        ],
-        |run| check_mode5(run, &BROADCAST),
-    )
+    topology(&BROADCAST, |run| check_mode5(run, &BROADCAST))
 }
 
 /// A client's view of its association with the server.
@@ -352,11 +245,12 @@ impl ClientView {
     }
 }
 
-fn client_view(run: &Run<'_>, node: &str, v: &Variant) -> Result<ClientView> {
+/// `node`'s view of its `mode` association with `server`.
+fn client_view(run: &Run<'_>, node: &str, mode: &str, server: &str) -> Result<ClientView> {
     let all = sessions(run, node)?;
     let mine: Vec<&Mode5Session> = all
         .iter()
-        .filter(|s| s.mode == v.mode && s.address == v.server)
+        .filter(|s| s.mode == mode && s.address == server)
         .collect();
     let first = mine.first();
     Ok(ClientView {
@@ -371,7 +265,7 @@ fn client_view(run: &Run<'_>, node: &str, v: &Variant) -> Result<ClientView> {
 fn views(run: &Run<'_>, v: &Variant) -> Result<Vec<ClientView>> {
     v.clients
         .iter()
-        .map(|(node, _)| client_view(run, node, v))
+        .map(|(node, _)| client_view(run, node, v.mode, v.server))
         .collect()
 }
 
@@ -437,57 +331,13 @@ fn wait_synced(run: &Run<'_>, v: &Variant, timeout: Duration) -> Result<Vec<f64>
 }
 
 /// Waits until the server has sent `n` more packets than `from`; returns its counters.
-fn wait_server_sent(run: &Run<'_>, from: u64, n: u64) -> Result<Counters> {
+fn wait_server_sent(run: &Run<'_>, from: u64, n: u64) -> Result<Instance> {
     guard::wait_until(
         Duration::from_secs(n * 2 + 10),
         Duration::from_millis(250),
         || counters(run, "server").ok().filter(|c| c.sent >= from + n),
     )
     .with_context(|| format!("server did not send {n} more mode-5 packets"))
-}
-
-/// The PID of `stratad` in `node` (the guard's child).
-fn stratad_pid(run: &Run<'_>, node: &str) -> Result<u32> {
-    let pids = guard::ip(&["netns", "pids", &run.ns(node)])?;
-    pids.split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "stratad")
-        })
-        .with_context(|| format!("no stratad in {node}"))
-}
-
-/// Stops `node`'s stratad (SIGTERM, waits for the guard to reap it).
-fn stop_stratad(run: &Run<'_>, node: &str) -> Result<()> {
-    let pid = stratad_pid(run, node)?;
-    guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
-    guard::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        run.exit_status(pid)
-    })
-    .with_context(|| format!("stratad on {node} did not exit"))?;
-    Ok(())
-}
-
-/// Starts `node`'s stratad again from its rendered config; returns once it answers.
-fn start_stratad(run: &Run<'_>, node: &str) -> Result<()> {
-    let dir = run.node_dir(node);
-    let config = dir.join("strata.toml").display().to_string();
-    let socket = run.control_socket(node);
-    std::fs::remove_file(&socket).ok();
-    let pid = run.spawn_in(
-        node,
-        "stratad-restarted",
-        &run.bins.stratad,
-        &["-c", &config],
-    )?;
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!("restarted stratad on {node} exited ({status})");
-        }
-        Ok(counters(run, node).ok().map(drop))
-    })
-    .with_context(|| format!("restarted stratad on {node} does not answer"))
 }
 
 /// Per-client figures for the summary line.
@@ -503,13 +353,7 @@ fn check_mode5(run: &Run<'_>, v: &Variant) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = mode5_phases(run, v, &mut values);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn mode5_phases(
@@ -533,14 +377,14 @@ fn mode5_phases(
     };
     // 2. Quiet while listening: no probe has run yet, so each client's
     // `sent` is its calibration requests.
-    let before: Vec<Counters> = CLIENTS
+    let before: Vec<Instance> = CLIENTS
         .iter()
         .map(|c| counters(run, c))
         .collect::<Result<_>>()?;
     let server_before = counters(run, "server")?;
     fig.requests = before.iter().map(|c| c.sent).collect();
     let server_after = wait_server_sent(run, server_before.sent, LISTEN_PACKETS)?;
-    let after: Vec<Counters> = CLIENTS
+    let after: Vec<Instance> = CLIENTS
         .iter()
         .map(|c| counters(run, c))
         .collect::<Result<_>>()?;
@@ -591,7 +435,7 @@ fn mode5_phases(
     values.push(("error_us", join_f(&fig.error_us)));
     values.push(("delay_us", join_f(&fig.delay_us)));
     // 4. Server restart after a silence of over 3 intervals.
-    stop_stratad(run, "server")?;
+    run.stop(run.stratad_pid("server")?)?;
     let mut silent = Vec::new();
     guard::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         silent = views(run, v).ok()?;
@@ -601,7 +445,7 @@ fn mode5_phases(
             .then_some(())
     })
     .with_context(|| format!("clients did not notice the silence: {}", describe(&silent)))?;
-    start_stratad(run, "server")?;
+    run.spawn_stratad("server", "stratad-restarted")?;
     wait_listening(run, v, 2, CALIBRATE_TIMEOUT)?;
     let server = counters(run, "server")?;
     values.push(("recal_server_received", server.received.to_string()));
@@ -686,42 +530,17 @@ pub fn interop_multicast() -> Scenario {
         "[[broadcast-client]]\ninterface = \"${prefix}lan0\"",
         "0.0.0.0:123",
     );
-    let names = ["chrony", "mclient", "bclient"];
-    Scenario {
-        name: "interop-multicast",
-        about: "strata multicast + broadcast clients calibrate on chronyd -x mode 5 (< 1 ms)",
-        nodes: vec![
-            Node {
-                name: "chrony",
-                config: None,
-            },
-            Node {
-                name: "mclient",
-                config: Some(mc),
-            },
-            Node {
-                name: "bclient",
-                config: Some(bc),
-            },
-        ],
-        bridges: vec!["lan"],
-        links: names
-            .iter()
-            .map(|node| Link::BridgePort {
-                bridge: "lan",
-                end: lan(node),
-            })
-            .collect(),
-        addrs: names
-            .iter()
-            .zip(["10.200.62.1/24", "10.200.62.2/24", "10.200.62.3/24"])
-            .map(|(node, cidr)| Addr {
-                end: lan(node),
-                cidr,
-            })
-            .collect(),
-        check: check_interop,
-    }
+    Scenario::new(
+        "interop-multicast",
+        "strata multicast + broadcast clients calibrate on chronyd -x mode 5 (< 1 ms)",
+        check_interop,
+    )
+    .bare("chrony")
+    .daemon("mclient", mc)
+    .daemon("bclient", bc)
+    .on_lan("chrony", "10.200.62.1/24")
+    .on_lan("mclient", "10.200.62.2/24")
+    .on_lan("bclient", "10.200.62.3/24")
 }
 
 fn check_interop(run: &Run<'_>) -> Result<Outcome> {
@@ -729,13 +548,7 @@ fn check_interop(run: &Run<'_>) -> Result<Outcome> {
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let result = interop_phases(run, &mut values);
     values.push(("total_s", format!("{:.0}", started.elapsed().as_secs_f64())));
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, values))
 }
 
 fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Result<()> {
@@ -753,17 +566,7 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
     ])?;
     interop::start_chronyd(run, &chronyd, "chrony", CHRONY_DIRECTIVES)?;
     let mut last: Vec<ClientView> = Vec::new();
-    let one = |node: &str, mode: &'static str| {
-        client_view(
-            run,
-            node,
-            &Variant {
-                mode,
-                server: CHRONY_SERVER,
-                clients: [("", ""); 3],
-            },
-        )
-    };
+    let one = |node: &str, mode: &str| client_view(run, node, mode, CHRONY_SERVER);
     let calibrated = guard::wait_until(CALIBRATE_TIMEOUT, Duration::from_millis(250), || {
         last = INTEROP_CLIENTS
             .iter()
@@ -807,7 +610,7 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
     values.push(("error_us", join_f(&errors)));
     // Keep listening for a stretch of chronyd's mode 5 (no probes: the
     // clients must send nothing), then look again.
-    let start: Vec<Counters> = INTEROP_CLIENTS
+    let start: Vec<Instance> = INTEROP_CLIENTS
         .iter()
         .map(|(node, _, _)| counters(run, node))
         .collect::<Result<_>>()?;
@@ -873,20 +676,10 @@ fn interop_phases(run: &Run<'_>, values: &mut Vec<(&'static str, String)>) -> Re
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn render(template: &str) -> toml::Table {
-        let dir = Path::new("/tmp/strata-st0000/multicast");
-        let node_dir = dir.join("n");
-        let ctx = super::super::config::RenderCtx {
-            prefix: "st0000-",
-            run_dir: dir,
-            node_dir: &node_dir,
-        };
-        let out = super::super::config::render(template, &ctx).expect("render");
-        out.parse().expect("TOML")
+        super::super::config::rendered("multicast", "n", template)
     }
 
     #[test]
@@ -1003,8 +796,9 @@ mod tests {
         .expect("sessions");
         assert_eq!(s[0].calibrations, 1);
         assert_eq!(s[0].calibrated_delay_s, Some(0.00012));
-        let c: CountersStatus = serde_json::from_str(
-            r#"{"instances":{"default":{"received":12,"sent":40,"dropped":{},"kod_sent":0}}}"#,
+        let c: super::super::Status = serde_json::from_str(
+            r#"{"synchronized":false,"stratum":16,
+                "instances":{"default":{"received":12,"sent":40,"dropped":{},"kod_sent":0}}}"#,
         )
         .expect("status");
         assert_eq!(c.instances["default"].received, 12);

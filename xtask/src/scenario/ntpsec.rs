@@ -54,10 +54,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{
+    config::{interop_client, stratum1},
+    guard, interop, lacks_sys_time, octal, opt, secs, show, us, Outcome, Run, Scenario,
+};
 
 /// Where ntpsec's package is unpacked (`PREFIX/usr/sbin/ntpd`).
 pub const NTPSEC_PREFIX: &str = "/opt/strata-ntpsec";
@@ -78,90 +81,32 @@ const STRATA_SERVER: &str = "10.200.6.3";
 /// The orphan stratum ntpsec serves (the strata client gets one more).
 const ORPHAN_STRATUM: u8 = 5;
 
-/// `CAP_SYS_TIME` in a capability mask.
-const CAP_SYS_TIME_BIT: u64 = 1 << 25;
-
-const STRATA_CLIENT_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "50ms"
-frequency-error-ppm = 20.0
-
-# Shortened for the scenario: step the 50 ms start offset, then track.
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.6.1:123"
-minpoll = -1
-maxpoll = 1
-iburst = true
-
-[[listen]]
-address = "10.200.6.2:123"
-"#;
-
-const STRATA_SERVER_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.6.3:123"
-"#;
-
 /// ntpd directives of the server node (the common ones are added by [`ntpd_conf`]).
 const NTPSEC_SERVER_DIRECTIVES: &str = "tos orphan 5 orphanwait 0\n";
 
 /// ntpd directives of the client node: one source, short polls.
 const NTPSEC_CLIENT_DIRECTIVES: &str = "server 10.200.6.3 iburst minpoll 0 maxpoll 2\n";
 
-fn end(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// The scenario; see the module doc.
 pub fn interop_ntpsec() -> Scenario {
-    let nodes = [
-        ("ntpsrv", None, "10.200.6.1/24"),
-        ("stratacli", Some(STRATA_CLIENT_CONFIG), "10.200.6.2/24"),
-        ("stratasrv", Some(STRATA_SERVER_CONFIG), "10.200.6.3/24"),
-        ("ntpcli", None, "10.200.6.4/24"),
-        ("digcli", None, "10.200.6.5/24"),
-    ];
-    Scenario {
-        name: "interop-ntpsec",
-        about: "ntpsec ntpd client <- strata server, ntpdig -> strata server; strata client <- ntpsec orphan server (reported)",
-        nodes: nodes
-            .iter()
-            .map(|(name, config, _)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: nodes
-            .iter()
-            .map(|(name, _, cidr)| Addr {
-                end: end(name),
-                cidr,
-            })
-            .collect(),
+    Scenario::new(
+        "interop-ntpsec",
+        "ntpsec ntpd client <- strata server, ntpdig -> strata server; strata client <- ntpsec orphan server (reported)",
         check,
-    }
+    )
+    .bare("ntpsrv")
+    .daemon(
+        "stratacli",
+        interop_client(&format!("{NTPSEC_SERVER}:123"), &format!("{STRATA_CLIENT}:123")),
+    )
+    .daemon("stratasrv", stratum1(&format!("{STRATA_SERVER}:123")))
+    .bare("ntpcli")
+    .bare("digcli")
+    .on_lan("ntpsrv", "10.200.6.1/24")
+    .on_lan("stratacli", "10.200.6.2/24")
+    .on_lan("stratasrv", "10.200.6.3/24")
+    .on_lan("ntpcli", "10.200.6.4/24")
+    .on_lan("digcli", "10.200.6.5/24")
 }
 
 /// Unpacks ntpsec's Debian package into [`NTPSEC_PREFIX`] unless its `ntpd`
@@ -234,22 +179,6 @@ pub fn ntpd_conf(directives: &str, dir: &Path) -> String {
     conf
 }
 
-/// A capability mask line (`CapEff:`, `CapBnd:`, …) of `/proc/PID/status` text.
-fn cap_mask(status: &str, field: &str) -> Option<u64> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
-
-/// Whether a process (its `/proc/PID/status` text) holds no `CAP_SYS_TIME`
-/// in its effective and bounding sets. Unknown masks count as holding it.
-pub(crate) fn lacks_sys_time(status: &str) -> bool {
-    ["CapEff", "CapBnd"]
-        .iter()
-        .all(|f| cap_mask(status, f).is_some_and(|m| m & CAP_SYS_TIME_BIT == 0))
-}
-
 /// Starts ntpsec's `ntpd` in `node` with `directives` (see [`ntpd_args`]);
 /// returns its PID once it runs as `ntpd` without `CAP_SYS_TIME` and has
 /// opened its sockets. Refuses (error) when the capability is present.
@@ -258,37 +187,35 @@ fn start_ntpd(run: &Run<'_>, prefix: &Path, node: &str, directives: &str) -> Res
     std::fs::create_dir_all(&node_dir)?;
     let conf = node_dir.join("ntpd.conf");
     std::fs::write(&conf, ntpd_conf(directives, &node_dir))?;
-    let setpriv = super::interop::find_program("setpriv")?;
+    let setpriv = interop::find_program("setpriv")?;
     let ntpd = prefix.join("usr/sbin/ntpd");
     let args = ntpd_args(&ntpd, &conf);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let pid = run.spawn_in(node, "ntpd-out", &setpriv, &args)?;
     let log = node_dir.join("ntpd.log");
     // `ip netns exec` and `setpriv` exec in place: the PID becomes ntpd's.
-    let status = guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!(
-                "ntpd on {node} exited early ({status}); logs: {}, {}",
+    let status = run
+        .wait_started(pid, || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (comm.trim() == "ntpd")
+                .then(|| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .flatten()
+        })
+        .with_context(|| {
+            let out = node_dir.join("ntpd-out.log");
+            format!(
+                "ntpd on {node} did not start; logs: {}, {}",
                 log.display(),
-                node_dir.join("ntpd-out.log").display()
-            );
-        }
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        Ok((comm.trim() == "ntpd")
-            .then(|| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .flatten())
-    })
-    .with_context(|| format!("ntpd on {node} did not start"))?;
+                out.display()
+            )
+        })?;
     ensure!(
-        lacks_sys_time(&status),
+        lacks_sys_time(&status, &["CapEff", "CapBnd"]),
         "ntpd on {node} (PID {pid}) holds CAP_SYS_TIME: refusing to go on"
     );
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!("ntpd on {node} exited early ({status})");
-        }
+    run.wait_started(pid, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ok(text.contains("Listen normally").then_some(()))
+        text.contains("Listen normally").then_some(())
     })
     .with_context(|| {
         format!(
@@ -330,14 +257,9 @@ impl NtpqPeer {
                 Ok(NtpqPeer {
                     tally,
                     remote: f[0].to_owned(),
-                    stratum: f[2]
-                        .parse()
-                        .with_context(|| format!("stratum in {line:?}"))?,
-                    reach: u8::from_str_radix(f[6], 8)
-                        .with_context(|| format!("reach in {line:?}"))?,
-                    offset_ms: f[8]
-                        .parse()
-                        .with_context(|| format!("offset in {line:?}"))?,
+                    stratum: interop::field(f[2], "stratum", line)?,
+                    reach: interop::reach_field(f[6], line)?,
+                    offset_ms: interop::field(f[8], "offset", line)?,
                 })
             })
             .collect()
@@ -419,7 +341,6 @@ impl Observed {
     }
 
     fn values(&self) -> Vec<(&'static str, String)> {
-        let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
         let peer = self.ntpd_peer.as_ref();
         let part1 = if self.strata_ok() {
             "pass"
@@ -430,39 +351,20 @@ impl Observed {
         };
         vec![
             ("strata_part", part1.to_owned()),
-            (
-                "strata_error_us",
-                show(self.strata_error_s.map(|e| format!("{:.1}", e * 1e6))),
-            ),
-            (
-                "strata_stratum",
-                show(self.strata_stratum.map(|s| s.to_string())),
-            ),
-            (
-                "strata_reach",
-                show(self.strata_reach.map(|r| format!("{r:o}"))),
-            ),
-            (
-                "strata_bad_header",
-                show(self.strata_bad_header.map(|n| n.to_string())),
-            ),
-            ("ntpd_tally", show(peer.map(|p| format!("{:?}", p.tally)))),
-            ("ntpd_reach", show(peer.map(|p| format!("{:o}", p.reach)))),
-            (
-                "ntpd_offset_us",
-                show(peer.map(|p| format!("{:.1}", p.offset_ms * 1e3))),
-            ),
+            ("strata_error_us", us(self.strata_error_s)),
+            ("strata_stratum", opt(self.strata_stratum)),
+            ("strata_reach", octal(self.strata_reach)),
+            ("strata_bad_header", opt(self.strata_bad_header)),
+            ("ntpd_tally", show(peer, |p| format!("{:?}", p.tally))),
+            ("ntpd_reach", octal(peer.map(|p| p.reach))),
+            ("ntpd_offset_us", us(peer.map(|p| p.offset_ms * 1e-3))),
             (
                 "ntpdig_offset_us",
-                show(
-                    self.ntpdig
-                        .as_ref()
-                        .map(|d| format!("{:.1}", d.offset * 1e6)),
-                ),
+                us(self.ntpdig.as_ref().map(|d| d.offset)),
             ),
             (
                 "ntpdig_stratum",
-                show(self.ntpdig.as_ref().map(|d| d.stratum.to_string())),
+                opt(self.ntpdig.as_ref().map(|d| d.stratum)),
             ),
         ]
     }
@@ -545,9 +447,9 @@ fn observe(run: &Run<'_>, tools: &Tools, need_ntpdig: bool) -> Observed {
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let prefix = ensure_ntpsec()?;
     let tools = Tools {
-        setpriv: super::interop::find_program("setpriv")?,
+        setpriv: interop::find_program("setpriv")?,
         ntpq: prefix.join("usr/bin/ntpq"),
-        ntpdig: super::interop::find_program("ntpdig")
+        ntpdig: interop::find_program("ntpdig")
             .context("`ntpdig` not found: apt-get install ntpsec-ntpdig (.ci/run does)")?,
     };
     let started = Instant::now();
@@ -580,23 +482,18 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
         Ok((part1 && last.ntpd_ok() && last.ntpdig_ok()).then_some(()))
     });
     let mut values = last.values();
-    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
-    values.push(("strata_sync_s", show(sync_s[0])));
-    values.push(("ntpd_sync_s", show(sync_s[1])));
-    values.push(("ntpdig_ok_s", show(sync_s[2])));
-    if let Err(err) = &done {
+    values.push(("strata_sync_s", secs(sync_s[0])));
+    values.push(("ntpd_sync_s", secs(sync_s[1])));
+    values.push(("ntpdig_ok_s", secs(sync_s[2])));
+    if done.is_err() {
         if let Some(p) = &last.ntpd_peer {
             values.push(("ntpd_peer", format!("{p:?}").replace(' ', "")));
         }
         if !last.diag.is_empty() {
             values.push(("last", format!("{:?}", last.diag.join("; "))));
         }
-        values.push(("error", format!("{:?}", format!("{err:#}"))));
     }
-    Ok(Outcome {
-        pass: done.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&done, values))
 }
 
 #[cfg(test)]
@@ -634,20 +531,6 @@ mod tests {
         ] {
             assert!(conf.lines().any(|l| l == line), "{line:?} in\n{conf}");
         }
-    }
-
-    #[test]
-    fn capability_check_needs_both_sets_clear() {
-        let dropped = "CapInh:\t0000000000000000\nCapEff:\t000001fffdffffff\n\
-                       CapBnd:\t000001fffdffffff\n";
-        let root = "CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
-        let eff_only = "CapEff:\t000001fffdffffff\nCapBnd:\t000001ffffffffff\n";
-        assert!(lacks_sys_time(dropped));
-        assert!(!lacks_sys_time(root));
-        assert!(!lacks_sys_time(eff_only), "bounding set still has it");
-        assert!(!lacks_sys_time("CapEff:\t0\n"), "no CapBnd line");
-        assert!(!lacks_sys_time("CapEff:\tzz\nCapBnd:\t0\n"), "bad hex");
-        assert_eq!(cap_mask(dropped, "CapInh"), Some(0));
     }
 
     #[test]
@@ -778,9 +661,6 @@ mod tests {
 
     #[test]
     fn configs_use_the_topology_addresses() {
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{NTPSEC_SERVER}:123\"")));
-        assert!(STRATA_CLIENT_CONFIG.contains(&format!("\"{STRATA_CLIENT}:123\"")));
-        assert!(STRATA_SERVER_CONFIG.contains(&format!("\"{STRATA_SERVER}:123\"")));
         assert!(NTPSEC_SERVER_DIRECTIVES.contains(&format!("orphan {ORPHAN_STRATUM} ")));
         assert!(NTPSEC_CLIENT_DIRECTIVES.contains(&format!("server {STRATA_SERVER} ")));
         let sc = interop_ntpsec();

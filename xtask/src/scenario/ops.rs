@@ -48,7 +48,7 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use super::{config, guard, interop, symmetric, Link, Node, Outcome, Run, Scenario};
+use super::{config::stratum1, guard, interop, Outcome, Run, Scenario};
 
 /// The longest wait for `READY=1`.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -65,17 +65,6 @@ const S1: &str = "10.200.9.1";
 const CHRONY: &str = "10.200.9.2";
 const MID: &str = "10.200.9.3";
 const METRICS: &str = "10.200.9.4:9975";
-
-const S1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.9.1:123"
-"#;
 
 const MID_CONFIG: &str = r#"
 [clock]
@@ -144,54 +133,24 @@ fn chrony_directives() -> String {
     format!("server {S1} iburst minpoll -2 maxpoll 0\nallow 10.200.0.0/16\nport 123\n")
 }
 
-fn lan(node: &'static str) -> super::End {
-    super::End {
-        node,
-        ifname: "lan0",
-    }
-}
-
 /// The scenario; see the module doc.
 pub fn ops() -> Scenario {
-    let on_lan = [
-        ("s1", "10.200.9.1/24"),
-        ("chrony", "10.200.9.2/24"),
-        ("mid", "10.200.9.3/24"),
-        ("leaf", "10.200.9.4/24"),
-        ("cli", "10.200.9.5/24"),
-    ];
-    let node = |name, config: Option<&str>| Node {
-        name,
-        config: config.map(str::to_owned),
-    };
-    Scenario {
-        name: "ops",
-        about: "reload (good, bad), drift file across a restart, metrics, trace over chronyd, sd_notify",
-        nodes: vec![
-            node("s1", Some(S1_CONFIG)),
-            node("chrony", None),
-            node("mid", Some(MID_CONFIG)),
-            node("leaf", Some(LEAF_CONFIG)),
-            node("cli", None),
-            node("notify", None),
-        ],
-        bridges: vec!["lan"],
-        links: on_lan
-            .iter()
-            .map(|(name, _)| Link::BridgePort {
-                bridge: "lan",
-                end: lan(name),
-            })
-            .collect(),
-        addrs: on_lan
-            .iter()
-            .map(|(name, cidr)| super::Addr {
-                end: lan(name),
-                cidr,
-            })
-            .collect(),
+    Scenario::new(
+        "ops",
+        "reload (good, bad), drift file across a restart, metrics, trace over chronyd, sd_notify",
         check,
-    }
+    )
+    .daemon("s1", stratum1(&format!("{S1}:123")))
+    .bare("chrony")
+    .daemon("mid", MID_CONFIG)
+    .daemon("leaf", LEAF_CONFIG)
+    .bare("cli")
+    .bare("notify")
+    .on_lan("s1", "10.200.9.1/24")
+    .on_lan("chrony", "10.200.9.2/24")
+    .on_lan("mid", "10.200.9.3/24")
+    .on_lan("leaf", "10.200.9.4/24")
+    .on_lan("cli", "10.200.9.5/24")
 }
 
 /// The summary line's values, filled in as the steps run.
@@ -209,14 +168,7 @@ impl Figures {
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let mut figures = Figures::default();
     let result = steps(run, &mut figures);
-    let mut values = figures.values;
-    if let Err(e) = &result {
-        values.push(("error", format!("{:?}", format!("{e:#}"))));
-    }
-    Ok(Outcome {
-        pass: result.is_ok(),
-        values,
-    })
+    Ok(Outcome::of(&result, figures.values))
 }
 
 fn steps(run: &Run<'_>, figures: &mut Figures) -> Result<()> {
@@ -228,7 +180,7 @@ fn steps(run: &Run<'_>, figures: &mut Figures) -> Result<()> {
     let ready_ms = sd_notify(run)?;
     figures.push("notify_ready_ms", ready_ms);
 
-    let cli = symmetric::start_daemon(run, "cli", CLI_CONFIG)?;
+    let cli = run.start_stratad("cli", CLI_CONFIG)?;
     let (kept_first, kept) = reload(run)?;
     figures.push("reload_reach_first", format!("{kept_first:o}"));
     figures.push("reload_reach", format!("{kept:o}"));
@@ -254,21 +206,10 @@ fn steps(run: &Run<'_>, figures: &mut Figures) -> Result<()> {
 
 /// Step 1: starts a stratad with `$NOTIFY_SOCKET`; returns how long `READY=1` took (ms).
 fn sd_notify(run: &Run<'_>) -> Result<u128> {
-    let dir = run.node_dir("notify");
-    std::fs::create_dir_all(&dir)?;
     let socket = run.dir.join("notify.sock");
     let listener = UnixDatagram::bind(&socket)
         .with_context(|| format!("bind the notify socket {}", socket.display()))?;
-    let rendered = config::render(
-        NOTIFY_CONFIG,
-        &config::RenderCtx {
-            prefix: run.prefix,
-            run_dir: &run.dir,
-            node_dir: &dir,
-        },
-    )?;
-    let file = dir.join("strata.toml");
-    std::fs::write(&file, rendered)?;
+    let file = run.write_config("notify", NOTIFY_CONFIG)?;
     let env = format!("NOTIFY_SOCKET={}", socket.display());
     let started = Instant::now();
     let stratad = run.bins.stratad.display().to_string();
@@ -290,7 +231,7 @@ fn sd_notify(run: &Run<'_>) -> Result<u128> {
         run.exit_status(pid).is_none(),
         "stratad exited after READY=1"
     );
-    symmetric::stop(run, pid)?;
+    run.stop(pid)?;
     receive_until(&listener, Instant::now() + NOTIFY_TIMEOUT, "STOPPING=1")
         .context("no STOPPING=1 after SIGTERM")?;
     Ok(ready_ms)
@@ -333,38 +274,9 @@ fn reach_of(run: &Run<'_>, ip: &str) -> Result<Option<u8>> {
         .and_then(|s| s.reach))
 }
 
-/// Writes `template` as `node`'s configuration file (rendered like the
-/// runner does) and returns its path.
-fn write_config(run: &Run<'_>, node: &str, template: &str) -> Result<std::path::PathBuf> {
-    let dir = run.node_dir(node);
-    let rendered = config::render(
-        template,
-        &config::RenderCtx {
-            prefix: run.prefix,
-            run_dir: &run.dir,
-            node_dir: &dir,
-        },
-    )?;
-    let file = dir.join("strata.toml");
-    std::fs::write(&file, rendered)?;
-    Ok(file)
-}
-
 /// `kill -HUP` to `cli`'s stratad.
 fn sighup(pid: u32) -> Result<()> {
     guard::run_cmd(Command::new("kill").args(["-s", "HUP", &pid.to_string()])).map(drop)
-}
-
-/// The PID of the stratad in `node`.
-fn stratad_pid(run: &Run<'_>, node: &str) -> Result<u32> {
-    let pids = guard::ip(&["netns", "pids", &run.ns(node)])?;
-    pids.split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "stratad")
-        })
-        .with_context(|| format!("no stratad in {node}"))
 }
 
 /// Step 2: a good reload keeps s1's state and adds chronyd; a bad one is
@@ -375,9 +287,9 @@ fn reload(run: &Run<'_>) -> Result<(u8, u8)> {
         reach_of(run, S1).ok().flatten().filter(|r| *r == 0o377)
     })
     .context("cli's source s1 did not reach 377")?;
-    let pid = stratad_pid(run, "cli")?;
+    let pid = run.stratad_pid("cli")?;
 
-    write_config(run, "cli", &format!("{CLI_CONFIG}{CLI_SECOND_SOURCE}"))?;
+    run.write_config("cli", &format!("{CLI_CONFIG}{CLI_SECOND_SOURCE}"))?;
     sighup(pid)?;
     let first = guard::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
         let sessions = run.sessions("cli").ok()?;
@@ -423,7 +335,7 @@ fn reload(run: &Run<'_>) -> Result<(u8, u8)> {
     })
     .context("s1's reach does not read 377 after the rejected reload")?;
     // Restore a good file for the restart of step 3.
-    write_config(run, "cli", &format!("{CLI_CONFIG}{CLI_SECOND_SOURCE}"))?;
+    run.write_config("cli", &format!("{CLI_CONFIG}{CLI_SECOND_SOURCE}"))?;
     Ok((first, kept))
 }
 
@@ -436,7 +348,7 @@ fn drift(run: &Run<'_>, pid: u32) -> Result<(f64, f64, f64)> {
         (s.synchronized && (f + 40.0).abs() < 1.0).then_some(f)
     })
     .context("cli's frequency did not lock to -40 ppm")?;
-    symmetric::stop(run, pid)?;
+    run.stop(pid)?;
     let drift_file = run.node_dir("cli").join("drift");
     let saved: f64 = std::fs::read_to_string(&drift_file)
         .with_context(|| format!("no drift file {} after shutdown", drift_file.display()))?
@@ -640,6 +552,7 @@ fn trace(run: &Run<'_>) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config;
     use super::*;
 
     #[test]
@@ -652,7 +565,6 @@ mod tests {
             node_dir: Path::new("/r/n"),
         };
         for template in [
-            S1_CONFIG,
             MID_CONFIG,
             LEAF_CONFIG,
             CLI_CONFIG,

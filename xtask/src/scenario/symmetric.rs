@@ -46,19 +46,21 @@
 //! reach, and strata's true error is under 1 ms at stratum 4. chronyd runs
 //! as in `interop-chrony`: `-x`, no `CAP_SYS_TIME`, checked before use.
 //!
-//! [`start_daemon`] starts a `stratad` from a check (rather than when the
+//! [`Run::start_stratad`](super::Run::start_stratad) starts a `stratad` from a check (rather than when the
 //! topology is built) so the check knows its PID and can stop it.
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{config, guard, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{
+    config::{self, stratum1},
+    guard, octal, secs, show, us, Outcome, Run, Scenario,
+};
 
 /// The longest wait for phase 1 (both peers in sync, `b` via `a`).
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -76,169 +78,44 @@ const A: &str = "10.200.1.2";
 const B: &str = "10.200.1.3";
 const U3: &str = "10.200.1.4";
 
-const U1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.1.1:123"
-"#;
-
-const U3_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 3
-
-[[listen]]
-address = "10.200.1.4:123"
-"#;
-
 /// `a`: client of `u1`, symmetric active toward `b`.
-const A_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "200ms"
-frequency-error-ppm = 20.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "10.200.1.1:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[peer]]
-address = "10.200.1.3:123"
-minpoll = -2
-maxpoll = 0
-
-[[listen]]
-address = "10.200.1.2:123"
-"#;
+fn a_config() -> String {
+    let clock = config::stepping("200ms", Some(20.0), "128ms");
+    let server = config::source("server", &format!("{U1}:123"));
+    let peer = config::source("peer", &format!("{B}:123"));
+    format!(
+        "{clock}{server}{peer}{}",
+        config::listen(&format!("{A}:123"))
+    )
+}
 
 /// `b`: client of `u3`, lets the subnet of `a` mobilise a passive association.
-const B_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "-300ms"
-frequency-error-ppm = -15.0
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.1.0/24"]
-
-[[server]]
-address = "10.200.1.4:123"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "10.200.1.3:123"
-"#;
-
-fn end(node: &'static str) -> End {
-    End {
-        node,
-        ifname: "lan0",
-    }
+fn b_config() -> String {
+    let clock = config::stepping("-300ms", Some(-15.0), "128ms");
+    let access = config::access("peer", "10.200.1.0/24");
+    let server = config::source("server", &format!("{U3}:123"));
+    format!(
+        "{clock}{access}{server}{}",
+        config::listen(&format!("{B}:123"))
+    )
 }
 
 /// `cargo xtask scenario symmetric`; see the module doc.
 pub fn symmetric() -> Scenario {
-    let nodes = [
-        // Started by the check (it stops them by PID).
-        ("u1", None),
-        ("a", None),
-        ("b", Some(B_CONFIG)),
-        ("u3", Some(U3_CONFIG)),
-    ];
-    let cidrs = [
-        ("u1", "10.200.1.1/24"),
-        ("a", "10.200.1.2/24"),
-        ("b", "10.200.1.3/24"),
-        ("u3", "10.200.1.4/24"),
-    ];
-    Scenario {
-        name: "symmetric",
-        about: "peers a (via u1, s1) <-> b (via u3, s3): b prefers a; u1 dies: a via b, no loop; a dies: b demobilises",
-        nodes: nodes
-            .iter()
-            .map(|(name, config)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: cidrs
-            .iter()
-            .map(|(node, cidr)| Addr {
-                end: end(node),
-                cidr,
-            })
-            .collect(),
+    Scenario::new(
+        "symmetric",
+        "peers a (via u1, s1) <-> b (via u3, s3): b prefers a; u1 dies: a via b, no loop; a dies: b demobilises",
         check,
-    }
-}
-
-/// Renders `template` for `node`, starts `stratad` there (owned by the run's
-/// guard) and waits for its control socket. Returns the PID.
-pub fn start_daemon(run: &Run<'_>, node: &str, template: &str) -> Result<u32> {
-    let node_dir = run.node_dir(node);
-    std::fs::create_dir_all(&node_dir)?;
-    let ctx = config::RenderCtx {
-        prefix: run.prefix,
-        run_dir: &run.dir,
-        node_dir: &node_dir,
-    };
-    let rendered =
-        config::render(template, &ctx).with_context(|| format!("config of node {node}"))?;
-    let file = node_dir.join("strata.toml");
-    std::fs::write(&file, rendered)?;
-    let file = file.display().to_string();
-    let pid = run.spawn_in(node, "stratad", &run.bins.stratad, &["-c", &file])?;
-    let socket = ctx.control_socket();
-    guard::try_wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if let Some(status) = run.exit_status(pid) {
-            bail!(
-                "stratad on {node} exited early ({status}); log: {}",
-                node_dir.join("stratad.log").display()
-            );
-        }
-        Ok(socket.exists().then_some(()))
-    })
-    .with_context(|| format!("stratad on {node} did not open its control socket"))?;
-    Ok(pid)
-}
-
-/// Stops process `pid` (one this run started) with SIGTERM and waits until
-/// it has exited.
-pub fn stop(run: &Run<'_>, pid: u32) -> Result<()> {
-    guard::run_cmd(Command::new("kill").args(["-s", "TERM", &pid.to_string()]))?;
-    guard::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        run.exit_status(pid)
-    })
-    .with_context(|| format!("process {pid} did not exit after SIGTERM"))?;
-    Ok(())
+    )
+    // Started by the check (it stops them by PID).
+    .bare("u1")
+    .bare("a")
+    .daemon("b", b_config())
+    .daemon("u3", config::local(3, &format!("{U3}:123")))
+    .on_lan("u1", "10.200.1.1/24")
+    .on_lan("a", "10.200.1.2/24")
+    .on_lan("b", "10.200.1.3/24")
+    .on_lan("u3", "10.200.1.4/24")
 }
 
 /// The fields of `stratactl status --json` this scenario reads.
@@ -340,14 +217,28 @@ fn probe(run: &Run<'_>, node: &str, ip: &str) -> Option<(f64, u8)> {
         .map(|s| (s.offset_s, s.stratum))
 }
 
-fn us(v: Option<f64>) -> String {
-    v.map_or_else(|| "none".to_owned(), |e| format!("{:.1}", e * 1e6))
+/// Probes `a` and `b` (two process starts: at most once a second, by
+/// `next`), keeps their errors in `errs`, and says whether both are within
+/// [`MAX_ERROR_S`] at strata `want`; `None` when not due or a probe failed.
+fn probe_both(
+    run: &Run<'_>,
+    next: &mut Instant,
+    errs: &mut (Option<f64>, Option<f64>),
+    want: (u8, u8),
+) -> Option<bool> {
+    if Instant::now() < *next {
+        return None;
+    }
+    *next = Instant::now() + Duration::from_secs(1);
+    let (pa, pb) = (probe(run, "a", A)?, probe(run, "b", B)?);
+    *errs = (Some(pa.0), Some(pb.0));
+    Some(pa.0.abs() < MAX_ERROR_S && pb.0.abs() < MAX_ERROR_S && (pa.1, pb.1) == want)
 }
 
 fn check(run: &Run<'_>) -> Result<Outcome> {
     let started = Instant::now();
-    let u1 = start_daemon(run, "u1", U1_CONFIG)?;
-    let a_pid = start_daemon(run, "a", A_CONFIG)?;
+    let u1 = run.start_stratad("u1", &stratum1(&format!("{U1}:123")))?;
+    let a_pid = run.start_stratad("a", &a_config())?;
     let mut rec = Record::default();
     let mut values: Vec<(&'static str, String)> = Vec::new();
     let mut failure: Option<String> = None;
@@ -360,26 +251,17 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
             let (a, b) = rec.sample(run, true)?;
             let a = a?;
             let shape = a.stratum == 2 && a.follows(U1) && b.stratum == 3 && b.follows(A);
-            // Probing costs two process starts: only once the shape is right.
-            if !shape || Instant::now() < next_probe {
+            // Probing only once the shape is right.
+            if !shape || !probe_both(run, &mut next_probe, &mut errs, (2, 3))? {
                 return None;
             }
-            next_probe = Instant::now() + Duration::from_secs(1);
-            let pa = probe(run, "a", A)?;
-            let pb = probe(run, "b", B)?;
-            errs = (Some(pa.0), Some(pb.0));
             let sessions_ok =
                 session_to(run, "a", B).ok().flatten().is_some_and(|s| {
                     s.mode == "symmetric-active" && s.reach.is_some_and(|r| r != 0)
                 }) && session_to(run, "b", A).ok().flatten().is_some_and(|s| {
                     s.mode == "symmetric-passive" && s.reach.is_some_and(|r| r != 0)
                 });
-            (pa.0.abs() < MAX_ERROR_S
-                && pb.0.abs() < MAX_ERROR_S
-                && pa.1 == 2
-                && pb.1 == 3
-                && sessions_ok)
-                .then_some(())
+            sessions_ok.then_some(())
         });
     let sync_s = started.elapsed().as_secs_f64();
     values.push(("a_error_us", us(errs.0)));
@@ -394,22 +276,14 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
 
     // Phase 2: u1 dies; b on u3 (4), a on b (5).
     if failure.is_none() {
-        stop(run, u1)?;
+        run.stop(u1)?;
         let t0 = Instant::now();
         let mut errs = (None, None);
         let phase2 = guard::wait_until(FAILOVER_TIMEOUT, SAMPLE_EVERY, || {
             let (a, b) = rec.sample(run, true)?;
             let a = a?;
             let shape = a.stratum == 5 && a.follows(B) && b.stratum == 4 && b.follows(U3);
-            if !shape || Instant::now() < next_probe {
-                return None;
-            }
-            next_probe = Instant::now() + Duration::from_secs(1);
-            let pa = probe(run, "a", A)?;
-            let pb = probe(run, "b", B)?;
-            errs = (Some(pa.0), Some(pb.0));
-            (pa.0.abs() < MAX_ERROR_S && pb.0.abs() < MAX_ERROR_S && pa.1 == 5 && pb.1 == 4)
-                .then_some(())
+            (shape && probe_both(run, &mut next_probe, &mut errs, (5, 4))?).then_some(())
         });
         values.push(("failover_s", format!("{:.1}", t0.elapsed().as_secs_f64())));
         values.push(("a_error_after_us", us(errs.0)));
@@ -425,11 +299,8 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
     // Phase 3: a dies; b's passive association goes.
     if failure.is_none() {
         let reach_before = session_to(run, "b", A)?.and_then(|s| s.reach);
-        values.push((
-            "b_reach_before",
-            reach_before.map_or("none".to_owned(), |r| format!("{r:o}")),
-        ));
-        stop(run, a_pid)?;
+        values.push(("b_reach_before", octal(reach_before)));
+        run.stop(a_pid)?;
         let t0 = Instant::now();
         let phase3 = guard::wait_until(DEMOBILISE_TIMEOUT, SAMPLE_EVERY, || {
             let (_, b) = rec.sample(run, false)?;
@@ -484,43 +355,6 @@ fn check(run: &Run<'_>) -> Result<Outcome> {
 /// The longest wait for both interop pairs.
 pub const INTEROP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// `stratap`: no sources; chronyd's mode 1 mobilises a passive association.
-const STRATA_PASSIVE_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "30ms"
-
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.5.0/24"]
-
-[[listen]]
-address = "10.200.5.2:123"
-"#;
-
-/// `strataa`: chronyd as its symmetric active peer.
-const STRATA_ACTIVE_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "-30ms"
-
-[discipline]
-step-threshold = "10ms"
-stepout = "2s"
-
-[[peer]]
-address = "10.200.5.3:123"
-minpoll = -2
-maxpoll = 0
-
-[[listen]]
-address = "10.200.5.4:123"
-"#;
-
 /// chronyd directives: serve `local stratum 3` and name `peer` as a peer.
 fn chrony_peer_directives(peer: &str) -> String {
     format!("local stratum 3\nallow 10.200.0.0/16\nport 123\npeer {peer} minpoll -2 maxpoll 0\n")
@@ -533,39 +367,31 @@ fn chrony_peer_directives(peer: &str) -> String {
 /// select strata as its source here, since strata is synchronised to it
 /// (a loop chronyd refuses, as it should).
 pub fn interop_symmetric() -> Scenario {
-    let nodes = [
-        ("chronyp", None, "10.200.5.1/24"),
-        ("stratap", Some(STRATA_PASSIVE_CONFIG), "10.200.5.2/24"),
-        ("chronya", None, "10.200.5.3/24"),
-        ("strataa", Some(STRATA_ACTIVE_CONFIG), "10.200.5.4/24"),
-    ];
-    Scenario {
-        name: "interop-symmetric",
-        about: "chronyd -x peer -> strata passive; strata [[peer]] <-> chronyd -x peer",
-        nodes: nodes
-            .iter()
-            .map(|(name, config, _)| Node {
-                name,
-                config: config.map(str::to_owned),
-            })
-            .collect(),
-        bridges: vec!["lan"],
-        links: nodes
-            .iter()
-            .map(|(name, _, _)| Link::BridgePort {
-                bridge: "lan",
-                end: end(name),
-            })
-            .collect(),
-        addrs: nodes
-            .iter()
-            .map(|(node, _, cidr)| Addr {
-                end: end(node),
-                cidr,
-            })
-            .collect(),
-        check: interop_check,
-    }
+    Scenario::new(
+        "interop-symmetric",
+        "chronyd -x peer -> strata passive; strata [[peer]] <-> chronyd -x peer",
+        interop_check,
+    )
+    .bare("chronyp")
+    // No sources: chronyd's mode 1 mobilises a passive association.
+    .daemon(
+        "stratap",
+        config::stepping("30ms", None, "10ms")
+            + &config::access("peer", "10.200.5.0/24")
+            + &config::listen("10.200.5.2:123"),
+    )
+    .bare("chronya")
+    // chronyd as its symmetric active peer.
+    .daemon(
+        "strataa",
+        config::stepping("-30ms", None, "10ms")
+            + &config::source("peer", "10.200.5.3:123")
+            + &config::listen("10.200.5.4:123"),
+    )
+    .on_lan("chronyp", "10.200.5.1/24")
+    .on_lan("stratap", "10.200.5.2/24")
+    .on_lan("chronya", "10.200.5.3/24")
+    .on_lan("strataa", "10.200.5.4/24")
 }
 
 /// One strata/chronyd pair at one poll.
@@ -594,35 +420,15 @@ impl PairObs {
     }
 
     fn values(&self, tag: &'static [&'static str; 5]) -> Vec<(&'static str, String)> {
-        let none = || "none".to_owned();
+        let chrony = self.chrony.as_ref();
+        let strata = self.strata.as_ref();
         vec![
-            (
-                tag[0],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{}{}", c.mode, c.state)),
-            ),
-            (
-                tag[1],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{:o}", c.reach)),
-            ),
-            (
-                tag[2],
-                self.chrony
-                    .as_ref()
-                    .map_or_else(none, |c| format!("{:.1}", c.offset_s * 1e6)),
-            ),
+            (tag[0], show(chrony, |c| format!("{}{}", c.mode, c.state))),
+            (tag[1], octal(chrony.map(|c| c.reach))),
+            (tag[2], us(chrony.map(|c| c.offset_s))),
             (
                 tag[3],
-                self.strata.as_ref().map_or_else(none, |s| {
-                    format!(
-                        "{}/{}",
-                        s.mode,
-                        s.reach.map_or_else(none, |r| format!("{r:o}"))
-                    )
-                }),
+                show(strata, |s| format!("{}/{}", s.mode, octal(s.reach))),
             ),
             (tag[4], us(self.probe.map(|p| p.0))),
         ]
@@ -691,9 +497,8 @@ fn interop_check(run: &Run<'_>) -> Result<Outcome> {
         "strata_active",
         "strata_a_error_us",
     ]));
-    let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |s| format!("{s:.1}"));
-    values.push(("passive_ok_s", show(passive_s)));
-    values.push(("active_ok_s", show(active_s)));
+    values.push(("passive_ok_s", secs(passive_s)));
+    values.push(("active_ok_s", secs(active_s)));
     if done.is_err() {
         for (tag, obs) in [("last_passive", &passive), ("last_active", &active)] {
             values.push((
@@ -702,12 +507,8 @@ fn interop_check(run: &Run<'_>) -> Result<Outcome> {
                     "{:?}",
                     format!(
                         "chrony={} strata={} probe={:?}",
-                        obs.chrony
-                            .as_ref()
-                            .map_or("none".to_owned(), super::interop::Source::summary),
-                        obs.strata
-                            .as_ref()
-                            .map_or("none".to_owned(), super::Session::summary),
+                        show(obs.chrony.as_ref(), super::interop::Source::summary),
+                        show(obs.strata.as_ref(), super::Session::summary),
                         obs.probe
                     )
                 ),
@@ -774,26 +575,12 @@ mod tests {
         let sc = symmetric();
         sc.validate().expect("well-formed");
         assert!(sc.needs_daemon());
-        let dir = std::path::Path::new("/tmp/strata-st0000/symmetric");
-        for (node, template) in [
-            ("u1", U1_CONFIG),
-            ("a", A_CONFIG),
-            ("b", B_CONFIG),
-            ("u3", U3_CONFIG),
-        ] {
-            let node_dir = dir.join(node);
-            let ctx = config::RenderCtx {
-                prefix: "st0000-",
-                run_dir: dir,
-                node_dir: &node_dir,
-            };
-            let doc: toml::Table = config::render(template, &ctx)
-                .expect("render")
-                .parse()
-                .expect("TOML");
+        let u3 = config::local(3, &format!("{U3}:123"));
+        for (node, template) in [("a", a_config()), ("b", b_config()), ("u3", u3)] {
+            let doc = config::rendered("symmetric", node, &template);
             assert_eq!(doc["clock"]["backend"].as_str(), Some("virtual"));
         }
-        assert!(A_CONFIG.contains(&format!("\"{B}:123\"")));
-        assert!(B_CONFIG.contains("level = \"peer\""));
+        assert!(a_config().contains(&format!("\"{B}:123\"")));
+        assert!(b_config().contains("level = \"peer\""));
     }
 }

@@ -36,10 +36,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use anyhow::Result;
 
-use super::{guard, wait_until, Addr, End, Link, Node, Outcome, Run, Scenario};
+use super::{
+    config::{self, client},
+    guard, wait_until, Line, Outcome, Run, Scenario, Status,
+};
 
 /// How long the checks wait for everything to synchronise.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(150);
@@ -48,63 +50,6 @@ const MAX_ERROR_S: f64 = 1e-3;
 /// How long the symmetric pair across VPN A may take to form and
 /// synchronise CE5 (its first clock update may wait out the startup hold).
 const SYMMETRIC_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn end(node: &'static str, ifname: &'static str) -> End {
-    End { node, ifname }
-}
-
-fn addr(node: &'static str, ifname: &'static str, cidr: &'static str) -> Addr {
-    Addr {
-        end: end(node, ifname),
-        cidr,
-    }
-}
-
-fn bare(name: &'static str) -> Node {
-    Node { name, config: None }
-}
-
-fn daemon(name: &'static str, config: &str) -> Node {
-    Node {
-        name,
-        config: Some(config.to_owned()),
-    }
-}
-
-/// A client config: virtual clock `offset` off, short polls, one server.
-fn client_config(offset: &str, server: &str, listen: &str, extra: &str) -> String {
-    format!(
-        r#"
-[clock]
-backend = "virtual"
-initial-offset = "{offset}"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[server]]
-address = "{server}"
-minpoll = -2
-maxpoll = 0
-iburst = true
-
-[[listen]]
-address = "{listen}"
-{extra}"#
-    )
-}
-
-const CE1_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-
-[local-reference]
-stratum = 1
-
-[[listen]]
-address = "10.200.3.2:123"
-"#;
 
 const PE1_CONFIG: &str = r#"
 [clock]
@@ -157,27 +102,13 @@ instance = "vpna"
 
 /// CE5 (VPN A, behind PE1): no source of its own; PE1's address may mobilise
 /// a symmetric passive association, through which CE5 synchronises.
-const CE5_CONFIG: &str = r#"
-[clock]
-backend = "virtual"
-initial-offset = "250ms"
-
-[discipline]
-step-threshold = "128ms"
-stepout = "2s"
-
-[[access]]
-level = "peer"
-prefixes = ["10.200.4.1/32"]
-
-# Time service for the rest (the scenario's probe runs from CE5 itself).
-[[access]]
-level = "synchronization"
-prefixes = ["0.0.0.0/0"]
-
-[[listen]]
-address = "10.200.4.2:123"
-"#;
+fn ce5_config() -> String {
+    let clock = config::stepping("250ms", None, "128ms");
+    let peer = config::access("peer", "10.200.4.1/32");
+    // Time service for the rest (the scenario's probe runs from CE5 itself).
+    let rest = config::access("synchronization", "0.0.0.0/0");
+    format!("{clock}{peer}{rest}{}", config::listen("10.200.4.2:123"))
+}
 
 const PE2_CONFIG: &str = r#"
 [clock]
@@ -215,79 +146,31 @@ instance = "late"
 
 /// `cargo xtask scenario vpn`: the five PE/CE topologies in one network.
 pub fn vpn() -> Scenario {
-    Scenario {
-        name: "vpn",
-        about: "one stratad per PE serves/syncs in namespace VPN instances (ce-ce, ce-pe, pe-ce, pe-pe, pe-multi)",
-        nodes: vec![
-            daemon("pe1", PE1_CONFIG),
-            bare("pe1-vpna"),
-            bare("pe1-vpnb"),
-            daemon("pe2", PE2_CONFIG),
-            bare("pe2-vpna"),
-            daemon("ce1", CE1_CONFIG),
-            daemon(
-                "ce2",
-                &client_config("150ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon(
-                "ce3",
-                &client_config("400ms", "10.200.3.2:123", "10.200.2.2:123", ""),
-            ),
-            daemon(
-                "ce4",
-                &client_config("-250ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon("ce5", CE5_CONFIG),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("pe1-vpna", "a1"), end("ce1", "e1")),
-            Link::Veth(end("pe1-vpna", "a4"), end("ce4", "e4")),
-            Link::Veth(end("pe1-vpna", "a5"), end("ce5", "e5")),
-            Link::Veth(end("pe1-vpnb", "b2"), end("ce2", "e2")),
-            Link::Veth(end("pe1-vpna", "core1"), end("pe2-vpna", "core2")),
-            Link::Veth(end("pe2-vpna", "a3"), end("ce3", "e3")),
-        ],
-        addrs: vec![
-            addr("pe1-vpna", "a1", "10.200.3.1/24"),
-            addr("ce1", "e1", "10.200.3.2/24"),
-            // The overlap: the same subnet and addresses in VPN A and VPN B.
-            addr("pe1-vpna", "a4", "10.200.1.1/24"),
-            addr("ce4", "e4", "10.200.1.2/24"),
-            addr("pe1-vpnb", "b2", "10.200.1.1/24"),
-            addr("ce2", "e2", "10.200.1.2/24"),
-            addr("pe1-vpna", "a5", "10.200.4.1/24"),
-            addr("ce5", "e5", "10.200.4.2/24"),
-            addr("pe1-vpna", "core1", "10.200.9.1/24"),
-            addr("pe2-vpna", "core2", "10.200.9.2/24"),
-            addr("pe2-vpna", "a3", "10.200.2.1/24"),
-            addr("ce3", "e3", "10.200.2.2/24"),
-        ],
-        check: vpn_check,
-    }
-}
-
-/// One check's line.
-#[derive(Debug, Clone)]
-struct Line {
-    name: &'static str,
-    pass: bool,
-    values: Vec<(&'static str, String)>,
-}
-
-impl Line {
-    fn print(&self) {
-        let kv: String = self
-            .values
-            .iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect();
-        println!(
-            "  {}: {}{kv}",
-            self.name,
-            if self.pass { "pass" } else { "FAIL" }
-        );
-    }
+    Scenario::new(
+        "vpn",
+        "one stratad per PE serves/syncs in namespace VPN instances (ce-ce, ce-pe, pe-ce, pe-pe, pe-multi)",
+        vpn_check,
+    )
+    .daemon("pe1", PE1_CONFIG)
+    .bare("pe1-vpna")
+    .bare("pe1-vpnb")
+    .daemon("pe2", PE2_CONFIG)
+    .bare("pe2-vpna")
+    .daemon("ce1", config::stratum1("10.200.3.2:123"))
+    .daemon("ce2", client("150ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ce3", client("400ms", "10.200.3.2:123", "10.200.2.2:123"))
+    .daemon("ce4", client("-250ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ce5", ce5_config())
+    .veth(("pe1-vpna", "a1", "10.200.3.1/24"), ("ce1", "e1", "10.200.3.2/24"))
+    // The overlap: the same subnet and addresses in VPN A and VPN B.
+    .veth(("pe1-vpna", "a4", "10.200.1.1/24"), ("ce4", "e4", "10.200.1.2/24"))
+    .veth(("pe1-vpna", "a5", "10.200.4.1/24"), ("ce5", "e5", "10.200.4.2/24"))
+    .veth(("pe1-vpnb", "b2", "10.200.1.1/24"), ("ce2", "e2", "10.200.1.2/24"))
+    .veth(
+        ("pe1-vpna", "core1", "10.200.9.1/24"),
+        ("pe2-vpna", "core2", "10.200.9.2/24"),
+    )
+    .veth(("pe2-vpna", "a3", "10.200.2.1/24"), ("ce3", "e3", "10.200.2.2/24"))
 }
 
 /// The true error and served stratum of the daemon answering at `target`,
@@ -317,27 +200,25 @@ fn synced(
     }
 }
 
-/// `stratactl status --json` of `node` as JSON.
-fn status_json(run: &Run<'_>, node: &str) -> Result<Value> {
-    let out = run.stratactl(node, "status")?;
-    serde_json::from_str(&out).with_context(|| format!("status of {node}: {out}"))
+/// Datagrams `instance` sent (0 when it is missing).
+fn sent(status: &Status, instance: &str) -> u64 {
+    status.instances.get(instance).map_or(0, |i| i.sent)
 }
 
-fn counter(status: &Value, instance: &str, key: &str) -> u64 {
-    status["instances"][instance][key].as_u64().unwrap_or(0)
+/// Datagrams `instance` dropped for `reason` (0 when it is missing).
+fn dropped(status: &Status, instance: &str, reason: &str) -> u64 {
+    status
+        .instances
+        .get(instance)
+        .map_or(0, |i| i.dropped(reason))
 }
 
-fn dropped(status: &Value, instance: &str, reason: &str) -> u64 {
-    status["instances"][instance]["dropped"][reason]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-fn state(status: &Value, instance: &str) -> String {
-    status["instances"][instance]["state"]
-        .as_str()
-        .unwrap_or("missing")
-        .to_owned()
+/// The state of `instance`: `up`, `down` or `missing`.
+fn state<'a>(status: &'a Status, instance: &str) -> &'a str {
+    status
+        .instances
+        .get(instance)
+        .map_or("missing", |i| i.state.as_str())
 }
 
 /// A session of `node` in `instance` to `address` has reached its server.
@@ -398,7 +279,7 @@ fn vpn_check(run: &Run<'_>) -> Result<Outcome> {
 
     // The late instance is down until its namespace exists.
     let late_down = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        let st = status_json(run, "pe2").ok()?;
+        let st = run.status("pe2").ok()?;
         (state(&st, "late") == "down" && state(&st, "vpna") == "up").then_some(st)
     })
     .is_ok();
@@ -415,7 +296,7 @@ fn vpn_check(run: &Run<'_>) -> Result<Outcome> {
     run.guard.add_netns(&late_ns)?;
     guard::ip(&["-n", &late_ns, "link", "set", "lo", "up"])?;
     let late_up = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
-        let st = status_json(run, "pe2").ok()?;
+        let st = run.status("pe2").ok()?;
         (state(&st, "late") == "up").then_some(())
     })
     .is_ok();
@@ -544,16 +425,16 @@ fn multi(run: &Run<'_>, pe: &str, ces: [&str; 2]) -> (bool, Vec<(&'static str, S
             .map_or("none".to_owned(), |(_, v)| v.clone())
     };
     let mut values = vec![("vpna_ce_error_us", err(&a)), ("vpnb_ce_error_us", err(&b))];
-    let Ok(st) = status_json(run, pe) else {
+    let Ok(st) = run.status(pe) else {
         values.push(("error", "\"no status\"".to_owned()));
         return (false, values);
     };
-    let (sent_a, sent_b) = (counter(&st, "vpna", "sent"), counter(&st, "vpnb", "sent"));
+    let (sent_a, sent_b) = (sent(&st, "vpna"), sent(&st, "vpnb"));
     values.push(("vpna_sent", sent_a.to_string()));
     values.push(("vpnb_sent", sent_b.to_string()));
     let mut leaks = 0;
     for ce in ces {
-        if let Ok(cs) = status_json(run, ce) {
+        if let Ok(cs) = run.status(ce) {
             leaks +=
                 dropped(&cs, "default", "bogus-origin") + dropped(&cs, "default", "no-association");
         } else {
@@ -607,38 +488,19 @@ address = "10.200.7.1:123"
 
 /// `cargo xtask scenario vpn-device`: device-bound instances.
 pub fn vpn_device() -> Scenario {
-    Scenario {
-        name: "vpn-device",
-        about: "one PE serves two CEs with the same address through device-bound instances (SO_BINDTODEVICE)",
-        nodes: vec![
-            daemon("pe", DEVICE_PE_CONFIG),
-            daemon(
-                "cea",
-                &client_config("200ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            daemon(
-                "ceb",
-                &client_config("-300ms", "10.200.1.1:123", "10.200.1.2:123", ""),
-            ),
-            bare("lan"),
-        ],
-        bridges: vec![],
-        links: vec![
-            Link::Veth(end("pe", "va"), end("cea", "ea")),
-            Link::Veth(end("pe", "vb"), end("ceb", "eb")),
-            Link::Veth(end("pe", "vd"), end("lan", "el")),
-        ],
-        addrs: vec![
-            // Two interfaces in one namespace carrying the same subnet.
-            addr("pe", "va", "10.200.1.1/24"),
-            addr("pe", "vb", "10.200.1.1/24"),
-            addr("cea", "ea", "10.200.1.2/24"),
-            addr("ceb", "eb", "10.200.1.2/24"),
-            addr("pe", "vd", "10.200.7.1/24"),
-            addr("lan", "el", "10.200.7.2/24"),
-        ],
-        check: vpn_device_check,
-    }
+    Scenario::new(
+        "vpn-device",
+        "one PE serves two CEs with the same address through device-bound instances (SO_BINDTODEVICE)",
+        vpn_device_check,
+    )
+    .daemon("pe", DEVICE_PE_CONFIG)
+    .daemon("cea", client("200ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .daemon("ceb", client("-300ms", "10.200.1.1:123", "10.200.1.2:123"))
+    .bare("lan")
+    // Two interfaces in one namespace carrying the same subnet.
+    .veth(("pe", "va", "10.200.1.1/24"), ("cea", "ea", "10.200.1.2/24"))
+    .veth(("pe", "vb", "10.200.1.1/24"), ("ceb", "eb", "10.200.1.2/24"))
+    .veth(("pe", "vd", "10.200.7.1/24"), ("lan", "el", "10.200.7.2/24"))
 }
 
 fn vpn_device_check(run: &Run<'_>) -> Result<Outcome> {
@@ -692,9 +554,13 @@ fn vpn_device_check(run: &Run<'_>) -> Result<Outcome> {
         "via",
         "10.200.1.1",
     ])?;
-    let before = status_json(run, "pe").map(|s| dropped(&s, "default", "foreign-instance"))?;
+    let before = run
+        .status("pe")
+        .map(|s| dropped(&s, "default", "foreign-instance"))?;
     let leaked = run.true_offset("cea", "10.200.7.1:123".parse()?).is_ok();
-    let after = status_json(run, "pe").map(|s| dropped(&s, "default", "foreign-instance"))?;
+    let after = run
+        .status("pe")
+        .map(|s| dropped(&s, "default", "foreign-instance"))?;
     // The default listener still serves its own side.
     let (lan_ok, _) = synced(run, "lan", "10.200.7.1:123", 1);
     let leak = Line {
@@ -734,21 +600,13 @@ mod tests {
 
     #[test]
     fn vpn_configs_render_with_prefixed_placements() {
-        let dir = std::path::Path::new("/tmp/strata-st0000/vpn");
         for sc in [vpn(), vpn_device()] {
             sc.validate().expect("well-formed");
             for node in &sc.nodes {
                 let Some(template) = &node.config else {
                     continue;
                 };
-                let node_dir = dir.join(node.name);
-                let ctx = super::super::config::RenderCtx {
-                    prefix: "st0000-",
-                    run_dir: dir,
-                    node_dir: &node_dir,
-                };
-                let out = super::super::config::render(template, &ctx).expect("render");
-                let doc: toml::Table = out.parse().expect("TOML");
+                let doc = config::rendered("vpn", node.name, template);
                 if let Some(instances) = doc.get("instance").and_then(|i| i.as_array()) {
                     for i in instances {
                         let placement = i.get("netns").or_else(|| i.get("device"));

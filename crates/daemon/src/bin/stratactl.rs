@@ -5,7 +5,7 @@
 //! `trace [ADDRESS] [--instance NAME] [--json]`. The socket is `--socket`, else the
 //! `[control] socket` of `-c CONFIG`, else the default `/run/strata/control.sock`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
-        Command::CheckConfig { file } => check_config(file),
+        Command::CheckConfig { file } => Ok(config::report_check(file, "stratactl")?),
         Command::Reload => match query(&args, Request::Reload)? {
             Reply::Done(message) => {
                 println!("{message}");
@@ -52,7 +52,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&trace)?);
             } else {
-                print!("{}", control::render_trace(&trace));
+                print!("{}", strata_daemon::ctl::render_trace(&trace));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -73,7 +73,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", control::render_status(&status));
+                print!("{}", strata_daemon::ctl::render_status(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -111,9 +111,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else if *verbose {
-                print!("{}", control::render_sessions_verbose(&sessions));
+                print!("{}", strata_daemon::ctl::render_sessions_verbose(&sessions));
             } else {
-                print!("{}", control::render_sessions(&sessions));
+                print!("{}", strata_daemon::ctl::render_sessions(&sessions));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,14 +157,4 @@ fn query_with(args: &Args, request: Request, timeout: Duration) -> anyhow::Resul
         bail!("stratad refused the request: {message}");
     }
     Ok(reply)
-}
-
-fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
-    let ok = config::report_check(file, "stratactl")
-        .with_context(|| format!("reading {}", file.display()))?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

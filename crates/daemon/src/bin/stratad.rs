@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
-        Some(Command::CheckConfig { file }) => return check(file),
+        Some(Command::CheckConfig { file }) => return Ok(config::report_check(file, "stratad")?),
         Some(Command::GenerateMan { dir }) => {
             for path in strata_daemon::cli::write_man_pages(dir)
                 .with_context(|| format!("writing man pages to {}", dir.display()))?
@@ -49,14 +49,4 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(strata_daemon::runtime::run(config, args.config.clone()))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let ok = config::report_check(file, "stratad")
-        .with_context(|| format!("reading {}", file.display()))?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

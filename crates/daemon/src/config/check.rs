@@ -1,13 +1,18 @@
 //! `check-config`: validate configuration text and report every problem with its key and line.
 //!
 //! figment keeps no source positions, so the text is parsed here a second way: into a tree of
-//! [`Spanned`] nodes. A small schema walk reports unknown keys and wrong types (and prunes
-//! them), the pruned tree is handed to the same raw serde layer `load` uses, and the validation
-//! errors are located back in the tree by their key path.
+//! [`Spanned`] nodes. The raw serde structs are then deserialized from that tree by
+//! [`NodeDe`], a deserializer that knows each node's key path and line, so the structs
+//! themselves are the schema: a key the struct does not name and a value of the wrong type
+//! are reported where they stand. Deserialization stops at the first such error, so the
+//! offending node is pruned and the walk repeated until the structs deserialize; then the
+//! validation errors are located back in the tree by their key path.
 
+use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::forward_to_deserialize_any;
 use serde_spanned::Spanned;
 
 use super::raw::{KeyError, KeyPath, RawConfig, Seg};
@@ -28,6 +33,8 @@ enum Node {
     /// Keys carry no span of their own: a value always starts on its key's line (and a
     /// table's span starts at its header), so the value's span locates the key.
     Table(Vec<(String, Spanned<Node>)>),
+    /// An array element already reported: skipped, keeping the later elements' indices.
+    Pruned,
 }
 
 impl Node {
@@ -40,25 +47,7 @@ impl Node {
             Node::Datetime(_) => "a datetime",
             Node::Array(_) => "an array",
             Node::Table(_) => "a table",
-        }
-    }
-
-    /// The equivalent `toml::Value`, for handing to serde.
-    fn to_value(&self) -> toml::Value {
-        match self {
-            Node::Str(s) | Node::Datetime(s) => toml::Value::String(s.clone()),
-            Node::Int(i) => toml::Value::Integer(*i),
-            Node::Float(f) => toml::Value::Float(*f),
-            Node::Bool(b) => toml::Value::Boolean(*b),
-            Node::Array(items) => {
-                toml::Value::Array(items.iter().map(|n| n.get_ref().to_value()).collect())
-            }
-            Node::Table(entries) => toml::Value::Table(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.get_ref().to_value()))
-                    .collect(),
-            ),
+            Node::Pruned => "nothing",
         }
     }
 }
@@ -100,10 +89,6 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Str(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Str(v))
-    }
-
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element::<Spanned<Node>>()? {
@@ -116,162 +101,297 @@ impl<'de> Visitor<'de> for NodeVisitor {
         let mut entries = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             if key == TOML_DATETIME_KEY {
-                let text: String = map.next_value()?;
-                return Ok(Node::Datetime(text));
+                return Ok(Node::Datetime(map.next_value()?));
             }
-            let value = map.next_value::<Spanned<Node>>()?;
-            entries.push((key, value));
+            entries.push((key, map.next_value::<Spanned<Node>>()?));
         }
         Ok(Node::Table(entries))
     }
 }
 
-/// What a key holds.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    /// A float; an integer is accepted too.
-    Number,
-    Bool,
-    /// An array of strings.
-    StrArray,
-    /// An array of integers.
-    IntArray,
-    Table(&'static [Field]),
-    TableArray(&'static [Field]),
+/// An unknown key or a mistyped value, where it stands.
+#[derive(Debug)]
+struct NodeError {
+    /// Where; `None` for an error raised by a visitor, which the node it came from fills in.
+    at: Option<(KeyPath, usize)>,
+    message: String,
+    /// A table belongs where the error is (an element of an array of tables).
+    table_slot: bool,
+    /// The key is not one the struct names (pruning it hides nothing from validation).
+    unknown: bool,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Str => "a string",
-            Kind::Int => "an integer",
-            Kind::Number => "a number",
-            Kind::Bool => "a boolean",
-            Kind::StrArray => "an array of strings",
-            Kind::IntArray => "an array of integers",
-            Kind::Table(_) => "a table",
-            Kind::TableArray(_) => "an array of tables",
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl de::Error for NodeError {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        NodeError {
+            at: None,
+            message: message.to_string(),
+            table_slot: false,
+            unknown: false,
         }
     }
 }
 
-/// A known key.
-struct Field {
-    name: &'static str,
-    kind: Kind,
+/// Deserializes one node of the tree, with its key path.
+struct NodeDe<'a> {
+    node: &'a Spanned<Node>,
+    path: KeyPath,
+    /// Set when a lone value stands where an array was expected: the node refuses whatever
+    /// it is asked to be, noting the type the array holds here.
+    lone: Option<&'a Cell<&'static str>>,
 }
 
-const fn field(name: &'static str, kind: Kind) -> Field {
-    Field { name, kind }
+impl<'a> NodeDe<'a> {
+    fn new(node: &'a Spanned<Node>, path: KeyPath) -> Self {
+        NodeDe {
+            node,
+            path,
+            lone: None,
+        }
+    }
+
+    /// Refuses in lone mode, noting `elements`, the array's element type.
+    fn element_of(&self, elements: &'static str) -> Result<(), NodeError> {
+        match self.lone {
+            Some(wanted) => {
+                wanted.set(elements);
+                Err(self.expected("an array"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn expected(&self, what: &str) -> NodeError {
+        let found = self.node.get_ref().kind_name();
+        // An array of tables written as `key = [...]`: say how it is meant to be written.
+        let (hint, table_slot) = match (what, self.path.0.as_slice()) {
+            ("a table", [.., Seg::Key(key), Seg::Index(_)]) => {
+                (format!(" (write [[{key}]] sections)"), true)
+            }
+            _ => (String::new(), false),
+        };
+        NodeError {
+            at: Some((self.path.clone(), self.node.span().start)),
+            message: format!("expected {what}, found {found}{hint}"),
+            table_slot,
+            unknown: false,
+        }
+    }
+
+    /// Locates an error a visitor raised at this node.
+    fn here<T>(&self, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        result.map_err(|mut e| {
+            if e.at.is_none() {
+                e.at = Some((self.path.clone(), self.node.span().start));
+            }
+            e
+        })
+    }
 }
 
-const CLOCK: &[Field] = &[
-    field("backend", Kind::Str),
-    field("drift-file", Kind::Str),
-    field("initial-offset", Kind::Str),
-    field("frequency-error-ppm", Kind::Number),
-];
-const DISCIPLINE: &[Field] = &[
-    field("step-threshold", Kind::Str),
-    field("stepout", Kind::Str),
-    field("panic-threshold", Kind::Str),
-];
-const LOCAL_REFERENCE: &[Field] = &[field("stratum", Kind::Int)];
-const CONTROL: &[Field] = &[field("socket", Kind::Str)];
-const METRICS: &[Field] = &[field("listen", Kind::Str)];
-const LOG: &[Field] = &[field("level", Kind::Str), field("format", Kind::Str)];
-const LISTEN: &[Field] = &[
-    field("address", Kind::Str),
-    field("instance", Kind::Str),
-    field("key", Kind::Int),
-];
-const SERVER: &[Field] = &[
-    field("address", Kind::Str),
-    field("instance", Kind::Str),
-    field("minpoll", Kind::Int),
-    field("maxpoll", Kind::Int),
-    field("iburst", Kind::Bool),
-    field("key", Kind::Int),
-];
-const MULTICAST_SERVER: &[Field] = &[
-    field("group", Kind::Str),
-    field("ipv6-scope", Kind::Int),
-    field("port", Kind::Int),
-    field("interface", Kind::Str),
-    field("poll", Kind::Int),
-    field("ttl", Kind::Int),
-    field("instance", Kind::Str),
-    field("key", Kind::Int),
-];
-const BROADCAST_SERVER: &[Field] = &[
-    field("address", Kind::Str),
-    field("interface", Kind::Str),
-    field("poll", Kind::Int),
-    field("instance", Kind::Str),
-    field("key", Kind::Int),
-];
-const MULTICAST_CLIENT: &[Field] = &[
-    field("group", Kind::Str),
-    field("ipv6-scope", Kind::Int),
-    field("port", Kind::Int),
-    field("interface", Kind::Str),
-    field("allow-unauthenticated", Kind::Bool),
-    field("recalibrate", Kind::Str),
-    field("instance", Kind::Str),
-    field("key", Kind::Int),
-];
-const BROADCAST_CLIENT: &[Field] = &[
-    field("interface", Kind::Str),
-    field("allow-unauthenticated", Kind::Bool),
-    field("recalibrate", Kind::Str),
-    field("instance", Kind::Str),
-    field("key", Kind::Int),
-];
-const INSTANCE: &[Field] = &[
-    field("name", Kind::Str),
-    field("device", Kind::Str),
-    field("netns", Kind::Str),
-    field("max-dynamic-sessions", Kind::Int),
-];
-const ACCESS: &[Field] = &[
-    field("instance", Kind::Str),
-    field("level", Kind::Str),
-    field("prefixes", Kind::StrArray),
-];
-const RATE_LIMIT: &[Field] = &[
-    field("interval", Kind::Str),
-    field("burst", Kind::Int),
-    field("max-clients", Kind::Int),
-];
-const ACCESS_POLICY: &[Field] = &[field("deny", Kind::Str)];
-const AUTH: &[Field] = &[
-    field("keys-file", Kind::Str),
-    field("trusted-keys", Kind::IntArray),
-];
-const RESPONDER: &[Field] = &[field("workers", Kind::Int)];
-const ROOT: &[Field] = &[
-    field("clock", Kind::Table(CLOCK)),
-    field("discipline", Kind::Table(DISCIPLINE)),
-    field("local-reference", Kind::Table(LOCAL_REFERENCE)),
-    field("control", Kind::Table(CONTROL)),
-    field("metrics", Kind::Table(METRICS)),
-    field("log", Kind::Table(LOG)),
-    field("listen", Kind::TableArray(LISTEN)),
-    field("server", Kind::TableArray(SERVER)),
-    field("peer", Kind::TableArray(SERVER)),
-    field("multicast-server", Kind::TableArray(MULTICAST_SERVER)),
-    field("broadcast-server", Kind::TableArray(BROADCAST_SERVER)),
-    field("multicast-client", Kind::TableArray(MULTICAST_CLIENT)),
-    field("broadcast-client", Kind::TableArray(BROADCAST_CLIENT)),
-    field("instance", Kind::TableArray(INSTANCE)),
-    field("access", Kind::TableArray(ACCESS)),
-    field("access-policy", Kind::Table(ACCESS_POLICY)),
-    field("rate-limit", Kind::Table(RATE_LIMIT)),
-    field("auth", Kind::Table(AUTH)),
-    field("responder", Kind::Table(RESPONDER)),
-];
+impl<'de> Deserializer<'de> for NodeDe<'_> {
+    type Error = NodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        let result = match self.node.get_ref() {
+            Node::Str(s) | Node::Datetime(s) => visitor.visit_str(s),
+            Node::Int(i) => visitor.visit_i64(*i),
+            Node::Float(f) => visitor.visit_f64(*f),
+            Node::Bool(b) => visitor.visit_bool(*b),
+            Node::Array(_) => return self.deserialize_seq(visitor),
+            Node::Table(_) => return self.deserialize_map(visitor),
+            Node::Pruned => visitor.visit_unit(),
+        };
+        self.here(result)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("booleans")?;
+        match self.node.get_ref() {
+            Node::Bool(b) => self.here(visitor.visit_bool(*b)),
+            _ => Err(self.expected("a boolean")),
+        }
+    }
+
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("integers")?;
+        match self.node.get_ref() {
+            Node::Int(i) => self.here(visitor.visit_i64(*i)),
+            _ => Err(self.expected("an integer")),
+        }
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("numbers")?;
+        match self.node.get_ref() {
+            // An integer is a number too.
+            #[allow(clippy::cast_precision_loss, reason = "as TOML readers do")]
+            Node::Int(i) => self.here(visitor.visit_f64(*i as f64)),
+            Node::Float(f) => self.here(visitor.visit_f64(*f)),
+            _ => Err(self.expected("a number")),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.element_of("strings")?;
+        match self.node.get_ref() {
+            Node::Str(s) => self.here(visitor.visit_str(s)),
+            _ => Err(self.expected("a string")),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        // A key that is present has a value; an absent one never reaches a deserializer.
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        match self.node.get_ref() {
+            Node::Array(items) => {
+                let access = Items {
+                    items: items.iter().enumerate(),
+                    path: &self.path,
+                    lone: None,
+                };
+                self.here(visitor.visit_seq(access))
+            }
+            // The element type is the visitor's to know: offer it the value as an element
+            // that refuses to be anything, and name the type it was asked to be.
+            _ => {
+                let wanted = Cell::new("values");
+                let _ = visitor.visit_seq(Items {
+                    items: std::iter::once((0, self.node)),
+                    path: &self.path,
+                    lone: Some(&wanted),
+                });
+                Err(self.expected(&format!("an array of {}", wanted.get())))
+            }
+        }
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NodeError> {
+        self.deserialize_struct("", &[], visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, NodeError> {
+        self.element_of("tables")?;
+        let Node::Table(entries) = self.node.get_ref() else {
+            return Err(self.expected("a table"));
+        };
+        let access = Entries {
+            entries: entries.iter(),
+            value: None,
+            fields,
+            path: &self.path,
+        };
+        self.here(visitor.visit_map(access))
+    }
+
+    forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 char bytes byte_buf unit unit_struct
+        newtype_struct tuple tuple_struct enum identifier ignored_any
+    }
+}
+
+/// The elements of an array.
+struct Items<'a, I> {
+    items: I,
+    path: &'a KeyPath,
+    /// For a lone value standing in for an array.
+    lone: Option<&'a Cell<&'static str>>,
+}
+
+impl<'de, 'a, I: Iterator<Item = (usize, &'a Spanned<Node>)>> SeqAccess<'de> for Items<'a, I> {
+    type Error = NodeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, NodeError> {
+        let Some((i, node)) = self
+            .items
+            .find(|(_, n)| !matches!(n.get_ref(), Node::Pruned))
+        else {
+            return Ok(None);
+        };
+        // A lone value keeps the array's path.
+        let path = match self.lone {
+            Some(_) => self.path.clone(),
+            None => self.path.index(i),
+        };
+        let element = |path| NodeDe {
+            node,
+            path,
+            lone: self.lone,
+        };
+        // A value that deserialized but does not parse is an error where it stands.
+        let value = seed.deserialize(element(path.clone()));
+        element(path).here(value).map(Some)
+    }
+}
+
+/// The entries of a table; keys the struct does not name are refused.
+struct Entries<'a, I> {
+    entries: I,
+    value: Option<(&'a Spanned<Node>, KeyPath)>,
+    /// The struct's keys; empty for a map, which takes any.
+    fields: &'static [&'static str],
+    path: &'a KeyPath,
+}
+
+impl<'de, 'a, I: Iterator<Item = &'a (String, Spanned<Node>)>> MapAccess<'de> for Entries<'a, I> {
+    type Error = NodeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, NodeError> {
+        let Some((key, node)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let path = self.path.key(key);
+        if !self.fields.is_empty() && !self.fields.contains(&key.as_str()) {
+            return Err(NodeError {
+                at: Some((path, node.span().start)),
+                message: format!(
+                    "unknown key `{key}` (expected one of: {})",
+                    self.fields.join(", ")
+                ),
+                table_slot: false,
+                unknown: true,
+            });
+        }
+        self.value = Some((node, path));
+        seed.deserialize(de::value::StrDeserializer::<NodeError>::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, NodeError> {
+        let (node, path) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("a value without its key"))?;
+        let value = seed.deserialize(NodeDe::new(node, path.clone()));
+        NodeDe::new(node, path).here(value)
+    }
+}
 
 /// Byte offset → 1-based line.
 struct Lines(Vec<usize>);
@@ -290,147 +410,65 @@ impl Lines {
     }
 }
 
-struct Checker<'a> {
-    lines: &'a Lines,
-    file: &'a str,
-    diagnostics: Vec<Diagnostic>,
-}
-
-impl Checker<'_> {
-    fn report(&mut self, path: &KeyPath, offset: usize, message: String) {
-        self.diagnostics.push(Diagnostic {
-            file: self.file.to_owned(),
-            key: path.to_string(),
-            line: self.lines.line(offset),
-            message,
-        });
-    }
-
-    /// Walk one table: report unknown keys and wrong types, return the pruned table.
-    fn table(
-        &mut self,
-        path: &KeyPath,
-        entries: &[(String, Spanned<Node>)],
-        fields: &[Field],
-    ) -> Vec<(String, Spanned<Node>)> {
-        let mut kept = Vec::new();
-        for (key, value) in entries {
-            let key_path = path.key(key);
-            let offset = value.span().start;
-            let Some(field) = fields.iter().find(|f| f.name == key) else {
-                let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                let message = format!(
-                    "unknown key `{key}` (expected one of: {})",
-                    known.join(", ")
-                );
-                self.report(&key_path, offset, message);
-                continue;
-            };
-            let pruned = match (field.kind, value.get_ref()) {
-                (Kind::Str, Node::Str(_))
-                | (Kind::Int, Node::Int(_))
-                | (Kind::Number, Node::Int(_) | Node::Float(_))
-                | (Kind::Bool, Node::Bool(_)) => Some(value.get_ref().clone()),
-                (Kind::StrArray, Node::Array(items)) => {
-                    let mut ok = true;
-                    for (i, item) in items.iter().enumerate() {
-                        if !matches!(item.get_ref(), Node::Str(_)) {
-                            let message =
-                                format!("expected a string, found {}", item.get_ref().kind_name());
-                            self.report(&key_path.index(i), item.span().start, message);
-                            ok = false;
-                        }
-                    }
-                    ok.then(|| value.get_ref().clone())
-                }
-                (Kind::IntArray, Node::Array(items)) => {
-                    let mut ok = true;
-                    for (i, item) in items.iter().enumerate() {
-                        if !matches!(item.get_ref(), Node::Int(_)) {
-                            let message = format!(
-                                "expected an integer, found {}",
-                                item.get_ref().kind_name()
-                            );
-                            self.report(&key_path.index(i), item.span().start, message);
-                            ok = false;
-                        }
-                    }
-                    ok.then(|| value.get_ref().clone())
-                }
-                (Kind::Table(sub), Node::Table(sub_entries)) => {
-                    Some(Node::Table(self.table(&key_path, sub_entries, sub)))
-                }
-                (Kind::TableArray(sub), Node::Array(items)) => {
-                    let mut kept_items = Vec::new();
-                    for (i, item) in items.iter().enumerate() {
-                        let item_path = key_path.index(i);
-                        match item.get_ref() {
-                            Node::Table(sub_entries) => {
-                                let t = Node::Table(self.table(&item_path, sub_entries, sub));
-                                kept_items.push(Spanned::new(item.span(), t));
-                            }
-                            other => {
-                                let message = format!(
-                                    "expected a table, found {} (write [[{}]] sections)",
-                                    other.kind_name(),
-                                    key
-                                );
-                                self.report(&item_path, item.span().start, message);
-                                // Keep the index stable for later key paths.
-                                kept_items.push(Spanned::new(item.span(), Node::Table(Vec::new())));
-                            }
-                        }
-                    }
-                    Some(Node::Array(kept_items))
-                }
-                (kind, other) => {
-                    let message = format!("expected {}, found {}", kind.name(), other.kind_name());
-                    self.report(&key_path, value.span().start, message);
-                    None
-                }
-            };
-            if let Some(node) = pruned {
-                kept.push((key.clone(), Spanned::new(value.span(), node)));
-            }
-        }
-        kept
-    }
-}
-
 /// Where a key path points in the tree: the key's offset, or the deepest existing parent's.
 fn locate(root: &[(String, Spanned<Node>)], path: &KeyPath) -> usize {
     let mut offset = 0;
     let mut node: Option<&Node> = None;
-    let mut entries = Some(root);
     for seg in &path.0 {
-        match seg {
-            Seg::Key(k) => {
-                let Some(found) = entries.and_then(|e| e.iter().find(|(key, _)| key == k)) else {
-                    break;
-                };
-                offset = found.1.span().start;
-                node = Some(found.1.get_ref());
+        let found = match (seg, node) {
+            (Seg::Key(k), None) => root.iter().find(|(key, _)| key == k).map(|(_, v)| v),
+            (Seg::Key(k), Some(Node::Table(e))) => {
+                e.iter().find(|(key, _)| key == k).map(|(_, v)| v)
             }
-            Seg::Index(i) => {
-                let Some(Node::Array(items)) = node else {
-                    break;
-                };
-                let Some(item) = items.get(*i) else { break };
-                offset = item.span().start;
-                node = Some(item.get_ref());
-            }
-        }
-        entries = match node {
-            Some(Node::Table(e)) => Some(e.as_slice()),
+            (Seg::Index(i), Some(Node::Array(items))) => items.get(*i),
             _ => None,
         };
+        let Some(found) = found else { break };
+        offset = found.span().start;
+        node = Some(found.get_ref());
     }
     offset
+}
+
+/// Takes the node at `path` out of the tree: a key is removed, an array element is marked
+/// pruned, or where a table belongs becomes an empty table (keeping later indices).
+fn prune(node: &mut Node, path: &[Seg], table_slot: bool) -> bool {
+    match (node, path) {
+        (Node::Table(entries), [Seg::Key(key), rest @ ..]) => {
+            let Some(at) = entries.iter().position(|(k, _)| k == key) else {
+                return false;
+            };
+            if rest.is_empty() {
+                entries.remove(at);
+                true
+            } else {
+                prune(entries[at].1.get_mut(), rest, table_slot)
+            }
+        }
+        (Node::Array(items), [Seg::Index(i), rest @ ..]) if *i < items.len() => {
+            if !rest.is_empty() {
+                return prune(items[*i].get_mut(), rest, table_slot);
+            }
+            *items[*i].get_mut() = if table_slot {
+                Node::Table(Vec::new())
+            } else {
+                Node::Pruned
+            };
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Check configuration text, labelling diagnostics with `file`.
 pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
     let lines = Lines::new(text);
+    let diagnostic = |path: &KeyPath, offset: usize, message: String| Diagnostic {
+        file: file.to_owned(),
+        key: path.to_string(),
+        line: lines.line(offset),
+        message,
+    };
     let root = match toml::from_str::<Node>(text) {
         Ok(Node::Table(entries)) => entries,
         Ok(_) => Vec::new(),
@@ -443,41 +481,166 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
             }];
         }
     };
-    let mut checker = Checker {
-        lines: &lines,
-        file,
-        diagnostics: Vec::new(),
-    };
-    let pruned = checker.table(&KeyPath::default(), &root, ROOT);
-    let value = Node::Table(pruned).to_value();
-    match RawConfig::deserialize(value) {
-        Ok(raw) => {
-            if let Err(errors) = raw.validate() {
-                // A key already reported as unknown or mistyped was pruned: its "missing" or
-                // defaulted value would only repeat that error.
-                let reported: Vec<String> =
-                    checker.diagnostics.iter().map(|d| d.key.clone()).collect();
-                for KeyError { path, message } in errors {
-                    let key = path.to_string();
-                    // Likewise an array pruned for a mistyped element.
-                    if reported.iter().any(|r| {
-                        key == *r
-                            || key.starts_with(&format!("{r}."))
-                            || key.starts_with(&format!("{r}["))
-                            || r.starts_with(&format!("{key}["))
-                    }) {
-                        continue;
-                    }
-                    let offset = locate(&root, &path);
-                    checker.report(&path, offset, message);
+    let mut diagnostics = Vec::new();
+    let mut pruned_values = Vec::new();
+    let mut pruned = Spanned::new(0..text.len(), Node::Table(root.clone()));
+    let raw = loop {
+        match RawConfig::deserialize(NodeDe::new(&pruned, KeyPath::default())) {
+            Ok(raw) => break Some(raw),
+            Err(NodeError {
+                at,
+                message,
+                table_slot,
+                unknown,
+            }) => {
+                let (path, offset) = at.unwrap_or_default();
+                diagnostics.push(diagnostic(&path, offset, message));
+                if !unknown {
+                    pruned_values.push(path.to_string());
+                }
+                if !prune(pruned.get_mut(), &path.0, table_slot) {
+                    break None;
                 }
             }
         }
-        Err(e) => checker.report(&KeyPath::default(), 0, e.to_string()),
+    };
+    if let Some(Err(errors)) = raw.map(|raw| raw.validate()) {
+        // A value already reported was pruned: an error about it, what it held or the table
+        // or array it was in would only repeat that error.
+        for KeyError { path, message } in errors {
+            let key = path.to_string();
+            let related = |r: &String| {
+                let nested = |outer: &str, inner: &str| {
+                    inner.starts_with(&format!("{outer}."))
+                        || inner.starts_with(&format!("{outer}["))
+                };
+                key == *r || nested(r, &key) || nested(&key, r)
+            };
+            if pruned_values.iter().any(related) {
+                continue;
+            }
+            diagnostics.push(diagnostic(&path, locate(&root, &path), message));
+        }
     }
-    let mut diagnostics = checker.diagnostics;
     diagnostics.sort_by_key(|d| d.line);
     diagnostics
+}
+
+/// Walks the raw serde structs without a file, recording every key they name and leaving
+/// out those in `skip`.
+struct Probe<'a> {
+    path: String,
+    keys: &'a std::cell::RefCell<Vec<String>>,
+    skip: &'a [String],
+}
+
+impl Probe<'_> {
+    fn leaf(self) -> Result<(), de::value::Error> {
+        self.keys.borrow_mut().push(self.path);
+        Ok(())
+    }
+}
+
+impl<'de> Deserializer<'de> for Probe<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf()?;
+        visitor.visit_unit()
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf()?;
+        visitor.visit_bool(false)
+    }
+
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf()?;
+        visitor.visit_i64(0)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf()?;
+        visitor.visit_f64(0.0)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.leaf()?;
+        visitor.visit_str("")
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        // One element stands for all.
+        let element = std::iter::once(self);
+        visitor.visit_seq(de::value::SeqDeserializer::new(element))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        let prefix = if self.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", self.path)
+        };
+        let (keys, skip) = (self.keys, self.skip);
+        let probes = fields.iter().filter_map(|f| {
+            let path = format!("{prefix}{f}");
+            (!skip.contains(&path)).then_some((*f, Probe { path, keys, skip }))
+        });
+        visitor.visit_map(de::value::MapDeserializer::new(probes))
+    }
+
+    forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 char bytes byte_buf unit unit_struct
+        newtype_struct tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+impl<'de> de::IntoDeserializer<'de> for Probe<'_> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// Every key the configuration knows, as `table.key` (no indices for arrays of tables), in
+/// the order of the raw structs.
+pub(crate) fn schema_keys() -> Vec<String> {
+    let keys = std::cell::RefCell::new(Vec::new());
+    let mut skip = Vec::new();
+    // A value the probe offers may not parse (an empty backend name): that key is then left
+    // out of the next walk, until one walk gets through.
+    loop {
+        let probe = Probe {
+            path: String::new(),
+            keys: &keys,
+            skip: &skip,
+        };
+        if RawConfig::deserialize(probe).is_ok() {
+            break;
+        }
+        match keys.borrow().last() {
+            Some(last) if !skip.contains(last) => skip.push(last.clone()),
+            _ => break,
+        }
+    }
+    let mut all = keys.into_inner();
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|k| seen.insert(k.clone()));
+    all
 }
 
 #[cfg(test)]
@@ -493,5 +656,21 @@ mod tests {
         assert_eq!(lines.line(5), 3);
         assert_eq!(lines.line(6), 4);
         assert_eq!(lines.line(600), 4);
+    }
+
+    #[test]
+    fn the_schema_comes_from_the_raw_structs() {
+        let keys = schema_keys();
+        for key in [
+            "clock.backend",
+            "server.minpoll",
+            "access.prefixes",
+            "multicast-server.ttl",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        // Each multicast table knows only its own side's keys.
+        assert!(!keys.iter().any(|k| k == "multicast-client.ttl"));
+        assert!(!keys.iter().any(|k| k == "multicast-server.recalibrate"));
     }
 }

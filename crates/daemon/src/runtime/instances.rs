@@ -252,22 +252,7 @@ pub(super) fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u
                 Err(strata_net::NetError::NoSuchNamespace(name.clone()).into())
             }
         }
-        Placement::Device(dev) => {
-            let mut out = vec![strata_net::ifindex(dev)?];
-            let dir = Path::new("/sys/class/net").join(dev);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let Some(lower) = name.to_str().and_then(|n| n.strip_prefix("lower_")) else {
-                        continue;
-                    };
-                    if let Ok(i) = strata_net::ifindex(lower) {
-                        out.push(i);
-                    }
-                }
-            }
-            Ok(out)
-        }
+        Placement::Device(dev) => Ok(strata_net::device_ifindexes(dev)?),
     }
 }
 

@@ -32,7 +32,7 @@ impl Daemon {
         // may change between two reads; either read failing refuses it).
         let keys = match &new.auth {
             None => KeyStore::new_empty(),
-            Some(auth) => auth.load_keys()?,
+            Some(auth) => auth.load_keys().map_err(|e| e.to_string())?,
         };
         let old = self.config.clone();
         let mut restart = Vec::new();
