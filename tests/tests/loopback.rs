@@ -91,8 +91,9 @@ iburst = true
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].address, format!("127.0.0.1:{server_port}"));
     assert_eq!(sessions[0].state, "selected");
-    // The server stays at stratum 1 on its local reference and answered.
+    // The server stays at stratum 1 on its local reference and answered
+    // (the client locks within a few polls, so possibly only the iburst).
     let s = server.status();
     assert_eq!(s.stratum, 1);
-    assert!(s.instances["default"].sent > 10);
+    assert!(s.instances["default"].sent >= 4);
 }

@@ -23,10 +23,13 @@ xflags::xflags! {
         /// Run the simulation case matrix (release build of strata-sim): a table per
         /// case and plots in target/sim/CASE.png.
         cmd sim {
-            /// Run only this case (lan, wan, lossy, spiky, falseticker).
+            /// Run only this case (lan, wan, lossy, spiky, falseticker, wander,
+            /// temperature, route, multicast).
             optional --case case: String
             /// Simulation seed (default 1).
             optional --seed seed: u64
+            /// Run seeds 1..=N and add a table of medians and worst figures.
+            optional --seeds seeds: u64
             /// Simulated hours per case (default 4).
             optional --hours hours: f64
         }

@@ -55,6 +55,7 @@ fn run() -> Result<()> {
             &sim::Options {
                 case: cmd.case,
                 seed: cmd.seed,
+                seeds: cmd.seeds,
                 hours: cmd.hours,
             },
         ),

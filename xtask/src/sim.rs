@@ -1,6 +1,7 @@
 //! `cargo xtask sim`: runs the simulation case matrix (crate `strata-sim`)
 //! in release mode, prints a table per case and writes one PNG per case to
-//! `target/sim/CASE.png`.
+//! `target/sim/CASE.png`; `--seeds N` adds a table of medians and worst
+//! figures over seeds 1..=N.
 
 use anyhow::Result;
 use xshell::{cmd, Shell};
@@ -11,6 +12,8 @@ pub struct Options {
     pub case: Option<String>,
     /// Simulation seed (default 1).
     pub seed: Option<u64>,
+    /// Run seeds 1..=N and add a median/worst table.
+    pub seeds: Option<u64>,
     /// Simulated hours per case (default 4).
     pub hours: Option<f64>,
 }
@@ -24,6 +27,9 @@ pub fn cli(sh: &Shell, opts: &Options) -> Result<()> {
     }
     if let Some(seed) = opts.seed {
         args.extend(["--seed".to_owned(), seed.to_string()]);
+    }
+    if let Some(seeds) = opts.seeds {
+        args.extend(["--seeds".to_owned(), seeds.to_string()]);
     }
     if let Some(hours) = opts.hours {
         args.extend(["--hours".to_owned(), hours.to_string()]);

@@ -11,20 +11,36 @@
 //! stages whose aged dispersion reaches [`MAXDISP`] (missing polls, very old
 //! samples) take no part in the choice or in the jitter.
 //!
-//! Two rules decide whether the chosen sample is handed on:
+//! Unlike RFC 5905, which hands on only the least-delay sample (and so
+//! throws most samples away where delay and offset error are independent,
+//! as with normally distributed jitter), the filter hands on *every* new
+//! sample whose delay is plausible, and says how much its delay exceeds
+//! the path's least delay; the discipline's estimator then averages the
+//! samples, weighting each by that excess (the delay-weighting of chrony's
+//! regression). The rules:
 //!
 //! * the prime directive: a sample is used at most once, and never one older
 //!   than the last one handed on;
-//! * the popcorn spike suppressor: a chosen sample whose offset differs from
-//!   the last handed-on offset by more than [`SGATE`] × the jitter known
-//!   before it arrived (so that the spike does not inflate its own gate) is
-//!   dropped,
-//!   unless that jitter came from a single sample (nothing to compare yet)
-//!   or the last handed-on sample is at least two sample intervals old
-//!   (the interval being the spacing of the two latest samples, standing in
-//!   for RFC 5905's "twice the system poll interval"). A lasting change of
-//!   offset therefore gets through after at most two polls; a lone spike
-//!   does not.
+//! * the delay gate: a sample whose delay exceeds the least delay in the
+//!   register by more than [`DELAY_GATE`] × the median excess of the other
+//!   usable stages (at least [`DELAY_GATE`] × the precision) is dropped — a
+//!   queueing spike costs a sample, not a clock step. After a route change
+//!   to a longer delay the old short-delay stages leave the register within
+//!   [`NSTAGE`] samples, and once half the register holds long-delay
+//!   samples their median excess opens the gate: the new path is followed
+//!   after about [`NSTAGE`] / 2 samples, without a step;
+//! * [`FilterOutput::extra_noise`]: the excess over the least delay of the
+//!   last [`LONG_DELAYS`] samples (closer to the path's true minimum than
+//!   the register's), over √12 — the standard
+//!   deviation of the offset error when the excess is queueing split
+//!   uniformly between the two directions. Whether a path's offset errors
+//!   do come from queueing is for the estimator to learn
+//!   ([`crate::regression`]).
+//!
+//! The peer jitter and dispersion keep their RFC definitions (relative to
+//! the least-delay sample).
+
+use std::collections::VecDeque;
 
 use crate::{MAXDISP, PHI};
 
@@ -34,6 +50,15 @@ pub const NSTAGE: usize = 8;
 /// Popcorn spike gate (RFC 5905 SGATE): spikes larger than this many
 /// jitters are suppressed.
 pub const SGATE: f64 = 3.0;
+
+/// Delay gate: samples whose delay exceeds the register's least delay by
+/// more than this many median excesses are dropped.
+pub const DELAY_GATE: f64 = 4.0;
+
+/// How many recent samples' delays the least delay behind
+/// [`FilterOutput::extra_noise`] is taken over: longer than the register,
+/// so that it comes close to the path's true minimum.
+pub const LONG_DELAYS: usize = 128;
 
 /// One clock sample from an on-wire exchange.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,7 +80,8 @@ pub struct Sample {
 pub struct FilterOutput {
     /// Offset of the chosen sample (s).
     pub offset: f64,
-    /// Delay of the chosen sample (s).
+    /// The least delay in the register (s), which selection's root
+    /// distance uses.
     pub delay: f64,
     /// Peer dispersion (s), aged to the time of the latest sample.
     pub dispersion: f64,
@@ -64,6 +90,10 @@ pub struct FilterOutput {
     pub jitter: f64,
     /// When the chosen sample was taken (monotonic seconds).
     pub time: f64,
+    /// The offset error this sample's excess delay allows (s; 0 for a
+    /// sample at the least delay). See the module doc; pass it to
+    /// `Discipline::update_weighted`.
+    pub extra_noise: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,12 +118,10 @@ pub struct ClockFilter {
     stages: [Option<Stage>; NSTAGE],
     /// The last output handed on.
     last: Option<FilterOutput>,
-    /// Time of the newest sample shifted in (real or missing).
-    newest: Option<f64>,
-    /// Spacing of the two newest samples, standing in for the poll interval.
-    interval: Option<f64>,
-    /// How many usable stages the last output's jitter was computed from.
-    last_usable: u32,
+    /// The delays of the last [`LONG_DELAYS`] samples, oldest first: the
+    /// least of them is the path's least delay that
+    /// [`FilterOutput::extra_noise`] is measured from.
+    delays: VecDeque<f64>,
 }
 
 impl ClockFilter {
@@ -125,22 +153,36 @@ impl ClockFilter {
             time: sample.time,
         });
         let now = sample.time;
-        let (out, usable) = self.evaluate(now, precision)?;
+        if self.delays.len() >= LONG_DELAYS {
+            self.delays.pop_front();
+        }
+        self.delays.push_back(sample.delay);
+        let (best, _) = self.evaluate(now, precision)?;
+        let (excess, median_excess) = self.delay_excess(now, sample.delay, best.delay);
+        let floor = if precision.is_finite() {
+            precision.abs()
+        } else {
+            0.0
+        };
+        if excess > DELAY_GATE * median_excess.max(floor) {
+            return None;
+        }
+        // The offset and time are the new sample's; the delay, dispersion
+        // and jitter that selection weighs stay the RFC's (least-delay
+        // sample).
+        let out = FilterOutput {
+            offset: sample.offset,
+            time: sample.time,
+            extra_noise: self.long_excess(sample.delay) / 12f64.sqrt(),
+            ..best
+        };
         if let Some(last) = self.last {
             // Prime directive: only newer samples.
             if out.time <= last.time {
                 return None;
             }
-            // Popcorn spike suppressor.
-            let since = out.time - last.time;
-            let recent = self.interval.is_some_and(|i| since < 2.0 * i);
-            let known_jitter = self.last_usable > 1;
-            if known_jitter && recent && (out.offset - last.offset).abs() > SGATE * last.jitter {
-                return None;
-            }
         }
         self.last = Some(out);
-        self.last_usable = usable;
         Some(out)
     }
 
@@ -213,14 +255,18 @@ impl ClockFilter {
         })
     }
 
-    fn shift(&mut self, stage: Stage) {
-        if let Some(prev) = self.newest {
-            let i = stage.time - prev;
-            if i > 0.0 {
-                self.interval = Some(i);
-            }
+    /// How much `delay` exceeds the least delay of the last
+    /// [`LONG_DELAYS`] samples (s).
+    fn long_excess(&self, delay: f64) -> f64 {
+        let least = self.delays.iter().copied().fold(f64::INFINITY, f64::min);
+        if least.is_finite() {
+            (delay - least).max(0.0)
+        } else {
+            0.0
         }
-        self.newest = Some(stage.time);
+    }
+
+    fn shift(&mut self, stage: Stage) {
         self.stages.rotate_right(1);
         self.stages[0] = Some(stage);
     }
@@ -250,6 +296,30 @@ impl ClockFilter {
             key(a).total_cmp(&key(b)).then(a.cmp(&b))
         });
         order
+    }
+
+    /// How much `delay` exceeds the least delay `least` (s), and the
+    /// median excess of the other usable stages (s; infinite when there
+    /// are none): the newest stage holds the sample itself and is left
+    /// out. The median, so that one spike in the register does not open
+    /// the gate for the next.
+    fn delay_excess(&self, now: f64, delay: f64, least: f64) -> (f64, f64) {
+        let mut excess = [0.0f64; NSTAGE];
+        let mut n = 0;
+        for s in self.stages.iter().skip(1).flatten() {
+            if s.aged_dispersion(now) < MAXDISP {
+                excess[n] = (s.delay - least).max(0.0);
+                n += 1;
+            }
+        }
+        let others = &mut excess[..n];
+        others.sort_by(f64::total_cmp);
+        let median = match n {
+            0 => f64::INFINITY,
+            _ if n % 2 == 1 => others[n / 2],
+            _ => (others[n / 2 - 1] + others[n / 2]) / 2.0,
+        };
+        ((delay - least).max(0.0), median)
     }
 
     /// The chosen sample and statistics, plus the number of usable stages.
@@ -286,6 +356,7 @@ impl ClockFilter {
             dispersion: self.dispersion_at(now),
             jitter: jitter.max(floor),
             time: best.time,
+            extra_noise: 0.0,
         };
         Some((out, m))
     }
@@ -338,25 +409,25 @@ mod tests {
     }
 
     #[test]
-    fn picks_minimum_delay_and_uses_each_sample_once() {
+    fn hands_on_each_plausible_sample_once_with_its_delay_excess() {
         let mut f = ClockFilter::new();
         f.add(s(0.010, 0.004, 0.0), 1e-6).unwrap();
-        // Lower delay, newer: chosen.
         let out = f.add(s(0.011, 0.001, 1.0), 1e-6).unwrap();
-        assert_eq!(out.delay, 0.001);
-        assert_eq!(out.time, 1.0);
-        // Higher delay: the min-delay sample is still the 1.0 one, already
-        // used, so nothing new comes out.
-        assert_eq!(f.add(s(0.0105, 0.003, 2.0), 1e-6), None);
-        assert_eq!(f.last().unwrap().time, 1.0);
-        // An even better one is chosen again.
-        let out = f.add(s(0.0108, 0.0005, 3.0), 1e-6).unwrap();
-        assert_eq!(out.time, 3.0);
-        assert_eq!(out.offset, 0.0108);
-        // Jitter: RMS of offset differences from the chosen sample.
-        let d: [f64; 3] = [0.010 - 0.0108, 0.011 - 0.0108, 0.0105 - 0.0108];
-        let rms = (d.iter().map(|x| x * x).sum::<f64>() / 3.0).sqrt();
+        assert_eq!((out.delay, out.time, out.extra_noise), (0.001, 1.0, 0.0));
+        assert_eq!(out.offset, 0.011);
+        // A higher delay, within the gate (2 ms excess, 4x the median
+        // excess of the other stages being 6 ms): handed on, with the
+        // offset error its excess allows.
+        let out = f.add(s(0.0105, 0.003, 2.0), 1e-6).unwrap();
+        assert_eq!((out.offset, out.time), (0.0105, 2.0));
+        assert!((out.extra_noise - 0.002 / 12f64.sqrt()).abs() < 1e-12);
+        // Jitter: RMS of offset differences from the least-delay sample.
+        let d: [f64; 3] = [0.010 - 0.011, 0.0, 0.0105 - 0.011];
+        let rms = (d.iter().map(|x| x * x).sum::<f64>() / 2.0).sqrt();
         assert!((out.jitter - rms).abs() < 1e-12);
+        // Prime directive: never a sample older than the last handed on.
+        assert_eq!(f.add(s(0.0108, 0.0005, 1.5), 1e-6), None);
+        assert_eq!(f.last().unwrap().time, 2.0);
     }
 
     #[test]
@@ -389,27 +460,46 @@ mod tests {
     }
 
     #[test]
-    fn popcorn_spike_is_suppressed_but_a_lasting_change_passes() {
+    fn extra_noise_is_measured_from_a_longer_memory_than_the_register() {
         let mut f = ClockFilter::new();
-        // Steady samples with small noise and decreasing delays, so that
-        // each new sample is the chosen one.
-        let mut delay = 0.010;
+        f.add(s(0.0, 0.001, 0.0), 1e-7).unwrap();
+        let mut out = None;
+        for i in 1..=NSTAGE {
+            #[allow(clippy::cast_precision_loss, reason = "small")]
+            let t = i as f64;
+            out = f.add(s(0.0, 0.002, t), 1e-7);
+        }
+        // The 1 ms sample has left the register but not the memory.
+        let out = out.expect("handed on");
+        assert_eq!(out.delay, 0.002, "the register's least delay");
+        assert!((out.extra_noise - 0.001 / 12f64.sqrt()).abs() < 1e-12);
+        f.reset();
+        let out = f.add(s(0.0, 0.002, 20.0), 1e-7).unwrap();
+        assert_eq!(out.extra_noise, 0.0, "forgotten by a reset");
+    }
+
+    #[test]
+    fn delay_spike_costs_a_sample_and_a_new_route_is_followed() {
+        let mut f = ClockFilter::new();
         let mut t = 0.0;
         for k in 0..8 {
-            let noise = if k % 2 == 0 { 1e-5 } else { -1e-5 };
-            delay -= 0.0001;
-            assert!(f.add(s(noise, delay, t), 1e-7).is_some());
+            let wiggle = if k % 2 == 0 { 1e-5 } else { -1e-5 };
+            assert!(f.add(s(wiggle, 0.001 + wiggle, t), 1e-7).is_some());
             t += 1.0;
         }
-        // A 5 ms spike with the best delay so far: chosen, but suppressed.
-        delay -= 0.0001;
-        assert_eq!(f.add(s(0.005, delay, t), 1e-7), None);
+        // A 50 ms queueing spike: dropped.
+        assert_eq!(f.add(s(0.025, 0.051, t), 1e-7), None);
         t += 1.0;
-        // The offset really moved: the next one gets through, since the
-        // last handed-on sample is now two intervals old.
-        delay -= 0.0001;
-        let out = f.add(s(0.005, delay, t), 1e-7).unwrap();
-        assert_eq!(out.offset, 0.005);
+        // The route changes to 3 ms: the first samples on it are dropped
+        // too, but within a register's worth the new path is followed.
+        let mut passed = Vec::new();
+        for _ in 0..NSTAGE {
+            passed.push(f.add(s(0.001, 0.003, t), 1e-7).is_some());
+            t += 1.0;
+        }
+        assert!(!passed[0], "{passed:?}");
+        let first = passed.iter().position(|&p| p).expect("followed");
+        assert!(passed[first..].iter().all(|&p| p), "{passed:?}");
     }
 
     #[test]

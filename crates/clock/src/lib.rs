@@ -6,13 +6,17 @@
 //! the same outputs and tests can run hours of simulated time in
 //! milliseconds.
 //!
-//! * [`filter`]: the per-association clock filter (RFC 5905 §10).
+//! * [`filter`]: the per-association clock filter (RFC 5905 §10, handing
+//!   on every sample of plausible delay).
+//! * [`regression`]: the delay-weighted regression of the free-running
+//!   phase over a window chosen by a runs test.
 //! * [`offset_filter`]: spike suppression on offsets, for samples that all
 //!   carry the same delay (broadcast and multicast listening).
 //! * [`select`]: intersection, clustering and combining (RFC 5905 §11).
 //! * [`discipline`]: the clock discipline: step/slew decisions, the
 //!   frequency estimate and the poll interval (RFC 5905 §11.3, with a
-//!   Kalman-filter loop in place of the PLL/FLL; see the module doc).
+//!   regression estimator and a step/slew controller in place of the
+//!   PLL/FLL; see the module doc).
 //! * [`backend`]: the clocks the discipline steers: the host clock via
 //!   `adjtimex` ([`backend::SystemClock`]), a read-only observer
 //!   ([`backend::ObserveOnly`]) and a skewed simulated clock
@@ -25,6 +29,7 @@ pub mod backend;
 pub mod discipline;
 pub mod filter;
 pub mod offset_filter;
+pub mod regression;
 pub mod select;
 
 /// Frequency tolerance PHI (RFC 5905): the assumed worst-case frequency

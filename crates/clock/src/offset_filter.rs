@@ -111,6 +111,7 @@ impl OffsetFilter {
             dispersion: sample.dispersion.min(MAXDISP),
             jitter: self.jitter(precision),
             time: sample.time,
+            extra_noise: 0.0,
         };
         self.last = Some(out);
         Ok(out)

@@ -154,6 +154,26 @@ pub struct Status {
     pub clock_backend: String,
     /// Packet counters per instance name.
     pub instances: BTreeMap<String, InstanceCounters>,
+    /// The discipline's smoothed estimate, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+}
+
+/// The discipline's smoothed estimate (like `chronyc tracking`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The smoothed offset now, seconds (same sign as `offset_s`); for an
+    /// observe-only clock, the host clock's offset.
+    pub offset_s: f64,
+    /// Its one-sigma uncertainty, seconds.
+    pub offset_uncertainty_s: f64,
+    /// RMS of the samples about the fitted line, seconds (chrony's "RMS
+    /// offset").
+    pub rms_offset_s: f64,
+    /// The frequency's one-sigma uncertainty, ppm (chrony's "skew").
+    pub skew_ppm: f64,
+    /// How many samples the estimate averages.
+    pub samples: usize,
 }
 
 /// Packet counters of one instance.
@@ -517,6 +537,7 @@ pub(crate) mod fixtures {
             clock_steps: 1,
             clock_backend: "virtual".to_owned(),
             instances,
+            estimate: None,
         }
     }
 

@@ -80,6 +80,21 @@ pub fn render_status(status: &Status) -> String {
         ("clock steps".into(), status.clock_steps.to_string()),
         ("clock backend".into(), status.clock_backend.clone()),
     ];
+    if let Some(e) = &status.estimate {
+        rows.extend([
+            (
+                "smoothed offset".into(),
+                format!(
+                    "{} ± {}",
+                    format_seconds(e.offset_s),
+                    format_span(e.offset_uncertainty_s)
+                ),
+            ),
+            ("rms offset".into(), format_span(e.rms_offset_s)),
+            ("skew".into(), format!("{:.4} ppm", e.skew_ppm)),
+            ("samples".into(), e.samples.to_string()),
+        ]);
+    }
     for (name, counters) in &status.instances {
         let dropped: u64 = counters.dropped.values().sum();
         let mut value = format!(
@@ -415,6 +430,22 @@ instance vpna:     down (netns pe1-vpna), received 40, sent 40, dropped 0, kod s
         local.reference = None;
         local.reference_instance = None;
         assert!(render_status(&local).contains("reference:         -\n"));
+        // With an estimate: the smoothed offset and its uncertainty.
+        local.estimate = Some(crate::control::Estimate {
+            offset_s: -2.5e-6,
+            offset_uncertainty_s: 0.8e-6,
+            rms_offset_s: 3.1e-6,
+            skew_ppm: 0.0123,
+            samples: 40,
+        });
+        let text = render_status(&local);
+        assert!(
+            text.contains("smoothed offset:   -2.5 µs ± 0.8 µs\n"),
+            "{text}"
+        );
+        assert!(text.contains("rms offset:        3.1 µs\n"), "{text}");
+        assert!(text.contains("skew:              0.0123 ppm\n"), "{text}");
+        assert!(text.contains("samples:           40\n"), "{text}");
     }
 
     #[test]

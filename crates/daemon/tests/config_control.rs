@@ -55,6 +55,7 @@ fn status() -> Status {
         last_update_s: Some(3.0),
         clock_steps: 1,
         clock_backend: "virtual".to_owned(),
+        estimate: None,
         instances,
     }
 }

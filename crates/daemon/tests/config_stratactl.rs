@@ -45,6 +45,7 @@ fn status() -> Status {
         last_update_s: None,
         clock_steps: 0,
         clock_backend: "observe".to_owned(),
+        estimate: None,
         instances: Default::default(),
     }
 }

@@ -34,6 +34,8 @@ pub struct SystemStatus {
     pub last_update: Option<Instant>,
     /// How many times the clock was stepped.
     pub clock_steps: u64,
+    /// The discipline's smoothed offset and its uncertainty.
+    pub estimate: strata_clock::discipline::Estimate,
 }
 
 /// One association, for status output.
@@ -152,6 +154,7 @@ impl Node {
             poll: self.discipline.poll_exponent(),
             last_update: self.sys.last_update,
             clock_steps: self.sys.clock_steps,
+            estimate: self.discipline.estimate(),
         }
     }
 

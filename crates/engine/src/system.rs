@@ -131,10 +131,13 @@ impl Node {
                 + PHI * (now_s - out.time).max(0.0)
                 + sel.offset.abs(),
         );
-        match self
-            .discipline
-            .update_sampled(now_s, out.time, sel.offset, sel.jitter)
-        {
+        match self.discipline.update_weighted(
+            now_s,
+            out.time,
+            sel.offset,
+            sel.jitter,
+            out.extra_noise,
+        ) {
             Outcome::Ignored => {}
             Outcome::Panic { offset } => self.events.push_back(Event::Panic { offset }),
             Outcome::Stepped { .. } => {

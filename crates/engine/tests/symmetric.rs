@@ -68,8 +68,9 @@ fn peers_converge_and_stratum_follows_the_better_side() {
         "A error {}",
         a.clock.error(net.t)
     );
+    // B combines A (true time) with U3 (2 ms off): about 1 ms off.
     assert!(
-        b.clock.error(net.t).abs() < 1e-3,
+        b.clock.error(net.t).abs() < 1.5e-3,
         "B error {}",
         b.clock.error(net.t)
     );

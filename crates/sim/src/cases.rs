@@ -15,6 +15,16 @@
 //! path, calibrates the delay with a client/server volley on the first
 //! packet and then listens: the same path in unicast is the case to
 //! compare it with.
+//!
+//! Three cases keep the matrix honest about averaging, so that longer and
+//! longer windows are not what wins: `wander` (the client's oscillator
+//! frequency does a random walk), `temperature` (its frequency steps by a
+//! few hundredths of a ppm every 20 minutes, like a room heating and
+//! cooling) and `route` (the path's delay jumps from 50 µs to 250/230 µs
+//! one way, so the truth moves by 10 µs, half the new asymmetry).
+//!
+//! The figures are of the error less half the path's asymmetry
+//! ([`Path::half_asymmetry`]), which no NTP client can see.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -23,7 +33,7 @@ use strata_engine::{BroadcastClientConfig, Node, NodeConfig};
 
 use crate::clock::ClockModel;
 use crate::metrics::Metrics;
-use crate::path::{Jitter, Path};
+use crate::path::{Jitter, Path, RouteChange};
 use crate::sim::{Record, Sim};
 use crate::SimError;
 
@@ -57,6 +67,17 @@ pub struct Case {
     pub multicast_poll: Option<i8>,
 }
 
+impl Case {
+    /// Half the asymmetry of the path to the first server at true time
+    /// `t` (s): where a perfect client settles.
+    #[must_use]
+    pub fn half_asymmetry(&self, t: f64) -> f64 {
+        self.servers
+            .first()
+            .map_or(0.0, |s| s.path.half_asymmetry(t))
+    }
+}
+
 /// The group of the multicast cases.
 pub const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 1, 1)), 123);
 
@@ -88,8 +109,9 @@ fn one_server(name: &'static str, description: &'static str, path: Path) -> Case
     }
 }
 
-/// The fixed matrix: `lan`, `wan`, `lossy`, `spiky`, `falseticker` and
-/// `multicast` (the `lan` path with a multicast server at poll 6).
+/// The fixed matrix: `lan`, `wan`, `lossy`, `spiky`, `falseticker`,
+/// `multicast` (the `lan` path with a multicast server at poll 6),
+/// `wander`, `temperature` and `route`.
 #[must_use]
 pub fn cases() -> Vec<Case> {
     let wan = Path {
@@ -131,6 +153,42 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         falseticker,
+        Case {
+            client_clock: ClockModel {
+                wander_ppm_per_sqrt_s: 1e-4,
+                ..default_client_clock()
+            },
+            ..one_server(
+                "wander",
+                "the lan path, client frequency a random walk of 1e-4 ppm/√s (Allan deviation 2e-9 at 1000 s)",
+                lan(),
+            )
+        },
+        Case {
+            client_clock: ClockModel {
+                frequency_steps: (1..12)
+                    .map(|i| (f64::from(i) * 1200.0, if i % 2 == 1 { 0.05 } else { -0.05 }))
+                    .collect(),
+                ..default_client_clock()
+            },
+            ..one_server(
+                "temperature",
+                "the lan path, client frequency stepping by +0.05 ppm and back every 20 minutes",
+                lan(),
+            )
+        },
+        one_server(
+            "route",
+            "the lan path, at 2.5 h the delay jumps to 250 µs out and 230 µs back (truth moves by 10 µs)",
+            Path {
+                route_change: Some(RouteChange {
+                    at: 9000.0,
+                    delay_ab: 250e-6,
+                    delay_ba: 230e-6,
+                }),
+                ..lan()
+            },
+        ),
         Case {
             multicast_poll: Some(6),
             ..one_server(
@@ -219,7 +277,8 @@ pub fn run_case(case: &Case, seed: u64, duration: f64) -> Result<CaseResult, Sim
     sim.record(client)?;
     sim.run_until(duration)?;
     let trace = sim.trace(client)?.to_vec();
-    let metrics = Metrics::from_trace(&trace).ok_or(SimError::InvalidTime)?;
+    let metrics = Metrics::from_trace_relative(&trace, |t| case.half_asymmetry(t))
+        .ok_or(SimError::InvalidTime)?;
     let host = sim.host(client)?;
     Ok(CaseResult {
         name: case.name,

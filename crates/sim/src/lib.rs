@@ -79,3 +79,65 @@ pub fn table(results: &[CaseResult]) -> String {
     }
     s
 }
+
+/// A table over several seeds, one line per case: the median and, in
+/// brackets, the worst of each figure (the largest; a lock never reached
+/// counts as worst). `runs` holds each case's results, one per seed.
+#[must_use]
+pub fn seed_table(runs: &[Vec<CaseResult>]) -> String {
+    fn median_worst(mut xs: Vec<f64>) -> (f64, f64) {
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        if n == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let median = if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        };
+        (median, xs[n - 1])
+    }
+    let mut s = String::from(
+        "| case | seeds | lock < 1 ms (s) | steady RMS (µs) | steady max (µs) | freq error (ppm) | packets | steps |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for results in runs {
+        let Some(first) = results.first() else {
+            continue;
+        };
+        let col = |f: &dyn Fn(&CaseResult) -> f64| median_worst(results.iter().map(f).collect());
+        let lock = col(&|r| r.metrics.time_to_lock.unwrap_or(f64::INFINITY));
+        let rms = col(&|r| r.metrics.steady_rms * 1e6);
+        let max = col(&|r| r.metrics.steady_max * 1e6);
+        let freq = col(&|r| r.metrics.frequency_error_ppm);
+        #[allow(clippy::cast_precision_loss, reason = "packet counts are small")]
+        let packets = col(&|r| r.metrics.packets_sent as f64);
+        let steps = col(&|r| f64::from(r.steps));
+        let fmt_lock = |t: f64| {
+            if t.is_finite() {
+                format!("{t:.0}")
+            } else {
+                "never".to_owned()
+            }
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} [{}] | {:.2} [{:.2}] | {:.1} [{:.1}] | {:.4} [{:.4}] | {:.0} [{:.0}] | {:.0} [{:.0}] |\n",
+            first.name,
+            results.len(),
+            fmt_lock(lock.0),
+            fmt_lock(lock.1),
+            rms.0,
+            rms.1,
+            max.0,
+            max.1,
+            freq.0,
+            freq.1,
+            packets.0,
+            packets.1,
+            steps.0,
+            steps.1,
+        ));
+    }
+    s
+}

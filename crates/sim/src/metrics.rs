@@ -31,6 +31,21 @@ impl Metrics {
     /// Computes the figures; `None` for an empty trace.
     #[must_use]
     pub fn from_trace(trace: &[Record]) -> Option<Metrics> {
+        Self::from_trace_relative(trace, |_| 0.0)
+    }
+
+    /// Computes the figures of the error less `bias(t)`, the error NTP
+    /// cannot see (half a path's asymmetry, [`crate::Path::half_asymmetry`]);
+    /// `None` for an empty trace.
+    #[must_use]
+    pub fn from_trace_relative(trace: &[Record], bias: impl Fn(f64) -> f64) -> Option<Metrics> {
+        let trace: Vec<Record> = trace
+            .iter()
+            .map(|r| Record {
+                error: r.error - bias(r.t),
+                ..*r
+            })
+            .collect();
         let last = trace.last()?;
         let lock_index = match trace.iter().rposition(|r| r.error.abs() >= LOCK_THRESHOLD) {
             None => Some(0),

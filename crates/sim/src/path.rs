@@ -96,6 +96,18 @@ impl Path {
         }
     }
 
+    /// Half the path's asymmetry at true time `t`: (a → b base delay −
+    /// b → a base delay) / 2 (s). NTP cannot see it, so a client `a`
+    /// synchronised over this path settles this far ahead of its server.
+    #[must_use]
+    pub fn half_asymmetry(&self, t: f64) -> f64 {
+        let (ab, ba) = match self.route_change {
+            Some(r) if t >= r.at => (r.delay_ab, r.delay_ba),
+            _ => (self.delay_ab, self.delay_ba),
+        };
+        (ab - ba) / 2.0
+    }
+
     /// The fate of one packet sent at true time `t`: `None` when lost,
     /// else its one-way delay (s). `forward` is the `a` → `b` direction.
     pub(crate) fn sample<R: Rng>(&self, t: f64, forward: bool, rng: &mut R) -> Option<f64> {

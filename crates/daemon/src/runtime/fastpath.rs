@@ -73,13 +73,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use strata_clock::backend::HostMap;
-use strata_engine::{DropReason, InstanceId, Instant, Plan, Responder, SocketId};
+use strata_clock::backend::{Clock, HostMap};
+use strata_engine::{DropReason, InstanceId, Instant, Node, Plan, Responder, SocketId};
 use strata_net::{HostTime, RecvBatch, SendBatch, Transmit, UdpSocket};
 use strata_wire::{NtpTimestamp, HEADER_LEN};
 use tokio::sync::mpsc;
 
-use super::{Datagram, MAX_DATAGRAM};
+use super::sockets::{Datagram, MAX_DATAGRAM};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` (the bench's batch size).
 pub(super) const BATCH: usize = 32;
@@ -118,7 +118,51 @@ impl Snapshot {
 /// The part of a [`Snapshot`] that the event loop compares after every
 /// input to tell whether to publish again: the server state, the node's
 /// policy generation and the clock's map.
-pub(super) type Key = (strata_engine::ServerState, u64, HostMap);
+type Key = (strata_engine::ServerState, u64, HostMap, Vec<u32>);
+
+/// The event loop's side of the snapshot: what it last published, so that it publishes again
+/// only when something the workers read changed.
+#[derive(Debug)]
+pub(super) struct Publisher {
+    shared: Arc<Shared>,
+    published: Option<Key>,
+}
+
+impl Publisher {
+    pub(super) fn new(origin: std::time::Instant) -> Publisher {
+        Publisher {
+            shared: Arc::new(Shared::new(origin)),
+            published: None,
+        }
+    }
+
+    /// What the workers read.
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Publishes the node's responder, the clock's host map and the interfaces of up
+    /// device-bound instances (`foreign`) when any of them changed, or when `force` is set.
+    pub(super) fn publish(
+        &mut self,
+        node: &Node,
+        clock: &dyn Clock,
+        foreign: Vec<u32>,
+        force: bool,
+    ) {
+        let state = node.server_state(NtpTimestamp::ZERO);
+        let key = (state, node.policy_generation(), clock.host_map(), foreign);
+        if !force && self.published.as_ref() == Some(&key) {
+            return;
+        }
+        self.shared.publish(Snapshot {
+            responder: node.responder(NtpTimestamp::ZERO),
+            map: key.2,
+            foreign: key.3.clone(),
+        });
+        self.published = Some(key);
+    }
+}
 
 /// The published snapshot and its generation, shared by every worker.
 #[derive(Debug)]
@@ -131,7 +175,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(origin: std::time::Instant) -> Shared {
+    fn new(origin: std::time::Instant) -> Shared {
         Shared {
             generation: AtomicU64::new(0),
             snapshot: RwLock::new(Arc::new(Snapshot::closed())),
@@ -140,7 +184,7 @@ impl Shared {
     }
 
     /// Replaces the snapshot; workers take it at their next batch.
-    pub(super) fn publish(&self, snapshot: Snapshot) {
+    fn publish(&self, snapshot: Snapshot) {
         let mut slot = self
             .snapshot
             .write()
@@ -228,17 +272,8 @@ impl Totals {
     }
 }
 
-/// A worker's counts within one batch, added to its atomics at the end.
-#[derive(Default)]
-struct Local {
-    received: u64,
-    sent: u64,
-    kod_sent: u64,
-    foreign: u64,
-    dropped: [u64; REASONS],
-}
-
-impl Local {
+/// A worker's counts within one batch are [`Totals`] too, added to its atomics at the end.
+impl Totals {
     fn drop_packet(&mut self, reason: DropReason) {
         if let Some(slot) = DropReason::ALL
             .iter()
@@ -262,7 +297,7 @@ impl Local {
         for (a, n) in into.dropped.iter().zip(&self.dropped) {
             add(a, *n);
         }
-        *self = Local::default();
+        *self = Totals::default();
     }
 }
 
@@ -379,7 +414,7 @@ fn run(ctx: &WorkerCtx) {
     let mut plans: [Option<Plan>; BATCH] = [None; BATCH];
     let mut cached = ctx.shared.load();
     let mut seen_local: Vec<IpAddr> = Vec::with_capacity(MAX_SEEN_LOCAL);
-    let mut local = Local::default();
+    let mut local = Totals::default();
     while !ctx.stop.load(Ordering::Relaxed) {
         match socket.recv_batch(&mut rx) {
             Ok(_) => {}
@@ -459,7 +494,7 @@ fn classify(
     i: usize,
     now: Instant,
     seen_local: &mut Vec<IpAddr>,
-    local: &mut Local,
+    local: &mut Totals,
 ) -> Option<Plan> {
     let (meta, data) = rx.get(i)?;
     if rx.is_truncated(i) {
@@ -500,7 +535,7 @@ fn classify(
 }
 
 /// Hands a datagram to the event loop, as its reader task would.
-fn hand_on(ctx: &WorkerCtx, meta: &strata_net::RecvMeta, data: &[u8], local: &mut Local) {
+fn hand_on(ctx: &WorkerCtx, meta: &strata_net::RecvMeta, data: &[u8], local: &mut Totals) {
     let d = Datagram {
         socket: ctx.id,
         meta: *meta,
@@ -524,12 +559,12 @@ mod tests {
     #[test]
     fn totals_add_up_and_name_reasons() {
         let c = WorkerCounters::default();
-        let mut l = Local {
+        let mut l = Totals {
             received: 5,
             sent: 3,
             kod_sent: 1,
             foreign: 2,
-            ..Local::default()
+            ..Totals::default()
         };
         l.drop_packet(DropReason::RateLimited);
         l.drop_packet(DropReason::RateLimited);

@@ -1,83 +1,223 @@
-//! VPN instances at run time: registering them with the engine, bringing
-//! them up with their placement, health checks and retries.
+//! VPN instances at run time: the table of instances (placement, health, listeners,
+//! broadcast/multicast settings), and registering them with the engine, bringing them up with
+//! their placement, health checks and retries.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::bail;
+use strata_engine::{AccessRule, InstanceId};
+use strata_net::Placement;
+
+use super::mode5::{self, Mode5Rt};
+use super::{Daemon, FOREIGN_INSTANCE};
+use crate::config::{Config, InstancePlacement, DEFAULT_INSTANCE};
+
+/// The first retry delay of a down instance.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest retry delay of a down instance.
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// The daemon's view of one instance: placement, listeners and health.
+pub(super) struct InstanceRt {
+    pub name: String,
+    pub placement: Placement,
+    /// The `[[listen]]` addresses of this instance.
+    pub listen: Vec<SocketAddr>,
+    pub up: bool,
+    /// Why the instance is down (or its last failure).
+    pub error: Option<String>,
+    retry_at: std::time::Instant,
+    backoff: Duration,
+    /// Device-bound: the device's ifindex and those of its lower devices
+    /// (the interfaces enslaved to a VRF).
+    ifindexes: Vec<u32>,
+    /// Datagrams dropped by the daemon itself, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Broadcast and multicast settings.
+    pub mode5: Mode5Rt,
+}
+
+/// Every instance, the default one included.
+#[derive(Default)]
+pub(super) struct Instances(BTreeMap<InstanceId, InstanceRt>);
+
+impl Instances {
+    pub(super) fn get(&self, id: InstanceId) -> Option<&InstanceRt> {
+        self.0.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: InstanceId) -> Option<&mut InstanceRt> {
+        self.0.get_mut(&id)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (InstanceId, &InstanceRt)> {
+        self.0.iter().map(|(id, i)| (*id, i))
+    }
+
+    fn ids(&self) -> Vec<InstanceId> {
+        self.0.keys().copied().collect()
+    }
+
+    /// The name of an instance (`#N` for one the daemon does not know).
+    pub(super) fn name(&self, id: InstanceId) -> String {
+        self.get(id)
+            .map_or_else(|| format!("#{}", id.0), |i| i.name.clone())
+    }
+
+    /// The instance named `name`.
+    pub(super) fn id(&self, name: &str) -> Option<InstanceId> {
+        self.iter().find(|(_, i)| i.name == name).map(|(id, _)| id)
+    }
+
+    /// The device-bound instances that are up.
+    fn bound_up(&self) -> impl Iterator<Item = &InstanceRt> {
+        let all = self.0.values();
+        all.filter(|i| i.up && matches!(i.placement, Placement::Device(_)))
+    }
+
+    /// The interfaces of up device-bound instances.
+    pub(super) fn foreign_ifindexes(&self) -> Vec<u32> {
+        let ifindexes = self.bound_up().flat_map(|i| i.ifindexes.iter().copied());
+        ifindexes.collect()
+    }
+
+    /// Whether `ifindex` belongs to an up device-bound instance.
+    pub(super) fn is_foreign(&self, ifindex: Option<u32>) -> bool {
+        ifindex.is_some_and(|x| self.bound_up().any(|i| i.ifindexes.contains(&x)))
+    }
+
+    /// Counts a datagram the default instance dropped for arriving on another instance's
+    /// interface.
+    pub(super) fn count_foreign(&mut self) {
+        if let Some(inst) = self.get_mut(InstanceId::DEFAULT) {
+            *inst.dropped.entry(FOREIGN_INSTANCE.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Records a failure and schedules the next retry.
+    fn retry_later(&mut self, id: InstanceId, why: String) {
+        let Some(inst) = self.get_mut(id) else {
+            return;
+        };
+        if inst.error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(instance = %inst.name, placement = %inst.placement, retry_s = inst.backoff.as_secs(), "instance down: {why}");
+        }
+        inst.error = Some(why);
+        inst.retry_at = std::time::Instant::now() + inst.backoff;
+        inst.backoff = (inst.backoff * 2).min(RETRY_MAX);
+    }
+}
 
 impl Daemon {
-    /// Registers every instance with the node (limits, access rules, local
-    /// addresses); named instances start down and are brought up by
-    /// [`Daemon::maintain`].
-    pub(super) fn setup_instances(&mut self, config: &Config) {
-        self.apply_protection(config);
+    /// Registers every instance of `config` with the node and the table; named instances
+    /// start down and are brought up by [`Daemon::maintain`].
+    pub(super) fn add_instances(&mut self, config: &Config) {
         let now = std::time::Instant::now();
         let named = config.instance.iter().map(|i| {
             let placement = match &i.placement {
                 InstancePlacement::Device(d) => Placement::Device(d.clone()),
                 InstancePlacement::Netns(n) => Placement::Netns(n.clone()),
             };
-            (i.name.as_str(), placement, Some(i.max_dynamic_sessions))
+            (i.name.as_str(), placement)
         });
-        for (name, placement, max_dynamic) in
-            std::iter::once((DEFAULT_INSTANCE, Placement::Default, None)).chain(named)
+        for (name, placement) in
+            std::iter::once((DEFAULT_INSTANCE, Placement::Default)).chain(named)
         {
-            let id = self.instance(name);
-            if let Some(max) = max_dynamic {
-                self.node.set_max_dynamic(id, max);
+            let id = self.node.add_instance(name);
+            let mode5 = mode5::settings(config, name);
+            self.configure_mode5(id, config, name);
+            let up = placement == Placement::Default;
+            let inst = InstanceRt {
+                name: name.to_owned(),
+                placement,
+                listen: Vec::new(),
+                up,
+                error: None,
+                retry_at: now,
+                backoff: RETRY_MIN,
+                ifindexes: Vec::new(),
+                dropped: BTreeMap::new(),
+                mode5,
+            };
+            self.instances.0.insert(id, inst);
+        }
+    }
+
+    /// Gives every instance the access rules, session limit and listeners of `config`;
+    /// listeners are opened and closed to match in the instances that are up (those that are
+    /// down open theirs when they come up). Returns the listeners (opened, closed) and the
+    /// ones that could not be opened.
+    pub(super) fn update_instances(
+        &mut self,
+        config: &Config,
+    ) -> (usize, usize, Vec<(SocketAddr, anyhow::Error)>) {
+        let (mut opened, mut closed, mut failed) = (0, 0, Vec::new());
+        for id in self.instances.ids() {
+            let Some(inst) = self.instances.get(id) else {
+                continue;
+            };
+            let (name, placement, up) = (inst.name.clone(), inst.placement.clone(), inst.up);
+            self.node.set_access(id, access_rules(config, &name));
+            if let Some(i) = config.instance.iter().find(|i| i.name == name) {
+                self.node.set_max_dynamic(id, i.max_dynamic_sessions);
             }
-            self.node.set_access(id, access_rules(config, name));
-            let listen: Vec<SocketAddr> = config
+            let want: Vec<SocketAddr> = config
                 .listen
                 .iter()
                 .filter(|l| l.instance == name)
                 .map(|l| l.address)
                 .collect();
-            let locals: Vec<IpAddr> = listen
+            let locals: Vec<IpAddr> = want
                 .iter()
                 .map(SocketAddr::ip)
                 .filter(|ip| !ip.is_unspecified())
                 .collect();
             self.node.set_local_addresses(id, &locals);
-            let mode5 = mode5_settings(config, name);
-            self.configure_mode5(id, config, name);
-            let default = placement == Placement::Default;
-            self.instances.insert(
-                id,
-                InstanceRt {
-                    name: name.to_owned(),
-                    placement,
-                    listen,
-                    up: default,
-                    error: None,
-                    retry_at: now,
-                    backoff: RETRY_MIN,
-                    ifindexes: Vec::new(),
-                    dropped: BTreeMap::new(),
-                    mode5,
-                },
+            let have = std::mem::replace(
+                &mut self.instances.0.get_mut(&id).expect("listed above").listen,
+                want.clone(),
             );
+            if !up {
+                continue;
+            }
+            for gone in have.iter().filter(|a| !want.contains(a)) {
+                if let Some(sock) = self.sockets.listener_bound_to(id, *gone) {
+                    self.sockets.close(sock);
+                    tracing::info!(address = %gone, instance = %name, "listener closed");
+                    closed += 1;
+                }
+            }
+            for addr in want.iter().filter(|a| !have.contains(a)) {
+                match self.open_socket(id, *addr, true, &placement) {
+                    Ok(_) => {
+                        tracing::info!(address = %addr, instance = %name, "serving time");
+                        opened += 1;
+                    }
+                    Err(e) => failed.push((*addr, e)),
+                }
+            }
         }
+        (opened, closed, failed)
     }
 
     /// Checks the health of up instances (their namespace or device still
     /// exists) and retries down instances whose retry time has come.
     pub(super) fn maintain(&mut self) {
-        self.reap_workers();
+        self.sockets.reap_workers();
         let now = std::time::Instant::now();
-        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
-        for id in ids {
-            let Some(inst) = self.instances.get(&id) else {
+        for id in self.instances.ids() {
+            let Some(inst) = self.instances.get(id) else {
                 continue;
             };
             match (&inst.placement, inst.up) {
                 (Placement::Default, _) => {}
                 (placement, true) => match placement_ifindexes(placement) {
+                    // The default instance's workers drop what arrives on these interfaces:
+                    // a change is published with the next flush.
                     Ok(ifindexes) if placement_matches(placement, &inst.ifindexes, &ifindexes) => {
-                        if let Some(inst) = self.instances.get_mut(&id) {
-                            if inst.ifindexes != ifindexes {
-                                // The default instance's workers drop what
-                                // arrives on these interfaces.
-                                self.fast_dirty = true;
-                            }
+                        if let Some(inst) = self.instances.get_mut(id) {
                             inst.ifindexes = ifindexes;
                         }
                     }
@@ -86,7 +226,7 @@ impl Daemon {
                 },
                 (_, false) if now >= inst.retry_at => {
                     if let Err(e) = self.bring_up(id) {
-                        self.retry_later(id, format!("{e:#}"));
+                        self.instances.retry_later(id, format!("{e:#}"));
                     }
                 }
                 (_, false) => {}
@@ -96,39 +236,25 @@ impl Daemon {
 
     /// Opens an instance's listeners with its placement and marks it up;
     /// on failure nothing stays open.
-    pub(super) fn bring_up(&mut self, id: InstanceId) -> anyhow::Result<()> {
-        let Some(inst) = self.instances.get(&id) else {
+    fn bring_up(&mut self, id: InstanceId) -> anyhow::Result<()> {
+        let Some(inst) = self.instances.get(id) else {
             bail!("unknown instance");
         };
         let placement = inst.placement.clone();
         let listen = inst.listen.clone();
         let name = inst.name.clone();
         let ifindexes = placement_ifindexes(&placement)?;
-        let mut opened = Vec::new();
         for address in &listen {
-            match self.open_socket(id, *address, true, &placement) {
-                Ok(s) => opened.push(s),
-                Err(e) => {
-                    for s in opened {
-                        self.close_socket(s);
-                    }
-                    return Err(e.context(format!("listen address {address}")));
-                }
+            if let Err(e) = self.open_socket(id, *address, true, &placement) {
+                self.sockets.close_instance(id);
+                return Err(e.context(format!("listen address {address}")));
             }
         }
         if let Err(e) = self.open_mode5(id, &placement) {
-            let sockets: Vec<SocketId> = self
-                .sockets
-                .iter()
-                .filter(|(_, s)| s.instance == id)
-                .map(|(k, _)| *k)
-                .collect();
-            for s in sockets {
-                self.close_socket(s);
-            }
+            self.sockets.close_instance(id);
             return Err(e);
         }
-        if let Some(inst) = self.instances.get_mut(&id) {
+        if let Some(inst) = self.instances.get_mut(id) {
             inst.up = true;
             inst.error = None;
             inst.backoff = RETRY_MIN;
@@ -142,35 +268,14 @@ impl Daemon {
     /// Marks an instance down after a failure, closing its sockets, and
     /// schedules a retry.
     pub(super) fn take_down(&mut self, id: InstanceId, why: String) {
-        let sockets: Vec<SocketId> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.instance == id)
-            .map(|(k, _)| *k)
-            .collect();
-        for s in sockets {
-            self.close_socket(s);
-        }
-        if let Some(inst) = self.instances.get_mut(&id) {
+        self.sockets.close_instance(id);
+        if let Some(inst) = self.instances.get_mut(id) {
             inst.up = false;
             inst.backoff = RETRY_MIN;
             inst.ifindexes.clear();
             inst.mode5.senders.clear();
         }
-        self.fast_dirty = true;
-        self.retry_later(id, why);
-    }
-
-    pub(super) fn retry_later(&mut self, id: InstanceId, why: String) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        if inst.error.as_deref() != Some(why.as_str()) {
-            tracing::warn!(instance = %inst.name, placement = %inst.placement, retry_s = inst.backoff.as_secs(), "instance down: {why}");
-        }
-        inst.error = Some(why);
-        inst.retry_at = std::time::Instant::now() + inst.backoff;
-        inst.backoff = (inst.backoff * 2).min(RETRY_MAX);
+        self.instances.retry_later(id, why);
     }
 }
 
@@ -183,52 +288,8 @@ pub(super) fn placement_name(placement: &Placement) -> String {
     }
 }
 
-impl Daemon {
-    /// Applies `[rate-limit]`, `[access-policy]` and the `[auth]` keys to the node.
-    pub(super) fn apply_protection(&mut self, config: &Config) {
-        self.apply_limits(config);
-        let keys = match config
-            .auth
-            .as_ref()
-            .map(crate::config::AuthConfig::load_keys)
-        {
-            None => strata_engine::auth::KeyStore::new_empty(),
-            Some(Ok(keys)) => keys,
-            Some(Err(why)) => {
-                // Validated when the configuration was loaded; the file changed since.
-                tracing::warn!("keeping the previous keys: {why}");
-                return;
-            }
-        };
-        self.node.set_keys(keys);
-    }
-}
-
-impl Daemon {
-    /// Applies `[rate-limit]` (a changed table starts every client afresh) and
-    /// `[access-policy]` to the node.
-    pub(super) fn apply_limits(&mut self, config: &Config) {
-        self.node
-            .set_rate_limit(config.rate_limit.map(engine_rate_limit));
-        self.node.set_deny_policy(match config.access_policy.deny {
-            crate::config::DenyAction::Drop => strata_engine::DenyPolicy::Drop,
-            crate::config::DenyAction::Kod => strata_engine::DenyPolicy::Kod,
-        });
-    }
-}
-
-/// The engine's rate limiter settings for `[rate-limit]`.
-pub(super) fn engine_rate_limit(r: crate::config::RateLimit) -> strata_engine::RateLimitConfig {
-    strata_engine::RateLimitConfig {
-        // Validated to 1ms..=1d, so the conversion cannot fail.
-        interval: Duration::try_from_secs_f64(r.interval).unwrap_or(Duration::from_secs(2)),
-        burst: r.burst,
-        max_clients: r.max_clients,
-    }
-}
-
 /// The engine's access rules of instance `name`, in file order.
-pub(super) fn access_rules(config: &Config, name: &str) -> Vec<AccessRule> {
+fn access_rules(config: &Config, name: &str) -> Vec<AccessRule> {
     config
         .access_rules(name)
         .into_iter()
@@ -242,7 +303,7 @@ pub(super) fn access_rules(config: &Config, name: &str) -> Vec<AccessRule> {
 
 /// Whether a placement is usable now; for a device, its ifindex followed
 /// by those of its lower devices (the interfaces enslaved to a VRF).
-pub(super) fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u32>> {
+fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u32>> {
     match placement {
         Placement::Default => Ok(Vec::new()),
         Placement::Netns(name) => {
@@ -258,7 +319,7 @@ pub(super) fn placement_ifindexes(placement: &Placement) -> anyhow::Result<Vec<u
 
 /// Whether a device-bound instance still has the device it was brought up
 /// with (same ifindex); other placements always match.
-pub(super) fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool {
+fn placement_matches(placement: &Placement, before: &[u32], now: &[u32]) -> bool {
     match placement {
         Placement::Device(_) => before.first() == now.first(),
         _ => true,

@@ -20,7 +20,16 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ControlRequest;
+use crate::control::{Reply, Request, Session, Status};
 
 /// The longest request head read (request line and headers), in bytes.
 pub const MAX_REQUEST_HEAD: usize = 8192;
@@ -334,7 +343,10 @@ async fn snapshot(ctl: &mpsc::Sender<ControlRequest>) -> Option<(Status, Vec<Ses
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::control::InstanceCounters;
 
     fn status() -> Status {
         let mut dropped = BTreeMap::new();
@@ -356,6 +368,7 @@ mod tests {
             last_update_s: Some(3.0),
             clock_steps: 0,
             clock_backend: "virtual".into(),
+            estimate: None,
             instances: BTreeMap::from([(
                 "vpn1".to_owned(),
                 InstanceCounters {

@@ -1,12 +1,23 @@
 //! The daemon's event loop: sockets, timers, the control socket and the
 //! clock, wired around one [`strata_engine::Node`].
 //!
-//! One task owns the node and the clock. Each UDP socket has a reader task
-//! that forwards datagrams (with their kernel receive timestamps) over a
-//! channel; the control socket's tasks forward requests the same way. After
-//! every input the loop drains the node's transmits (reading the clock
-//! right before each, so the transmit timestamp is as late as possible)
-//! and its events (clock commands are applied in order).
+//! One task owns the node and the clock, and the runtime's parts, each with
+//! its own methods: the UDP sockets (`sockets.rs`: the socket table, reader
+//! tasks, fast-path workers), the instances (`instances.rs`: placement,
+//! health and retries), the fast path's published snapshot (`fastpath.rs`),
+//! broadcast and multicast (`mode5.rs`), and the control side (`status.rs`,
+//! `trace.rs`, `metrics.rs`). Each UDP socket has a reader task that
+//! forwards datagrams (with their kernel receive timestamps) over a channel;
+//! the control socket's tasks forward requests the same way. After every
+//! input the loop drains the node's transmits (reading the clock right
+//! before each, so the transmit timestamp is as late as possible) and its
+//! events (clock commands are applied in order).
+//!
+//! # Configuration
+//!
+//! Start-up is a reload from an empty configuration ([`Config::empty`]):
+//! `apply.rs` is the one code path that applies a configuration, at start
+//! and on SIGHUP or `stratactl reload`.
 //!
 //! # Instances
 //!
@@ -25,27 +36,22 @@
 //!
 //! A `[[listen]]` socket is read by worker threads instead of a reader
 //! task (`[responder] workers`, default one per core; see `fastpath.rs`):
-//! they answer plain client requests themselves, in batches, from a
-//! snapshot of the server state this loop publishes, and hand every other
+//! they answer plain client requests themselves, in batches, with the
+//! engine's `Responder` snapshot this loop publishes, and hand every other
 //! datagram to this loop as the reader task would. With `workers = 0`
 //! listeners have reader tasks like every other socket.
 
+mod apply;
 mod fastpath;
 mod instances;
 pub mod metrics;
 mod mode5;
-mod reload;
+mod sockets;
 mod status;
 pub mod trace;
 
-use self::instances::*;
-use self::mode5::*;
-use self::status::*;
-
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -53,120 +59,30 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use strata_clock::backend::{Clock, HostRealtime, ObserveOnly, SystemClock, VirtualClock};
 use strata_clock::discipline::{ClockCommand, DisciplineConfig};
-use strata_engine::{
-    AccessRule, AssociationId, AssociationMode, BroadcastClientConfig, BroadcastServerConfig,
-    ClientConfig, Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, Route, SocketId,
-};
-use strata_net::{HostTime, Placement, SocketOptions, UdpSocket};
-use strata_wire::{Leap, NtpTimestamp};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use strata_engine::{Event, InstanceId, Instant, Node, NodeConfig, RecvMeta, Route, SocketId};
+use strata_net::{Placement, Transmit};
+use strata_wire::NtpTimestamp;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ClockBackend, Config, InstancePlacement, DEFAULT_INSTANCE, DEFAULT_NTP_PORT};
-use crate::control::{self, InstanceCounters, Reply, Request, Session, Status};
+use self::apply::Stage;
+use self::fastpath::Publisher;
+use self::instances::Instances;
+use self::sockets::{Datagram, Sockets, MAX_DATAGRAM};
+use crate::config::{ClockBackend, Config};
+use crate::control::{Reply, Request};
 
 /// How often the frequency estimate is written to the drift file.
 const DRIFT_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often instance health is checked and down instances are retried.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
-/// The first retry delay of a down instance.
-const RETRY_MIN: Duration = Duration::from_secs(1);
-/// The longest retry delay of a down instance.
-const RETRY_MAX: Duration = Duration::from_secs(8);
 /// The drop reason counted by the daemon for datagrams that reached the
 /// default instance through an interface of a device-bound instance.
 pub const FOREIGN_INSTANCE: &str = "foreign-instance";
 
-/// The daemon's view of one instance: placement, listeners and health.
-struct InstanceRt {
-    name: String,
-    placement: Placement,
-    /// The `[[listen]]` addresses of this instance.
-    listen: Vec<SocketAddr>,
-    up: bool,
-    /// Why the instance is down (or its last failure).
-    error: Option<String>,
-    retry_at: std::time::Instant,
-    backoff: Duration,
-    /// Device-bound: the device's ifindex and those of its lower devices
-    /// (the interfaces enslaved to a VRF).
-    ifindexes: Vec<u32>,
-    /// Datagrams dropped by the daemon itself, by reason.
-    dropped: BTreeMap<String, u64>,
-    /// Broadcast and multicast settings.
-    mode5: Mode5Rt,
-}
-
-/// An instance's broadcast/multicast settings and, while it is up, the
-/// sockets that carry them.
-#[derive(Debug, Default)]
-struct Mode5Rt {
-    /// Groups its multicast clients join, with the interface to join on.
-    joins: Vec<(SocketAddr, Option<String>)>,
-    /// Whether a broadcast client listens in it.
-    broadcast_client: bool,
-    /// Where its servers send mode 5: destination, interface, TTL.
-    sends: Vec<(SocketAddr, Option<String>, u32)>,
-    /// While up: the socket and interface each destination is sent through.
-    senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
-}
-
-impl Mode5Rt {
-    fn broadcast_send(&self) -> bool {
-        self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
-    }
-}
-
-/// Largest datagram read; longer ones are truncated and then dropped as
-/// malformed by the engine.
-const MAX_DATAGRAM: usize = 1500;
-
-struct Datagram {
-    socket: SocketId,
-    meta: strata_net::RecvMeta,
-    data: Vec<u8>,
-}
-
+/// A control request with where its reply goes.
 struct ControlRequest {
     request: Request,
     reply: oneshot::Sender<Reply>,
-}
-
-/// A socket as the event loop holds it: registered with the runtime when
-/// a reader task waits on it, or plain when fast-path workers read it (a
-/// registration would wake the loop for every datagram and every send).
-enum Io {
-    Async(Arc<AsyncFd<UdpSocket>>),
-    Plain(Arc<UdpSocket>),
-}
-
-impl Io {
-    fn get_ref(&self) -> &UdpSocket {
-        match self {
-            Io::Async(fd) => fd.get_ref(),
-            Io::Plain(s) => s,
-        }
-    }
-
-    /// The runtime registration, when there is one.
-    fn async_fd(&self) -> Option<&Arc<AsyncFd<UdpSocket>>> {
-        match self {
-            Io::Async(fd) => Some(fd),
-            Io::Plain(_) => None,
-        }
-    }
-}
-
-struct Socket {
-    io: Io,
-    instance: InstanceId,
-    listener: bool,
-    /// The reader task, or `None` when fast-path workers read the socket.
-    reader: Option<tokio::task::JoinHandle<()>>,
-    /// The fast-path workers of a listener.
-    workers: Option<fastpath::Workers>,
 }
 
 /// A running daemon's state, owned by the event loop.
@@ -174,16 +90,15 @@ struct Daemon {
     node: Node,
     clock: Box<dyn Clock>,
     origin: std::time::Instant,
-    sockets: HashMap<SocketId, Socket>,
-    /// Client sockets per (instance, IPv6?).
-    client_sockets: HashMap<(InstanceId, bool), SocketId>,
-    instance_names: HashMap<InstanceId, String>,
-    instances: BTreeMap<InstanceId, InstanceRt>,
-    rx: mpsc::Sender<Datagram>,
-    next_socket: u32,
+    /// The UDP sockets and what reads them.
+    sockets: Sockets,
+    /// The instances: placement, health, broadcast/multicast settings.
+    instances: Instances,
+    /// What the fast-path workers were last given.
+    fast: Publisher,
     drift_file: Option<PathBuf>,
     backend_name: &'static str,
-    /// The running configuration (what a reload is compared with).
+    /// The running configuration (what the next one is applied against).
     config: Config,
     /// The file it came from; `None` for the embedded default.
     config_path: Option<PathBuf>,
@@ -191,19 +106,6 @@ struct Daemon {
     probes: trace::Probes,
     /// The associations as last logged.
     association_log: crate::logging::AssociationLog,
-    /// What the fast-path workers read.
-    fast: Arc<fastpath::Shared>,
-    /// Fast-path workers per listener (0: none, listeners have readers).
-    workers: usize,
-    /// Workers of closed listeners that have not ended yet.
-    stopping: Vec<fastpath::Workers>,
-    /// Counts of ended workers, per instance.
-    fast_retired: BTreeMap<InstanceId, fastpath::Totals>,
-    /// The state last published to the workers.
-    published: Option<fastpath::Key>,
-    /// Something the workers read beyond the server state and the clock
-    /// changed (access rules, policy, instances): publish again.
-    fast_dirty: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -238,105 +140,45 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     // Request cookies must be unguessable: no start without the OS's
     // random number generator.
     let rng = os_seeded_rng()?;
-    let (rx, mut datagrams) = mpsc::channel::<Datagram>(4096);
+    let (to_loop, mut datagrams) = mpsc::channel::<Datagram>(4096);
     let origin = std::time::Instant::now();
     let workers = config
         .responder
         .workers
         .unwrap_or_else(fastpath::default_workers);
+    let fast = Publisher::new(origin);
     let mut daemon = Daemon {
         node: Node::new(node_config, rng),
         clock,
         origin,
-        sockets: HashMap::new(),
-        client_sockets: HashMap::new(),
-        instance_names: HashMap::from([(InstanceId::DEFAULT, "default".to_owned())]),
-        instances: BTreeMap::new(),
-        rx,
-        next_socket: 0,
+        sockets: Sockets::new(to_loop, workers, fast.shared()),
+        instances: Instances::default(),
+        fast,
         drift_file: config.clock.drift_file.clone(),
         backend_name,
-        config: config.clone(),
+        config: Config::empty(),
         config_path,
         probes: trace::Probes::default(),
         association_log: crate::logging::AssociationLog::default(),
-        fast: Arc::new(fastpath::Shared::new(origin)),
-        workers,
-        stopping: Vec::new(),
-        fast_retired: BTreeMap::new(),
-        published: None,
-        fast_dirty: true,
     };
-
-    daemon.setup_instances(&config);
-    // The workers of the listeners opened below start from this snapshot.
-    daemon.publish_fast();
     if workers > 0 {
         tracing::info!(workers, "fast path: worker threads per listener");
     }
-    for listen in config
-        .listen
-        .iter()
-        .filter(|l| l.instance == DEFAULT_INSTANCE)
-    {
-        daemon
-            .open_socket(
-                InstanceId::DEFAULT,
-                listen.address,
-                true,
-                &Placement::Default,
-            )
-            .with_context(|| format!("listen address {}", listen.address))?;
-        tracing::info!(address = %listen.address, instance = %listen.instance, "serving time");
-    }
-    daemon
-        .open_mode5(InstanceId::DEFAULT, &Placement::Default)
-        .context("broadcast/multicast sockets of the default instance")?;
-    daemon.apply_listener_keys();
+    let control_path = config.control.socket.clone();
+    let metrics = config.metrics;
+    daemon.apply(config, Stage::Start)?;
     daemon.maintain();
-    let now = daemon.now();
-    for peer in &config.peer {
-        let instance = daemon.instance(&peer.instance);
-        let id = daemon.node.add_peer(
-            ClientConfig {
-                instance,
-                address: peer.address,
-                minpoll: peer.minpoll,
-                maxpoll: peer.maxpoll,
-                iburst: peer.iburst,
-            },
-            now,
-        );
-        daemon.node.set_association_key(id, peer.key);
-        tracing::info!(address = %peer.address, instance = %peer.instance, "added symmetric peer");
-    }
-    for server in &config.server {
-        let instance = daemon.instance(&server.instance);
-        let id = daemon.node.add_client(
-            ClientConfig {
-                instance,
-                address: server.address,
-                minpoll: server.minpoll,
-                maxpoll: server.maxpoll,
-                iburst: server.iburst,
-            },
-            now,
-        );
-        daemon.node.set_association_key(id, server.key);
-        tracing::info!(address = %server.address, instance = %server.instance, "added server");
-    }
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
-    let control_path = config.control.socket.clone();
-    let control_listener = bind_control(&control_path)?;
-    if let Some(address) = config.metrics {
+    let control_listener = status::bind_control(&control_path)?;
+    if let Some(address) = metrics {
         tokio::spawn(metrics::serve(
             metrics::bind(address).await?,
             ctl_tx.clone(),
         ));
         tracing::info!(%address, "serving metrics");
     }
-    tokio::spawn(serve_control(control_listener, ctl_tx));
+    tokio::spawn(status::serve_control(control_listener, ctl_tx));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -377,10 +219,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let reply = match req.request {
                     Request::Reload => match daemon.reload() {
                         Ok(summary) => Reply::Done(summary),
-                        Err(why) => {
-                            tracing::error!("reload rejected, the running configuration stays: {why}");
-                            Reply::Error(format!("reload rejected, the running configuration stays: {why}"))
-                        }
+                        Err(why) => Reply::Error(format!("reload rejected, the running configuration stays: {why}")),
                     },
                     Request::Trace { ref address, ref instance } => {
                         daemon.start_trace(address.as_deref(), instance.as_deref(), req.reply);
@@ -394,10 +233,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 crate::notify::status("reloading");
                 match daemon.reload() {
                     Ok(summary) => crate::notify::status(&summary),
-                    Err(why) => {
-                        tracing::error!("reload rejected, the running configuration stays: {why}");
-                        crate::notify::status("reload rejected; running the previous configuration");
-                    }
+                    Err(_) => crate::notify::status("reload rejected; running the previous configuration"),
                 }
             }
             _ = drift_timer.tick() => daemon.save_drift(),
@@ -420,25 +256,8 @@ impl Daemon {
         Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    fn instance(&mut self, name: &str) -> InstanceId {
-        let id = self.node.add_instance(name);
-        self.instance_names.insert(id, name.to_owned());
-        id
-    }
-
-    fn close_socket(&mut self, id: SocketId) {
-        if let Some(sock) = self.sockets.remove(&id) {
-            if let Some(reader) = sock.reader {
-                reader.abort();
-            }
-            if let Some(workers) = sock.workers {
-                workers.stop();
-                self.stopping.push(workers);
-            }
-        }
-        self.client_sockets.retain(|_, s| *s != id);
-    }
-
+    /// Opens a socket of an instance with its placement; a listener of an instance that sends
+    /// broadcasts may send them.
     fn open_socket(
         &mut self,
         instance: InstanceId,
@@ -449,54 +268,24 @@ impl Daemon {
         let broadcast = listener
             && self
                 .instances
-                .get(&instance)
+                .get(instance)
                 .is_some_and(|i| i.mode5.broadcast_send());
-        let socket = UdpSocket::open(&SocketOptions {
-            local,
-            placement: placement.clone(),
-            reuse_port: false,
-            broadcast,
-        })?;
-        let id = SocketId(self.next_socket);
-        self.next_socket += 1;
-        // `AsyncFd::new` is deprecated because a borrowed descriptor could be
-        // closed while registered; `UdpSocket` owns its descriptor, which stays
-        // open as long as the `AsyncFd` holding it, so this use is sound.
-        let (io, reader, workers) = if listener && self.workers > 0 {
-            let socket = Arc::new(socket);
-            let workers =
-                fastpath::Workers::spawn(self.workers, &socket, id, instance, &self.fast, &self.rx)
-                    .context("starting fast-path workers")?;
-            (Io::Plain(socket), None, Some(workers))
-        } else {
-            #[allow(deprecated)]
-            let io = Arc::new(AsyncFd::new(socket)?);
-            let reader = tokio::spawn(read_socket(id, Arc::clone(&io), self.rx.clone()));
-            (Io::Async(io), Some(reader), None)
-        };
-        self.sockets.insert(
-            id,
-            Socket {
-                io,
-                instance,
-                listener,
-                reader,
-                workers,
-            },
-        );
-        Ok(id)
+        let options = sockets::options(local, placement, broadcast);
+        self.sockets.open(instance, options, listener)
     }
 
+    /// The client socket of an instance for the family of an address, opened on first use;
+    /// an instance whose placement cannot open one is taken down.
     fn client_socket(&mut self, instance: InstanceId, v6: bool) -> anyhow::Result<SocketId> {
-        if let Some(id) = self.client_sockets.get(&(instance, v6)) {
-            return Ok(*id);
+        if let Some(id) = self.sockets.client(instance, v6) {
+            return Ok(id);
         }
         let local = if v6 {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
         } else {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
         };
-        let placement = match self.instances.get(&instance) {
+        let placement = match self.instances.get(instance) {
             Some(inst) if inst.up => inst.placement.clone(),
             Some(inst) => bail!(
                 "instance {} is down: {}",
@@ -507,7 +296,7 @@ impl Daemon {
         };
         match self.open_socket(instance, local, false, &placement) {
             Ok(id) => {
-                self.client_sockets.insert((instance, v6), id);
+                self.sockets.set_client(instance, v6, id);
                 Ok(id)
             }
             Err(e) if placement != Placement::Default => {
@@ -520,13 +309,11 @@ impl Daemon {
     }
 
     fn handle_datagram(&mut self, d: &Datagram) {
-        let Some(sock) = self.sockets.get(&d.socket) else {
+        let Some(sock) = self.sockets.get(d.socket) else {
             return;
         };
-        if sock.instance == InstanceId::DEFAULT && self.is_foreign(d.meta.ifindex) {
-            if let Some(inst) = self.instances.get_mut(&InstanceId::DEFAULT) {
-                *inst.dropped.entry(FOREIGN_INSTANCE.to_owned()).or_default() += 1;
-            }
+        if sock.instance == InstanceId::DEFAULT && self.instances.is_foreign(d.meta.ifindex) {
+            self.instances.count_foreign();
             return;
         }
         let host = NtpTimestamp::from_unix(d.meta.rx_time.secs, d.meta.rx_time.nanos);
@@ -549,17 +336,6 @@ impl Daemon {
         self.node.handle_datagram(now, &meta, &d.data);
     }
 
-    /// Whether `ifindex` belongs to an up device-bound instance.
-    fn is_foreign(&self, ifindex: Option<u32>) -> bool {
-        ifindex.is_some_and(|i| {
-            self.instances.values().any(|inst| {
-                inst.up
-                    && matches!(inst.placement, Placement::Device(_))
-                    && inst.ifindexes.contains(&i)
-            })
-        })
-    }
-
     /// Sends what the node wants sent and applies its events.
     fn flush(&mut self) -> anyhow::Result<()> {
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -572,10 +348,10 @@ impl Daemon {
                 Route::Socket(s) => (Some(s), tx.ifindex),
                 Route::Broadcast => self
                     .instances
-                    .get(&tx.instance)
+                    .get(tx.instance)
                     .and_then(|i| i.mode5.senders.get(&tx.dst).copied())
                     .map_or((None, tx.ifindex), |(s, ifindex)| (Some(s), ifindex)),
-                Route::Listener => (self.listener_for(tx.instance, tx.dst), tx.ifindex),
+                Route::Listener => (self.sockets.listener_for(tx.instance, tx.dst), tx.ifindex),
                 Route::Client => (None, tx.ifindex),
             };
             let socket = match socket {
@@ -588,17 +364,12 @@ impl Daemon {
                     }
                 },
             };
-            let Some(sock) = self.sockets.get(&socket) else {
-                continue;
-            };
-            let transmit = strata_net::Transmit {
+            let transmit = Transmit {
                 dst: tx.dst,
                 src_ip: tx.src_ip,
                 ifindex,
             };
-            if let Err(e) = sock.io.get_ref().send(&buf[..tx.len], &transmit) {
-                tracing::debug!(dst = %tx.dst, "send failed: {e}");
-            }
+            self.sockets.send(socket, &buf[..tx.len], &transmit);
         }
         let mut associations_changed = false;
         while let Some(event) = self.node.poll_event() {
@@ -623,73 +394,16 @@ impl Daemon {
         if associations_changed {
             self.log_associations();
         }
-        self.publish_fast_if_changed();
+        self.publish_fast(false);
         Ok(())
     }
 
-    /// What the workers compare to tell whether to take a new snapshot.
-    fn fast_key(&self) -> fastpath::Key {
-        (
-            self.node.server_state(NtpTimestamp::ZERO),
-            self.node.policy_generation(),
-            self.clock.host_map(),
-        )
-    }
-
-    fn publish_fast_if_changed(&mut self) {
-        if self.fast_dirty || self.published != Some(self.fast_key()) {
-            self.publish_fast();
-        }
-    }
-
-    /// Publishes a new snapshot to the fast-path workers.
-    fn publish_fast(&mut self) {
-        let key = self.fast_key();
-        let foreign = self
-            .instances
-            .values()
-            .filter(|i| i.up && matches!(i.placement, Placement::Device(_)))
-            .flat_map(|i| i.ifindexes.iter().copied())
-            .collect();
-        self.fast.publish(fastpath::Snapshot {
-            responder: self.node.responder(NtpTimestamp::ZERO),
-            map: key.2,
-            foreign,
-        });
-        self.published = Some(key);
-        self.fast_dirty = false;
-    }
-
-    /// Folds the counts of ended workers into the per-instance totals.
-    fn reap_workers(&mut self) {
-        let (done, running): (Vec<_>, Vec<_>) = self
-            .stopping
-            .drain(..)
-            .partition(fastpath::Workers::finished);
-        self.stopping = running;
-        for w in done {
-            self.fast_retired
-                .entry(w.instance)
-                .or_default()
-                .add(&w.totals());
-        }
-    }
-
-    /// The fast-path counters of `instance`: ended, stopping and running workers.
-    fn fast_totals(&self, instance: InstanceId) -> fastpath::Totals {
-        let mut t = self
-            .fast_retired
-            .get(&instance)
-            .cloned()
-            .unwrap_or_default();
-        let live = self.sockets.values().filter_map(|s| s.workers.as_ref());
-        for w in live
-            .chain(&self.stopping)
-            .filter(|w| w.instance == instance)
-        {
-            t.add(&w.totals());
-        }
-        t
+    /// Publishes a new snapshot to the fast-path workers when what they read changed, or
+    /// always when `force` is set.
+    fn publish_fast(&mut self, force: bool) {
+        let foreign = self.instances.foreign_ifindexes();
+        self.fast
+            .publish(&self.node, self.clock.as_ref(), foreign, force);
     }
 
     fn save_drift(&self) {
@@ -722,32 +436,10 @@ fn discipline_config(config: &Config) -> DisciplineConfig {
         panic_threshold: config.discipline.panic_threshold,
         min_poll,
         max_poll,
+        // An observe-only clock is never adjusted: the estimator must
+        // know, or its frequency estimate runs off.
+        steered: config.clock.backend != ClockBackend::Observe,
         ..defaults
-    }
-}
-
-/// Reads one socket until it fails, forwarding each datagram.
-async fn read_socket(id: SocketId, io: Arc<AsyncFd<UdpSocket>>, tx: mpsc::Sender<Datagram>) {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    loop {
-        let Ok(mut guard) = io.readable().await else {
-            return;
-        };
-        match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(Ok(meta)) => {
-                let len = meta.len.min(buf.len());
-                let d = Datagram {
-                    socket: id,
-                    meta,
-                    data: buf[..len].to_vec(),
-                };
-                if tx.send(d).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) => tracing::debug!("receive error: {e}"),
-            Err(_would_block) => {}
-        }
     }
 }
 

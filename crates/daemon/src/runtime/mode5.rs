@@ -1,7 +1,38 @@
 //! Broadcast and multicast: group memberships, the sockets mode 5 is sent
 //! from, and the engine's broadcast/multicast settings per instance.
 
-use super::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use strata_engine::{BroadcastClientConfig, BroadcastServerConfig, InstanceId, SocketId};
+use strata_net::Placement;
+
+use super::sockets::Socket;
+use super::Daemon;
+use crate::config::{Config, DEFAULT_NTP_PORT};
+
+/// An instance's broadcast/multicast settings and, while it is up, the
+/// sockets that carry them.
+#[derive(Debug, Default)]
+pub(super) struct Mode5Rt {
+    /// Groups its multicast clients join, with the interface to join on.
+    joins: Vec<(SocketAddr, Option<String>)>,
+    /// Whether a broadcast client listens in it.
+    broadcast_client: bool,
+    /// Where its servers send mode 5: destination, interface, TTL.
+    sends: Vec<(SocketAddr, Option<String>, u32)>,
+    /// While up: the socket and interface each destination is sent through.
+    pub senders: HashMap<SocketAddr, (SocketId, Option<u32>)>,
+}
+
+impl Mode5Rt {
+    /// Whether it sends broadcasts (its listeners need `SO_BROADCAST`).
+    pub(super) fn broadcast_send(&self) -> bool {
+        self.sends.iter().any(|(d, _, _)| !d.ip().is_multicast())
+    }
+}
 
 impl Daemon {
     /// Tells the engine about an instance's broadcast/multicast clients and
@@ -64,7 +95,7 @@ impl Daemon {
         id: InstanceId,
         placement: &Placement,
     ) -> anyhow::Result<()> {
-        let Some(inst) = self.instances.get(&id) else {
+        let Some(inst) = self.instances.get(id) else {
             return Ok(());
         };
         let joins = inst.mode5.joins.clone();
@@ -72,32 +103,31 @@ impl Daemon {
         let broadcast_client = inst.mode5.broadcast_client;
         for (group, iface) in joins {
             let ifindex = resolve_ifindex(placement, iface.as_deref())?;
-            let socket = match self.wildcard_listener(id, group) {
+            let socket = match self.sockets.wildcard_listener(id, group) {
                 Some(s) => s,
                 None => self
                     .open_socket(id, group, false, placement)
                     .with_context(|| format!("multicast group {group}"))?,
             };
-            if let Some(sock) = self.sockets.get(&socket) {
-                sock.io
-                    .get_ref()
+            if let Some(sock) = self.sockets.get(socket) {
+                sock.udp()
                     .join_multicast(group.ip(), ifindex.unwrap_or(0))?;
             }
             tracing::info!(%group, interface = ?iface, "joined multicast group");
         }
         let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_NTP_PORT);
-        if broadcast_client && self.wildcard_listener(id, any_v4).is_none() {
+        if broadcast_client && self.sockets.wildcard_listener(id, any_v4).is_none() {
             self.open_socket(id, any_v4, false, placement)
                 .context("broadcast client socket")?;
         }
         let mut senders = HashMap::new();
         for (dst, iface, ttl) in sends {
             let ifindex = resolve_ifindex(placement, iface.as_deref())?;
-            let Some(socket) = self.listener_for(id, dst) else {
+            let Some(socket) = self.sockets.listener_for(id, dst) else {
                 bail!("mode-5 destination {dst}: the instance has no [[listen]] address of this family to send from and to answer the clients' calibration");
             };
-            if let (Some(sock), true) = (self.sockets.get(&socket), dst.ip().is_multicast()) {
-                let io = sock.io.get_ref();
+            let io = self.sockets.get(socket).map(Socket::udp);
+            if let (Some(io), true) = (io, dst.ip().is_multicast()) {
                 io.set_multicast_ttl(ttl)?;
                 io.set_multicast_loop(false)?;
                 if let Some(i) = ifindex {
@@ -106,67 +136,10 @@ impl Daemon {
             }
             senders.insert(dst, (socket, ifindex));
         }
-        if let Some(inst) = self.instances.get_mut(&id) {
+        if let Some(inst) = self.instances.get_mut(id) {
             inst.mode5.senders = senders;
         }
         Ok(())
-    }
-
-    pub(super) fn local_addr(&self, id: SocketId) -> Option<SocketAddr> {
-        self.sockets.get(&id)?.io.get_ref().local_addr().ok()
-    }
-
-    /// A listener of the instance bound to the unspecified address on the
-    /// port and family of `like`.
-    pub(super) fn wildcard_listener(
-        &self,
-        instance: InstanceId,
-        like: SocketAddr,
-    ) -> Option<SocketId> {
-        self.sockets
-            .iter()
-            .filter(|(_, s)| s.instance == instance && s.listener)
-            .map(|(id, _)| *id)
-            .find(|id| {
-                self.local_addr(*id).is_some_and(|a| {
-                    a.ip().is_unspecified()
-                        && a.port() == like.port()
-                        && a.is_ipv4() == like.is_ipv4()
-                })
-            })
-    }
-
-    /// A listener of the instance of the family of `dst`, on port 123 if
-    /// there is one.
-    pub(super) fn listener_for(&self, instance: InstanceId, dst: SocketAddr) -> Option<SocketId> {
-        let mut candidates: Vec<(SocketId, SocketAddr)> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.instance == instance && s.listener)
-            .filter_map(|(id, _)| Some((*id, self.local_addr(*id)?)))
-            .filter(|(_, a)| a.is_ipv4() == dst.is_ipv4())
-            .collect();
-        // Port 123 first; then a wildcard listener (the routing table picks
-        // the source address), else the address sharing the longest prefix
-        // with the destination (the interface that faces it).
-        candidates.sort_by_key(|(id, a)| {
-            (
-                a.port() != DEFAULT_NTP_PORT,
-                !a.ip().is_unspecified(),
-                std::cmp::Reverse(common_prefix(a.ip(), dst.ip())),
-                id.0,
-            )
-        });
-        candidates.first().map(|(id, _)| *id)
-    }
-}
-
-/// The number of leading bits two addresses of one family share.
-fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
-        _ => 0,
     }
 }
 
@@ -175,9 +148,7 @@ fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
 /// servers only when every entry allows them; a required key only when
 /// every entry names the same one (else any trusted key); the shortest
 /// recalibration interval.
-pub(super) fn broadcast_client_settings(
-    clients: &[(bool, Option<u32>, f64)],
-) -> BroadcastClientConfig {
+fn broadcast_client_settings(clients: &[(bool, Option<u32>, f64)]) -> BroadcastClientConfig {
     let allow = clients.iter().all(|(a, _, _)| *a);
     let first = clients.first().and_then(|(_, k, _)| *k);
     let key = first.filter(|k| clients.iter().all(|(_, c, _)| *c == Some(*k)));
@@ -195,7 +166,7 @@ pub(super) fn broadcast_client_settings(
 }
 
 /// An instance's broadcast/multicast settings from the config.
-pub(super) fn mode5_settings(config: &Config, name: &str) -> Mode5Rt {
+pub(super) fn settings(config: &Config, name: &str) -> Mode5Rt {
     Mode5Rt {
         joins: config
             .multicast_client
@@ -223,10 +194,7 @@ pub(super) fn mode5_settings(config: &Config, name: &str) -> Mode5Rt {
 
 /// The index of interface `name` as seen from the placement's network
 /// namespace; `None` when no interface is named.
-pub(super) fn resolve_ifindex(
-    placement: &Placement,
-    name: Option<&str>,
-) -> anyhow::Result<Option<u32>> {
+fn resolve_ifindex(placement: &Placement, name: Option<&str>) -> anyhow::Result<Option<u32>> {
     let Some(name) = name else { return Ok(None) };
     let index = match placement {
         Placement::Netns(ns) => strata_net::in_netns(ns, || strata_net::ifindex(name))??,

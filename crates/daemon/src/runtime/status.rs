@@ -1,20 +1,25 @@
 //! The control socket: answering `status` and `sessions` from the node's
 //! state; and the association log, one line per change.
 
-use super::*;
-use strata_engine::{AssociationState, SelectionRole, SessionStatus};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
-use crate::control::{FilterSample, SessionDetail};
+use anyhow::{bail, Context as _};
+use strata_engine::{AssociationState, InstanceId, Instant, SelectionRole, SessionStatus};
+use strata_wire::Leap;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::instances::placement_name;
+use super::{ControlRequest, Daemon, FOREIGN_INSTANCE};
+use crate::control::{
+    self, Estimate, FilterSample, InstanceCounters, Reply, Request, Session, SessionDetail, Status,
+};
 use crate::logging::AssociationView;
 
 impl Daemon {
-    pub(super) fn instance_name(&self, id: InstanceId) -> String {
-        self.instance_names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("#{}", id.0))
-    }
-
     pub(super) fn answer(&self, request: &Request) -> Reply {
         let now = self.now();
         match request {
@@ -32,13 +37,13 @@ impl Daemon {
                             .map(|(r, n)| (r.as_str().to_owned(), n))
                             .collect::<BTreeMap<_, _>>();
                         let mut received = c.received;
-                        let rt = self.instances.get(&id);
+                        let rt = self.instances.get(id);
                         for (reason, n) in rt.map(|i| &i.dropped).into_iter().flatten() {
                             *dropped.entry(reason.clone()).or_default() += n;
                             received += n;
                         }
                         // What the fast-path workers handled themselves.
-                        let fast = self.fast_totals(id);
+                        let fast = self.sockets.fast_totals(id);
                         for (reason, n) in fast.dropped_by_reason() {
                             *dropped.entry(reason.as_str().to_owned()).or_default() += n;
                         }
@@ -79,10 +84,10 @@ impl Daemon {
                         if inst == InstanceId::DEFAULT {
                             addr.to_string()
                         } else {
-                            format!("{addr}%{}", self.instance_name(inst))
+                            format!("{addr}%{}", self.instances.name(inst))
                         }
                     }),
-                    reference_instance: s.system_peer.map(|(_, inst, _)| self.instance_name(inst)),
+                    reference_instance: s.system_peer.map(|(_, inst, _)| self.instances.name(inst)),
                     jitter_s: s.jitter,
                     leap: leap_name(s.server.leap).to_owned(),
                     precision: s.server.precision,
@@ -92,6 +97,13 @@ impl Daemon {
                     last_update_s: s.last_update.map(|t| (now - t).as_secs_f64()),
                     clock_steps: s.clock_steps,
                     clock_backend: self.backend_name.to_owned(),
+                    estimate: (s.estimate.samples > 0).then_some(Estimate {
+                        offset_s: s.estimate.offset,
+                        offset_uncertainty_s: s.estimate.offset_uncertainty,
+                        rms_offset_s: s.estimate.rms_offset,
+                        skew_ppm: s.estimate.frequency_uncertainty_ppm,
+                        samples: s.estimate.samples,
+                    }),
                     instances,
                 })
             }
@@ -99,7 +111,7 @@ impl Daemon {
                 self.node
                     .sessions(now)
                     .map(|s| Session {
-                        instance: self.instance_name(s.instance),
+                        instance: self.instances.name(s.instance),
                         address: s.address.to_string(),
                         mode: s.mode.as_str().to_owned(),
                         // The phase (calibrating, listening, …) wins over
@@ -139,7 +151,7 @@ impl Daemon {
             .sessions(now)
             .map(|s| AssociationView {
                 id: s.id.0,
-                instance: self.instance_name(s.instance),
+                instance: self.instances.name(s.instance),
                 address: s.address.to_string(),
                 mode: s.mode.as_str(),
                 state: s.state.as_str(),
@@ -147,25 +159,24 @@ impl Daemon {
                 selection: s.selection.map(SelectionRole::as_str),
             })
             .collect();
+        // One line per change, at info or debug (tracing's levels are fixed per call site).
+        macro_rules! log_change {
+            ($level:ident, $c:expr) => {
+                tracing::$level!(
+                    instance = %$c.instance,
+                    address = %$c.address,
+                    mode = $c.mode,
+                    event = $c.event,
+                    "{}",
+                    $c.message
+                )
+            };
+        }
         for c in self.association_log.update(views) {
             if c.info {
-                tracing::info!(
-                    instance = %c.instance,
-                    address = %c.address,
-                    mode = c.mode,
-                    event = c.event,
-                    "{}",
-                    c.message
-                );
+                log_change!(info, c);
             } else {
-                tracing::debug!(
-                    instance = %c.instance,
-                    address = %c.address,
-                    mode = c.mode,
-                    event = c.event,
-                    "{}",
-                    c.message
-                );
+                log_change!(debug, c);
             }
         }
     }

@@ -10,12 +10,22 @@
 //! Bounded: [`MAX_HOPS`] queries, [`QUERY_TIMEOUT`] each, [`TRACE_TIMEOUT`]
 //! in all.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use strata_wire::{offset_and_delay, NtpDuration, NtpPacket, NtpRepr, ReferenceId};
+use strata_engine::{InstanceId, SocketId};
+use strata_net::{HostTime, Transmit, UdpSocket};
+use strata_wire::{
+    offset_and_delay, Mode, NtpDuration, NtpPacket, NtpRepr, NtpTimestamp, ReferenceId,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
 
-use super::*;
-use crate::control::{Trace, TraceHop};
+use super::Daemon;
+use crate::config::DEFAULT_NTP_PORT;
+use crate::control::{Reply, Trace, TraceHop};
 
 /// The most servers a trace queries.
 pub const MAX_HOPS: usize = 16;
@@ -23,6 +33,54 @@ pub const MAX_HOPS: usize = 16;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a whole trace may take.
 pub const TRACE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a trace cannot start, or why a query has no usable answer (where the trace ends).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TraceError {
+    /// `--instance` names no instance.
+    #[error("unknown instance {0:?}")]
+    UnknownInstance(String),
+    /// No address given and no system peer.
+    #[error("no system peer to start from; give an address")]
+    NoSystemPeer,
+    /// The address does not parse.
+    #[error("bad address {0:?} (expected ip or ip:port)")]
+    BadAddress(String),
+    /// The instance has no client socket of the address's family.
+    #[error("no {family} client socket in instance {instance}")]
+    NoSocket {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// The instance.
+        instance: String,
+    },
+    /// The operating system's generator failed.
+    #[error("no random cookie (getrandom): {0}")]
+    Random(getrandom::Error),
+    /// The query could not be sent.
+    #[error("sending to {dst}: {source}")]
+    Send {
+        /// Where to.
+        dst: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No reply in time.
+    #[error("no reply from {dst} within {} s", QUERY_TIMEOUT.as_secs())]
+    NoReply {
+        /// The server.
+        dst: SocketAddr,
+    },
+    /// The reply is not a server's.
+    #[error("{dst} answered in mode {mode:?}, not as a server")]
+    NotServer {
+        /// The server.
+        dst: SocketAddr,
+        /// The mode it answered in.
+        mode: Mode,
+    },
+}
 
 /// A reply delivered to a probe: the packet and its receive time (daemon clock).
 type ProbeReply = (NtpRepr, NtpTimestamp);
@@ -162,7 +220,7 @@ async fn trace(start: &TraceStart) -> Trace {
         visited.push(current);
         let (repr, offset, delay) = match query(start, current).await {
             Ok(reply) => reply,
-            Err(why) => break why,
+            Err(why) => break why.to_string(),
         };
         hops.push(TraceHop {
             address: current.to_string(),
@@ -195,71 +253,56 @@ fn clock_now(clock_minus_host: f64) -> NtpTimestamp {
 }
 
 /// One query: the reply, offset and delay, or why there is none.
-async fn query(start: &TraceStart, dst: SocketAddr) -> Result<(NtpRepr, f64, f64), String> {
+async fn query(start: &TraceStart, dst: SocketAddr) -> Result<(NtpRepr, f64, f64), TraceError> {
     let Some((socket, io)) = &start.sockets[usize::from(dst.is_ipv6())] else {
-        return Err(format!(
-            "no {} client socket in instance {}",
-            if dst.is_ipv6() { "IPv6" } else { "IPv4" },
-            start.instance
-        ));
+        return Err(TraceError::NoSocket {
+            family: if dst.is_ipv6() { "IPv6" } else { "IPv4" },
+            instance: start.instance.clone(),
+        });
     };
     let cookie = cookie()?;
     let key = (*socket, dst, cookie);
-    let rx = start.probes.register(key);
     let mut buf = [0u8; strata_wire::HEADER_LEN];
     let request = NtpRepr::client_request(0, NtpTimestamp::from_bits(cookie));
-    let sent = request.emit_to_slice(&mut buf).map_err(|e| e.to_string());
+    // A header always fits its buffer.
+    let _ = request.emit_to_slice(&mut buf);
+    let rx = start.probes.register(key);
     let t1 = clock_now(start.clock_minus_host);
-    let sent = sent.and_then(|_| {
-        let transmit = strata_net::Transmit {
-            dst,
-            src_ip: None,
-            ifindex: None,
-        };
-        io.get_ref()
-            .send(&buf, &transmit)
-            .map(|_| ())
-            .map_err(|e| format!("sending to {dst}: {e}"))
-    });
-    if let Err(why) = sent {
+    if let Err(source) = io.get_ref().send(&buf, &Transmit::to(dst)) {
         start.probes.forget(&key);
-        return Err(why);
+        return Err(TraceError::Send { dst, source });
     }
     let reply = tokio::time::timeout(QUERY_TIMEOUT, rx).await;
     start.probes.forget(&key);
     let Ok(Ok((repr, t4))) = reply else {
-        return Err(format!(
-            "no reply from {dst} within {} s",
-            QUERY_TIMEOUT.as_secs()
-        ));
+        return Err(TraceError::NoReply { dst });
     };
-    if repr.mode != strata_wire::Mode::Server {
-        return Err(format!(
-            "{dst} answered in mode {:?}, not as a server",
-            repr.mode
-        ));
+    if repr.mode != Mode::Server {
+        return Err(TraceError::NotServer {
+            dst,
+            mode: repr.mode,
+        });
     }
     let (offset, delay) = offset_and_delay(t1, repr.receive_timestamp, repr.transmit_timestamp, t4);
     Ok((repr, offset, delay))
 }
 
 /// `ip:port`, or `ip` with the NTP port.
-fn parse_address(text: &str) -> Result<SocketAddr, String> {
+fn parse_address(text: &str) -> Result<SocketAddr, TraceError> {
     let text = text.trim();
     text.parse::<SocketAddr>()
         .or_else(|_| {
             text.parse::<IpAddr>()
                 .map(|ip| SocketAddr::new(ip, DEFAULT_NTP_PORT))
         })
-        .map_err(|_| format!("bad address {text:?} (expected ip or ip:port)"))
+        .map_err(|_| TraceError::BadAddress(text.to_owned()))
 }
 
-/// A query cookie nobody off-path can guess: random state mixed with the time.
-/// A query's cookie, from the operating system's generator: a trace
-/// query is rare, so each draws its own.
-fn cookie() -> Result<u64, String> {
+/// A query's cookie, from the operating system's generator: a trace query is rare, so each
+/// draws its own.
+fn cookie() -> Result<u64, TraceError> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no random cookie (getrandom): {e}"))?;
+    getrandom::fill(&mut bytes).map_err(TraceError::Random)?;
     Ok(u64::from_le_bytes(bytes))
 }
 
@@ -276,7 +319,7 @@ impl Daemon {
                 tokio::spawn(run(start, reply));
             }
             Err(why) => {
-                let _ = reply.send(Reply::Error(why));
+                let _ = reply.send(Reply::Error(why.to_string()));
             }
         }
     }
@@ -285,14 +328,11 @@ impl Daemon {
         &mut self,
         address: Option<&str>,
         instance: Option<&str>,
-    ) -> Result<TraceStart, String> {
+    ) -> Result<TraceStart, TraceError> {
         let named = match instance {
             Some(name) => Some(
-                self.instance_names
-                    .iter()
-                    .find(|(_, n)| n.as_str() == name)
-                    .map(|(id, _)| *id)
-                    .ok_or_else(|| format!("unknown instance {name:?}"))?,
+                (self.instances.id(name))
+                    .ok_or_else(|| TraceError::UnknownInstance(name.to_owned()))?,
             ),
             None => None,
         };
@@ -300,23 +340,21 @@ impl Daemon {
             Some(text) => (named.unwrap_or(InstanceId::DEFAULT), parse_address(text)?),
             None => match self.node.status().system_peer {
                 Some((_, inst, addr)) if named.is_none_or(|n| n == inst) => (inst, addr),
-                _ => return Err("no system peer to start from; give an address".to_owned()),
+                _ => return Err(TraceError::NoSystemPeer),
             },
         };
         let mut sockets = [None, None];
         for (slot, v6) in sockets.iter_mut().zip([false, true]) {
             if let Ok(id) = self.client_socket(instance, v6) {
-                *slot = self
-                    .sockets
-                    .get(&id)
-                    .and_then(|s| Some((id, Arc::clone(s.io.async_fd()?))));
+                let fd = self.sockets.get(id).and_then(|s| s.async_fd());
+                *slot = fd.map(|fd| (id, Arc::clone(fd)));
             }
         }
         let host = HostTime::now();
         let host = NtpTimestamp::from_unix(host.secs, host.nanos);
         let clock_minus_host = (self.clock.from_host(host) - host).to_seconds();
         Ok(TraceStart {
-            instance: self.instance_name(instance),
+            instance: self.instances.name(instance),
             start,
             sockets,
             clock_minus_host,
