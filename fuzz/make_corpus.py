@@ -108,3 +108,17 @@ write("extension_fields", {
 })
 write("config_parse", configs)
 write("control_request", control)
+
+
+def mode6(version, opcode, data=b"", assoc=0, sequence=1):
+    """An NTP control request (RFC 9327): header, data padded to 4."""
+    body = struct.pack("!BBHHHHH", (version << 3) | 6, opcode, sequence, 0,
+                       assoc, 0, len(data)) + data
+    return body + b"\0" * (-len(body) % 4)
+
+
+write("mode6_parse", {
+    "readstat": mode6(2, 1),
+    "readvar-named": mode6(2, 2, b"offset,stratum"),
+    "writevar": mode6(4, 3, b"leap=1"),
+})

@@ -42,7 +42,7 @@ xflags::xflags! {
         /// execs and findings (needs `cargo install cargo-fuzz`; not part of `test`).
         cmd fuzz {
             /// Only this target: packet_parse, mac_verify, extension_fields,
-            /// config_parse or control_request.
+            /// config_parse, control_request or mode6_parse.
             optional target: String
             /// Seconds per target (default 60).
             optional --time secs: u64

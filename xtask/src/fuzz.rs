@@ -18,12 +18,13 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// The fuzz targets, in the order they run.
-pub(crate) const TARGETS: [&str; 5] = [
+pub(crate) const TARGETS: [&str; 6] = [
     "packet_parse",
     "mac_verify",
     "extension_fields",
     "config_parse",
     "control_request",
+    "mode6_parse",
 ];
 
 /// Seconds per target when `--time` is not given.

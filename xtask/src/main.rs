@@ -209,6 +209,16 @@ fn test_cmd(sh: &Shell) -> Result<()> {
         "cargo test --workspace",
         cmd!(sh, "cargo test --workspace").run().map_err(Into::into),
     )?;
+    // Packages every publishable crate in dependency order and builds each
+    // from its package, resolving our own unpublished crates from a local
+    // overlay of the packages just made: nothing is uploaded, but the
+    // crates.io index must be reachable for third-party dependencies.
+    step(
+        "cargo publish --workspace --dry-run",
+        cmd!(sh, "cargo publish --workspace --dry-run --allow-dirty")
+            .run()
+            .map_err(Into::into),
+    )?;
     if scenario::is_root()? {
         step(
             "scenario all",

@@ -24,6 +24,34 @@
 //!
 //! Offsets follow RFC 5905 throughout: theta = reference − local clock,
 //! positive when the local clock is behind.
+//!
+//! # Example
+//!
+//! Feed on-wire samples to a clock filter: it hands on every plausible
+//! sample with the offset error its excess delay allows, and gives
+//! selection the least delay it holds:
+//!
+//! ```
+//! use strata_clock::filter::{ClockFilter, Sample};
+//!
+//! let mut filter = ClockFilter::new();
+//! let precision = 2f64.powi(-20);
+//! let mut outputs = Vec::new();
+//! for (i, (offset, delay)) in [(0.012, 0.030), (0.010, 0.008), (0.015, 0.040)]
+//!     .into_iter()
+//!     .enumerate()
+//! {
+//!     let sample = Sample { offset, delay, dispersion: 1e-6, time: 16.0 * i as f64 };
+//!     outputs.extend(filter.add(sample, precision));
+//! }
+//! assert_eq!(outputs.len(), 3);
+//! assert_eq!(outputs[1].offset, 0.010);
+//! assert_eq!(outputs[1].extra_noise, 0.0); // at the least delay
+//! assert!(outputs[2].extra_noise > 0.0); // 32 ms above it
+//! assert_eq!(outputs[2].delay, 0.008); // selection weighs the least delay
+//! assert!(outputs[2].jitter >= precision);
+//! ```
+#![warn(missing_debug_implementations)]
 
 pub mod backend;
 pub mod discipline;

@@ -24,7 +24,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use duration::{parse_duration, DurationError};
-pub use raw::parse_prefix;
+pub use value::parse_prefix;
 pub use value::ValueError;
 
 /// The embedded default configuration (used when no file is given).
@@ -92,6 +92,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// `[responder]`: how requests are answered (the fast path's workers).
     pub responder: Responder,
+    /// `[dynamic-sessions]`: limits on associations that remotes mobilise.
+    pub dynamic_sessions: DynamicSessions,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -215,6 +217,10 @@ pub const DEFAULT_GROUP_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(224, 0,
 pub const DEFAULT_IPV6_SCOPE: u8 = 5;
 /// The default mode-5 poll exponent (64 s).
 pub const DEFAULT_BROADCAST_POLL: i8 = 6;
+/// The default TTL (IPv4) / hop limit (IPv6) of a multicast server: 16, as
+/// the router CLI's `ntp-service multicast-server`, so that mode-5 packets
+/// cross routers (ntpd documents 127; the kernel's own default is 1).
+pub const DEFAULT_MULTICAST_TTL: u32 = 16;
 /// The default recalibration interval of a broadcast/multicast client, s.
 pub const DEFAULT_RECALIBRATE: f64 = 3600.0;
 
@@ -234,7 +240,7 @@ pub struct MulticastServer {
     pub interface: Option<String>,
     /// Poll exponent (default 6).
     pub poll: i8,
-    /// IPv4 TTL / IPv6 hop limit (default 1).
+    /// IPv4 TTL / IPv6 hop limit (default [`DEFAULT_MULTICAST_TTL`], 16).
     pub ttl: u32,
     /// The instance it belongs to.
     pub instance: String,
@@ -323,6 +329,27 @@ pub struct Instance {
 impl Instance {
     /// The default of `max-dynamic-sessions`.
     pub const DEFAULT_MAX_DYNAMIC_SESSIONS: usize = 100;
+}
+
+/// `[dynamic-sessions]`: limits on dynamic associations (symmetric passive and
+/// broadcast/multicast client ones, which remotes mobilise); beyond them new ones are
+/// refused and counted (`session-limit`). Applied on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicSessions {
+    /// `max`: the default instance's limit (default 100); an `[[instance]]` sets its own
+    /// `max-dynamic-sessions`.
+    pub max: usize,
+    /// `max-total`: all instances together (default 1000).
+    pub max_total: usize,
+}
+
+impl Default for DynamicSessions {
+    fn default() -> Self {
+        DynamicSessions {
+            max: Instance::DEFAULT_MAX_DYNAMIC_SESSIONS,
+            max_total: strata_engine::DEFAULT_MAX_DYNAMIC_TOTAL,
+        }
+    }
 }
 
 /// What a matching source may do: the engine's access levels (`peer`,
@@ -580,6 +607,7 @@ impl Config {
             rate_limit: None,
             auth: None,
             responder: Responder::default(),
+            dynamic_sessions: DynamicSessions::default(),
             warnings: Vec::new(),
         }
     }

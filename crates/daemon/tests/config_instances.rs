@@ -499,3 +499,31 @@ fn every_table_key_must_be_a_trusted_key_of_the_file() {
         f[5].2
     );
 }
+
+#[test]
+fn dynamic_session_limits_parse_and_are_checked() {
+    let defaults = parse("");
+    assert_eq!(
+        (
+            defaults.dynamic_sessions.max,
+            defaults.dynamic_sessions.max_total
+        ),
+        (100, 1000)
+    );
+    let c = parse("[dynamic-sessions]\nmax = 5\nmax-total = 50\n");
+    assert_eq!(
+        (c.dynamic_sessions.max, c.dynamic_sessions.max_total),
+        (5, 50)
+    );
+    let d = config::check_str("[dynamic-sessions]\nmax = -1\nmax-total = 2000000\nmost = 3\n");
+    let keys: Vec<(usize, &str)> = found(&d).iter().map(|(l, k, _)| (*l, *k)).collect();
+    assert_eq!(
+        keys,
+        [
+            (2, "dynamic-sessions.max"),
+            (3, "dynamic-sessions.max-total"),
+            (4, "dynamic-sessions.most"),
+        ],
+        "{d:#?}"
+    );
+}

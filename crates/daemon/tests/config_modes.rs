@@ -21,6 +21,8 @@ fn modes_parse_with_defaults() {
         r#"
 [[listen]]
 address = "0.0.0.0:123"
+[[listen]]
+address = "[::]:123"
 [[peer]]
 address = "10.200.2.2"
 minpoll = -2
@@ -47,7 +49,8 @@ interface = "eth1"
     assert_eq!((c.peer[0].minpoll, c.peer[0].maxpoll), (-2, 0));
     assert_eq!(c.multicast_server[0].group, addr("224.0.1.1:123"));
     assert_eq!(c.multicast_server[0].poll, 6);
-    assert_eq!(c.multicast_server[0].ttl, 1);
+    // The router CLI's default, so that mode 5 crosses routers.
+    assert_eq!(c.multicast_server[0].ttl, 16);
     assert_eq!(c.multicast_server[0].interface.as_deref(), Some("eth0"));
     assert_eq!(c.multicast_server[1].group, addr("[ff02::101]:123"));
     assert_eq!(c.multicast_server[1].ttl, 4);

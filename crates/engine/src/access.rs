@@ -3,10 +3,13 @@
 //! Levels, least restrictive first: `peer` (time service, and may mobilise
 //! a symmetric passive association), `server` (time service and control
 //! queries), `synchronization` (time service only), `query` (control
-//! queries only, no time service). Rules are checked in order and the first
-//! whose prefix contains the source wins; an instance with no rules gives
-//! every source `server`; once rules exist, a source matching none gets no
-//! service at all.
+//! queries only, no time service). Rules are checked by level, from the
+//! highest down (peer, server, synchronization, query), as the vendor CLI
+//! does: the first level with a rule whose prefix contains the source
+//! grants it, whatever the order of the rules, so a broader rule of a
+//! lower level never hides a narrower one of a higher level. An instance
+//! with no rules gives every source `server`; once rules exist, a source
+//! matching none gets no service at all.
 
 use core::net::IpAddr;
 
@@ -105,14 +108,20 @@ fn prefix_eq(p: u128, a: u128, bits: u32, len: u8) -> bool {
     (p >> shift) == (a >> shift)
 }
 
-/// The level `rules` give `ip`: `Server` with no rules, `None` when rules
-/// exist and none matches.
+/// The level `rules` give `ip`: the highest level among the rules whose
+/// prefix contains it (levels are checked from `Peer` down; the order of
+/// `rules` does not matter), `Server` with no rules at all, `None` when
+/// rules exist and none matches.
 #[must_use]
 pub fn level_for(rules: &[AccessRule], ip: IpAddr) -> Option<AccessLevel> {
     if rules.is_empty() {
         return Some(AccessLevel::Server);
     }
-    rules.iter().find(|r| r.contains(ip)).map(|r| r.level)
+    rules
+        .iter()
+        .filter(|r| r.contains(ip))
+        .map(|r| r.level)
+        .max()
 }
 
 #[cfg(test)]
@@ -128,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn first_match_wins_and_default_is_server() {
+    fn levels_and_default_is_server() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(level_for(&[], ip("192.0.2.1")), Some(AccessLevel::Server));
         let rules = [
@@ -151,7 +160,58 @@ mod tests {
         );
         assert_eq!(level_for(&rules, ip("fd00:201::5")), None);
         assert!(AccessLevel::Peer.serves_time());
+        assert!(AccessLevel::Peer > AccessLevel::Server);
+        assert!(AccessLevel::Server > AccessLevel::Synchronization);
+        assert!(AccessLevel::Synchronization > AccessLevel::Query);
         assert!(!AccessLevel::Query.serves_time());
+    }
+
+    #[test]
+    fn highest_matching_level_wins_whatever_the_order() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // A broad low level listed first, narrower higher levels after it.
+        let rules = [
+            rule("10.200.0.0", 16, AccessLevel::Query),
+            rule("0.0.0.0", 0, AccessLevel::Synchronization),
+            rule("10.200.3.0", 24, AccessLevel::Server),
+            rule("10.200.2.0", 24, AccessLevel::Peer),
+        ];
+        let mut reversed = rules;
+        reversed.reverse();
+        for rules in [&rules[..], &reversed[..]] {
+            assert_eq!(level_for(rules, ip("10.200.2.9")), Some(AccessLevel::Peer));
+            assert_eq!(
+                level_for(rules, ip("10.200.3.9")),
+                Some(AccessLevel::Server)
+            );
+            // Query (10.200.0.0/16) and synchronization (everyone) both
+            // match: synchronization is the higher level.
+            assert_eq!(
+                level_for(rules, ip("10.200.4.9")),
+                Some(AccessLevel::Synchronization)
+            );
+            assert_eq!(
+                level_for(rules, ip("192.0.2.1")),
+                Some(AccessLevel::Synchronization)
+            );
+            // No IPv6 rule: no service over IPv6.
+            assert_eq!(level_for(rules, ip("2001:db8::1")), None);
+        }
+        // A narrower query rule cannot take a level away: it only grants.
+        let rules = [
+            rule("192.0.2.66", 32, AccessLevel::Query),
+            rule("192.0.2.0", 24, AccessLevel::Server),
+        ];
+        assert_eq!(
+            level_for(&rules, ip("192.0.2.66")),
+            Some(AccessLevel::Server)
+        );
+        let rules = [rule("192.0.2.66", 32, AccessLevel::Query)];
+        assert_eq!(
+            level_for(&rules, ip("192.0.2.66")),
+            Some(AccessLevel::Query)
+        );
+        assert_eq!(level_for(&rules, ip("192.0.2.67")), None);
     }
 
     #[test]

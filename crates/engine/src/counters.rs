@@ -50,8 +50,8 @@ pub enum DropReason {
     /// The client is over its rate limit and was already sent a KoD RATE
     /// in this interval.
     RateLimited,
-    /// An NTP control (mode 6) or private (mode 7) packet: strata has no
-    /// network control protocol.
+    /// An NTP private (mode 7, ntpdc) packet: never answered. (Mode 6 is
+    /// answered, and its drops are counted under the other reasons.)
     ControlMode,
     /// A MAC that does not authenticate (unknown or untrusted key, bad
     /// digest, another key than the one required), or a crypto-NAK where

@@ -12,7 +12,7 @@ use crate::access::AccessLevel;
 use crate::assoc::{Arrival, Association, AssociationMode, ClientConfig, Received, Via};
 use crate::auth::{self, Verdict};
 use crate::counters::DropReason;
-use crate::node::{Event, Node, RecvMeta, Route, Transmit, DEFAULT_MAX_DYNAMIC};
+use crate::node::{Event, Node, RecvMeta, Route, Transmit};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, Admission, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
@@ -52,12 +52,11 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) -> Result<(), DropReason> {
-        if data
-            .first()
-            .is_some_and(|b| matches!(Mode::from(*b), Mode::Control | Mode::Private))
-        {
-            // strata has no network control protocol.
-            return Err(DropReason::ControlMode);
+        match data.first().map(|b| Mode::from(*b)) {
+            Some(Mode::Control) => return self.handle_control(now, meta, data),
+            // Mode 7 (ntpdc's private protocol) stays unanswered.
+            Some(Mode::Private) => return Err(DropReason::ControlMode),
+            _ => {}
         }
         let (pkt, _layout) = strata_wire::parse_datagram(data).map_err(wire_drop_reason)?;
         let existing = self.by_addr.get(&(meta.instance, meta.src)).copied();
@@ -215,11 +214,7 @@ impl Node {
                 Err(DropReason::AccessDenied)
             };
         }
-        let max = self
-            .instances
-            .get(usize::from(meta.instance.0))
-            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
-        if self.dynamic_count(meta.instance) >= max {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let id = self.next_association_id();
@@ -263,9 +258,13 @@ impl Node {
             Verdict::Ok { key_id } if settings.key.is_none_or(|k| k == key_id) => Some(key_id),
             Verdict::None => None,
             // Unknown, untrusted or another key, a failed digest, a crypto-NAK.
-            _ => return Err(DropReason::BadMac),
+            _ => {
+                self.note_refused(now, meta, DropReason::BadMac);
+                return Err(DropReason::BadMac);
+            }
         };
         if !settings.allow_unauthenticated && key.is_none() {
+            self.note_refused(now, meta, DropReason::Unauthenticated);
             return Err(DropReason::Unauthenticated);
         }
         if pkt.leap == Leap::Unsynchronized || pkt.stratum == 0 || pkt.stratum >= MAX_STRATUM {
@@ -278,7 +277,7 @@ impl Node {
         {
             return Err(DropReason::AccessDenied);
         }
-        if self.dynamic_count(meta.instance) >= inst.max_dynamic {
+        if !self.dynamic_room(meta.instance) {
             return Err(DropReason::SessionLimit);
         }
         let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
@@ -291,6 +290,9 @@ impl Node {
             maxpoll: poll,
             iburst: false,
         };
+        if let Some(i) = self.instance_mut(meta.instance) {
+            i.refused.remove(&meta.src);
+        }
         let mut a = Association::new_broadcast(id, config, multicast, settings, now);
         a.key = key;
         let mode = a.mode();

@@ -49,12 +49,53 @@
 //! }
 //! let node = Node::new(NodeConfig::default(), Counter(0));
 //! ```
+//!
+//! # Example
+//!
+//! A node serving time from its local clock at stratum 8 answers a client
+//! request; the driver supplies the datagram, the time and the buffer:
+//!
+//! ```
+//! use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+//! use strata_engine::{InstanceId, Instant, Node, NodeConfig, RecvMeta, SocketId};
+//! use strata_wire::{parse_datagram, Mode, NtpRepr, NtpTimestamp};
+//!
+//! let config = NodeConfig { local_stratum: Some(8), ..NodeConfig::default() };
+//! // Production drivers seed from the OS (getrandom); a seed keeps this repeatable.
+//! let mut node = Node::new(config, ChaCha20Rng::from_seed([7; 32]));
+//!
+//! let clock = NtpTimestamp::from_unix(1_800_000_000, 0);
+//! let request = NtpRepr::client_request(6, NtpTimestamp::from_bits(0x1234_5678));
+//! let meta = RecvMeta {
+//!     instance: InstanceId::DEFAULT,
+//!     socket: SocketId(0),
+//!     listener: true,
+//!     src: "192.0.2.10:40000".parse().unwrap(),
+//!     dst_ip: None,
+//!     ifindex: None,
+//!     rx_time: clock,
+//! };
+//! node.handle_datagram(Instant::from_secs_f64(1.0), &meta, &request.to_bytes());
+//!
+//! let mut buf = [0u8; 1024];
+//! let tx = node.poll_transmit(clock, &mut buf).expect("a reply");
+//! assert_eq!(tx.dst, meta.src);
+//! let (reply, _) = parse_datagram(&buf[..tx.len])?;
+//! assert_eq!(reply.mode, Mode::Server);
+//! assert_eq!(reply.stratum, 8);
+//! assert_eq!(reply.origin_timestamp, request.transmit_timestamp);
+//! # Ok::<(), strata_wire::Error>(())
+//! ```
+//!
+//! `examples/sntp_client.rs` and `examples/sntp_server.rs` drive a node
+//! over a std `UdpSocket`.
 #![forbid(unsafe_code)]
 
 pub mod access;
 mod assoc;
 pub mod auth;
 mod broadcast;
+mod control;
 pub mod counters;
 mod dispatch;
 mod node;
@@ -73,7 +114,8 @@ pub use assoc::{
 pub use broadcast::BroadcastServerConfig;
 pub use counters::{Counters, DropReason};
 pub use node::{
-    Event, InstanceId, Node, NodeConfig, RecvMeta, Route, SocketId, Transmit, DEFAULT_MAX_DYNAMIC,
+    Event, InstanceId, Node, NodeConfig, RecvMeta, RefusedServer, Route, SocketId, Transmit,
+    DEFAULT_MAX_DYNAMIC, DEFAULT_MAX_DYNAMIC_TOTAL, MAX_REFUSED_SERVERS,
 };
 pub use ratelimit::RateLimitConfig;
 pub use responder::{DenyPolicy, Plan, Responder};

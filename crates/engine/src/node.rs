@@ -31,7 +31,7 @@ use crate::assoc::{
 };
 use crate::auth::{self, KeyStore};
 use crate::broadcast::BroadcastServer;
-use crate::counters::Counters;
+use crate::counters::{Counters, DropReason};
 use crate::dispatch::PendingReply;
 use crate::responder::Policy;
 use crate::system::System;
@@ -39,6 +39,9 @@ use crate::time::Instant;
 
 /// Default `max-dynamic-sessions` of an instance.
 pub const DEFAULT_MAX_DYNAMIC: usize = 100;
+
+/// Default limit on dynamic associations of all instances together.
+pub const DEFAULT_MAX_DYNAMIC_TOTAL: usize = 1000;
 /// At most this many local addresses are remembered per instance for loop
 /// detection.
 const MAX_LOCAL_REFIDS: usize = 256;
@@ -148,7 +151,41 @@ pub enum Event {
         /// Its id.
         id: AssociationId,
     },
+    /// The broadcast/multicast client of an instance refused a mode-5
+    /// server for the first time: unsigned while the instance requires a
+    /// key, or signed with a key it does not accept. Once per server (see
+    /// [`Node::refused_servers`]).
+    Refused {
+        /// The instance.
+        instance: InstanceId,
+        /// The server.
+        address: SocketAddr,
+        /// Why: [`DropReason::Unauthenticated`] or [`DropReason::BadMac`].
+        reason: DropReason,
+    },
 }
+
+/// A mode-5 server that an instance's broadcast/multicast client refuses
+/// (see [`Event::Refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedServer {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The server.
+    pub address: SocketAddr,
+    /// Whether it sends to a multicast group (else to a broadcast address).
+    pub multicast: bool,
+    /// Why its packets are refused.
+    pub reason: DropReason,
+    /// Its packets refused so far.
+    pub packets: u64,
+    /// When the last one arrived.
+    pub last: Instant,
+}
+
+/// Refused mode-5 servers remembered per instance; more are still dropped
+/// and counted, only not listed.
+pub const MAX_REFUSED_SERVERS: usize = 32;
 
 /// Node-wide settings.
 #[derive(Clone, Debug)]
@@ -193,6 +230,8 @@ pub(crate) struct Instance {
     /// Reference ids of our own addresses in this instance (loop check).
     pub(crate) local_refids: HashSet<ReferenceId>,
     pub(crate) broadcast_client: Option<BroadcastClientConfig>,
+    /// Mode-5 servers the broadcast client refuses, by address.
+    pub(crate) refused: HashMap<SocketAddr, RefusedServer>,
 }
 
 impl Instance {
@@ -203,6 +242,7 @@ impl Instance {
             max_dynamic: DEFAULT_MAX_DYNAMIC,
             local_refids: HashSet::new(),
             broadcast_client: None,
+            refused: HashMap::new(),
         }
     }
 
@@ -224,6 +264,8 @@ pub struct Node {
     pub(crate) by_addr: HashMap<(InstanceId, SocketAddr), usize>,
     next_id: u32,
     pub(crate) replies: VecDeque<PendingReply>,
+    /// Control (mode 6) answer fragments waiting to be sent.
+    pub(crate) control_replies: VecDeque<crate::control::ControlReply>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) discipline: Discipline,
     pub(crate) sys: System,
@@ -241,6 +283,8 @@ pub struct Node {
     pub(crate) policy_generation: u64,
     /// Symmetric keys for MACs.
     pub(crate) keys: KeyStore,
+    /// The limit on dynamic associations of all instances together.
+    pub(crate) max_dynamic_total: usize,
 }
 
 impl Node {
@@ -266,6 +310,7 @@ impl Node {
             by_addr: HashMap::new(),
             next_id: 1,
             replies: VecDeque::new(),
+            control_replies: VecDeque::new(),
             events,
             discipline,
             sys: System::new(),
@@ -274,6 +319,7 @@ impl Node {
             policy: Policy::default(),
             policy_generation: 0,
             keys: KeyStore::new_empty(),
+            max_dynamic_total: DEFAULT_MAX_DYNAMIC_TOTAL,
             config,
         }
     }
@@ -433,6 +479,24 @@ impl Node {
         }
     }
 
+    /// Sets the limit on dynamic associations of all instances together
+    /// (default [`DEFAULT_MAX_DYNAMIC_TOTAL`]); existing ones stay, new
+    /// ones beyond it are refused (`session-limit`).
+    pub fn set_max_dynamic_total(&mut self, max: usize) {
+        self.max_dynamic_total = max;
+    }
+
+    /// Whether an instance may mobilise one more dynamic association:
+    /// below its own limit and below the limit of all instances together.
+    pub(crate) fn dynamic_room(&self, instance: InstanceId) -> bool {
+        let max = self
+            .instances
+            .get(usize::from(instance.0))
+            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
+        let total = self.assocs.iter().filter(|a| a.mode().is_dynamic()).count();
+        self.dynamic_count(instance) < max && total < self.max_dynamic_total
+    }
+
     /// Declares our own addresses in an instance, for loop detection: a
     /// source whose reference id is one of them is synchronised to us and
     /// is never selected. Addresses datagrams arrive at are learnt too.
@@ -452,8 +516,49 @@ impl Node {
         config: Option<BroadcastClientConfig>,
     ) {
         if let Some(i) = self.instance_mut(instance) {
+            if i.broadcast_client != config {
+                i.refused.clear();
+            }
             i.broadcast_client = config;
         }
+    }
+
+    /// The mode-5 servers that broadcast/multicast clients refuse, with
+    /// why and how often; a server is listed until it is accepted or its
+    /// instance's client settings change.
+    pub fn refused_servers(&self) -> impl Iterator<Item = &RefusedServer> {
+        self.instances.iter().flat_map(|i| i.refused.values())
+    }
+
+    /// Notes a refused mode-5 packet; the first from a server raises
+    /// [`Event::Refused`].
+    pub(crate) fn note_refused(&mut self, now: Instant, meta: &RecvMeta, reason: DropReason) {
+        let Some(inst) = self.instances.get_mut(usize::from(meta.instance.0)) else {
+            return;
+        };
+        if let Some(r) = inst.refused.get_mut(&meta.src) {
+            r.packets += 1;
+            r.last = now;
+            r.reason = reason;
+            return;
+        }
+        if inst.refused.len() >= MAX_REFUSED_SERVERS {
+            return;
+        }
+        let refused = RefusedServer {
+            instance: meta.instance,
+            address: meta.src,
+            multicast: meta.dst_ip.is_some_and(|ip| ip.is_multicast()),
+            reason,
+            packets: 1,
+            last: now,
+        };
+        inst.refused.insert(meta.src, refused);
+        self.events.push_back(Event::Refused {
+            instance: meta.instance,
+            address: meta.src,
+            reason,
+        });
     }
 
     pub(crate) fn instance_mut(&mut self, instance: InstanceId) -> Option<&mut Instance> {
@@ -538,6 +643,9 @@ impl Node {
         if let Some(tx) = self.poll_reply(clock_now, buf) {
             return Some(tx);
         }
+        if let Some(tx) = self.poll_control(buf) {
+            return Some(tx);
+        }
         let state = self.server_state(clock_now);
         if let Some(tx) = self.poll_broadcast(&state, clock_now, buf) {
             return Some(tx);
@@ -566,6 +674,7 @@ impl Node {
     #[must_use]
     pub fn has_transmit(&self) -> bool {
         !self.replies.is_empty()
+            || self.has_control()
             || self.broadcast_servers.iter().any(|b| b.due)
             || self.assocs.iter().any(|a| a.pending_send)
     }

@@ -32,8 +32,8 @@
 //!   ([`Plan::ToNode`]); the cookie keys would join the policy, shared by
 //!   `Arc` and replaced on rotation, so [`Responder::plan`] can answer
 //!   them.
-//! - *Control messages (mode 6)*: always [`Plan::ToNode`]; the node is
-//!   where they are (or are not) answered.
+//! - *Control messages (mode 6)*: always [`Plan::ToNode`]; the node
+//!   answers them (`control.rs`) from its own status.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +85,13 @@ impl Policy {
             self.access.resize(i + 1, Vec::new());
         }
         self.access[i] = rules;
+    }
+
+    /// An instance's access rules.
+    pub(crate) fn rules(&self, instance: InstanceId) -> &[AccessRule] {
+        self.access
+            .get(usize::from(instance.0))
+            .map_or(&[][..], Vec::as_slice)
     }
 
     pub(crate) fn level(&self, instance: InstanceId, ip: IpAddr) -> Option<AccessLevel> {

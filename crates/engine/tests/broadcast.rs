@@ -540,3 +540,132 @@ fn a_mode5_packet_that_cannot_be_signed_is_not_sent() {
     assert_eq!(sent[0][48..52], 3u32.to_be_bytes());
     assert_eq!(node.instances().next().expect("default").2.sent, 1);
 }
+
+#[test]
+fn a_refused_server_is_reported_once_and_listed() {
+    let base = NtpTimestamp::from_unix(EPOCH, 0);
+    let mut node = lab_node(0.128, 2.0, 1);
+    node.set_broadcast_client(InstanceId::DEFAULT, Some(BroadcastClientConfig::default()));
+    let at = |s: u64| Instant::ZERO + Duration::from_secs(s);
+    for (t, server) in [(0, 1), (1, 1), (2, 2)] {
+        node.handle_datagram(
+            at(t),
+            &meta(addr(server), base),
+            &mode5(base, 1, Leap::NoWarning),
+        );
+    }
+    let refused_events: Vec<_> = std::iter::from_fn(|| node.poll_event())
+        .filter_map(|e| match e {
+            strata_engine::Event::Refused {
+                instance,
+                address,
+                reason,
+            } => Some((instance, address, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused_events,
+        [
+            (InstanceId::DEFAULT, addr(1), DropReason::Unauthenticated),
+            (InstanceId::DEFAULT, addr(2), DropReason::Unauthenticated),
+        ],
+        "one event per server, at its first refused packet"
+    );
+    let mut listed: Vec<_> = node
+        .refused_servers()
+        .map(|r| (r.address, r.reason, r.packets, r.last))
+        .collect();
+    listed.sort_by_key(|r| r.0);
+    assert_eq!(
+        listed,
+        [
+            (addr(1), DropReason::Unauthenticated, 2, at(1)),
+            (addr(2), DropReason::Unauthenticated, 1, at(2)),
+        ]
+    );
+    assert_eq!(dropped(&node, DropReason::Unauthenticated), 3);
+
+    // A flood of refused servers is listed up to the cap, and still counted.
+    for server in 3..=60 {
+        node.handle_datagram(
+            at(3),
+            &meta(addr(server), base),
+            &mode5(base, 1, Leap::NoWarning),
+        );
+    }
+    assert_eq!(
+        node.refused_servers().count(),
+        strata_engine::MAX_REFUSED_SERVERS
+    );
+    assert_eq!(dropped(&node, DropReason::Unauthenticated), 61);
+
+    // Allowing unsigned servers forgets the refusals; the server is then followed.
+    node.set_broadcast_client(
+        InstanceId::DEFAULT,
+        Some(BroadcastClientConfig {
+            allow_unauthenticated: true,
+            ..BroadcastClientConfig::default()
+        }),
+    );
+    assert_eq!(node.refused_servers().count(), 0);
+    while node.poll_event().is_some() {}
+    node.handle_datagram(
+        at(4),
+        &meta(addr(1), base),
+        &mode5(base, 1, Leap::NoWarning),
+    );
+    assert_eq!(node.sessions(at(4)).count(), 1);
+    assert!(!std::iter::from_fn(|| node.poll_event())
+        .any(|e| matches!(e, strata_engine::Event::Refused { .. })));
+}
+
+#[test]
+fn the_dynamic_limit_of_all_instances_together_holds() {
+    let mut node = listening_client(2, SimClock::new(0.0, 0.0), 1).node;
+    let vpn = node.add_instance("vpna");
+    node.set_broadcast_client(
+        vpn,
+        Some(BroadcastClientConfig {
+            allow_unauthenticated: true,
+            ..BroadcastClientConfig::default()
+        }),
+    );
+    node.set_max_dynamic(InstanceId::DEFAULT, 10);
+    node.set_max_dynamic(vpn, 10);
+    node.set_max_dynamic_total(5);
+    let base = NtpTimestamp::from_unix(EPOCH, 0);
+    let send = |node: &mut Node, instance: InstanceId, servers: std::ops::Range<u8>| {
+        for i in servers {
+            let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 200, 9, i)), 123);
+            let m = RecvMeta {
+                instance,
+                ..meta(src, base)
+            };
+            node.handle_datagram(Instant::ZERO, &m, &mode5(base, 1, Leap::NoWarning));
+        }
+    };
+    send(&mut node, InstanceId::DEFAULT, 0..3);
+    send(&mut node, vpn, 10..14);
+    let per_instance = |node: &Node, instance: InstanceId| {
+        node.sessions(Instant::ZERO)
+            .filter(|s| s.instance == instance)
+            .count()
+    };
+    assert_eq!(per_instance(&node, InstanceId::DEFAULT), 3);
+    assert_eq!(per_instance(&node, vpn), 2, "5 in all");
+    let vpn_dropped = |node: &Node| {
+        node.instances()
+            .find(|(id, _, _)| *id == vpn)
+            .expect("vpna")
+            .2
+            .dropped(DropReason::SessionLimit)
+    };
+    assert_eq!(vpn_dropped(&node), 2);
+    // A higher limit lets more in; the instance's own limit still holds.
+    node.set_max_dynamic_total(100);
+    node.set_max_dynamic(vpn, 4);
+    send(&mut node, vpn, 20..24);
+    assert_eq!(per_instance(&node, vpn), 4);
+    assert_eq!(vpn_dropped(&node), 4);
+}

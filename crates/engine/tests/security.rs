@@ -238,19 +238,26 @@ fn refused_sources_get_kod_deny_only_with_the_kod_policy() {
 
 #[test]
 fn control_and_private_modes_are_dropped_and_counted() {
+    // No access rules: time for everyone, but mode 6 only from loopback,
+    // and mode 7 for nobody.
     let mut node = server();
     for (i, byte) in [0x16u8, 0x17, 0x26, 0x27].into_iter().enumerate() {
         let mut pkt = vec![0u8; 12];
         pkt[0] = byte;
+        pkt[1] = 2; // READVAR
         node.handle_datagram(Instant::ZERO, &meta(ip(5), 123), &pkt);
         let mut long = request(Mode::Client, 1);
         long[0] = byte;
         node.handle_datagram(Instant::ZERO, &meta(ip(5), 123), &long);
+        let c = counters(&node);
+        let private = if byte & 7 == 7 { 2 } else { 0 };
         assert_eq!(
-            counters(&node).dropped(DropReason::ControlMode),
-            2 * (i as u64 + 1)
+            c.dropped(DropReason::ControlMode),
+            2 * (i as u64 / 2) + private
         );
+        assert_eq!(c.dropped_total(), 2 * (i as u64 + 1));
     }
+    assert_eq!(counters(&node).dropped(DropReason::AccessDenied), 4);
     let mut buf = [0u8; 64];
     assert!(node
         .poll_transmit(NtpTimestamp::from_unix(1_800_000_000, 0), &mut buf)

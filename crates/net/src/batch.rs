@@ -223,6 +223,28 @@ impl SendBatch {
     }
 }
 
+/// Shows the shape and fill of the batch, not the buffer bytes.
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("capacity", &self.metas.len())
+            .field("slot_len", &self.slot_len)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows the shape and fill of the batch, not the buffer bytes.
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("capacity", &self.txs.len())
+            .field("slot_len", &self.slot_len)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

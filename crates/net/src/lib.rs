@@ -69,6 +69,30 @@
 //! an [`std::io::Error`] of kind [`std::io::ErrorKind::InvalidData`] that
 //! wraps [`NetError::Truncated`]; test for it with [`is_truncated`]. The
 //! socket stays usable.
+//!
+//! # Example
+//!
+//! Two sockets on loopback; the receiver learns the sender, the local
+//! address the datagram was sent to, and when it arrived:
+//!
+//! ```
+//! use std::time::Duration;
+//! use strata_net::{SocketOptions, Transmit, UdpSocket};
+//!
+//! let loopback = "127.0.0.1:0".parse().unwrap();
+//! let rx = UdpSocket::open(&SocketOptions::new(loopback))?;
+//! let tx = UdpSocket::open(&SocketOptions::new(loopback))?;
+//! rx.set_blocking_recv(Some(Duration::from_secs(5)))?;
+//!
+//! tx.send(b"hello", &Transmit::to(rx.local_addr()?))?;
+//! let mut buf = [0u8; 64];
+//! let meta = rx.recv(&mut buf)?;
+//! assert_eq!(&buf[..meta.len], b"hello");
+//! assert_eq!(meta.src, tx.local_addr()?);
+//! println!("arrived at {:?} ({:?} timestamp)", meta.rx_time, meta.ts_source);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_debug_implementations)]
 
 use std::fmt;
 use std::io;

@@ -1,5 +1,6 @@
 //! strata-wire: the NTPv4 packet format (RFC 5905), extension fields
-//! (RFC 7822) and MAC trailers (RFC 5905 / RFC 8573).
+//! (RFC 7822), MAC trailers (RFC 5905 / RFC 8573) and control messages
+//! (mode 6, RFC 9327).
 //!
 //! The crate follows the smoltcp pattern: zero-copy views over byte buffers
 //! ([`NtpPacket`], [`ExtensionField`]) whose accessors read fixed field
@@ -14,13 +15,47 @@
 //! `new_unchecked` is for buffers you sized yourself when emitting; header
 //! accessors and setters on a too-short unchecked buffer may panic.
 //! Parsing never allocates.
+//!
+//! # Example
+//!
+//! Build a client request, put it on the wire, read it back, and compute
+//! offset and delay from the four timestamps of an exchange:
+//!
+//! ```
+//! use strata_wire::{offset_and_delay, parse_datagram, Mode, NtpRepr, NtpTimestamp};
+//!
+//! let t1 = NtpTimestamp::from_unix(1_800_000_000, 0);
+//! let request = NtpRepr::client_request(6, t1);
+//! let bytes = request.to_bytes();
+//!
+//! let (parsed, _trailer) = parse_datagram(&bytes)?;
+//! assert_eq!(parsed.mode, Mode::Client);
+//! assert_eq!(parsed.transmit_timestamp, t1);
+//!
+//! // The server received at t2 and answered at t3; the reply came back at t4.
+//! let t2 = NtpTimestamp::from_unix(1_800_000_000, 60_000_000);
+//! let t3 = NtpTimestamp::from_unix(1_800_000_000, 61_000_000);
+//! let t4 = NtpTimestamp::from_unix(1_800_000_000, 21_000_000);
+//! let (offset, delay) = offset_and_delay(t1, t2, t3, t4);
+//! assert!((offset - 0.050).abs() < 1e-6);
+//! assert!((delay - 0.020).abs() < 1e-6);
+//!
+//! // Untrusted bytes give an error, never a panic.
+//! assert_eq!(parse_datagram(&bytes[..20]), Err(strata_wire::Error::Truncated));
+//! # Ok::<(), strata_wire::Error>(())
+//! ```
+#![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+mod control;
 mod ext;
 mod packet;
 mod refid;
 pub mod time;
 
+pub use control::{
+    ControlError, ControlPacket, ControlRepr, Opcode, CONTROL_HEADER_LEN, CONTROL_MAX_DATA,
+};
 pub use ext::{
     parse_datagram, parse_trailer, ExtensionField, ExtensionIter, ExtensionRepr, Layout, Mac,
     EXTENSION_HEADER_LEN, MAC_LENS, MIN_EXTENSION_LEN,

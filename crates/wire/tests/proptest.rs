@@ -147,3 +147,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn control_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(p) = strata_wire::ControlPacket::new_checked(&bytes[..]) {
+            let _ = (p.data(), p.trailer(), p.opcode(), p.status());
+            if let Ok(repr) = strata_wire::ControlRepr::parse(&p) {
+                let mut out = vec![0u8; repr.buffer_len()];
+                let n = repr.emit(&mut out).expect("emit fits buffer_len");
+                let again = strata_wire::ControlPacket::new_checked(&out[..n]).expect("re-check");
+                prop_assert_eq!(strata_wire::ControlRepr::parse(&again).expect("re-parse"), repr);
+            }
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub fn all() -> Vec<Scenario> {
         super::access::access(),
         super::flood::flood(),
         super::ops::ops(),
+        super::mode6::mode6(),
     ]
 }
 

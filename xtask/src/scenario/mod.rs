@@ -29,6 +29,7 @@ mod defs;
 mod flood;
 pub mod guard;
 pub(crate) mod interop;
+mod mode6;
 mod multicast;
 pub(crate) mod ntpsec;
 mod ops;

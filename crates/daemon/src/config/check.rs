@@ -117,8 +117,9 @@ struct NodeError {
     message: String,
     /// A table belongs where the error is (an element of an array of tables).
     table_slot: bool,
-    /// The key is not one the struct names (pruning it hides nothing from validation).
-    unknown: bool,
+    /// For a key the struct does not name: the keys it does (pruning an unknown key hides
+    /// nothing from validation).
+    known: Option<&'static [&'static str]>,
 }
 
 impl fmt::Display for NodeError {
@@ -135,7 +136,7 @@ impl de::Error for NodeError {
             at: None,
             message: message.to_string(),
             table_slot: false,
-            unknown: false,
+            known: None,
         }
     }
 }
@@ -182,7 +183,7 @@ impl<'a> NodeDe<'a> {
             at: Some((self.path.clone(), self.node.span().start)),
             message: format!("expected {what}, found {found}{hint}"),
             table_slot,
-            unknown: false,
+            known: None,
         }
     }
 
@@ -375,7 +376,7 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Spanned<Node>)>> MapAccess<'de> fo
                     self.fields.join(", ")
                 ),
                 table_slot: false,
-                unknown: true,
+                known: Some(self.fields),
             });
         }
         self.value = Some((node, path));
@@ -491,11 +492,11 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
                 at,
                 message,
                 table_slot,
-                unknown,
+                known,
             }) => {
                 let (path, offset) = at.unwrap_or_default();
                 diagnostics.push(diagnostic(&path, offset, message));
-                if !unknown {
+                if known.is_none() {
                     pruned_values.push(path.to_string());
                 }
                 if !prune(pruned.get_mut(), &path.0, table_slot) {
@@ -526,121 +527,45 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
     diagnostics
 }
 
-/// Walks the raw serde structs without a file, recording every key they name and leaving
-/// out those in `skip`.
-struct Probe<'a> {
-    path: String,
-    keys: &'a std::cell::RefCell<Vec<String>>,
-    skip: &'a [String],
+/// The key no struct names, which the schema walk offers to have the keys refused.
+const PROBE: &str = "\0";
+
+/// A table holding only [`PROBE`].
+fn probe_table() -> Node {
+    Node::Table(vec![(PROBE.to_owned(), Spanned::new(0..0, Node::Int(0)))])
 }
 
-impl Probe<'_> {
-    fn leaf(self) -> Result<(), de::value::Error> {
-        self.keys.borrow_mut().push(self.path);
-        Ok(())
-    }
-}
-
-impl<'de> Deserializer<'de> for Probe<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf()?;
-        visitor.visit_unit()
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf()?;
-        visitor.visit_bool(false)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf()?;
-        visitor.visit_i64(0)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf()?;
-        visitor.visit_f64(0.0)
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.leaf()?;
-        visitor.visit_str("")
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        // One element stands for all.
-        let element = std::iter::once(self);
-        visitor.visit_seq(de::value::SeqDeserializer::new(element))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let prefix = if self.path.is_empty() {
-            String::new()
-        } else {
-            format!("{}.", self.path)
-        };
-        let (keys, skip) = (self.keys, self.skip);
-        let probes = fields.iter().filter_map(|f| {
-            let path = format!("{prefix}{f}");
-            (!skip.contains(&path)).then_some((*f, Probe { path, keys, skip }))
-        });
-        visitor.visit_map(de::value::MapDeserializer::new(probes))
-    }
-
-    forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 char bytes byte_buf unit unit_struct
-        newtype_struct tuple tuple_struct map enum identifier ignored_any
-    }
-}
-
-impl<'de> de::IntoDeserializer<'de> for Probe<'_> {
-    type Deserializer = Self;
-
-    fn into_deserializer(self) -> Self {
-        self
+/// The keys the struct at `at` names, as it lists them refusing [`PROBE`] in `tree`.
+fn known_keys(tree: Node, at: &KeyPath) -> Option<&'static [&'static str]> {
+    let tree = Spanned::new(0..0, tree);
+    match RawConfig::deserialize(NodeDe::new(&tree, KeyPath::default())) {
+        Err(NodeError {
+            at: Some((path, _)),
+            known,
+            ..
+        }) if path == at.key(PROBE) => known,
+        _ => None,
     }
 }
 
 /// Every key the configuration knows, as `table.key` (no indices for arrays of tables), in
-/// the order of the raw structs.
+/// the order of the raw structs: each table (or array of tables) is offered [`PROBE`] and
+/// refuses it naming its keys.
 pub(crate) fn schema_keys() -> Vec<String> {
-    let keys = std::cell::RefCell::new(Vec::new());
-    let mut skip = Vec::new();
-    // A value the probe offers may not parse (an empty backend name): that key is then left
-    // out of the next walk, until one walk gets through.
-    loop {
-        let probe = Probe {
-            path: String::new(),
-            keys: &keys,
-            skip: &skip,
-        };
-        if RawConfig::deserialize(probe).is_ok() {
-            break;
-        }
-        match keys.borrow().last() {
-            Some(last) if !skip.contains(last) => skip.push(last.clone()),
-            _ => break,
+    let root = known_keys(probe_table(), &KeyPath::default()).unwrap_or_default();
+    let mut keys = Vec::new();
+    for table in root {
+        let path = KeyPath::keys(&[table]);
+        let under = |node| Node::Table(vec![((*table).to_owned(), Spanned::new(0..0, node))]);
+        let array = Node::Array(vec![Spanned::new(0..0, probe_table())]);
+        let fields = known_keys(under(probe_table()), &path)
+            .or_else(|| known_keys(under(array), &path.index(0)));
+        match fields {
+            Some(fields) => keys.extend(fields.iter().map(|k| format!("{table}.{k}"))),
+            None => keys.push((*table).to_owned()),
         }
     }
-    let mut all = keys.into_inner();
-    let mut seen = std::collections::HashSet::new();
-    all.retain(|k| seen.insert(k.clone()));
-    all
+    keys
 }
 
 #[cfg(test)]

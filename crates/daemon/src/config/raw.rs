@@ -14,15 +14,15 @@ use serde::Deserialize;
 use strata_engine::auth::KeyStore;
 
 use super::value::{
-    Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel, Netns,
-    Offset, Poll, ValueError, V,
+    parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel,
+    Netns, Offset, Poll, V,
 };
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
-    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, Instance, InstancePlacement,
-    Listen, LocalReference, MulticastClient, MulticastServer, Prefix, RateLimit, Responder, Server,
-    DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE, DEFAULT_NTP_PORT,
-    DEFAULT_RECALIBRATE,
+    ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, DynamicSessions, Instance,
+    InstancePlacement, Listen, LocalReference, MulticastClient, MulticastServer, RateLimit,
+    Responder, Server, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
+    DEFAULT_MULTICAST_TTL, DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
 
@@ -105,6 +105,7 @@ pub(crate) struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     auth: Option<RawAuth>,
     responder: Option<RawResponder>,
+    dynamic_sessions: Option<RawDynamicSessions>,
 }
 
 /// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
@@ -121,6 +122,11 @@ macro_rules! tables {
 }
 
 tables! {
+    /// `[dynamic-sessions]`.
+    struct RawDynamicSessions {
+        max: V<Int<usize, 0, 1_000_000>>, max_total: V<Int<usize, 0, 1_000_000>>,
+    }
+
     /// `[responder]`.
     struct RawResponder {
         workers: V<Int<usize, 0, 256>>,
@@ -267,47 +273,6 @@ impl Errors {
     }
 }
 
-/// An address prefix `ip/len` (`10.200.1.0/24`, `fd00:200::/48`); a bare address is a host
-/// prefix. Host bits must be zero.
-///
-/// # Errors
-/// [`ValueError::Prefix`], naming the text and what is wrong with it.
-pub fn parse_prefix(text: &str) -> Result<Prefix, ValueError> {
-    let bad = |why: String| {
-        Err(ValueError::Prefix {
-            text: text.to_owned(),
-            why,
-        })
-    };
-    let (ip_text, len_text) = match text.trim().split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (text.trim(), None),
-    };
-    let Ok(addr) = ip_text.parse::<IpAddr>() else {
-        return bad("not a numeric IP address".to_owned());
-    };
-    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len_text.map(str::parse::<u8>) {
-        None => max,
-        Some(Ok(len)) if len <= max => len,
-        Some(_) => return bad(format!("the length must be 0..={max}")),
-    };
-    let network = match addr {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    };
-    if network != addr {
-        return bad(format!("host bits are set (did you mean {network}/{len}?)"));
-    }
-    Ok(Prefix { addr, len })
-}
-
 /// The entries of an array of tables with their key paths.
 fn entries<'a, T>(table: &str, raws: &'a [T]) -> impl Iterator<Item = (KeyPath, &'a T)> {
     let table = KeyPath::keys(&[table]);
@@ -371,6 +336,41 @@ fn group(group: Option<&V<Group>>, scope: Option<&V<Scope>>, port: Option<&V<Por
         (None, None) => IpAddr::V4(DEFAULT_GROUP_V4),
     };
     SocketAddr::new(ip, port.map_or(DEFAULT_NTP_PORT, |p| p.0))
+}
+
+/// A multicast or broadcast server sends from a `[[listen]]` socket of its instance (clients
+/// calibrate against the port that answers them), so its instance needs a listener of the
+/// destination's address family; start-up refuses one without.
+fn check_mode5_senders(errors: &mut Errors, raw: &RawConfig, listen: &[Listen]) {
+    let instance = |i: &Option<String>| i.as_deref().unwrap_or(DEFAULT_INSTANCE).to_owned();
+    let multicast = entries("multicast-server", &raw.multicast_server).map(|(base, m)| {
+        let dst = group(m.group.as_ref(), m.ipv6_scope.as_ref(), m.port.as_ref());
+        let key = if m.group.is_none() && m.ipv6_scope.is_some() {
+            "ipv6-scope"
+        } else {
+            "group"
+        };
+        (base.key(key), Some(dst), instance(&m.instance))
+    });
+    let broadcast = entries("broadcast-server", &raw.broadcast_server).map(|(base, b)| {
+        let dst = b.address.as_ref().map(|a| a.0);
+        (base.key("address"), dst, instance(&b.instance))
+    });
+    for (path, dst, instance) in multicast.chain(broadcast) {
+        let Some(dst) = dst else { continue };
+        if !listen
+            .iter()
+            .any(|l| l.instance == instance && l.address.is_ipv4() == dst.is_ipv4())
+        {
+            let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
+            errors.push(
+                path,
+                format!(
+                    "instance \"{instance}\" has no [[listen]] address of the {family} family to send {dst} from (clients calibrate against that port)"
+                ),
+            );
+        }
+    }
 }
 
 /// The broadcast/multicast clients of one instance share one setting in the engine, so those
@@ -504,6 +504,15 @@ impl RawConfig {
                 .map(|w| w.0),
         };
 
+        let d = DynamicSessions::default();
+        let dynamic_sessions = self
+            .dynamic_sessions
+            .as_ref()
+            .map_or(d, |raw| DynamicSessions {
+                max: raw.max.as_ref().map_or(d.max, |m| m.0),
+                max_total: raw.max_total.as_ref().map_or(d.max_total, |m| m.0),
+            });
+
         let mut listen = Vec::new();
         for (base, raw) in entries("listen", &self.listen) {
             let address = e.required(base.key("address"), raw.address.as_ref().map(|a| a.0));
@@ -528,7 +537,7 @@ impl RawConfig {
                 ),
                 interface: raw.interface.as_ref().map(|i| i.0.clone()),
                 poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
-                ttl: raw.ttl.as_ref().map_or(1, |t| t.0),
+                ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
                 instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
                 key: raw.key.as_ref().map(|k| k.0),
             })
@@ -568,6 +577,7 @@ impl RawConfig {
             .collect();
         self.check_key_references(e, auth.as_ref(), store.as_ref());
         check_client_keys(e, self);
+        check_mode5_senders(e, self, &listen);
 
         if !errors.0.is_empty() {
             return Err(errors.0);
@@ -592,6 +602,7 @@ impl RawConfig {
             rate_limit,
             auth,
             responder,
+            dynamic_sessions,
             warnings: Vec::new(),
         })
     }
@@ -820,38 +831,5 @@ mod tests {
             KeyPath::keys(&["clock", "backend"]).to_string(),
             "clock.backend"
         );
-    }
-
-    #[test]
-    fn prefixes_parse_and_match() {
-        let p = parse_prefix("10.200.1.0/24").unwrap();
-        assert_eq!(p.len, 24);
-        assert!(p.contains("10.200.1.77".parse().unwrap()));
-        assert!(!p.contains("10.200.2.1".parse().unwrap()));
-        assert!(!p.contains("fd00:200::1".parse().unwrap()), "other family");
-        let all = parse_prefix("0.0.0.0/0").unwrap();
-        assert!(all.contains("192.0.2.1".parse().unwrap()));
-        let v6 = parse_prefix("fd00:200::/48").unwrap();
-        assert!(v6.contains("fd00:200::5".parse().unwrap()));
-        assert!(!v6.contains("fd00:201::5".parse().unwrap()));
-        assert!(parse_prefix("::/0")
-            .unwrap()
-            .contains("::1".parse().unwrap()));
-        assert_eq!(parse_prefix("10.200.1.9").unwrap().len, 32);
-        assert_eq!(parse_prefix("fd00::1").unwrap().len, 128);
-        for bad in [
-            "10.200.1.1/24",
-            "10.200.1.0/33",
-            "fd00::/129",
-            "x/8",
-            "",
-            "10.0.0.0/-1",
-        ] {
-            assert!(parse_prefix(bad).is_err(), "{bad}");
-        }
-        assert!(parse_prefix("10.200.1.1/24")
-            .unwrap_err()
-            .to_string()
-            .contains("10.200.1.0/24"));
     }
 }

@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Deserializer};
 
 use super::duration::{parse_duration, DurationError};
-use super::{AccessLevel, ClockBackend, DenyAction, DEFAULT_NTP_PORT, LOG_LEVELS};
+use super::{AccessLevel, ClockBackend, DenyAction, Prefix, DEFAULT_NTP_PORT, LOG_LEVELS};
 use crate::logging::LogFormat;
 
 /// A configuration value that does not parse.
@@ -374,6 +374,47 @@ named!(
     LogFormat::from_name
 );
 
+/// An address prefix `ip/len` (`10.200.1.0/24`, `fd00:200::/48`); a bare address is a host
+/// prefix. Host bits must be zero.
+///
+/// # Errors
+/// [`ValueError::Prefix`], naming the text and what is wrong with it.
+pub fn parse_prefix(text: &str) -> Result<Prefix, ValueError> {
+    let bad = |why: String| {
+        Err(ValueError::Prefix {
+            text: text.to_owned(),
+            why,
+        })
+    };
+    let (ip_text, len_text) = match text.trim().split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text.trim(), None),
+    };
+    let Ok(addr) = ip_text.parse::<IpAddr>() else {
+        return bad("not a numeric IP address".to_owned());
+    };
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len_text.map(str::parse::<u8>) {
+        None => max,
+        Some(Ok(len)) if len <= max => len,
+        Some(_) => return bad(format!("the length must be 0..={max}")),
+    };
+    let network = match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    if network != addr {
+        return bad(format!("host bits are set (did you mean {network}/{len}?)"));
+    }
+    Ok(Prefix { addr, len })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +452,38 @@ mod tests {
         for name in LogFormat::NAMES {
             assert!(<LogFormat as Kind>::parse((*name).to_owned()).is_ok());
         }
+    }
+
+    #[test]
+    fn prefixes_parse_and_match() {
+        let p = parse_prefix("10.200.1.0/24").unwrap();
+        assert_eq!(p.len, 24);
+        assert!(p.contains("10.200.1.77".parse().unwrap()));
+        assert!(!p.contains("10.200.2.1".parse().unwrap()));
+        assert!(!p.contains("fd00:200::1".parse().unwrap()), "other family");
+        let all = parse_prefix("0.0.0.0/0").unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let v6 = parse_prefix("fd00:200::/48").unwrap();
+        assert!(v6.contains("fd00:200::5".parse().unwrap()));
+        assert!(!v6.contains("fd00:201::5".parse().unwrap()));
+        assert!(parse_prefix("::/0")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert_eq!(parse_prefix("10.200.1.9").unwrap().len, 32);
+        assert_eq!(parse_prefix("fd00::1").unwrap().len, 128);
+        for bad in [
+            "10.200.1.1/24",
+            "10.200.1.0/33",
+            "fd00::/129",
+            "x/8",
+            "",
+            "10.0.0.0/-1",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+        assert!(parse_prefix("10.200.1.1/24")
+            .unwrap_err()
+            .to_string()
+            .contains("10.200.1.0/24"));
     }
 }

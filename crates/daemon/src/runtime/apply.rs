@@ -100,6 +100,8 @@ impl Daemon {
         self.node.set_keys(keys);
         self.node
             .set_rate_limit(merged.rate_limit.map(engine_rate_limit));
+        self.node
+            .set_max_dynamic_total(merged.dynamic_sessions.max_total);
         self.node.set_deny_policy(match merged.access_policy.deny {
             crate::config::DenyAction::Drop => strata_engine::DenyPolicy::Drop,
             crate::config::DenyAction::Kod => strata_engine::DenyPolicy::Kod,

@@ -160,7 +160,9 @@ impl Daemon {
             };
             let (name, placement, up) = (inst.name.clone(), inst.placement.clone(), inst.up);
             self.node.set_access(id, access_rules(config, &name));
-            if let Some(i) = config.instance.iter().find(|i| i.name == name) {
+            if id == InstanceId::DEFAULT {
+                self.node.set_max_dynamic(id, config.dynamic_sessions.max);
+            } else if let Some(i) = config.instance.iter().find(|i| i.name == name) {
                 self.node.set_max_dynamic(id, i.max_dynamic_sessions);
             }
             let want: Vec<SocketAddr> = config

@@ -389,6 +389,11 @@ impl Daemon {
                 | Event::SystemPeer(_)
                 | Event::Mobilized { .. }
                 | Event::Demobilized { .. } => associations_changed = true,
+                Event::Refused {
+                    instance,
+                    address,
+                    reason,
+                } => log_refused(&self.instances.name(instance), address, reason),
             }
         }
         if associations_changed {
@@ -475,4 +480,20 @@ fn os_seeded_rng() -> anyhow::Result<ChaCha20Rng> {
         anyhow::anyhow!("cannot seed request cookies from the operating system (getrandom): {e}")
     })?;
     Ok(ChaCha20Rng::from_seed(seed))
+}
+
+/// The first refused mode-5 packet of a server: by default a broadcast/multicast client
+/// follows only signed servers, so a plain setup would otherwise fail without a word.
+fn log_refused(instance: &str, server: SocketAddr, reason: strata_engine::DropReason) {
+    if reason == strata_engine::DropReason::Unauthenticated {
+        tracing::warn!(
+            %instance, %server,
+            "refusing unsigned mode-5 packets from {server}: the broadcast/multicast client of instance \"{instance}\" follows only signed servers; set `key` (a trusted key the server signs with) or `allow-unauthenticated = true` on its [[multicast-client]]/[[broadcast-client]]"
+        );
+    } else {
+        tracing::warn!(
+            %instance, %server,
+            "refusing mode-5 packets from {server}: signed with a key the broadcast/multicast client of instance \"{instance}\" does not accept; set `key` on its [[multicast-client]]/[[broadcast-client]] to the server's key and list it in [auth] trusted-keys"
+        );
+    }
 }

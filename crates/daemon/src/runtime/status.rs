@@ -19,6 +19,41 @@ use crate::control::{
 };
 use crate::logging::AssociationView;
 
+/// A mode-5 server the instance's broadcast/multicast client refuses, as a session row
+/// (state `refused-unsigned` or `refused-bad-key`), so that `stratactl sessions` shows it.
+fn refused_session(daemon: &Daemon, r: &strata_engine::RefusedServer, now: Instant) -> Session {
+    let unsigned = r.reason == strata_engine::DropReason::Unauthenticated;
+    Session {
+        instance: daemon.instances.name(r.instance),
+        address: r.address.to_string(),
+        mode: if r.multicast {
+            "multicast-client"
+        } else {
+            "broadcast-client"
+        }
+        .to_owned(),
+        state: if unsigned {
+            "refused-unsigned"
+        } else {
+            "refused-bad-key"
+        }
+        .to_owned(),
+        stratum: 0,
+        reach: 0,
+        poll: 0,
+        offset_s: 0.0,
+        delay_s: 0.0,
+        dispersion_s: 0.0,
+        jitter_s: 0.0,
+        refid: String::new(),
+        last_s: Some((now - r.last).as_secs_f64()),
+        calibrated_delay_s: None,
+        calibration_age_s: None,
+        calibrations: 0,
+        detail: None,
+    }
+}
+
 impl Daemon {
     pub(super) fn answer(&self, request: &Request) -> Reply {
         let now = self.now();
@@ -135,6 +170,11 @@ impl Daemon {
                         calibrations: s.calibrations,
                         detail: Some(session_detail(&s, now)),
                     })
+                    .chain(
+                        self.node
+                            .refused_servers()
+                            .map(|r| refused_session(self, r, now)),
+                    )
                     .collect(),
             ),
         }
