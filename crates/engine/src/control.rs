@@ -37,7 +37,7 @@ use strata_wire::{
 use crate::access::{level_for, AccessLevel};
 use crate::assoc::AssociationMode;
 use crate::counters::DropReason;
-use crate::node::{Node, RecvMeta, Route, Transmit};
+use crate::node::{Node, RecvMeta, Transmit};
 use crate::ratelimit::Decision;
 use crate::status::{SelectionRole, SessionStatus, SystemStatus};
 use crate::time::Instant;
@@ -140,14 +140,7 @@ impl Node {
             };
             out.copy_from_slice(&r.bytes);
             self.counters(r.meta.instance).sent += 1;
-            return Some(Transmit {
-                instance: r.meta.instance,
-                route: Route::Socket(r.meta.socket),
-                dst: r.meta.src,
-                src_ip: r.meta.dst_ip,
-                ifindex: r.meta.ifindex,
-                len: r.bytes.len(),
-            });
+            return Some(Transmit::reply_to(&r.meta, r.bytes.len()));
         }
         None
     }

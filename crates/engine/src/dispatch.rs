@@ -12,7 +12,7 @@ use crate::access::AccessLevel;
 use crate::assoc::{Arrival, Association, AssociationMode, ClientConfig, Received, Via};
 use crate::auth::{self, Verdict};
 use crate::counters::DropReason;
-use crate::node::{Event, Node, RecvMeta, Route, Transmit};
+use crate::node::{Event, InstanceId, Node, RecvMeta, Transmit, DEFAULT_MAX_DYNAMIC};
 use crate::server::{kiss_of_death, respond, wire_drop_reason, Admission, MAX_STRATUM};
 use crate::time::{poll_interval, Instant};
 
@@ -37,6 +37,17 @@ enum ReplyMac {
 }
 
 impl Node {
+    /// Whether an instance may mobilise one more dynamic association:
+    /// below its own limit and below the limit of all instances together.
+    pub(crate) fn dynamic_room(&self, instance: InstanceId) -> bool {
+        let max = self
+            .instances
+            .get(usize::from(instance.0))
+            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
+        let total = self.assocs.iter().filter(|a| a.mode().is_dynamic()).count();
+        self.dynamic_count(instance) < max && total < self.max_dynamic_total
+    }
+
     /// Handles one received datagram. Never panics on any input; every
     /// datagram that is not used is counted under a [`DropReason`].
     pub fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, data: &[u8]) {
@@ -331,14 +342,7 @@ impl Node {
                     if r.kod.is_some() {
                         counters.kod_sent += 1;
                     }
-                    return Some(Transmit {
-                        instance: r.meta.instance,
-                        route: Route::Socket(r.meta.socket),
-                        dst: r.meta.src,
-                        src_ip: r.meta.dst_ip,
-                        ifindex: r.meta.ifindex,
-                        len,
-                    });
+                    return Some(Transmit::reply_to(&r.meta, len));
                 }
                 Err(reason) => self.counters(r.meta.instance).drop_packet(reason),
             }

@@ -97,6 +97,7 @@ pub mod auth;
 mod broadcast;
 mod control;
 pub mod counters;
+mod datagram;
 mod dispatch;
 mod node;
 pub mod ratelimit;

@@ -37,6 +37,9 @@ use crate::responder::Policy;
 use crate::system::System;
 use crate::time::Instant;
 
+pub use crate::datagram::{RecvMeta, Route, Transmit};
+pub use crate::status::{RefusedServer, MAX_REFUSED_SERVERS};
+
 /// Default `max-dynamic-sessions` of an instance.
 pub const DEFAULT_MAX_DYNAMIC: usize = 100;
 
@@ -60,64 +63,6 @@ impl InstanceId {
 /// leaves through the socket its request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketId(pub u32);
-
-/// Where and when a datagram arrived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvMeta {
-    /// The instance of the receiving socket.
-    pub instance: InstanceId,
-    /// The receiving socket.
-    pub socket: SocketId,
-    /// Whether the socket serves time (a `[[listen]]` socket). Requests on
-    /// other sockets are not answered.
-    pub listener: bool,
-    /// The sender.
-    pub src: SocketAddr,
-    /// The local address the datagram was sent to, when known.
-    pub dst_ip: Option<IpAddr>,
-    /// The receiving interface, when known.
-    pub ifindex: Option<u32>,
-    /// Arrival time on the disciplined clock's timescale (a kernel
-    /// timestamp converted by the driver, where available).
-    pub rx_time: NtpTimestamp,
-}
-
-/// Which socket a datagram leaves from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// This socket: a reply leaves through the socket its request came in
-    /// on, a symmetric association through the listener its peer's packets
-    /// arrive on, a broadcast/multicast server through the socket it was
-    /// configured with.
-    Socket(SocketId),
-    /// The instance's client socket for the destination's address family:
-    /// client requests and calibration volleys.
-    Client,
-    /// A listening socket of the instance, of the destination's family
-    /// (port 123 first): symmetric packets before the peer's first packet
-    /// has arrived, so the peer sees them come from the port it sends to.
-    Listener,
-    /// The socket the driver set up for this broadcast/multicast
-    /// destination (a [`crate::BroadcastServerConfig`] without a socket).
-    Broadcast,
-}
-
-/// A datagram the driver must send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The instance to send in.
-    pub instance: InstanceId,
-    /// The socket to send from.
-    pub route: Route,
-    /// Source address to use (the address a request was sent to).
-    pub src_ip: Option<IpAddr>,
-    /// Outgoing interface, when it matters.
-    pub ifindex: Option<u32>,
-    /// Destination.
-    pub dst: SocketAddr,
-    /// Bytes written at the front of the caller's buffer.
-    pub len: usize,
-}
 
 /// Something the driver must act on or may report.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,28 +109,6 @@ pub enum Event {
         reason: DropReason,
     },
 }
-
-/// A mode-5 server that an instance's broadcast/multicast client refuses
-/// (see [`Event::Refused`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RefusedServer {
-    /// The instance.
-    pub instance: InstanceId,
-    /// The server.
-    pub address: SocketAddr,
-    /// Whether it sends to a multicast group (else to a broadcast address).
-    pub multicast: bool,
-    /// Why its packets are refused.
-    pub reason: DropReason,
-    /// Its packets refused so far.
-    pub packets: u64,
-    /// When the last one arrived.
-    pub last: Instant,
-}
-
-/// Refused mode-5 servers remembered per instance; more are still dropped
-/// and counted, only not listed.
-pub const MAX_REFUSED_SERVERS: usize = 32;
 
 /// Node-wide settings.
 #[derive(Clone, Debug)]
@@ -486,17 +409,6 @@ impl Node {
         self.max_dynamic_total = max;
     }
 
-    /// Whether an instance may mobilise one more dynamic association:
-    /// below its own limit and below the limit of all instances together.
-    pub(crate) fn dynamic_room(&self, instance: InstanceId) -> bool {
-        let max = self
-            .instances
-            .get(usize::from(instance.0))
-            .map_or(DEFAULT_MAX_DYNAMIC, |i| i.max_dynamic);
-        let total = self.assocs.iter().filter(|a| a.mode().is_dynamic()).count();
-        self.dynamic_count(instance) < max && total < self.max_dynamic_total
-    }
-
     /// Declares our own addresses in an instance, for loop detection: a
     /// source whose reference id is one of them is synchronised to us and
     /// is never selected. Addresses datagrams arrive at are learnt too.
@@ -521,13 +433,6 @@ impl Node {
             }
             i.broadcast_client = config;
         }
-    }
-
-    /// The mode-5 servers that broadcast/multicast clients refuse, with
-    /// why and how often; a server is listed until it is accepted or its
-    /// instance's client settings change.
-    pub fn refused_servers(&self) -> impl Iterator<Item = &RefusedServer> {
-        self.instances.iter().flat_map(|i| i.refused.values())
     }
 
     /// Notes a refused mode-5 packet; the first from a server raises

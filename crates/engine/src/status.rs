@@ -8,6 +8,7 @@ use strata_clock::MAXDISP;
 use strata_wire::{Leap, ReferenceId};
 
 use crate::assoc::{AssociationId, AssociationMode, AssociationState};
+use crate::counters::DropReason;
 use crate::node::{InstanceId, Node};
 use crate::server::{ServerState, MAX_STRATUM};
 use crate::time::Instant;
@@ -133,7 +134,35 @@ impl SelectionRole {
     }
 }
 
+/// A mode-5 server that an instance's broadcast/multicast client refuses
+/// (see [`crate::Event::Refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedServer {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The server.
+    pub address: SocketAddr,
+    /// Whether it sends to a multicast group (else to a broadcast address).
+    pub multicast: bool,
+    /// Why its packets are refused.
+    pub reason: DropReason,
+    /// Its packets refused so far.
+    pub packets: u64,
+    /// When the last one arrived.
+    pub last: Instant,
+}
+
+/// Refused mode-5 servers remembered per instance; more are still dropped
+/// and counted, only not listed.
+pub const MAX_REFUSED_SERVERS: usize = 32;
+
 impl Node {
+    /// The mode-5 servers that broadcast/multicast clients refuse, with
+    /// why and how often; a server is listed until it is accepted or its
+    /// instance's client settings change.
+    pub fn refused_servers(&self) -> impl Iterator<Item = &RefusedServer> {
+        self.instances.iter().flat_map(|i| i.refused.values())
+    }
     /// The system status.
     #[must_use]
     pub fn status(&self) -> SystemStatus {
