@@ -20,8 +20,9 @@ pub struct DisciplineConfig {
     /// with time constant `phase_time_constant × 2^poll` s (default 16,
     /// like ntpd's `CLOCK_PLL`).
     pub phase_time_constant: f64,
-    /// Longest spacing of phase adjustments by [`Discipline::tick`](super::Discipline::tick) (s;
-    /// default 1, like ntpd's `clock_adjust`).
+    /// Longest spacing of phase adjustments by
+    /// [`Discipline::tick`](super::Discipline::tick) (s; default 1, like
+    /// ntpd's `clock_adjust`).
     pub adjust_interval: f64,
     /// Estimator process noise of the phase (white FM, s²/s; default
     /// 1e-14).

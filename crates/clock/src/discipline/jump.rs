@@ -1,5 +1,6 @@
-//! Detection of lasting departures from the fitted line: Page's CUSUM on
-//! the normalised innovations.
+//! Departures from the fitted line: phase jumps (an innovation beyond the
+//! jump gate) and lasting smaller departures (Page's CUSUM on the
+//! normalised innovations).
 
 use super::Discipline;
 
@@ -8,6 +9,32 @@ const CUSUM_K: f64 = 0.5;
 const CUSUM_H: f64 = 8.0;
 
 impl Discipline {
+    /// Checks the innovation `y` (s: the sample's free-running phase less
+    /// its prediction) of a sample with measurement noise variance `r`
+    /// (s²). An offset beyond the jump gate is a phase jump: the samples so
+    /// far are moved to it, so the phase follows and the frequency is not
+    /// dragged. Otherwise the innovation feeds the CUSUM.
+    pub(super) fn check_innovation(&mut self, y: f64, r: f64) {
+        if y * y > self.config.jump_gate.powi(2) * (self.p[0][0].max(0.0) + r) {
+            if self
+                .last_jump
+                .is_some_and(|last| last.signum() == y.signum())
+            {
+                // Two jumps the same way in a row: the frequency
+                // changed (a temperature step), not the phase. Start
+                // the line afresh from the sample before.
+                self.regression.keep_last(1);
+                self.last_jump = None;
+            } else {
+                self.regression.shift(y);
+                self.last_jump = Some(y);
+            }
+        } else {
+            self.last_jump = None;
+            self.cusum(y / (self.p[0][0].max(0.0) + r).sqrt());
+        }
+    }
+
     /// Page's CUSUM on the normalised innovations `nu`, both ways: a
     /// lasting departure from the line (a frequency step, a small phase
     /// shift) that the runs test would see only once it spans much of the
@@ -16,7 +43,7 @@ impl Discipline {
     /// rise. With `CUSUM_K` 0.5 and `CUSUM_H` 8, white noise alone takes
     /// of the order of ten thousand samples to cross it, a lasting shift of
     /// one standard deviation about sixteen.
-    pub(super) fn cusum(&mut self, nu: f64) {
+    fn cusum(&mut self, nu: f64) {
         if !nu.is_finite() {
             return;
         }

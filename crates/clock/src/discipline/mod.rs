@@ -411,29 +411,9 @@ impl Discipline {
         let r = self.measurement_variance() + queueing;
         let phase = offset + removed_then;
         if self.regression.len() >= 2 {
-            // The free-running phase predicted at `ts`; an offset beyond
-            // the jump gate is a phase jump: the samples so far are moved
-            // to it, so the phase follows and the frequency is not dragged.
+            // The free-running phase predicted at `ts`.
             let predicted = self.theta + self.removed + self.d * (now - ts);
-            let y = phase - predicted;
-            if y * y > self.config.jump_gate.powi(2) * (self.p[0][0].max(0.0) + r) {
-                if self
-                    .last_jump
-                    .is_some_and(|last| last.signum() == y.signum())
-                {
-                    // Two jumps the same way in a row: the frequency
-                    // changed (a temperature step), not the phase. Start
-                    // the line afresh from the sample before.
-                    self.regression.keep_last(1);
-                    self.last_jump = None;
-                } else {
-                    self.regression.shift(y);
-                    self.last_jump = Some(y);
-                }
-            } else {
-                self.last_jump = None;
-                self.cusum(y / (self.p[0][0].max(0.0) + r).sqrt());
-            }
+            self.check_innovation(phase - predicted, r);
         }
         self.regression.push(Point {
             t: ts,
