@@ -94,104 +94,19 @@
 //! `poll_down_window` (or its chi-square exceeds 2), it falls by one,
 //! within `[min_poll, max_poll]`.
 
+mod config;
+mod controller;
+mod estimator;
+mod jump;
+mod poll;
+
 use std::collections::VecDeque;
 
 use crate::backend::MAX_FREQUENCY_PPM;
-use crate::regression::{Fit, Point, Regression};
+use crate::regression::{Point, Regression};
 
-/// Bounds of the adapted frequency wander ((s/s)²/s).
-const MIN_WANDER: f64 = 1e-24;
-const MAX_WANDER: f64 = 1e-15;
-/// CUSUM allowance and threshold (standard deviations).
-const CUSUM_K: f64 = 0.5;
-const CUSUM_H: f64 = 8.0;
-/// Fewest samples in a fit that adapts the wander.
-const MIN_WANDER_SAMPLES: usize = 8;
-
-/// Discipline parameters. `Default` gives the RFC 5905 values.
-#[derive(Clone, Debug)]
-pub struct DisciplineConfig {
-    /// STEPT: offsets above this are stepped, not slewed (s; RFC 0.128).
-    pub step_threshold: f64,
-    /// WATCH: how long offsets must stay above `step_threshold` before a
-    /// step (s; RFC 900). Scenarios with short polls use e.g. 2 s.
-    pub stepout: f64,
-    /// PANICT: offsets above this are refused (s; RFC 1000). `None` =
-    /// never panic.
-    pub panic_threshold: Option<f64>,
-    /// Smallest poll exponent (log2 s; RFC MINPOLL 4; down to -4 allowed).
-    pub min_poll: i8,
-    /// Largest poll exponent (log2 s; RFC MAXPOLL 17).
-    pub max_poll: i8,
-    /// Phase slew time constant, in poll intervals: an offset is slewed out
-    /// with time constant `phase_time_constant × 2^poll` s (default 16,
-    /// like ntpd's `CLOCK_PLL`).
-    pub phase_time_constant: f64,
-    /// Longest spacing of phase adjustments by [`Discipline::tick`] (s;
-    /// default 1, like ntpd's `clock_adjust`).
-    pub adjust_interval: f64,
-    /// Estimator process noise of the phase (white FM, s²/s; default
-    /// 1e-14).
-    pub phase_noise: f64,
-    /// Estimator process noise of the frequency (random-walk FM, (s/s)²/s;
-    /// default 1e-16: about 0.6 ppm per hour).
-    pub frequency_wander: f64,
-    /// Floor of the measurement noise (s; default 1 µs).
-    pub min_jitter: f64,
-    /// Prior guess of the measurement noise (s; default 1 ms), blended out
-    /// as offsets arrive. Erring high only slows the first minute down;
-    /// erring low would make the estimator overconfident.
-    pub initial_noise: f64,
-    /// Uncertainty of a drift-file frequency (ppm; default 2).
-    pub initial_frequency_uncertainty_ppm: f64,
-    /// Innovations beyond this many standard deviations count as phase
-    /// jumps (default 5).
-    pub jump_gate: f64,
-    /// The poll rises when the regression keeps at least this many
-    /// samples (default 24).
-    pub poll_up_window: usize,
-    /// The poll falls when the regression keeps fewer than this many
-    /// samples (default 8).
-    pub poll_down_window: usize,
-    /// Samples at a poll before it may rise (default 30; a quarter of
-    /// it before it may fall).
-    pub poll_limit: i32,
-    /// Shortest phase slew time constant (s; default 16): an offset much
-    /// larger than its own uncertainty (the one left after the first step
-    /// while the frequency is measured) is slewed out this fast, not at
-    /// the noise-filtering time constant.
-    pub min_time_constant: f64,
-    /// Whether the clock is steered by the commands (default true). An
-    /// observe-only clock is never adjusted: the estimator then models no
-    /// corrections and no steps, so its offset and frequency describe the
-    /// free-running clock and cannot run off.
-    pub steered: bool,
-}
-
-impl Default for DisciplineConfig {
-    fn default() -> Self {
-        Self {
-            step_threshold: 0.128,
-            stepout: 900.0,
-            panic_threshold: Some(1000.0),
-            min_poll: 4,
-            max_poll: 17,
-            phase_time_constant: 1.0,
-            adjust_interval: 1.0,
-            phase_noise: 1e-17,
-            frequency_wander: 1e-16,
-            min_jitter: 1e-6,
-            initial_noise: 1e-3,
-            initial_frequency_uncertainty_ppm: 2.0,
-            jump_gate: 5.0,
-            poll_up_window: 24,
-            poll_down_window: 8,
-            poll_limit: 30,
-            min_time_constant: 16.0,
-            steered: true,
-        }
-    }
-}
+pub use config::DisciplineConfig;
+use estimator::{MAX_WANDER, MIN_WANDER};
 
 /// The discipline's current estimate, for status output (like `chronyc
 /// tracking`).
@@ -496,29 +411,9 @@ impl Discipline {
         let r = self.measurement_variance() + queueing;
         let phase = offset + removed_then;
         if self.regression.len() >= 2 {
-            // The free-running phase predicted at `ts`; an offset beyond
-            // the jump gate is a phase jump: the samples so far are moved
-            // to it, so the phase follows and the frequency is not dragged.
+            // The free-running phase predicted at `ts`.
             let predicted = self.theta + self.removed + self.d * (now - ts);
-            let y = phase - predicted;
-            if y * y > self.config.jump_gate.powi(2) * (self.p[0][0].max(0.0) + r) {
-                if self
-                    .last_jump
-                    .is_some_and(|last| last.signum() == y.signum())
-                {
-                    // Two jumps the same way in a row: the frequency
-                    // changed (a temperature step), not the phase. Start
-                    // the line afresh from the sample before.
-                    self.regression.keep_last(1);
-                    self.last_jump = None;
-                } else {
-                    self.regression.shift(y);
-                    self.last_jump = Some(y);
-                }
-            } else {
-                self.last_jump = None;
-                self.cusum(y / (self.p[0][0].max(0.0) + r).sqrt());
-            }
+            self.check_innovation(phase - predicted, r);
         }
         self.regression.push(Point {
             t: ts,
@@ -548,43 +443,12 @@ impl Discipline {
         Outcome::Slewed
     }
 
-    /// Periodic phase adjustment: call when `now >= next_tick()`. Recomputes
-    /// the slew from the predicted offset. A call before the deadline does
-    /// nothing.
-    pub fn tick(&mut self, now: f64) {
-        match self.next_tick() {
-            Some(due) if now.is_finite() && now >= due => {
-                self.predict(now);
-                self.command(now);
-            }
-            _ => {}
-        }
-    }
-
-    /// When [`Discipline::tick`] wants to run next (monotonic s); `None`
-    /// before the first offset.
-    #[must_use]
-    pub fn next_tick(&self) -> Option<f64> {
-        if self.state == DisciplineState::Unset {
-            None
-        } else {
-            Some(self.last_adjust + self.adjust_interval())
-        }
-    }
-
     /// The next clock command to carry out; drain after
     /// [`Discipline::update`] and [`Discipline::tick`] (and once after
     /// [`Discipline::new`]).
     #[must_use]
     pub fn poll_command(&mut self) -> Option<ClockCommand> {
         self.commands.pop_front()
-    }
-
-    /// The system poll exponent the discipline asks for (log2 s), within
-    /// `[min_poll, max_poll]`.
-    #[must_use]
-    pub fn poll_exponent(&self) -> i8 {
-        self.poll
     }
 
     /// The current frequency correction (ppm; positive = clock sped up):
@@ -639,233 +503,16 @@ impl Discipline {
         self.jitter
     }
 
-    /// The phase slew time constant at the current poll interval (s).
-    #[must_use]
-    pub fn time_constant(&self) -> f64 {
-        self.config.phase_time_constant.max(1.0) * 2f64.powi(i32::from(self.poll))
-    }
-
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &DisciplineConfig {
         &self.config
     }
 
-    fn adjust_interval(&self) -> f64 {
-        let a = self.config.adjust_interval;
-        let a = if a.is_finite() && a > 0.0 { a } else { 1.0 };
-        a.min(self.time_constant() / 4.0)
-    }
-
     /// The measurement noise standard deviation currently assumed (s).
     #[must_use]
     pub fn measurement_noise(&self) -> f64 {
         self.measurement_variance().sqrt()
-    }
-
-    fn measurement_variance(&self) -> f64 {
-        let floor = self.config.min_jitter.abs().max(1e-9);
-        self.noise.max(floor * floor)
-    }
-
-    /// Feeds the noise estimator with the free-running phase at `now`.
-    fn observe_phase(&mut self, now: f64, phase: f64) {
-        if let [Some((ta, pa)), Some((tb, pb))] = self.history {
-            let (h1, h2) = (tb - ta, now - tb);
-            if h1 > 0.0 && h2 > 0.0 && h2 <= 10.0 * h1 && h1 <= 10.0 * h2 {
-                let k = h2 / h1;
-                let e = phase - (pb + (pb - pa) * k);
-                let v = e * e / (1.0 + (1.0 + k).powi(2) + k * k);
-                // Winsorised at 3σ once there is an estimate, so that one
-                // wild offset (a sample straddling a step) does not
-                // inflate the noise for the next hundred.
-                let v = if self.noise_samples >= 3 {
-                    v.min(9.0 * self.noise)
-                } else {
-                    v
-                };
-                if v.is_finite() {
-                    self.noise_samples = self.noise_samples.saturating_add(1);
-                    // The prior is only a guess: the first sample replaces it.
-                    let gain = (1.0 / f64::from(self.noise_samples)).max(1.0 / 32.0);
-                    self.noise += gain * (v - self.noise);
-                }
-            }
-        }
-        match self.history[1] {
-            Some((t, _)) if now <= t => {}
-            _ => self.history = [self.history[1], Some((now, phase))],
-        }
-    }
-
-    fn enter_tracking(&mut self, now: f64) {
-        self.since = now;
-        self.state = if self.frequency_known {
-            DisciplineState::Sync
-        } else {
-            DisciplineState::Freq
-        };
-    }
-
-    fn step(&mut self, now: f64, offset: f64) -> Outcome {
-        self.commands.push_back(ClockCommand::Step { offset });
-        self.removed += offset;
-        self.checkpoint(now);
-        // The step takes out the measured offset; what is left is the
-        // measurement noise.
-        let r = self.measurement_variance();
-        self.theta = 0.0;
-        self.p[0] = [r, 0.0];
-        self.p[1][0] = 0.0;
-        self.t = now;
-        self.last_offset = 0.0;
-        self.poll = self.config.min_poll.min(self.config.max_poll);
-        self.samples_at_poll = 0;
-        self.enter_tracking(now);
-        self.command(now);
-        Outcome::Stepped { offset }
-    }
-
-    /// Advances the estimate to `now` under the commanded correction.
-    fn predict(&mut self, now: f64) {
-        let dt = now - self.t;
-        if dt.is_nan() || dt <= 0.0 {
-            return;
-        }
-        let rate = self.model_rate();
-        self.theta -= (self.d + rate) * dt;
-        self.removed += rate * dt;
-        let [[p00, p01], [_, p11]] = self.p;
-        let qp = self.config.phase_noise.abs();
-        let qf = self.wander;
-        let n00 = p00 - 2.0 * p01 * dt + p11 * dt * dt + qp * dt + qf * dt.powi(3) / 3.0;
-        let n01 = p01 - p11 * dt - qf * dt * dt / 2.0;
-        let n11 = p11 + qf * dt;
-        self.p = [[n00, n01], [n01, n11]];
-        self.t = now;
-    }
-
-    /// What the corrections had taken off theta by time `t` (s).
-    fn removed_at(&self, t: f64) -> f64 {
-        let i = self.log.partition_point(|c| c.0 <= t);
-        match self.log.get(i.saturating_sub(1)) {
-            Some(&(ct, removed, rate)) => removed + rate * (t - ct),
-            None => self.removed,
-        }
-    }
-
-    fn checkpoint(&mut self, now: f64) {
-        const MAX_CHECKPOINTS: usize = 2048;
-        if self.log.len() >= MAX_CHECKPOINTS {
-            self.log.pop_front();
-        }
-        self.log.push_back((now, self.removed, self.model_rate()));
-    }
-
-    /// The correction the clock actually applies (s/s): none when it is
-    /// not steered.
-    fn model_rate(&self) -> f64 {
-        if self.config.steered {
-            self.applied
-        } else {
-            0.0
-        }
-    }
-
-    /// Kalman measurement update: `z` is theta now plus `lag` × d (an
-    /// offset measured `lag` seconds ago, less the corrections since), with
-    /// noise variance `r`.
-    fn measure(&mut self, z: f64, lag: f64, r: f64) {
-        let lag = if lag.is_finite() { lag.max(0.0) } else { 0.0 };
-        let y = z - (self.theta + lag * self.d);
-        let gate = |p: &[[f64; 2]; 2]| p[0][0] + 2.0 * lag * p[0][1] + lag * lag * p[1][1] + r;
-        if y * y > self.config.jump_gate.powi(2) * gate(&self.p) {
-            // A phase jump: let the phase follow it, not the frequency.
-            self.p[0][0] += y * y;
-        }
-        let [[p00, p01], [_, p11]] = self.p;
-        let s = gate(&self.p);
-        // P Hᵀ with H = [1, lag].
-        let (a0, a1) = (p00 + lag * p01, p01 + lag * p11);
-        let (k0, k1) = (a0 / s, a1 / s);
-        self.theta += k0 * y;
-        self.d += k1 * y;
-        let max = MAX_FREQUENCY_PPM * 1e-6;
-        self.d = self.d.clamp(-max, max);
-        let n00 = p00 - k0 * a0;
-        let n01 = p01 - k0 * a1;
-        let n11 = p11 - k1 * a1;
-        self.p = [[n00.max(0.0), n01], [n01, n11.max(0.0)]];
-    }
-
-    /// Queues the correction for the current estimate.
-    fn command(&mut self, now: f64) {
-        let max = MAX_FREQUENCY_PPM * 1e-6;
-        let c = (-self.d + self.theta / self.slew_time_constant()).clamp(-max, max);
-        self.last_adjust = now;
-        if (c - self.applied).abs() > 1e-12 {
-            self.applied = c;
-            self.checkpoint(now);
-            self.commands
-                .retain(|cmd| !matches!(cmd, ClockCommand::SetFrequency { .. }));
-            self.commands
-                .push_back(ClockCommand::SetFrequency { ppm: c * 1e6 });
-        }
-    }
-
-    /// Page's CUSUM on the normalised innovations `nu`, both ways: a
-    /// lasting departure from the line (a frequency step, a small phase
-    /// shift) that the runs test would see only once it spans much of the
-    /// window raises a sum by about `|nu| - CUSUM_K` per sample; past
-    /// `CUSUM_H` the line restarts from the samples since the sum began to
-    /// rise. With `CUSUM_K` 0.5 and `CUSUM_H` 8, white noise alone takes
-    /// of the order of ten thousand samples to cross it, a lasting shift of
-    /// one standard deviation about sixteen.
-    fn cusum(&mut self, nu: f64) {
-        if !nu.is_finite() {
-            return;
-        }
-        let step = |sum: &mut f64, run: &mut usize, x: f64| {
-            *sum = (*sum + x - CUSUM_K).max(0.0);
-            *run = if *sum > 0.0 { *run + 1 } else { 0 };
-        };
-        step(&mut self.cusum_up.0, &mut self.cusum_up.1, nu);
-        step(&mut self.cusum_down.0, &mut self.cusum_down.1, -nu);
-        let run = if self.cusum_up.0 > CUSUM_H {
-            self.cusum_up.1
-        } else if self.cusum_down.0 > CUSUM_H {
-            self.cusum_down.1
-        } else {
-            return;
-        };
-        // The newest `run` samples include the one being added.
-        self.regression.keep_last(run.saturating_sub(1).max(1));
-        self.cusum_up = (0.0, 0);
-        self.cusum_down = (0.0, 0);
-    }
-
-    /// Takes the estimate from a regression fit: the offset now is the
-    /// fitted free-running phase extrapolated to `now` less every
-    /// correction so far, the frequency error minus its slope.
-    fn apply_fit(&mut self, now: f64, fit: &Fit) {
-        let (phase, var) = fit.at(now);
-        let lead = now - fit.t0;
-        self.theta = phase - self.removed;
-        let max = MAX_FREQUENCY_PPM * 1e-6;
-        self.d = (-fit.slope).clamp(-max, max);
-        let cov = -lead * fit.slope_variance;
-        self.p = [[var, cov], [cov, fit.slope_variance]];
-        self.window = fit.samples;
-        self.misfit = fit.reduced_chi2;
-        self.rms_offset = fit.rms_residual;
-        self.cut = fit.dropped > 0;
-        if fit.samples >= MIN_WANDER_SAMPLES {
-            // More scatter about the line than the samples' noise and the
-            // assumed wander explain: the clock wanders more; less: less.
-            let factor = fit.reduced_chi2.clamp(0.5, 2.0).powi(2);
-            self.wander = (self.wander * factor).clamp(MIN_WANDER, MAX_WANDER);
-            self.regression.set_wander(self.wander);
-        }
     }
 
     /// The current estimate, for status output.
@@ -890,68 +537,6 @@ impl Discipline {
     #[must_use]
     pub fn offset_uncertainty(&self) -> f64 {
         self.p[0][0].max(0.0).sqrt()
-    }
-
-    /// The time constant the phase is slewed out with (s): the
-    /// noise-filtering [`Discipline::time_constant`] while the estimated
-    /// offset is within three standard deviations of zero, shorter (down to
-    /// `min_time_constant`) in proportion as it stands out of its
-    /// uncertainty — a known offset is removed quickly, noise is not
-    /// chased.
-    fn slew_time_constant(&self) -> f64 {
-        let t = self.time_constant();
-        let floor = self.config.min_time_constant;
-        let floor = if floor.is_finite() && floor >= 1.0 {
-            floor.min(t)
-        } else {
-            t
-        };
-        let sigma = self.p[0][0].max(0.0).sqrt();
-        let ratio = 3.0 * sigma / self.theta.abs();
-        if ratio.is_finite() {
-            (t * ratio).clamp(floor, t)
-        } else {
-            t
-        }
-    }
-
-    /// Poll adjustment from the regression window: while the runs test
-    /// lets the fit average over at least `poll_up_window` samples, the
-    /// clock is steady enough to poll less often (after `poll_limit`
-    /// samples at a poll); when the runs test cuts the window to fewer
-    /// than halfway between `poll_down_window` and `poll_up_window`, or it
-    /// keeps fewer than `poll_down_window`, the clock wanders (or the path
-    /// changed) faster than the samples come, so the poll comes down (the
-    /// latter after `poll_limit / 4` samples).
-    fn adjust_poll(&mut self) {
-        self.samples_at_poll = self.samples_at_poll.saturating_add(1);
-        let settle = u32::try_from(self.config.poll_limit.max(1)).unwrap_or(1);
-        if self.cut {
-            // The clock bent away from the line: no rise for a while, and
-            // a fall if too few samples are left to average.
-            self.samples_at_poll = 0;
-            if self.window < (self.config.poll_up_window + self.config.poll_down_window) / 2
-                && self.poll > self.config.min_poll
-            {
-                self.poll -= 1;
-            }
-            return;
-        }
-        let wandering = self.window < self.config.poll_down_window || self.misfit > 2.0;
-        if wandering
-            && self.samples_at_poll >= (settle / 4).max(1)
-            && self.poll > self.config.min_poll
-        {
-            self.poll -= 1;
-            self.samples_at_poll = 0;
-        } else if self.window >= self.config.poll_up_window
-            && self.misfit < 1.5
-            && self.samples_at_poll >= settle
-            && self.poll < self.config.max_poll
-        {
-            self.poll += 1;
-            self.samples_at_poll = 0;
-        }
     }
 }
 
