@@ -202,6 +202,9 @@ pub struct Server {
     /// Sign packets with this key of `[auth] keys-file` and accept only replies signed with
     /// it (default none).
     pub key: Option<u32>,
+    /// `[[peer]]` only: whether symmetric mode waits for an answered calibration exchange
+    /// (`"required"`, the default) or also follows an unanswered one (`"best-effort"`).
+    pub calibrate: strata_engine::Calibrate,
 }
 
 impl Server {

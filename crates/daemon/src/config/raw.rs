@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use strata_engine::auth::KeyStore;
+use strata_engine::Calibrate;
 
 use super::value::{
     parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel,
@@ -198,7 +199,7 @@ tables! {
     /// One `[[server]]` or `[[peer]]`.
     struct RawServer {
         address: V<Address>, instance: String, minpoll: V<Poll>, maxpoll: V<Poll>, iburst: bool,
-        key: V<KeyId>,
+        key: V<KeyId>, calibrate: V<Calibrate>,
     }
 
     /// One `[[multicast-server]]`.
@@ -313,6 +314,12 @@ fn sources(
             );
             continue;
         }
+        if table != "peer" && raw.calibrate.is_some() {
+            errors.push(
+                base.key("calibrate"),
+                "calibrate applies only to [[peer]] (symmetric active)",
+            );
+        }
         if let Some(address) = address {
             out.push(Server {
                 address,
@@ -321,6 +328,7 @@ fn sources(
                 maxpoll,
                 iburst: raw.iburst.unwrap_or(false),
                 key: raw.key.as_ref().map(|k| k.0),
+                calibrate: raw.calibrate.as_ref().map_or(Calibrate::default(), |c| c.0),
             });
         }
     }
