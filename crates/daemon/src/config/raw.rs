@@ -827,6 +827,55 @@ impl RawConfig {
     }
 }
 
+/// Warnings for `[[access]]` rules that can never decide a source's level: rules are
+/// checked from the highest level down, so a prefix that lies within a prefix of a
+/// higher-level rule of the same instance never matches first. One warning per rule with
+/// such prefixes, at its `prefixes`; `access` is in file order (a valid file keeps every
+/// rule).
+pub(crate) fn access_warnings(access: &[Access]) -> Vec<KeyError> {
+    let mut out = Vec::new();
+    for (base, rule) in entries("access", access) {
+        let cover = |p: &super::Prefix| {
+            access.iter().enumerate().find_map(|(j, other)| {
+                if other.instance != rule.instance || other.level <= rule.level {
+                    return None;
+                }
+                other
+                    .prefixes
+                    .iter()
+                    .find(|q| {
+                        q.addr.is_ipv4() == p.addr.is_ipv4() && q.len <= p.len && q.contains(p.addr)
+                    })
+                    .map(|q| {
+                        format!(
+                            "{p} is within {q} of access[{j}] (level \"{}\")",
+                            other.level.as_str()
+                        )
+                    })
+            })
+        };
+        let covered: Vec<String> = rule.prefixes.iter().filter_map(cover).collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let whole = covered.len() == rule.prefixes.len();
+        let what = if whole {
+            "this rule can never match"
+        } else {
+            "part of this rule can never match"
+        };
+        out.push(KeyError {
+            path: base.key("prefixes"),
+            message: format!(
+                "{what}: rules are checked from the highest level down, and {} (instance \"{}\")",
+                covered.join(", "),
+                rule.instance
+            ),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
