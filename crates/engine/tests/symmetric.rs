@@ -391,3 +391,20 @@ fn two_required_active_peers_calibrate_then_exchange_mode_1() {
     assert_eq!(b.node.status().server.stratum, 3);
     assert!(b.clock.error(net.t).abs() < 1e-3);
 }
+
+#[test]
+fn a_peer_switched_to_best_effort_while_calibrating_falls_back() {
+    // What a reload does: the policy changes on the running association.
+    let mut net = unanswered_peer(Calibrate::Required);
+    assert_eq!(net.hosts[0].sent_by_mode[1], 0);
+    let id = session(&net.hosts[0].node, net.t, 3).expect("peer").id;
+    assert!(net.hosts[0].node.set_calibrate(id, Calibrate::BestEffort));
+    // The current volley ends (at most 256 s to its start, 18 s long),
+    // then mode 1 follows.
+    net.run_until(1600.0);
+    let a = &net.hosts[0];
+    assert!(a.sent_by_mode[1] > 3, "mode 1 after the switch");
+    let s = session(&a.node, net.t, 3).expect("peer");
+    assert_ne!(s.state, strata_engine::AssociationState::Calibrating);
+    assert_eq!(s.calibrations, 1);
+}
