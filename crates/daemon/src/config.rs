@@ -205,6 +205,9 @@ pub struct Server {
     /// Sign packets with this key of `[auth] keys-file` and accept only replies signed with
     /// it (default none).
     pub key: Option<u32>,
+    /// `[[peer]]` only: whether symmetric mode waits for an answered calibration exchange
+    /// (`"required"`, the default) or also follows an unanswered one (`"best-effort"`).
+    pub calibrate: strata_engine::Calibrate,
 }
 
 impl Server {
@@ -632,17 +635,22 @@ pub struct Diagnostic {
 }
 
 /// Checks `path` and prints the outcome as `check-config` does (both
-/// `stratad` and `stratactl` offer it): `FILE: ok` on stdout, or one line
-/// per error on stdout and a count on stderr. Returns the exit code: success when the file
-/// is valid.
+/// `stratad` and `stratactl` offer it): one `FILE:LINE: KEY: warning: …` line per
+/// warning (see [`check_str_warnings`]), then `FILE: ok` on stdout, or one line per error
+/// on stdout and a count on stderr. Returns the exit code: success when the file is valid,
+/// warnings or not.
 ///
 /// # Errors
 /// When the file cannot be read.
 pub fn report_check(path: &Path, program: &str) -> Result<std::process::ExitCode, ReadError> {
-    let diagnostics = check_file(path).map_err(|source| ReadError {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadError {
         path: path.to_owned(),
         source,
     })?;
+    let (diagnostics, warnings) = check::check_text_all(&text, &path.display().to_string());
+    for w in &warnings {
+        println!("{}", w.as_warning());
+    }
     if diagnostics.is_empty() {
         println!("{}: ok", path.display());
         return Ok(std::process::ExitCode::SUCCESS);
@@ -667,6 +675,24 @@ pub struct ReadError {
     /// The I/O error.
     #[source]
     pub source: io::Error,
+}
+
+impl Diagnostic {
+    /// Displays as a warning: `FILE:LINE: KEY: warning: MESSAGE`.
+    #[must_use]
+    pub fn as_warning(&self) -> impl fmt::Display + '_ {
+        struct AsWarning<'a>(&'a Diagnostic);
+        impl fmt::Display for AsWarning<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let d = Diagnostic {
+                    message: format!("warning: {}", self.0.message),
+                    ..self.0.clone()
+                };
+                d.fmt(f)
+            }
+        }
+        AsWarning(self)
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -747,10 +773,11 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         }
     };
 
-    let diagnostics = check::check_text(&text, &label);
+    let (diagnostics, text_warnings) = check::check_text_all(&text, &label);
     if !diagnostics.is_empty() {
         return Err(ConfigError::Invalid { diagnostics });
     }
+    warnings.extend(text_warnings.iter().map(|w| w.as_warning().to_string()));
 
     let figment = Figment::from(Toml::string(&text)).merge(env_provider());
     let raw: raw::RawConfig = figment.extract().map_err(|error| ConfigError::Invalid {
@@ -803,6 +830,14 @@ pub fn check_file(path: &Path) -> Result<Vec<Diagnostic>, io::Error> {
 /// Validate configuration text, like [`check_file`]; diagnostics are labelled `<string>`.
 pub fn check_str(text: &str) -> Vec<Diagnostic> {
     check::check_text(text, "<string>")
+}
+
+/// The warnings of valid configuration text: what start-up accepts but has no effect, each
+/// with its key and line — today `[[access]]` prefixes that can never match because a rule
+/// of a higher level in the same instance covers them (rules are checked from the highest
+/// level down). Empty when the text has errors ([`check_str`] reports those).
+pub fn check_str_warnings(text: &str) -> Vec<Diagnostic> {
+    check::check_text_all(text, "<string>").1
 }
 
 /// Every key the configuration knows, as `table.key` (arrays of tables without indices),

@@ -527,3 +527,76 @@ fn dynamic_session_limits_parse_and_are_checked() {
         "{d:#?}"
     );
 }
+
+const SHADOWED: &str = r#"[[instance]]
+name = "vpna"
+netns = "pe1-vpna"
+
+[[access]]
+level = "peer"
+prefixes = ["10.0.0.0/8", "fd00:200::/48"]
+
+[[access]]
+level = "synchronization"
+prefixes = ["10.1.0.0/16", "fd00:200:0:1::/64"]
+
+[[access]]
+level = "server"
+prefixes = ["10.2.0.0/16", "192.0.2.0/24"]
+
+[[access]]
+instance = "vpna"
+level = "query"
+prefixes = ["10.3.0.0/16"]
+
+[[access]]
+level = "peer"
+prefixes = ["10.4.0.0/16"]
+
+[[access]]
+level = "query"
+prefixes = ["0.0.0.0/0", "10.5.0.0/16"]
+"#;
+
+#[test]
+fn access_rules_that_can_never_match_are_warnings() {
+    // Valid: start-up accepts the file, and load passes the warnings on.
+    assert_eq!(config::check_str(SHADOWED), vec![]);
+    let c = parse(SHADOWED);
+    let warnings = config::check_str_warnings(SHADOWED);
+    let got = found(&warnings);
+    // access[1]: both prefixes within access[0] (peer, checked first).
+    // access[2]: 10.2.0.0/16 only. access[3] is another instance, access[4]
+    // the same level; access[5]'s 0.0.0.0/0 is wider than any peer prefix.
+    assert_eq!(
+        got.iter().map(|(l, k, _)| (*l, *k)).collect::<Vec<_>>(),
+        [
+            (11, "access[1].prefixes"),
+            (15, "access[2].prefixes"),
+            (28, "access[5].prefixes"),
+        ],
+        "{warnings:#?}"
+    );
+    assert!(
+        got[0].2.starts_with("this rule can never match"),
+        "{}",
+        got[0].2
+    );
+    assert!(got[0]
+        .2
+        .contains("10.1.0.0/16 is within 10.0.0.0/8 of access[0] (level \"peer\")"));
+    assert!(got[0]
+        .2
+        .contains("fd00:200:0:1::/64 is within fd00:200::/48"));
+    assert!(got[1].2.starts_with("part of this rule can never match"));
+    assert!(got[1].2.contains("10.2.0.0/16") && !got[1].2.contains("192.0.2.0/24"));
+    assert!(got[2].2.contains("10.5.0.0/16 is within 10.0.0.0/8"));
+    assert!(!got[2].2.contains("0.0.0.0/0 is within"));
+    assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains(":11: access[1].prefixes: warning: this rule can never match"));
+    // No warnings without shadowed rules, nor for a file with errors.
+    assert_eq!(config::check_str_warnings(GOOD), vec![]);
+    let broken = format!("{SHADOWED}\n[[server]]\nminpoll = 99\n");
+    assert!(!config::check_str(&broken).is_empty());
+    assert_eq!(config::check_str_warnings(&broken), vec![]);
+}

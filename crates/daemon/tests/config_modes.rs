@@ -77,3 +77,33 @@ fn mode_errors_name_key_and_line() {
     assert!(has(7, "broadcast-server[0].address"), "{d:#?}");
     assert!(has(10, "peer[0].minpoll"), "{d:#?}");
 }
+
+#[test]
+fn peer_calibrate_defaults_to_required() {
+    use strata_engine::Calibrate;
+    let c = parse(
+        "[[peer]]\naddress = \"10.200.2.2\"\n[[peer]]\naddress = \"10.200.2.3\"\ncalibrate = \"best-effort\"\n[[peer]]\naddress = \"10.200.2.4\"\ncalibrate = \"required\"\n",
+    );
+    let policies: Vec<Calibrate> = c.peer.iter().map(|p| p.calibrate).collect();
+    assert_eq!(
+        policies,
+        [
+            Calibrate::Required,
+            Calibrate::BestEffort,
+            Calibrate::Required
+        ]
+    );
+}
+
+#[test]
+fn calibrate_errors_name_key_and_line() {
+    let d = check_str(
+        "[[peer]]\naddress = \"10.200.2.2\"\ncalibrate = \"sometimes\"\n[[server]]\naddress = \"10.200.2.3\"\ncalibrate = \"required\"\n",
+    );
+    let has = |line: usize, key: &str, text: &str| {
+        d.iter()
+            .any(|x| x.line == line && x.key == key && x.message.contains(text))
+    };
+    assert!(has(3, "peer[0].calibrate", "best-effort"), "{d:#?}");
+    assert!(has(6, "server[0].calibrate", "only to [[peer]]"), "{d:#?}");
+}

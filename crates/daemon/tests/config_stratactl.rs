@@ -123,6 +123,23 @@ fn check_config_good_and_bad() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("12 error(s)"));
 
+    // A warning is printed with key and line, and the file still checks ok.
+    let dir = tempfile::tempdir().unwrap();
+    let shadowed = dir.path().join("shadowed.toml");
+    std::fs::write(
+        &shadowed,
+        "[[access]]\nlevel = \"peer\"\nprefixes = [\"10.0.0.0/8\"]\n\n[[access]]\nlevel = \"query\"\nprefixes = [\"10.9.0.0/16\"]\n",
+    )
+    .unwrap();
+    let out = stratactl(&["check-config", shadowed.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("shadowed.toml:7: access[1].prefixes: warning: this rule can never match"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("shadowed.toml: ok\n"), "{stdout}");
+
     let out = stratactl(&["check-config", "/nonexistent/strata.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/strata.toml"));

@@ -14,8 +14,13 @@
 //! associations begin with a client/server volley ([`CALIBRATION_REPLIES`]
 //! good replies, at most [`CALIBRATION_ATTEMPTS`] requests, spaced
 //! `min(2 s, poll)`); its samples may already set the clock. A symmetric
-//! active association then switches to mode 1 (at once if the peer's own
-//! mode-1 packet arrives first). A broadcast client keeps the least delay
+//! active association then switches to mode 1. What it does when the
+//! peer does not answer the volley is its [`Calibrate`] policy: with
+//! [`Calibrate::Required`] (the default) it enters symmetric mode only
+//! after a volley got a reply, and otherwise calibrates again with
+//! backoff, never sending mode 1; with [`Calibrate::BestEffort`] it
+//! switches to mode 1 after an unanswered volley, or at once when the
+//! peer's own mode-1 packet arrives first. A broadcast client keeps the least delay
 //! seen and goes back to listening: each mode-5 packet gives
 //! `offset = T3 + delay/2 − T4`.
 
@@ -56,6 +61,32 @@ const BURST_COUNT: u8 = 8;
 pub const CALIBRATION_REPLIES: u8 = 4;
 /// Requests after which a calibration volley ends anyway.
 pub const CALIBRATION_ATTEMPTS: u8 = 8;
+
+/// When a symmetric active association may send mode 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Calibrate {
+    /// Only after a calibration volley (mode 3/4) got at least one valid
+    /// reply (an unsynchronised peer's counts: it may need our time).
+    /// A peer that never answers keeps being calibrated, with the wait
+    /// between volleys doubling up to `maxpoll`, and never gets mode 1.
+    #[default]
+    Required,
+    /// Also after a volley that went unanswered, or at once when the
+    /// peer's own mode-1 packet arrives first: for peers that speak only
+    /// symmetric mode.
+    BestEffort,
+}
+
+impl Calibrate {
+    /// Its configuration name: `required` or `best-effort`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Calibrate::Required => "required",
+            Calibrate::BestEffort => "best-effort",
+        }
+    }
+}
 
 /// Identifies an association within a [`crate::Node`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,6 +231,8 @@ pub(crate) enum Polled {
 pub(crate) struct Calibration {
     attempts: u8,
     replies: u8,
+    /// Whether any request got a valid reply, synchronised or not.
+    answered: bool,
     /// The least delay of the volley's replies so far.
     best_delay: Option<f64>,
 }
@@ -208,6 +241,7 @@ impl Calibration {
     const START: Calibration = Calibration {
         attempts: 0,
         replies: 0,
+        answered: false,
         best_delay: None,
     };
 }
@@ -510,6 +544,13 @@ impl Association {
             let exhausted = cal.attempts > CALIBRATION_ATTEMPTS;
             self.next_poll = now + spacing;
             if exhausted {
+                if let Some(wait) = self.calibration_retry() {
+                    // A required volley went unanswered: no mode 1; try
+                    // again later.
+                    self.restart_calibration();
+                    self.next_poll = now + wait;
+                    return changed;
+                }
                 // The volley went unanswered: end it, keep polling.
                 if let Some(c) = self.finish_calibration(now) {
                     changed = Polled::State(c);
@@ -542,6 +583,45 @@ impl Association {
         changed
     }
 
+    /// For a symmetric active association whose volley got no reply and
+    /// whose policy is [`Calibrate::Required`]: the wait before the next
+    /// volley, `2^(poll + unanswered volleys)` s up to `2^maxpoll` s.
+    /// `None` when the volley may end without a reply.
+    fn calibration_retry(&mut self) -> Option<Duration> {
+        let (poll, maxpoll) = (self.poll, self.config.maxpoll);
+        let Role::Symmetric(s) = &mut self.role else {
+            return None;
+        };
+        let got_reply = s.calibration.is_some_and(|c| c.answered);
+        if !s.active || s.calibrate != Calibrate::Required || got_reply {
+            return None;
+        }
+        s.unanswered_volleys = s.unanswered_volleys.saturating_add(1);
+        let exp = i16::from(poll) + i16::from(s.unanswered_volleys);
+        let exp = i8::try_from(exp.min(i16::from(maxpoll.max(poll)))).unwrap_or(maxpoll);
+        Some(poll_interval(exp))
+    }
+
+    /// Its calibration policy; `None` unless it is symmetric active.
+    pub(crate) fn calibrate(&self) -> Option<Calibrate> {
+        match &self.role {
+            Role::Symmetric(s) if s.active => Some(s.calibrate),
+            _ => None,
+        }
+    }
+
+    /// Sets the calibration policy of a symmetric active association;
+    /// `false` for any other.
+    pub(crate) fn set_calibrate(&mut self, calibrate: Calibrate) -> bool {
+        match &mut self.role {
+            Role::Symmetric(s) if s.active => {
+                s.calibrate = calibrate;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn restart_calibration(&mut self) {
         if let Some(slot) = self.calibration_slot() {
             *slot = Some(Calibration::START);
@@ -563,6 +643,9 @@ impl Association {
                 self.next_poll = now + poll_interval(self.ppoll);
             }
         } else {
+            if let Role::Symmetric(s) = &mut self.role {
+                s.unanswered_volleys = 0;
+            }
             self.state = if self.reach != 0 {
                 AssociationState::Reachable
             } else {

@@ -109,8 +109,8 @@ pub mod time;
 
 pub use access::{AccessLevel, AccessRule};
 pub use assoc::{
-    AssociationId, AssociationMode, AssociationState, BroadcastClientConfig, ClientConfig,
-    CALIBRATION_ATTEMPTS, CALIBRATION_REPLIES,
+    AssociationId, AssociationMode, AssociationState, BroadcastClientConfig, Calibrate,
+    ClientConfig, CALIBRATION_ATTEMPTS, CALIBRATION_REPLIES,
 };
 pub use broadcast::BroadcastServerConfig;
 pub use counters::{Counters, DropReason};

@@ -27,7 +27,7 @@ use strata_wire::{NtpTimestamp, ReferenceId};
 
 use crate::assoc::{
     Association, AssociationId, AssociationMode, AssociationState, BroadcastClientConfig,
-    ClientConfig, Polled,
+    Calibrate, ClientConfig, Polled,
 };
 use crate::auth::{self, KeyStore};
 use crate::broadcast::BroadcastServer;
@@ -276,9 +276,26 @@ impl Node {
     }
 
     /// Adds a symmetric active association with a peer. It starts with a
-    /// client/server calibration volley, then sends mode 1.
+    /// client/server calibration volley, then sends mode 1; its
+    /// [`Calibrate`] policy is [`Calibrate::Required`] until
+    /// [`Node::set_calibrate`] changes it.
     pub fn add_peer(&mut self, config: ClientConfig, now: Instant) -> AssociationId {
         self.add_association(config, AssociationMode::SymmetricActive, now)
+    }
+
+    /// Sets the calibration policy of a symmetric active association;
+    /// `false` when `id` is not one.
+    pub fn set_calibrate(&mut self, id: AssociationId, calibrate: Calibrate) -> bool {
+        self.assocs
+            .iter_mut()
+            .find(|a| a.id == id)
+            .is_some_and(|a| a.set_calibrate(calibrate))
+    }
+
+    /// The calibration policy of a symmetric active association.
+    #[must_use]
+    pub fn calibrate(&self, id: AssociationId) -> Option<Calibrate> {
+        self.assocs.iter().find(|a| a.id == id)?.calibrate()
     }
 
     fn add_association(

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use strata_engine::{
-    AccessLevel, AccessRule, DenyPolicy, DropReason, InstanceId, Instant, Node, NodeConfig,
-    RateLimitConfig, RecvMeta, SocketId,
+    AccessLevel, AccessRule, Calibrate, DenyPolicy, DropReason, InstanceId, Instant, Node,
+    NodeConfig, RateLimitConfig, RecvMeta, SocketId,
 };
 use strata_wire::{KissCode, Leap, Mode, NtpPacket, NtpRepr, NtpTimestamp, HEADER_LEN};
 
@@ -607,6 +607,8 @@ fn a_keyed_peer_counts_the_crypto_nak_that_answers_its_mode_1() {
     peer.set_keys(keys());
     let id = peer.add_peer(client_to(ip(1)), Instant::ZERO);
     assert!(peer.set_association_key(id, Some(2)));
+    // The stranger answers no calibration request.
+    assert!(peer.set_calibrate(id, Calibrate::BestEffort));
     let mut stranger = server();
     let from_stranger = RecvMeta {
         listener: false,
@@ -766,6 +768,7 @@ fn keyed_symmetric_polls_take_jitter() {
     a.set_keys(keys());
     let id = a.add_peer(lab_config(addr(3), false), Instant::ZERO);
     assert!(a.set_association_key(id, Some(2)));
+    assert!(a.set_calibrate(id, Calibrate::BestEffort));
     // Nobody answers: after the calibration volley, mode 1 every poll.
     let mut sends = Vec::new();
     let mut buf = [0u8; 256];

@@ -5,7 +5,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 
 use strata_engine::{
-    AccessLevel, AccessRule, AssociationMode, DropReason, Event, InstanceId, Node, Route,
+    AccessLevel, AccessRule, AssociationMode, Calibrate, DropReason, Event, InstanceId, Node, Route,
 };
 use strata_wire::ReferenceId;
 use support::{addr, lab_config, lab_node, server_node, Host, Net, SimClock};
@@ -275,9 +275,11 @@ fn packets_name_their_route_and_symmetric_ones_carry_the_real_time() {
     use strata_wire::{Mode, NtpTimestamp};
     // Before the peer has been heard: calibration requests leave from the
     // client socket, mode 1 from a listener (port 123), never chosen by
-    // reading the packet in the driver.
+    // reading the packet in the driver. Nobody answers here, so mode 1
+    // needs the best-effort fallback.
     let mut a = lab_node(0.128, 2.0, 5);
-    a.add_peer(lab_config(addr(3), false), net0());
+    let id = a.add_peer(lab_config(addr(3), false), net0());
+    assert!(a.set_calibrate(id, Calibrate::BestEffort));
     a.add_client(lab_config(addr(4), false), net0());
     let clock = NtpTimestamp::from_unix(1_800_000_000, 0);
     let mut buf = [0u8; 128];
@@ -306,4 +308,103 @@ fn packets_name_their_route_and_symmetric_ones_carry_the_real_time() {
     assert!(seen
         .iter()
         .all(|(mode, route, _)| (*mode == Mode::SymmetricActive) == (*route == Route::Listener)));
+}
+
+/// A symmetric active peer toward 10.200.1.3, where nobody answers, with
+/// minpoll 4 and maxpoll 8, run for 1200 s.
+fn unanswered_peer(calibrate: Calibrate) -> Net {
+    let mut a = lab_node(0.128, 2.0, 1);
+    let id = a.add_peer(
+        strata_engine::ClientConfig {
+            minpoll: 4,
+            maxpoll: 8,
+            ..lab_config(addr(3), false)
+        },
+        net0(),
+    );
+    assert_eq!(a.calibrate(id), Some(Calibrate::Required), "the default");
+    assert!(a.set_calibrate(id, calibrate));
+    assert_eq!(a.calibrate(id), Some(calibrate));
+    let mut net = Net::new(vec![Host::new(a, SimClock::new(0.0, 0.0), 2)], 0.000_1);
+    net.run_until(1200.0);
+    net
+}
+
+#[test]
+fn required_calibration_never_sends_mode_1_to_a_silent_peer() {
+    let net = unanswered_peer(Calibrate::Required);
+    let a = &net.hosts[0];
+    assert_eq!(a.sent_by_mode[1], 0, "no mode 1 without an answered volley");
+    let s = session(&a.node, net.t, 3).expect("the association stays");
+    assert_eq!(s.state, strata_engine::AssociationState::Calibrating);
+    assert!(s.calibration_progress.is_some());
+    assert_eq!(s.calibrations, 0);
+    // Volleys of at most 9 requests 2 s apart, separated by 32, 64, 128,
+    // then 256 s (maxpoll): about 7 volleys in 1200 s. Without the
+    // backoff (a volley every 16 s) it would be over 250 requests.
+    let requests = a.sent_by_mode[3];
+    assert!((40..=80).contains(&requests), "{requests} mode-3 requests");
+    // The next volley is at most 2^maxpoll s away.
+    let next = s.next_poll.expect("polling").as_secs_f64();
+    assert!(next <= net.t + 256.0 + 1e-6, "next poll at {next}");
+}
+
+#[test]
+fn best_effort_calibration_falls_back_to_mode_1() {
+    let net = unanswered_peer(Calibrate::BestEffort);
+    let a = &net.hosts[0];
+    assert!(a.sent_by_mode[3] <= 9, "one volley: {}", a.sent_by_mode[3]);
+    assert!(a.sent_by_mode[1] > 3, "mode 1 after the volley");
+    let s = session(&a.node, net.t, 3).expect("the association stays");
+    assert_ne!(s.state, strata_engine::AssociationState::Calibrating);
+    assert!(s.calibration_progress.is_none());
+    assert_eq!(s.calibrations, 1);
+}
+
+#[test]
+fn two_required_active_peers_calibrate_then_exchange_mode_1() {
+    // Both sides configure each other: each one's mode 1 may arrive while
+    // the other still calibrates, which must not end its volley.
+    let mut a = lab_node(0.128, 2.0, 1);
+    a.add_client(lab_config(addr(1), true), net0());
+    a.add_peer(lab_config(addr(3), false), net0());
+    let mut b = lab_node(0.128, 2.0, 2);
+    b.add_peer(lab_config(addr(2), false), net0());
+    let mut net = Net::new(
+        vec![
+            Host::new(server_node(1), SimClock::new(0.0, 0.0), 1),
+            Host::new(a, SimClock::new(0.2, 20.0), 2),
+            Host::new(b, SimClock::new(-0.3, -15.0), 3),
+        ],
+        0.000_1,
+    );
+    net.run_until(120.0);
+    for (i, peer) in [(1, 3), (2, 2)] {
+        let h = &net.hosts[i];
+        let s = session(&h.node, net.t, peer).expect("active association");
+        assert_eq!(s.mode, AssociationMode::SymmetricActive);
+        assert_eq!(s.calibrations, 1, "host {i}");
+        assert!(h.sent_by_mode[1] > 10, "host {i} sends mode 1");
+        assert!(h.sent_by_mode[3] >= 4, "host {i} calibrated");
+    }
+    let b = &net.hosts[2];
+    assert_eq!(b.node.status().server.stratum, 3);
+    assert!(b.clock.error(net.t).abs() < 1e-3);
+}
+
+#[test]
+fn a_peer_switched_to_best_effort_while_calibrating_falls_back() {
+    // What a reload does: the policy changes on the running association.
+    let mut net = unanswered_peer(Calibrate::Required);
+    assert_eq!(net.hosts[0].sent_by_mode[1], 0);
+    let id = session(&net.hosts[0].node, net.t, 3).expect("peer").id;
+    assert!(net.hosts[0].node.set_calibrate(id, Calibrate::BestEffort));
+    // The current volley ends (at most 256 s to its start, 18 s long),
+    // then mode 1 follows.
+    net.run_until(1600.0);
+    let a = &net.hosts[0];
+    assert!(a.sent_by_mode[1] > 3, "mode 1 after the switch");
+    let s = session(&a.node, net.t, 3).expect("peer");
+    assert_ne!(s.state, strata_engine::AssociationState::Calibrating);
+    assert_eq!(s.calibrations, 1);
 }

@@ -463,6 +463,12 @@ fn prune(node: &mut Node, path: &[Seg], table_slot: bool) -> bool {
 
 /// Check configuration text, labelling diagnostics with `file`.
 pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
+    check_text_all(text, file).0
+}
+
+/// Like [`check_text`], and also the warnings of a valid text: things start-up accepts
+/// that have no effect (access rules that can never match). Returns (errors, warnings).
+pub(crate) fn check_text_all(text: &str, file: &str) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     let lines = Lines::new(text);
     let diagnostic = |path: &KeyPath, offset: usize, message: String| Diagnostic {
         file: file.to_owned(),
@@ -474,12 +480,13 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
         Ok(Node::Table(entries)) => entries,
         Ok(_) => Vec::new(),
         Err(e) => {
-            return vec![Diagnostic {
+            let syntax = Diagnostic {
                 file: file.to_owned(),
                 key: String::new(),
                 line: e.span().map_or(1, |s| lines.line(s.start)),
                 message: e.message().trim().to_owned(),
-            }];
+            };
+            return (vec![syntax], Vec::new());
         }
     };
     let mut diagnostics = Vec::new();
@@ -505,7 +512,14 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
             }
         }
     };
-    if let Some(Err(errors)) = raw.map(|raw| raw.validate()) {
+    let mut warnings = Vec::new();
+    let validated = raw.as_ref().map(RawConfig::validate);
+    if let (Some(Ok(config)), true) = (&validated, diagnostics.is_empty()) {
+        for KeyError { path, message } in super::raw::access_warnings(&config.access) {
+            warnings.push(diagnostic(&path, locate(&root, &path), message));
+        }
+    }
+    if let Some(Err(errors)) = validated {
         // A value already reported was pruned: an error about it, what it held or the table
         // or array it was in would only repeat that error.
         for KeyError { path, message } in errors {
@@ -524,7 +538,8 @@ pub(crate) fn check_text(text: &str, file: &str) -> Vec<Diagnostic> {
         }
     }
     diagnostics.sort_by_key(|d| d.line);
-    diagnostics
+    warnings.sort_by_key(|d| d.line);
+    (diagnostics, warnings)
 }
 
 /// The key no struct names, which the schema walk offers to have the keys refused.

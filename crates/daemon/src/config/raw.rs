@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use strata_engine::auth::KeyStore;
+use strata_engine::Calibrate;
 
 use super::value::{
     parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel,
@@ -198,7 +199,7 @@ tables! {
     /// One `[[server]]` or `[[peer]]`.
     struct RawServer {
         address: V<Address>, instance: String, minpoll: V<Poll>, maxpoll: V<Poll>, iburst: bool,
-        key: V<KeyId>,
+        key: V<KeyId>, calibrate: V<Calibrate>,
     }
 
     /// One `[[multicast-server]]`.
@@ -313,6 +314,12 @@ fn sources(
             );
             continue;
         }
+        if table != "peer" && raw.calibrate.is_some() {
+            errors.push(
+                base.key("calibrate"),
+                "calibrate applies only to [[peer]] (symmetric active)",
+            );
+        }
         if let Some(address) = address {
             out.push(Server {
                 address,
@@ -321,6 +328,7 @@ fn sources(
                 maxpoll,
                 iburst: raw.iburst.unwrap_or(false),
                 key: raw.key.as_ref().map(|k| k.0),
+                calibrate: raw.calibrate.as_ref().map_or(Calibrate::default(), |c| c.0),
             });
         }
     }
@@ -821,6 +829,55 @@ impl RawConfig {
         }
         out
     }
+}
+
+/// Warnings for `[[access]]` rules that can never decide a source's level: rules are
+/// checked from the highest level down, so a prefix that lies within a prefix of a
+/// higher-level rule of the same instance never matches first. One warning per rule with
+/// such prefixes, at its `prefixes`; `access` is in file order (a valid file keeps every
+/// rule).
+pub(crate) fn access_warnings(access: &[Access]) -> Vec<KeyError> {
+    let mut out = Vec::new();
+    for (base, rule) in entries("access", access) {
+        let cover = |p: &super::Prefix| {
+            access.iter().enumerate().find_map(|(j, other)| {
+                if other.instance != rule.instance || other.level <= rule.level {
+                    return None;
+                }
+                other
+                    .prefixes
+                    .iter()
+                    .find(|q| {
+                        q.addr.is_ipv4() == p.addr.is_ipv4() && q.len <= p.len && q.contains(p.addr)
+                    })
+                    .map(|q| {
+                        format!(
+                            "{p} is within {q} of access[{j}] (level \"{}\")",
+                            other.level.as_str()
+                        )
+                    })
+            })
+        };
+        let covered: Vec<String> = rule.prefixes.iter().filter_map(cover).collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let whole = covered.len() == rule.prefixes.len();
+        let what = if whole {
+            "this rule can never match"
+        } else {
+            "part of this rule can never match"
+        };
+        out.push(KeyError {
+            path: base.key("prefixes"),
+            message: format!(
+                "{what}: rules are checked from the highest level down, and {} (instance \"{}\")",
+                covered.join(", "),
+                rule.instance
+            ),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

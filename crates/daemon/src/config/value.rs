@@ -358,6 +358,16 @@ named!(
     AccessLevel::from_name
 );
 named!(
+    strata_engine::Calibrate,
+    "calibrate policy",
+    "\"required\" or \"best-effort\"",
+    |name| match name {
+        "required" => Some(strata_engine::Calibrate::Required),
+        "best-effort" => Some(strata_engine::Calibrate::BestEffort),
+        _ => None,
+    }
+);
+named!(
     DenyAction,
     "deny action",
     "\"drop\" or \"kod\"",

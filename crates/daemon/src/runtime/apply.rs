@@ -213,7 +213,14 @@ impl Daemon {
                 self.node.set_association_key(id, s.key);
                 tracing::info!(address = %cfg.address, instance = %name, key = ?s.key, "source key changed");
             }
-            if polls_changed || key_changed {
+            // `None` for a client: only peers have a policy.
+            let calibrate_changed = self.node.calibrate(id).is_some_and(|c| c != s.calibrate);
+            if calibrate_changed {
+                // A peer still calibrating follows it from its current volley on.
+                self.node.set_calibrate(id, s.calibrate);
+                tracing::info!(address = %cfg.address, instance = %name, calibrate = s.calibrate.as_str(), "peer calibrate changed");
+            }
+            if polls_changed || key_changed || calibrate_changed {
                 changed += 1;
             }
         }
@@ -231,7 +238,9 @@ impl Daemon {
             let id = if mode == AssociationMode::Client {
                 self.node.add_client(cfg, now)
             } else {
-                self.node.add_peer(cfg, now)
+                let id = self.node.add_peer(cfg, now);
+                self.node.set_calibrate(id, s.calibrate);
+                id
             };
             self.node.set_association_key(id, s.key);
             tracing::info!(address = %s.address, instance = %s.instance, mode = mode.as_str(), "source added");

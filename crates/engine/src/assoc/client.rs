@@ -63,6 +63,11 @@ impl Association {
                 return Err(DropReason::CryptoNak);
             }
             self.outstanding = None;
+            if let Some(Some(cal)) = self.calibration_slot() {
+                // An unsynchronised server's stratum 0 answers the
+                // calibration too: the peer talks mode 3/4.
+                cal.answered = true;
+            }
             return match pkt.reference_id.kiss_code() {
                 KissCode::Rate => {
                     let raised = pkt.poll.max(self.poll.saturating_add(1));
@@ -96,6 +101,9 @@ impl Association {
         self.last_reply_xmt = Some(pkt.transmit_timestamp);
         let before = self.state;
         self.note_valid(now, pkt);
+        if let Some(Some(cal)) = self.calibration_slot() {
+            cal.answered = true;
+        }
         Self::check_header(pkt)?;
         let out = self.add_sample(now, request.t1, pkt, rx_time, rx.sys_precision);
         if self

@@ -5,8 +5,8 @@ use rand_core::CryptoRngCore;
 use strata_wire::{KissCode, Mode, NtpRepr, NtpTimestamp};
 
 use super::{
-    randomize_below_precision, Arrival, Association, AssociationState, Calibration, Outcome,
-    Received, Role,
+    randomize_below_precision, Arrival, Association, AssociationState, Calibrate, Calibration,
+    Outcome, Received, Role,
 };
 use crate::counters::DropReason;
 use crate::server::ServerState;
@@ -38,6 +38,11 @@ pub(super) struct Symmetric {
     reply_now: bool,
     /// The client/server volley an active association starts with.
     pub(super) calibration: Option<Calibration>,
+    /// Whether mode 1 waits for an answered volley.
+    pub(super) calibrate: Calibrate,
+    /// Volleys in a row that got no reply (the backoff of
+    /// [`Calibrate::Required`]).
+    pub(super) unanswered_volleys: u8,
     /// The listening socket, local address and interface the peer's
     /// packets last arrived on. Our packets leave the same way, so the
     /// peer sees them come from the address and port it sends to (port
@@ -53,6 +58,8 @@ impl Symmetric {
             xmt: None,
             reply_now: false,
             calibration: active.then_some(Calibration::START),
+            calibrate: Calibrate::default(),
+            unanswered_volleys: 0,
             via: None,
         }
     }
@@ -130,7 +137,11 @@ impl Association {
         if s.echo.is_some_and(|(org, _)| org == pkt.transmit_timestamp) {
             return Err(DropReason::Duplicate);
         }
-        let peer_is_active = pkt.mode == Mode::SymmetricActive && s.calibration.is_some();
+        // With `Calibrate::Required` our own volley decides; the peer's
+        // mode 1 does not end it.
+        let peer_is_active = pkt.mode == Mode::SymmetricActive
+            && s.calibration.is_some()
+            && s.calibrate == Calibrate::BestEffort;
         if peer_is_active {
             // The peer is active too: stop calibrating, answer at once.
             s.calibration = None;
