@@ -202,6 +202,28 @@ pub struct Server {
     /// Sign packets with this key of `[auth] keys-file` and accept only replies signed with
     /// it (default none).
     pub key: Option<u32>,
+    /// The address requests are sent from: `source` or `source-interface`, else the
+    /// instance's, else the routing table's choice.
+    pub source: Option<SourceAddress>,
+}
+
+/// Where a unicast source's requests leave from (`source` / `source-interface`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourceAddress {
+    /// `source = "ADDR"`: this local address (of the server's family).
+    Address(IpAddr),
+    /// `source-interface = "NAME"`: the address of the server's family this interface has
+    /// when the daemon looks (at start, on reload, and every few seconds).
+    Interface(String),
+}
+
+impl fmt::Display for SourceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceAddress::Address(a) => write!(f, "source {a}"),
+            SourceAddress::Interface(i) => write!(f, "source-interface {i}"),
+        }
+    }
 }
 
 impl Server {
@@ -324,6 +346,9 @@ pub struct Instance {
     pub placement: InstancePlacement,
     /// Most dynamic (passive, broadcast/multicast) associations it may hold (default 100).
     pub max_dynamic_sessions: usize,
+    /// The default `source` / `source-interface` of its `[[server]]`s and `[[peer]]`s (an
+    /// address applies to the sources of its family only).
+    pub source: Option<SourceAddress>,
 }
 
 impl Instance {

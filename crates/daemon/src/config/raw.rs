@@ -14,14 +14,14 @@ use serde::Deserialize;
 use strata_engine::auth::KeyStore;
 
 use super::value::{
-    parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel,
-    Netns, Offset, Poll, V,
+    parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, Ip, IpPort, KeyId,
+    LogLevel, Netns, Offset, Poll, V,
 };
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
     ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, DynamicSessions, Instance,
     InstancePlacement, Listen, LocalReference, MulticastClient, MulticastServer, RateLimit,
-    Responder, Server, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
+    Responder, Server, SourceAddress, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
     DEFAULT_MULTICAST_TTL, DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
@@ -151,7 +151,8 @@ tables! {
     /// One `[[instance]]`.
     struct RawInstance {
         name: String, device: V<Device>, netns: V<Netns>,
-        max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>,
+        max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>, source: V<Ip>,
+        source_interface: V<Device>,
     }
 
     /// One `[[access]]`.
@@ -198,7 +199,7 @@ tables! {
     /// One `[[server]]` or `[[peer]]`.
     struct RawServer {
         address: V<Address>, instance: String, minpoll: V<Poll>, maxpoll: V<Poll>, iburst: bool,
-        key: V<KeyId>,
+        key: V<KeyId>, source: V<Ip>, source_interface: V<Device>,
     }
 
     /// One `[[multicast-server]]`.
@@ -281,6 +282,49 @@ fn entries<'a, T>(table: &str, raws: &'a [T]) -> impl Iterator<Item = (KeyPath, 
         .map(move |(i, raw)| (table.index(i), raw))
 }
 
+/// `source` or `source-interface` of a table (at most one), checked against the family of
+/// `family_of` when that is known.
+fn source_address(
+    errors: &mut Errors,
+    base: &KeyPath,
+    source: Option<&V<Ip>>,
+    interface: Option<&V<Device>>,
+    family_of: Option<SocketAddr>,
+) -> Option<SourceAddress> {
+    match (source, interface) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                base.key("source-interface"),
+                "give at most one of `source` or `source-interface`, not both",
+            );
+            None
+        }
+        (Some(ip), None) => {
+            let ip = ip.0;
+            if let Some(server) = family_of.filter(|a| a.is_ipv4() != ip.is_ipv4()) {
+                errors.push(
+                    base.key("source"),
+                    format!(
+                        "source {ip} is not of the address family of {}",
+                        server.ip()
+                    ),
+                );
+                return None;
+            }
+            if ip.is_unspecified() || ip.is_multicast() {
+                errors.push(
+                    base.key("source"),
+                    format!("source {ip} must be a unicast address of this host"),
+                );
+                return None;
+            }
+            Some(SourceAddress::Address(ip))
+        }
+        (None, Some(i)) => Some(SourceAddress::Interface(i.0.clone())),
+        (None, None) => None,
+    }
+}
+
 /// `[[server]]` or `[[peer]]` entries.
 fn sources(
     errors: &mut Errors,
@@ -313,6 +357,23 @@ fn sources(
             );
             continue;
         }
+        let own = source_address(
+            errors,
+            &base,
+            raw.source.as_ref(),
+            raw.source_interface.as_ref(),
+            address,
+        );
+        // The instance's default: an interface always, an address for its family only.
+        let inherited = || {
+            let inst = instances.iter().find(|i| i.name == instance)?;
+            match (&inst.source, address) {
+                (Some(SourceAddress::Address(ip)), Some(a)) if ip.is_ipv4() != a.is_ipv4() => None,
+                (s, _) => s.clone(),
+            }
+        };
+        let own_given = raw.source.is_some() || raw.source_interface.is_some();
+        let source = if own_given { own } else { inherited() };
         if let Some(address) = address {
             out.push(Server {
                 address,
@@ -321,6 +382,7 @@ fn sources(
                 maxpoll,
                 iburst: raw.iburst.unwrap_or(false),
                 key: raw.key.as_ref().map(|k| k.0),
+                source,
             });
         }
     }
@@ -685,6 +747,13 @@ impl RawConfig {
                         .max_dynamic_sessions
                         .as_ref()
                         .map_or(Instance::DEFAULT_MAX_DYNAMIC_SESSIONS, |m| m.0),
+                    source: source_address(
+                        errors,
+                        &base,
+                        raw.source.as_ref(),
+                        raw.source_interface.as_ref(),
+                        None,
+                    ),
                 });
             }
         }

@@ -47,6 +47,7 @@ mod instances;
 pub mod metrics;
 mod mode5;
 mod sockets;
+mod source;
 mod status;
 pub mod trace;
 
@@ -106,6 +107,8 @@ struct Daemon {
     probes: trace::Probes,
     /// The associations as last logged.
     association_log: crate::logging::AssociationLog,
+    /// The source addresses of unicast sources that set one.
+    source_addrs: source::SourceAddrs,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -160,6 +163,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         config_path,
         probes: trace::Probes::default(),
         association_log: crate::logging::AssociationLog::default(),
+        source_addrs: source::SourceAddrs::default(),
     };
     if workers > 0 {
         tracing::info!(workers, "fast path: worker threads per listener");
@@ -212,6 +216,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             }
             _ = maintenance.tick() => {
                 daemon.maintain();
+                daemon.refresh_source_addrs(false);
                 // Selection roles change without an event.
                 daemon.log_associations();
             }
@@ -308,6 +313,29 @@ impl Daemon {
         }
     }
 
+    /// Takes the `source`/`source-interface` settings of the running configuration (`all`)
+    /// or only looks interface addresses up again when it is time.
+    fn refresh_source_addrs(&mut self, all: bool) {
+        let instances = &self.instances;
+        let placement = |id| {
+            instances
+                .get(id)
+                .map(|i| i.placement.clone())
+                .unwrap_or_default()
+        };
+        if all {
+            let id_of = |name: &str| {
+                instances
+                    .iter()
+                    .find(|(_, i)| i.name == name)
+                    .map(|(id, _)| id)
+            };
+            self.source_addrs.set(&self.config, id_of, placement);
+        } else {
+            self.source_addrs.maybe_refresh(placement);
+        }
+    }
+
     fn handle_datagram(&mut self, d: &Datagram) {
         let Some(sock) = self.sockets.get(d.socket) else {
             return;
@@ -364,9 +392,17 @@ impl Daemon {
                     }
                 },
             };
+            let mut src_ip = tx.src_ip;
+            if tx.route != Route::Broadcast && src_ip.is_none() {
+                match self.source_addrs.for_remote(tx.instance, tx.dst) {
+                    source::Src::Any => {}
+                    source::Src::From(ip) => src_ip = Some(ip),
+                    source::Src::Unavailable => continue,
+                }
+            }
             let transmit = Transmit {
                 dst: tx.dst,
-                src_ip: tx.src_ip,
+                src_ip,
                 ifindex,
             };
             self.sockets.send(socket, &buf[..tx.len], &transmit);
