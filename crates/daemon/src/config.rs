@@ -94,6 +94,9 @@ pub struct Config {
     pub responder: Responder,
     /// `[dynamic-sessions]`: limits on associations that remotes mobilise.
     pub dynamic_sessions: DynamicSessions,
+    /// `[interfaces] ignore`: interfaces on which the default instance takes no NTP (an
+    /// `[[instance]]` has its own `ignore-interfaces`).
+    pub ignore_interfaces: Vec<String>,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -349,6 +352,9 @@ pub struct Instance {
     /// The default `source` / `source-interface` of its `[[server]]`s and `[[peer]]`s (an
     /// address applies to the sources of its family only).
     pub source: Option<SourceAddress>,
+    /// `ignore-interfaces`: datagrams arriving on these interfaces are dropped (counted as
+    /// `ignored-interface`) and no mode-5 table may send or join there.
+    pub ignore_interfaces: Vec<String>,
 }
 
 impl Instance {
@@ -568,6 +574,18 @@ impl RateLimit {
 }
 
 impl Config {
+    /// The interfaces an instance ignores (`[interfaces] ignore` for the default one).
+    #[must_use]
+    pub fn ignored_interfaces(&self, instance: &str) -> &[String] {
+        if instance == DEFAULT_INSTANCE {
+            return &self.ignore_interfaces;
+        }
+        self.instance
+            .iter()
+            .find(|i| i.name == instance)
+            .map_or(&[], |i| i.ignore_interfaces.as_slice())
+    }
+
     /// The access rules of `instance`, in order (first match wins); none means everyone
     /// gets [`AccessLevel::Server`].
     pub fn access_rules(&self, instance: &str) -> Vec<(Prefix, AccessLevel)> {
@@ -633,6 +651,7 @@ impl Config {
             auth: None,
             responder: Responder::default(),
             dynamic_sessions: DynamicSessions::default(),
+            ignore_interfaces: Vec::new(),
             warnings: Vec::new(),
         }
     }

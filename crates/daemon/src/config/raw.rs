@@ -106,6 +106,7 @@ pub(crate) struct RawConfig {
     auth: Option<RawAuth>,
     responder: Option<RawResponder>,
     dynamic_sessions: Option<RawDynamicSessions>,
+    interfaces: Option<RawInterfaces>,
 }
 
 /// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
@@ -122,6 +123,11 @@ macro_rules! tables {
 }
 
 tables! {
+    /// `[interfaces]`.
+    struct RawInterfaces {
+        ignore: Vec<V<Device>>,
+    }
+
     /// `[dynamic-sessions]`.
     struct RawDynamicSessions {
         max: V<Int<usize, 0, 1_000_000>>, max_total: V<Int<usize, 0, 1_000_000>>,
@@ -152,7 +158,7 @@ tables! {
     struct RawInstance {
         name: String, device: V<Device>, netns: V<Netns>,
         max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>, source: V<Ip>,
-        source_interface: V<Device>,
+        source_interface: V<Device>, ignore_interfaces: Vec<V<Device>>,
     }
 
     /// One `[[access]]`.
@@ -590,56 +596,110 @@ impl RawConfig {
 
         let server = sources(e, "server", &self.server, &instances);
         let peer = sources(e, "peer", &self.peer, &instances);
-        let multicast_server = entries("multicast-server", &self.multicast_server)
-            .map(|(base, raw)| MulticastServer {
-                group: group(
-                    raw.group.as_ref(),
-                    raw.ipv6_scope.as_ref(),
-                    raw.port.as_ref(),
-                ),
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
-                ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
-                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
-                key: raw.key.as_ref().map(|k| k.0),
-            })
-            .collect();
-        let broadcast_server = self.validate_broadcast_servers(e, &instances);
-        let multicast_client = entries("multicast-client", &self.multicast_client)
-            .filter_map(|(base, raw)| {
-                let instance = e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
-                Some(MulticastClient {
-                    key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)?,
+        let multicast_server: Vec<MulticastServer> =
+            entries("multicast-server", &self.multicast_server)
+                .map(|(base, raw)| MulticastServer {
                     group: group(
                         raw.group.as_ref(),
                         raw.ipv6_scope.as_ref(),
                         raw.port.as_ref(),
                     ),
                     interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                    poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
+                    ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
+                    instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
+                    key: raw.key.as_ref().map(|k| k.0),
+                })
+                .collect();
+        let broadcast_server = self.validate_broadcast_servers(e, &instances);
+        let multicast_client: Vec<MulticastClient> =
+            entries("multicast-client", &self.multicast_client)
+                .filter_map(|(base, raw)| {
+                    let instance =
+                        e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
+                    Some(MulticastClient {
+                        key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)?,
+                        group: group(
+                            raw.group.as_ref(),
+                            raw.ipv6_scope.as_ref(),
+                            raw.port.as_ref(),
+                        ),
+                        interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                        allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                        recalibrate: raw
+                            .recalibrate
+                            .as_ref()
+                            .map_or(DEFAULT_RECALIBRATE, |r| r.0),
+                        instance,
+                    })
+                })
+                .collect();
+        let broadcast_client: Vec<BroadcastClient> =
+            entries("broadcast-client", &self.broadcast_client)
+                .map(|(base, raw)| BroadcastClient {
+                    interface: raw.interface.as_ref().map(|i| i.0.clone()),
                     allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)
+                        .flatten(),
                     recalibrate: raw
                         .recalibrate
                         .as_ref()
                         .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                    instance,
+                    instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
                 })
-            })
-            .collect();
-        let broadcast_client = entries("broadcast-client", &self.broadcast_client)
-            .map(|(base, raw)| BroadcastClient {
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
-                key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated).flatten(),
-                recalibrate: raw
-                    .recalibrate
-                    .as_ref()
-                    .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
-            })
-            .collect();
+                .collect();
         self.check_key_references(e, auth.as_ref(), store.as_ref());
         check_client_keys(e, self);
         check_mode5_senders(e, self, &listen);
+        let ignore_interfaces: Vec<String> = self
+            .interfaces
+            .iter()
+            .flat_map(|i| i.ignore.iter().flatten())
+            .map(|d| d.0.clone())
+            .collect();
+        let ignored = |instance: &str| -> Vec<String> {
+            if instance == DEFAULT_INSTANCE {
+                return ignore_interfaces.clone();
+            }
+            let inst = instances.iter().find(|i| i.name == instance);
+            inst.map(|i| i.ignore_interfaces.clone())
+                .unwrap_or_default()
+        };
+        let mode5 = multicast_server
+            .iter()
+            .map(|m: &MulticastServer| (&m.instance, &m.interface))
+            .enumerate()
+            .map(|(i, t)| ("multicast-server", i, t))
+            .chain(
+                broadcast_server
+                    .iter()
+                    .map(|b: &BroadcastServer| (&b.instance, &b.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("broadcast-server", i, t)),
+            )
+            .chain(
+                multicast_client
+                    .iter()
+                    .map(|m: &MulticastClient| (&m.instance, &m.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("multicast-client", i, t)),
+            )
+            .chain(
+                broadcast_client
+                    .iter()
+                    .map(|b: &BroadcastClient| (&b.instance, &b.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("broadcast-client", i, t)),
+            );
+        for (table, i, (instance, interface)) in mode5 {
+            let Some(interface) = interface else { continue };
+            if ignored(instance).contains(interface) {
+                e.push(
+                    KeyPath::keys(&[table]).index(i).key("interface"),
+                    format!("interface \"{interface}\" is in the ignored interfaces of instance \"{instance}\""),
+                );
+            }
+        }
 
         if !errors.0.is_empty() {
             return Err(errors.0);
@@ -665,6 +725,7 @@ impl RawConfig {
             auth,
             responder,
             dynamic_sessions,
+            ignore_interfaces,
             warnings: Vec::new(),
         })
     }
@@ -754,6 +815,12 @@ impl RawConfig {
                         raw.source_interface.as_ref(),
                         None,
                     ),
+                    ignore_interfaces: raw
+                        .ignore_interfaces
+                        .iter()
+                        .flatten()
+                        .map(|d| d.0.clone())
+                        .collect(),
                 });
             }
         }

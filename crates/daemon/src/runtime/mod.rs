@@ -79,6 +79,9 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// The drop reason counted by the daemon for datagrams that reached the
 /// default instance through an interface of a device-bound instance.
 pub const FOREIGN_INSTANCE: &str = "foreign-instance";
+/// The drop reason counted by the daemon for datagrams that arrived on an interface the
+/// instance ignores (`ignore-interfaces`, `[interfaces] ignore`).
+pub const IGNORED_INTERFACE: &str = "ignored-interface";
 
 /// A control request with where its reply goes.
 struct ControlRequest {
@@ -216,6 +219,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             }
             _ = maintenance.tick() => {
                 daemon.maintain();
+                daemon.refresh_ignored();
                 daemon.refresh_source_addrs(false);
                 // Selection roles change without an event.
                 daemon.log_associations();
@@ -344,6 +348,9 @@ impl Daemon {
             self.instances.count_foreign();
             return;
         }
+        if self.instances.drop_ignored(sock.instance, d.meta.ifindex) {
+            return;
+        }
         let host = NtpTimestamp::from_unix(d.meta.rx_time.secs, d.meta.rx_time.nanos);
         let meta = RecvMeta {
             instance: sock.instance,
@@ -443,8 +450,9 @@ impl Daemon {
     /// always when `force` is set.
     fn publish_fast(&mut self, force: bool) {
         let foreign = self.instances.foreign_ifindexes();
+        let ignored = self.instances.ignored();
         self.fast
-            .publish(&self.node, self.clock.as_ref(), foreign, force);
+            .publish(&self.node, self.clock.as_ref(), foreign, ignored, force);
     }
 
     fn save_drift(&self) {
