@@ -111,7 +111,10 @@ mod fallback;
 use fallback as sys;
 
 pub use batch::{RecvBatch, SendBatch, MAX_BATCH};
-pub use sys::{device_ifindexes, ifindex, in_netns, interface_address, netns_exists, UdpSocket};
+pub use sys::{
+    device_ifindexes, ifindex, in_netns, interface_address, is_local_address, netns_exists,
+    UdpSocket,
+};
 
 /// The directory where named network namespaces are mounted (`ip netns`).
 pub const NETNS_DIR: &str = "/run/netns";

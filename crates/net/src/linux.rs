@@ -532,6 +532,21 @@ pub fn interface_address(name: &str, v6: bool) -> Result<IpAddr, NetError> {
     })
 }
 
+/// Whether `ip` is an address of a network device in the calling thread's namespace
+/// (`getifaddrs`; call it inside [`in_netns`] for another).
+///
+/// # Errors
+///
+/// [`NetError::Io`] if the addresses cannot be listed.
+pub fn is_local_address(ip: IpAddr) -> Result<bool, NetError> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| NetError::io("listing interface addresses (getifaddrs)", e.into()))?;
+    Ok(addrs.filter_map(|a| a.address).any(|sa| {
+        sa.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(ip)
+            || sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(ip)
+    }))
+}
+
 /// The index of the network device `name` followed by those of its lower devices: for a
 /// VRF (or a bridge, a bond) the interfaces enslaved to it, as `/sys/class/net/NAME/lower_*`
 /// lists them. A socket bound to a VRF receives on its lower devices, so a packet's ifindex

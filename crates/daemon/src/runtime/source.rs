@@ -5,9 +5,10 @@
 //! source address in `IP_PKTINFO`/`IPV6_PKTINFO`, so replies come back to that socket and are
 //! matched there as any other. An interface's address is looked up (`getifaddrs`, inside the
 //! instance's namespace for a `netns` instance) when the configuration is applied and again
-//! every [`REFRESH`], so a changed or newly added address is followed. While an interface has
-//! no address of the source's family nothing is sent to that source (a request from another
-//! address would defeat the setting), and a warning says why.
+//! every [`REFRESH`], so a changed or newly added address is followed; a `source` address is
+//! checked to be one of the host's the same way. While an interface has no address of the
+//! source's family, or the address is not the host's, nothing is sent to that source (a
+//! request from another address would defeat the setting), and a warning says why.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -91,7 +92,7 @@ impl SourceAddrs {
         self.refreshed = Some(Instant::now());
         for ((instance, remote), e) in &mut self.entries {
             let now = match &e.want {
-                SourceAddress::Address(ip) => Ok(*ip),
+                SourceAddress::Address(ip) => local(*ip, &placement(*instance)),
                 SourceAddress::Interface(name) => {
                     lookup(name, remote.is_ipv6(), &placement(*instance))
                 }
@@ -124,6 +125,24 @@ impl SourceAddrs {
             }) => Src::From(*ip),
             Some(_) => Src::Unavailable,
         }
+    }
+}
+
+/// `ip` when it is an address of this host (where the instance's sockets live): the kernel
+/// accepts only a local source address (127.0.0.0/8 is all local on `lo`).
+fn local(ip: IpAddr, placement: &Placement) -> Result<IpAddr, String> {
+    let loopback_net = matches!(ip, IpAddr::V4(v4) if v4.is_loopback());
+    let r = match placement {
+        Placement::Netns(ns) => {
+            strata_net::in_netns(ns, || strata_net::is_local_address(ip)).and_then(|r| r)
+        }
+        _ => strata_net::is_local_address(ip),
+    };
+    match r {
+        Ok(true) => Ok(ip),
+        Ok(false) if loopback_net => Ok(ip),
+        Ok(false) => Err(format!("{ip} is not an address of this host")),
+        Err(e) => Err(format!("{e}")),
     }
 }
 
