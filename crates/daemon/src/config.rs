@@ -94,6 +94,9 @@ pub struct Config {
     pub responder: Responder,
     /// `[dynamic-sessions]`: limits on associations that remotes mobilise.
     pub dynamic_sessions: DynamicSessions,
+    /// `[interfaces] ignore`: interfaces on which the default instance takes no NTP (an
+    /// `[[instance]]` has its own `ignore-interfaces`).
+    pub ignore_interfaces: Vec<String>,
     /// Non-fatal notes found while loading (for example a world-writable file).
     pub warnings: Vec<String>,
 }
@@ -208,6 +211,28 @@ pub struct Server {
     /// `[[peer]]` only: whether symmetric mode waits for an answered calibration exchange
     /// (`"required"`, the default) or also follows an unanswered one (`"best-effort"`).
     pub calibrate: strata_engine::Calibrate,
+    /// The address requests are sent from: `source` or `source-interface`, else the
+    /// instance's, else the routing table's choice.
+    pub source: Option<SourceAddress>,
+}
+
+/// Where a unicast source's requests leave from (`source` / `source-interface`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourceAddress {
+    /// `source = "ADDR"`: this local address (of the server's family).
+    Address(IpAddr),
+    /// `source-interface = "NAME"`: the address of the server's family this interface has
+    /// when the daemon looks (at start, on reload, and every few seconds).
+    Interface(String),
+}
+
+impl fmt::Display for SourceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceAddress::Address(a) => write!(f, "source {a}"),
+            SourceAddress::Interface(i) => write!(f, "source-interface {i}"),
+        }
+    }
 }
 
 impl Server {
@@ -330,6 +355,12 @@ pub struct Instance {
     pub placement: InstancePlacement,
     /// Most dynamic (passive, broadcast/multicast) associations it may hold (default 100).
     pub max_dynamic_sessions: usize,
+    /// The default `source` / `source-interface` of its `[[server]]`s and `[[peer]]`s (an
+    /// address applies to the sources of its family only).
+    pub source: Option<SourceAddress>,
+    /// `ignore-interfaces`: datagrams arriving on these interfaces are dropped (counted as
+    /// `ignored-interface`) and no mode-5 table may send or join there.
+    pub ignore_interfaces: Vec<String>,
 }
 
 impl Instance {
@@ -549,6 +580,18 @@ impl RateLimit {
 }
 
 impl Config {
+    /// The interfaces an instance ignores (`[interfaces] ignore` for the default one).
+    #[must_use]
+    pub fn ignored_interfaces(&self, instance: &str) -> &[String] {
+        if instance == DEFAULT_INSTANCE {
+            return &self.ignore_interfaces;
+        }
+        self.instance
+            .iter()
+            .find(|i| i.name == instance)
+            .map_or(&[], |i| i.ignore_interfaces.as_slice())
+    }
+
     /// The access rules of `instance`, in order (first match wins); none means everyone
     /// gets [`AccessLevel::Server`].
     pub fn access_rules(&self, instance: &str) -> Vec<(Prefix, AccessLevel)> {
@@ -615,6 +658,7 @@ impl Config {
             auth: None,
             responder: Responder::default(),
             dynamic_sessions: DynamicSessions::default(),
+            ignore_interfaces: Vec::new(),
             warnings: Vec::new(),
         }
     }

@@ -66,11 +66,15 @@ fn instances_and_access_rules_parse() {
                 name: "vpna".to_owned(),
                 placement: InstancePlacement::Netns("pe1-vpna".to_owned()),
                 max_dynamic_sessions: 100,
+                source: None,
+                ignore_interfaces: Vec::new(),
             },
             Instance {
                 name: "vpnb".to_owned(),
                 placement: InstancePlacement::Device("vrf-b".to_owned()),
                 max_dynamic_sessions: 7,
+                source: None,
+                ignore_interfaces: Vec::new(),
             },
         ]
     );

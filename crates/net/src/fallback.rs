@@ -268,6 +268,24 @@ pub fn ifindex(_name: &str) -> Result<u32, NetError> {
 /// # Errors
 ///
 /// Always [`NetError::Unsupported`].
+pub fn interface_address(_name: &str, _v6: bool) -> Result<IpAddr, NetError> {
+    Err(NetError::Unsupported("interface lookup"))
+}
+
+/// Not available on this operating system.
+///
+/// # Errors
+///
+/// Always [`NetError::Unsupported`].
+pub fn is_local_address(_ip: IpAddr) -> Result<bool, NetError> {
+    Err(NetError::Unsupported("interface lookup"))
+}
+
+/// Not available on this operating system.
+///
+/// # Errors
+///
+/// Always [`NetError::Unsupported`].
 pub fn device_ifindexes(_name: &str) -> Result<Vec<u32>, NetError> {
     Err(NetError::Unsupported("interface lookup"))
 }

@@ -111,7 +111,10 @@ mod fallback;
 use fallback as sys;
 
 pub use batch::{RecvBatch, SendBatch, MAX_BATCH};
-pub use sys::{device_ifindexes, ifindex, in_netns, netns_exists, UdpSocket};
+pub use sys::{
+    device_ifindexes, ifindex, in_netns, interface_address, is_local_address, netns_exists,
+    UdpSocket,
+};
 
 /// The directory where named network namespaces are mounted (`ip netns`).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -131,6 +134,14 @@ pub enum NetError {
     /// The named network device does not exist.
     #[error("network device {0:?} does not exist")]
     NoSuchDevice(String),
+    /// The network device has no usable address of the wanted family.
+    #[error("network device {device:?} has no {family} address")]
+    NoAddress {
+        /// The device.
+        device: String,
+        /// `"IPv4"` or `"IPv6"`.
+        family: &'static str,
+    },
     /// An operating-system call failed.
     #[error("{context}")]
     Io {

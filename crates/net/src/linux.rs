@@ -497,6 +497,56 @@ pub fn ifindex(name: &str) -> Result<u32, NetError> {
     }
 }
 
+/// An address of the network device `name` of one family (`getifaddrs`), in the calling
+/// thread's namespace (call it inside [`in_netns`] for another): the one to send from when
+/// traffic must leave from that device's address (e.g. a loopback or dummy interface of a
+/// router). IPv6 link-local addresses are skipped (they need a scope); among several, the
+/// first the kernel lists (normally the primary) is taken. The answer reflects the moment of
+/// the call: call it again to follow address changes.
+///
+/// # Errors
+///
+/// [`NetError::NoSuchDevice`] if there is no such device, [`NetError::NoAddress`] if it
+/// has no usable address of the family, [`NetError::Io`] if the addresses cannot be listed.
+pub fn interface_address(name: &str, v6: bool) -> Result<IpAddr, NetError> {
+    ifindex(name)?;
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| NetError::io("listing interface addresses (getifaddrs)", e.into()))?;
+    let found = addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let sa = a.address?;
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .find(|ip| match ip {
+            IpAddr::V4(_) => !v6,
+            IpAddr::V6(a) => v6 && (a.segments()[0] & 0xffc0) != 0xfe80,
+        });
+    found.ok_or_else(|| NetError::NoAddress {
+        device: name.to_owned(),
+        family: if v6 { "IPv6" } else { "IPv4" },
+    })
+}
+
+/// Whether `ip` is an address of a network device in the calling thread's namespace
+/// (`getifaddrs`; call it inside [`in_netns`] for another).
+///
+/// # Errors
+///
+/// [`NetError::Io`] if the addresses cannot be listed.
+pub fn is_local_address(ip: IpAddr) -> Result<bool, NetError> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| NetError::io("listing interface addresses (getifaddrs)", e.into()))?;
+    Ok(addrs.filter_map(|a| a.address).any(|sa| {
+        sa.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(ip)
+            || sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(ip)
+    }))
+}
+
 /// The index of the network device `name` followed by those of its lower devices: for a
 /// VRF (or a bridge, a bond) the interfaces enslaved to it, as `/sys/class/net/NAME/lower_*`
 /// lists them. A socket bound to a VRF receives on its lower devices, so a packet's ifindex

@@ -263,3 +263,20 @@ fn missing_namespace_is_reported() {
         ));
     }
 }
+
+#[test]
+fn loopback_interface_address_by_family() {
+    assert_eq!(
+        strata_net::interface_address("lo", false).unwrap(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    );
+    if let Ok(v6) = strata_net::interface_address("lo", true) {
+        assert_eq!(v6, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+    assert!(strata_net::is_local_address(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap());
+    assert!(!strata_net::is_local_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77))).unwrap());
+    assert!(matches!(
+        strata_net::interface_address("no-such-dev0", false),
+        Err(strata_net::NetError::NoSuchDevice(_))
+    ));
+}

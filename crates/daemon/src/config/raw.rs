@@ -15,14 +15,14 @@ use strata_engine::auth::KeyStore;
 use strata_engine::Calibrate;
 
 use super::value::{
-    parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, IpPort, KeyId, LogLevel,
-    Netns, Offset, Poll, V,
+    parse_prefix, Address, Device, Duration, FilePath, Finite, Group, Int, Ip, IpPort, KeyId,
+    LogLevel, Netns, Offset, Poll, V,
 };
 use super::{
     Access, AccessLevel, AccessPolicy, AuthConfig, BroadcastClient, BroadcastServer, ClockBackend,
     ClockConfig, Config, ControlConfig, DenyAction, DisciplineConfig, DynamicSessions, Instance,
     InstancePlacement, Listen, LocalReference, MulticastClient, MulticastServer, RateLimit,
-    Responder, Server, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
+    Responder, Server, SourceAddress, DEFAULT_BROADCAST_POLL, DEFAULT_GROUP_V4, DEFAULT_INSTANCE,
     DEFAULT_MULTICAST_TTL, DEFAULT_NTP_PORT, DEFAULT_RECALIBRATE,
 };
 use crate::logging::LogFormat;
@@ -107,6 +107,7 @@ pub(crate) struct RawConfig {
     auth: Option<RawAuth>,
     responder: Option<RawResponder>,
     dynamic_sessions: Option<RawDynamicSessions>,
+    interfaces: Option<RawInterfaces>,
 }
 
 /// The tables of the file: every one kebab-case, refusing unknown keys, every key optional
@@ -123,6 +124,11 @@ macro_rules! tables {
 }
 
 tables! {
+    /// `[interfaces]`.
+    struct RawInterfaces {
+        ignore: Vec<V<Device>>,
+    }
+
     /// `[dynamic-sessions]`.
     struct RawDynamicSessions {
         max: V<Int<usize, 0, 1_000_000>>, max_total: V<Int<usize, 0, 1_000_000>>,
@@ -152,7 +158,8 @@ tables! {
     /// One `[[instance]]`.
     struct RawInstance {
         name: String, device: V<Device>, netns: V<Netns>,
-        max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>,
+        max_dynamic_sessions: V<Int<usize, 0, 1_000_000>>, source: V<Ip>,
+        source_interface: V<Device>, ignore_interfaces: Vec<V<Device>>,
     }
 
     /// One `[[access]]`.
@@ -199,7 +206,7 @@ tables! {
     /// One `[[server]]` or `[[peer]]`.
     struct RawServer {
         address: V<Address>, instance: String, minpoll: V<Poll>, maxpoll: V<Poll>, iburst: bool,
-        key: V<KeyId>, calibrate: V<Calibrate>,
+        key: V<KeyId>, calibrate: V<Calibrate>, source: V<Ip>, source_interface: V<Device>,
     }
 
     /// One `[[multicast-server]]`.
@@ -282,6 +289,49 @@ fn entries<'a, T>(table: &str, raws: &'a [T]) -> impl Iterator<Item = (KeyPath, 
         .map(move |(i, raw)| (table.index(i), raw))
 }
 
+/// `source` or `source-interface` of a table (at most one), checked against the family of
+/// `family_of` when that is known.
+fn source_address(
+    errors: &mut Errors,
+    base: &KeyPath,
+    source: Option<&V<Ip>>,
+    interface: Option<&V<Device>>,
+    family_of: Option<SocketAddr>,
+) -> Option<SourceAddress> {
+    match (source, interface) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                base.key("source-interface"),
+                "give at most one of `source` or `source-interface`, not both",
+            );
+            None
+        }
+        (Some(ip), None) => {
+            let ip = ip.0;
+            if let Some(server) = family_of.filter(|a| a.is_ipv4() != ip.is_ipv4()) {
+                errors.push(
+                    base.key("source"),
+                    format!(
+                        "source {ip} is not of the address family of {}",
+                        server.ip()
+                    ),
+                );
+                return None;
+            }
+            if ip.is_unspecified() || ip.is_multicast() {
+                errors.push(
+                    base.key("source"),
+                    format!("source {ip} must be a unicast address of this host"),
+                );
+                return None;
+            }
+            Some(SourceAddress::Address(ip))
+        }
+        (None, Some(i)) => Some(SourceAddress::Interface(i.0.clone())),
+        (None, None) => None,
+    }
+}
+
 /// `[[server]]` or `[[peer]]` entries.
 fn sources(
     errors: &mut Errors,
@@ -320,6 +370,23 @@ fn sources(
                 "calibrate applies only to [[peer]] (symmetric active)",
             );
         }
+        let own = source_address(
+            errors,
+            &base,
+            raw.source.as_ref(),
+            raw.source_interface.as_ref(),
+            address,
+        );
+        // The instance's default: an interface always, an address for its family only.
+        let inherited = || {
+            let inst = instances.iter().find(|i| i.name == instance)?;
+            match (&inst.source, address) {
+                (Some(SourceAddress::Address(ip)), Some(a)) if ip.is_ipv4() != a.is_ipv4() => None,
+                (s, _) => s.clone(),
+            }
+        };
+        let own_given = raw.source.is_some() || raw.source_interface.is_some();
+        let source = if own_given { own } else { inherited() };
         if let Some(address) = address {
             out.push(Server {
                 address,
@@ -329,6 +396,7 @@ fn sources(
                 iburst: raw.iburst.unwrap_or(false),
                 key: raw.key.as_ref().map(|k| k.0),
                 calibrate: raw.calibrate.as_ref().map_or(Calibrate::default(), |c| c.0),
+                source,
             });
         }
     }
@@ -540,56 +608,110 @@ impl RawConfig {
 
         let server = sources(e, "server", &self.server, &instances);
         let peer = sources(e, "peer", &self.peer, &instances);
-        let multicast_server = entries("multicast-server", &self.multicast_server)
-            .map(|(base, raw)| MulticastServer {
-                group: group(
-                    raw.group.as_ref(),
-                    raw.ipv6_scope.as_ref(),
-                    raw.port.as_ref(),
-                ),
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
-                ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
-                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
-                key: raw.key.as_ref().map(|k| k.0),
-            })
-            .collect();
-        let broadcast_server = self.validate_broadcast_servers(e, &instances);
-        let multicast_client = entries("multicast-client", &self.multicast_client)
-            .filter_map(|(base, raw)| {
-                let instance = e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
-                Some(MulticastClient {
-                    key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)?,
+        let multicast_server: Vec<MulticastServer> =
+            entries("multicast-server", &self.multicast_server)
+                .map(|(base, raw)| MulticastServer {
                     group: group(
                         raw.group.as_ref(),
                         raw.ipv6_scope.as_ref(),
                         raw.port.as_ref(),
                     ),
                     interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                    poll: raw.poll.as_ref().map_or(DEFAULT_BROADCAST_POLL, |p| p.0),
+                    ttl: raw.ttl.as_ref().map_or(DEFAULT_MULTICAST_TTL, |t| t.0),
+                    instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
+                    key: raw.key.as_ref().map(|k| k.0),
+                })
+                .collect();
+        let broadcast_server = self.validate_broadcast_servers(e, &instances);
+        let multicast_client: Vec<MulticastClient> =
+            entries("multicast-client", &self.multicast_client)
+                .filter_map(|(base, raw)| {
+                    let instance =
+                        e.instance(base.key("instance"), raw.instance.as_ref(), &instances);
+                    Some(MulticastClient {
+                        key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)?,
+                        group: group(
+                            raw.group.as_ref(),
+                            raw.ipv6_scope.as_ref(),
+                            raw.port.as_ref(),
+                        ),
+                        interface: raw.interface.as_ref().map(|i| i.0.clone()),
+                        allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                        recalibrate: raw
+                            .recalibrate
+                            .as_ref()
+                            .map_or(DEFAULT_RECALIBRATE, |r| r.0),
+                        instance,
+                    })
+                })
+                .collect();
+        let broadcast_client: Vec<BroadcastClient> =
+            entries("broadcast-client", &self.broadcast_client)
+                .map(|(base, raw)| BroadcastClient {
+                    interface: raw.interface.as_ref().map(|i| i.0.clone()),
                     allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
+                    key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated)
+                        .flatten(),
                     recalibrate: raw
                         .recalibrate
                         .as_ref()
                         .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                    instance,
+                    instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
                 })
-            })
-            .collect();
-        let broadcast_client = entries("broadcast-client", &self.broadcast_client)
-            .map(|(base, raw)| BroadcastClient {
-                interface: raw.interface.as_ref().map(|i| i.0.clone()),
-                allow_unauthenticated: raw.allow_unauthenticated.unwrap_or(false),
-                key: client_key(e, &base, raw.key.as_ref(), raw.allow_unauthenticated).flatten(),
-                recalibrate: raw
-                    .recalibrate
-                    .as_ref()
-                    .map_or(DEFAULT_RECALIBRATE, |r| r.0),
-                instance: e.instance(base.key("instance"), raw.instance.as_ref(), &instances),
-            })
-            .collect();
+                .collect();
         self.check_key_references(e, auth.as_ref(), store.as_ref());
         check_client_keys(e, self);
         check_mode5_senders(e, self, &listen);
+        let ignore_interfaces: Vec<String> = self
+            .interfaces
+            .iter()
+            .flat_map(|i| i.ignore.iter().flatten())
+            .map(|d| d.0.clone())
+            .collect();
+        let ignored = |instance: &str| -> Vec<String> {
+            if instance == DEFAULT_INSTANCE {
+                return ignore_interfaces.clone();
+            }
+            let inst = instances.iter().find(|i| i.name == instance);
+            inst.map(|i| i.ignore_interfaces.clone())
+                .unwrap_or_default()
+        };
+        let mode5 = multicast_server
+            .iter()
+            .map(|m: &MulticastServer| (&m.instance, &m.interface))
+            .enumerate()
+            .map(|(i, t)| ("multicast-server", i, t))
+            .chain(
+                broadcast_server
+                    .iter()
+                    .map(|b: &BroadcastServer| (&b.instance, &b.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("broadcast-server", i, t)),
+            )
+            .chain(
+                multicast_client
+                    .iter()
+                    .map(|m: &MulticastClient| (&m.instance, &m.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("multicast-client", i, t)),
+            )
+            .chain(
+                broadcast_client
+                    .iter()
+                    .map(|b: &BroadcastClient| (&b.instance, &b.interface))
+                    .enumerate()
+                    .map(|(i, t)| ("broadcast-client", i, t)),
+            );
+        for (table, i, (instance, interface)) in mode5 {
+            let Some(interface) = interface else { continue };
+            if ignored(instance).contains(interface) {
+                e.push(
+                    KeyPath::keys(&[table]).index(i).key("interface"),
+                    format!("interface \"{interface}\" is in the ignored interfaces of instance \"{instance}\""),
+                );
+            }
+        }
 
         if !errors.0.is_empty() {
             return Err(errors.0);
@@ -615,6 +737,7 @@ impl RawConfig {
             auth,
             responder,
             dynamic_sessions,
+            ignore_interfaces,
             warnings: Vec::new(),
         })
     }
@@ -697,6 +820,19 @@ impl RawConfig {
                         .max_dynamic_sessions
                         .as_ref()
                         .map_or(Instance::DEFAULT_MAX_DYNAMIC_SESSIONS, |m| m.0),
+                    source: source_address(
+                        errors,
+                        &base,
+                        raw.source.as_ref(),
+                        raw.source_interface.as_ref(),
+                        None,
+                    ),
+                    ignore_interfaces: raw
+                        .ignore_interfaces
+                        .iter()
+                        .flatten()
+                        .map(|d| d.0.clone())
+                        .collect(),
                 });
             }
         }

@@ -246,6 +246,18 @@ impl Kind for IpPort {
     }
 }
 
+/// An IP address.
+pub(crate) struct Ip;
+
+impl Kind for Ip {
+    type From = String;
+    type Out = IpAddr;
+    fn parse(text: String) -> Result<IpAddr, ValueError> {
+        text.parse::<IpAddr>()
+            .map_err(|_| ValueError::NotAnIp(text))
+    }
+}
+
 /// A multicast group address.
 pub(crate) struct Group;
 

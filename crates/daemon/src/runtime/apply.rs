@@ -139,6 +139,8 @@ impl Daemon {
             applied.push("[access-policy] changed".to_owned());
         }
         self.config = merged;
+        self.refresh_source_addrs(true);
+        self.refresh_ignored();
         // Publishes the new keys, limits and rules to the fast-path workers.
         self.apply_listener_keys();
         let file = self.config_path.as_ref().map_or_else(

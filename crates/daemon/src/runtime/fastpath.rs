@@ -102,6 +102,9 @@ pub(super) struct Snapshot {
     /// Interfaces of up device-bound instances: the default instance's
     /// listeners drop datagrams that arrive on them.
     pub foreign: Vec<u32>,
+    /// Interfaces instances ignore, as (instance, ifindex): datagrams of that instance
+    /// arriving there are dropped.
+    pub ignored: Vec<(InstanceId, u32)>,
 }
 
 impl Snapshot {
@@ -111,6 +114,7 @@ impl Snapshot {
             responder: Responder::closed(-20),
             map: HostMap::IDENTITY,
             foreign: Vec::new(),
+            ignored: Vec::new(),
         }
     }
 }
@@ -118,7 +122,13 @@ impl Snapshot {
 /// The part of a [`Snapshot`] that the event loop compares after every
 /// input to tell whether to publish again: the server state, the node's
 /// policy generation and the clock's map.
-type Key = (strata_engine::ServerState, u64, HostMap, Vec<u32>);
+type Key = (
+    strata_engine::ServerState,
+    u64,
+    HostMap,
+    Vec<u32>,
+    Vec<(InstanceId, u32)>,
+);
 
 /// The event loop's side of the snapshot: what it last published, so that it publishes again
 /// only when something the workers read changed.
@@ -148,10 +158,17 @@ impl Publisher {
         node: &Node,
         clock: &dyn Clock,
         foreign: Vec<u32>,
+        ignored: Vec<(InstanceId, u32)>,
         force: bool,
     ) {
         let state = node.server_state(NtpTimestamp::ZERO);
-        let key = (state, node.policy_generation(), clock.host_map(), foreign);
+        let key = (
+            state,
+            node.policy_generation(),
+            clock.host_map(),
+            foreign,
+            ignored,
+        );
         if !force && self.published.as_ref() == Some(&key) {
             return;
         }
@@ -159,6 +176,7 @@ impl Publisher {
             responder: node.responder(NtpTimestamp::ZERO),
             map: key.2,
             foreign: key.3.clone(),
+            ignored: key.4.clone(),
         });
         self.published = Some(key);
     }
@@ -221,6 +239,7 @@ pub(super) struct WorkerCounters {
     sent: AtomicU64,
     kod_sent: AtomicU64,
     foreign: AtomicU64,
+    ignored: AtomicU64,
     dropped: [AtomicU64; REASONS],
 }
 
@@ -236,6 +255,9 @@ pub(super) struct Totals {
     /// Datagrams dropped because they came through another instance's
     /// interface (counted as `foreign-instance`, also in `received`).
     pub foreign: u64,
+    /// Datagrams dropped because they came through an interface the instance ignores
+    /// (counted as `ignored-interface`, also in `received`).
+    pub ignored: u64,
     /// Drops by reason, indexed as [`DropReason::ALL`].
     pub dropped: [u64; REASONS],
 }
@@ -246,6 +268,7 @@ impl Totals {
         self.sent += c.sent.load(Ordering::Relaxed);
         self.kod_sent += c.kod_sent.load(Ordering::Relaxed);
         self.foreign += c.foreign.load(Ordering::Relaxed);
+        self.ignored += c.ignored.load(Ordering::Relaxed);
         for (t, d) in self.dropped.iter_mut().zip(&c.dropped) {
             *t += d.load(Ordering::Relaxed);
         }
@@ -257,6 +280,7 @@ impl Totals {
         self.sent += other.sent;
         self.kod_sent += other.kod_sent;
         self.foreign += other.foreign;
+        self.ignored += other.ignored;
         for (t, d) in self.dropped.iter_mut().zip(&other.dropped) {
             *t += d;
         }
@@ -294,6 +318,7 @@ impl Totals {
         add(&into.sent, self.sent);
         add(&into.kod_sent, self.kod_sent);
         add(&into.foreign, self.foreign);
+        add(&into.ignored, self.ignored);
         for (a, n) in into.dropped.iter().zip(&self.dropped) {
             add(a, *n);
         }
@@ -506,6 +531,13 @@ fn classify(
         && meta.ifindex.is_some_and(|ifx| snap.foreign.contains(&ifx))
     {
         local.foreign += 1;
+        return None;
+    }
+    if meta
+        .ifindex
+        .is_some_and(|ifx| snap.ignored.contains(&(ctx.instance, ifx)))
+    {
+        local.ignored += 1;
         return None;
     }
     // The first datagram to each local address goes to the event loop, so

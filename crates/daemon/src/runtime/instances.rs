@@ -11,7 +11,7 @@ use strata_engine::{AccessRule, InstanceId};
 use strata_net::Placement;
 
 use super::mode5::{self, Mode5Rt};
-use super::{Daemon, FOREIGN_INSTANCE};
+use super::{Daemon, FOREIGN_INSTANCE, IGNORED_INTERFACE};
 use crate::config::{Config, InstancePlacement, DEFAULT_INSTANCE};
 
 /// The first retry delay of a down instance.
@@ -35,6 +35,8 @@ pub(super) struct InstanceRt {
     ifindexes: Vec<u32>,
     /// Datagrams dropped by the daemon itself, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// The indexes of its `ignore-interfaces` that exist now.
+    pub ignored: Vec<u32>,
     /// Broadcast and multicast settings.
     pub mode5: Mode5Rt,
 }
@@ -88,6 +90,29 @@ impl Instances {
         ifindex.is_some_and(|x| self.bound_up().any(|i| i.ifindexes.contains(&x)))
     }
 
+    /// The ignored interfaces of every instance, as (instance, ifindex).
+    pub(super) fn ignored(&self) -> Vec<(InstanceId, u32)> {
+        let all = self.iter();
+        all.flat_map(|(id, i)| i.ignored.iter().map(move |x| (id, *x)))
+            .collect()
+    }
+
+    /// Whether a datagram of `instance` that arrived on `ifindex` is to be ignored, counting
+    /// it (`ignored-interface`) when it is.
+    pub(super) fn drop_ignored(&mut self, instance: InstanceId, ifindex: Option<u32>) -> bool {
+        let Some(inst) = self.get_mut(instance) else {
+            return false;
+        };
+        if !ifindex.is_some_and(|x| inst.ignored.contains(&x)) {
+            return false;
+        }
+        *inst
+            .dropped
+            .entry(IGNORED_INTERFACE.to_owned())
+            .or_default() += 1;
+        true
+    }
+
     /// Counts a datagram the default instance dropped for arriving on another instance's
     /// interface.
     pub(super) fn count_foreign(&mut self) {
@@ -139,6 +164,7 @@ impl Daemon {
                 backoff: RETRY_MIN,
                 ifindexes: Vec::new(),
                 dropped: BTreeMap::new(),
+                ignored: Vec::new(),
                 mode5,
             };
             self.instances.0.insert(id, inst);
@@ -202,6 +228,35 @@ impl Daemon {
             }
         }
         (opened, closed, failed)
+    }
+
+    /// Looks up the indexes of every instance's ignored interfaces (in its namespace): an
+    /// interface that appears, or is re-created with a new index, is followed.
+    pub(super) fn refresh_ignored(&mut self) {
+        for id in self.instances.ids() {
+            let Some(inst) = self.instances.get(id) else {
+                continue;
+            };
+            let names = self.config.ignored_interfaces(&inst.name);
+            let lookup = |name: &String| -> Option<u32> {
+                match &inst.placement {
+                    Placement::Netns(ns) => {
+                        strata_net::in_netns(ns, || strata_net::ifindex(name).ok())
+                            .ok()
+                            .flatten()
+                    }
+                    _ => strata_net::ifindex(name).ok(),
+                }
+            };
+            let ignored: Vec<u32> = if names.is_empty() {
+                Vec::new()
+            } else {
+                names.iter().filter_map(lookup).collect()
+            };
+            if let Some(inst) = self.instances.get_mut(id) {
+                inst.ignored = ignored;
+            }
+        }
     }
 
     /// Checks the health of up instances (their namespace or device still

@@ -48,6 +48,7 @@ mod kernel;
 pub mod metrics;
 mod mode5;
 mod sockets;
+mod source;
 mod status;
 pub mod trace;
 
@@ -79,6 +80,9 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// The drop reason counted by the daemon for datagrams that reached the
 /// default instance through an interface of a device-bound instance.
 pub const FOREIGN_INSTANCE: &str = "foreign-instance";
+/// The drop reason counted by the daemon for datagrams that arrived on an interface the
+/// instance ignores (`ignore-interfaces`, `[interfaces] ignore`).
+pub const IGNORED_INTERFACE: &str = "ignored-interface";
 
 /// A control request with where its reply goes.
 struct ControlRequest {
@@ -109,6 +113,8 @@ struct Daemon {
     association_log: crate::logging::AssociationLog,
     /// The kernel's side of a system clock.
     kernel: kernel::KernelSync,
+    /// The source addresses of unicast sources that set one.
+    source_addrs: source::SourceAddrs,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -185,6 +191,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         probes: trace::Probes::default(),
         association_log: crate::logging::AssociationLog::default(),
         kernel: kernel_sync,
+        source_addrs: source::SourceAddrs::default(),
     };
     if workers > 0 {
         tracing::info!(workers, "fast path: worker threads per listener");
@@ -242,6 +249,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 let now = daemon.now();
                 let synchronized = daemon.node.status().synchronized;
                 daemon.kernel.tick(now, synchronized);
+                daemon.refresh_ignored();
+                daemon.refresh_source_addrs(false);
                 // Selection roles change without an event.
                 daemon.log_associations();
             }
@@ -342,12 +351,38 @@ impl Daemon {
         }
     }
 
+    /// Takes the `source`/`source-interface` settings of the running configuration (`all`)
+    /// or only looks interface addresses up again when it is time.
+    fn refresh_source_addrs(&mut self, all: bool) {
+        let instances = &self.instances;
+        let placement = |id| {
+            instances
+                .get(id)
+                .map(|i| i.placement.clone())
+                .unwrap_or_default()
+        };
+        if all {
+            let id_of = |name: &str| {
+                instances
+                    .iter()
+                    .find(|(_, i)| i.name == name)
+                    .map(|(id, _)| id)
+            };
+            self.source_addrs.set(&self.config, id_of, placement);
+        } else {
+            self.source_addrs.maybe_refresh(placement);
+        }
+    }
+
     fn handle_datagram(&mut self, d: &Datagram) {
         let Some(sock) = self.sockets.get(d.socket) else {
             return;
         };
         if sock.instance == InstanceId::DEFAULT && self.instances.is_foreign(d.meta.ifindex) {
             self.instances.count_foreign();
+            return;
+        }
+        if self.instances.drop_ignored(sock.instance, d.meta.ifindex) {
             return;
         }
         let host = NtpTimestamp::from_unix(d.meta.rx_time.secs, d.meta.rx_time.nanos);
@@ -398,9 +433,17 @@ impl Daemon {
                     }
                 },
             };
+            let mut src_ip = tx.src_ip;
+            if tx.route != Route::Broadcast && src_ip.is_none() {
+                match self.source_addrs.for_remote(tx.instance, tx.dst) {
+                    source::Src::Any => {}
+                    source::Src::From(ip) => src_ip = Some(ip),
+                    source::Src::Unavailable => continue,
+                }
+            }
             let transmit = Transmit {
                 dst: tx.dst,
-                src_ip: tx.src_ip,
+                src_ip,
                 ifindex,
             };
             self.sockets.send(socket, &buf[..tx.len], &transmit);
@@ -449,8 +492,9 @@ impl Daemon {
     /// always when `force` is set.
     fn publish_fast(&mut self, force: bool) {
         let foreign = self.instances.foreign_ifindexes();
+        let ignored = self.instances.ignored();
         self.fast
-            .publish(&self.node, self.clock.as_ref(), foreign, force);
+            .publish(&self.node, self.clock.as_ref(), foreign, ignored, force);
     }
 
     fn save_drift(&self) {

@@ -13,7 +13,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::instances::placement_name;
-use super::{ControlRequest, Daemon, FOREIGN_INSTANCE};
+use super::{ControlRequest, Daemon, FOREIGN_INSTANCE, IGNORED_INTERFACE};
 use crate::control::{
     self, Estimate, FilterSample, InstanceCounters, Reply, Request, Session, SessionDetail, Status,
 };
@@ -86,7 +86,11 @@ impl Daemon {
                             *dropped.entry(FOREIGN_INSTANCE.to_owned()).or_default() +=
                                 fast.foreign;
                         }
-                        received += fast.received + fast.foreign;
+                        if fast.ignored > 0 {
+                            *dropped.entry(IGNORED_INTERFACE.to_owned()).or_default() +=
+                                fast.ignored;
+                        }
+                        received += fast.received + fast.foreign + fast.ignored;
                         (
                             name.to_owned(),
                             InstanceCounters {
