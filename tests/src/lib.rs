@@ -11,11 +11,36 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_daemon::control::{self, Reply, Request, Session, Status};
-use strata_wire::{Mode, NtpPacket, NtpRepr, NtpTimestamp};
+use strata_wire::{Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId};
 
 /// How long a control request may take: generous, so that a loaded
 /// machine's slow answer is not taken for none.
 const CONTROL_WAIT: Duration = Duration::from_secs(10);
+
+/// A 48-byte packet of `mode` from a synchronised stratum-2 sender (LOCL
+/// reference) that has heard nothing from us yet: zero origin and receive
+/// timestamps, `transmit` as its transmit and reference time.
+#[must_use]
+pub fn header_packet(mode: Mode, transmit: NtpTimestamp) -> Vec<u8> {
+    let repr = NtpRepr {
+        leap: Leap::NoWarning,
+        version: 4,
+        mode,
+        stratum: 2,
+        poll: 6,
+        precision: -20,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::ZERO,
+        reference_id: ReferenceId::LOCL,
+        reference_timestamp: transmit,
+        origin_timestamp: NtpTimestamp::ZERO,
+        receive_timestamp: NtpTimestamp::ZERO,
+        transmit_timestamp: transmit,
+    };
+    let mut buf = vec![0u8; 48];
+    repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
+    buf
+}
 
 /// The path of a workspace binary (`stratad`, `stratactl`), built on demand
 /// into the same target directory as the running test.

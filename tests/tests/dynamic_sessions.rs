@@ -4,29 +4,14 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use strata_tests::{free_udp_port, wait_until, Daemon};
-use strata_wire::{Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId};
+use strata_tests::{free_udp_port, header_packet, wait_until, Daemon};
+use strata_wire::{Mode, NtpTimestamp};
 
 fn symmetric_active() -> Vec<u8> {
-    let xmt = NtpTimestamp::from_unix(1_700_000_000, 0);
-    let repr = NtpRepr {
-        leap: Leap::NoWarning,
-        version: 4,
-        mode: Mode::SymmetricActive,
-        stratum: 2,
-        poll: 6,
-        precision: -20,
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::ZERO,
-        reference_id: ReferenceId::LOCL,
-        reference_timestamp: xmt,
-        origin_timestamp: NtpTimestamp::ZERO,
-        receive_timestamp: NtpTimestamp::ZERO,
-        transmit_timestamp: xmt,
-    };
-    let mut buf = vec![0u8; 48];
-    repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
-    buf
+    header_packet(
+        Mode::SymmetricActive,
+        NtpTimestamp::from_unix(1_700_000_000, 0),
+    )
 }
 
 #[test]

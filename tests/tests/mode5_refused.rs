@@ -4,8 +4,8 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use strata_tests::{free_udp_port, wait_until, Daemon};
-use strata_wire::{Leap, Mode, NtpPacket, NtpRepr, NtpShort, NtpTimestamp, ReferenceId};
+use strata_tests::{free_udp_port, header_packet, wait_until, Daemon};
+use strata_wire::{Mode, NtpTimestamp};
 
 fn mode5() -> Vec<u8> {
     let now = std::time::SystemTime::now()
@@ -15,24 +15,7 @@ fn mode5() -> Vec<u8> {
         i64::try_from(now.as_secs()).expect("seconds"),
         now.subsec_nanos(),
     );
-    let repr = NtpRepr {
-        leap: Leap::NoWarning,
-        version: 4,
-        mode: Mode::Broadcast,
-        stratum: 2,
-        poll: 6,
-        precision: -20,
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::ZERO,
-        reference_id: ReferenceId::LOCL,
-        reference_timestamp: xmt,
-        origin_timestamp: NtpTimestamp::ZERO,
-        receive_timestamp: NtpTimestamp::ZERO,
-        transmit_timestamp: xmt,
-    };
-    let mut buf = vec![0u8; 48];
-    repr.emit(&mut NtpPacket::new_unchecked(&mut buf[..]));
-    buf
+    header_packet(Mode::Broadcast, xmt)
 }
 
 #[test]
